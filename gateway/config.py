@@ -1,0 +1,88 @@
+"""The gateway's one validated settings tree: YAML file, then SAFEGUARD_* environment overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from protocol.mqtt import MqttEndpoint, MqttVersion
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the bad key."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAFEGUARD_", extra="forbid", frozen=True)
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_version: MqttVersion = MqttVersion.V5
+    mqtt_client_id: str = "safeguard-gateway"
+    database_url: str = "postgresql://localhost/safeguard"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=0, le=65535)
+    bootstrap_token: SecretStr | None = None
+    # Liveness (DESIGN section 4): silent for heartbeat_s x missed_heartbeats.
+    missed_heartbeats: int = Field(3, ge=1, le=100)
+    default_heartbeat_s: int = Field(60, ge=1)  # GB/T 28181 keep-alive when the agent did not say
+    escalate_after_s: float = Field(60.0, gt=0)
+    battery_low_pct: float = Field(20.0, ge=0, le=100)
+    # Ingest batching: a batch is written when it is this big or this old.
+    batch_size: int = Field(1000, ge=1, le=60_000)
+    batch_interval_s: float = Field(0.1, gt=0, le=10)
+    sweep_interval_s: float = Field(2.0, gt=0)
+    readings_retention_days: int = Field(90, ge=1)
+    dead_letter_retention_days: int = Field(90, ge=1)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _valid_mqtt_url(cls, value: str) -> str:
+        MqttEndpoint.parse(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _valid_database_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return value
+
+    @property
+    def mqtt(self) -> MqttEndpoint:
+        return MqttEndpoint.parse(self.mqtt_url)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment overrides the YAML file (passed as init values).
+        return (env_settings, init_settings)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read ``path`` (YAML) if given, apply environment and ``overrides``; raise ConfigError naming the key."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        values.update(loaded)
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise ConfigError(f"{where}{problems}") from None

@@ -1,0 +1,284 @@
+"""Alert rules of DESIGN section 4 as pure functions: typed inputs in, changes out.
+
+No clock, broker or database here: the caller passes the time and the current
+open alerts, applies the returned changes with :func:`apply` and persists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.rules.model import (
+    SEVERITY,
+    AlertKey,
+    AlertKind,
+    AlertState,
+    Change,
+    DeviceStatus,
+    OpenAlert,
+    OpenAlerts,
+    Raise,
+    Repeat,
+    Resolve,
+    Severity,
+    Update,
+)
+from protocol import DeviceKind, ExitReading, ExitState, Heartbeat, Reading, SmokeReading, SmokeState, StreamState
+
+_DETECTOR_FAULT_STATES = frozenset({SmokeState.FAULT, SmokeState.TAMPER})
+_SILENCE_KINDS: Mapping[DeviceKind, AlertKind] = {
+    DeviceKind.CAMERA: AlertKind.CAMERA_OFFLINE,
+    DeviceKind.SMOKE: AlertKind.DETECTOR_OFFLINE,
+}
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _condition(
+    key: AlertKey,
+    alerts: OpenAlerts,
+    *,
+    holds: bool,
+    was_holding: bool,
+    detail: Mapping[str, Any],
+    clears: bool,
+    clear_reason: str,
+) -> list[Change]:
+    """Raise when the condition starts, count a repeat when it starts again while open, resolve when cleared."""
+    alert = alerts.get(key)
+    if holds:
+        if alert is None:
+            return [Raise(key, detail)]
+        return [] if was_holding else [Repeat(key, detail)]
+    if clears and alert is not None:
+        return [Resolve(key, clear_reason)]
+    return []
+
+
+def _resume(key: AlertKey, alerts: OpenAlerts) -> list[Change]:
+    """Any message from a silent device ends its offline alert."""
+    return [Resolve(key, "messages resumed")] if key in alerts else []
+
+
+def _camera(
+    site: str, device: str, hb: Heartbeat, prev: DeviceStatus | None, stale: bool, alerts: OpenAlerts
+) -> list[Change]:
+    changes = _resume(AlertKey(site, device, AlertKind.CAMERA_OFFLINE), alerts)
+    if stale:
+        return changes
+    return changes + _condition(
+        AlertKey(site, device, AlertKind.CAMERA_STREAM_FAULT),
+        alerts,
+        holds=hb.stream is not StreamState.OK,
+        was_holding=prev is not None and prev.status != StreamState.OK,
+        detail={"stream": hb.stream.value, "fps": hb.fps, "last_frame_ts": hb.last_frame_ts},
+        clears=True,
+        clear_reason="stream ok again",
+    )
+
+
+def _fire_alarm(
+    site: str, device: str, reading: SmokeReading, prev: DeviceStatus | None, stale: bool, alerts: OpenAlerts
+) -> list[Change]:
+    key = AlertKey(site, device, AlertKind.FIRE_ALARM)
+    alert = alerts.get(key)
+    if reading.state is SmokeState.ALARM:
+        # Never lose an alarm: even a late (stale) one raises.
+        detail = {"state": "alarm", "obscuration_pct": reading.obscuration_pct, "detector_normal": False}
+        if alert is None:
+            return [Raise(key, detail)]
+        again = prev is None or prev.status != SmokeState.ALARM or alert.detail.get("detector_normal", False)
+        return [Repeat(key, detail)] if again and not stale else []
+    if alert is None or stale:
+        return []
+    if reading.state is SmokeState.NORMAL:
+        # DESIGN section 4: resolves only when back to normal *and* acknowledged.
+        if alert.acknowledged:
+            return [Resolve(key, "detector back to normal after acknowledgement")]
+        if not alert.detail.get("detector_normal", False):
+            return [Update(key, {"detector_normal": True}, "detector_normal")]
+        return []
+    if alert.detail.get("detector_normal", False):
+        return [Update(key, {"detector_normal": False, "state": reading.state.value}, "detector_state")]
+    return []
+
+
+def _detector_fault_holds(state: str, battery_pct: float | None, battery_low_pct: float) -> bool:
+    return state in _DETECTOR_FAULT_STATES or (battery_pct is not None and battery_pct < battery_low_pct)
+
+
+def _smoke(
+    site: str,
+    device: str,
+    reading: SmokeReading,
+    prev: DeviceStatus | None,
+    stale: bool,
+    alerts: OpenAlerts,
+    battery_low_pct: float,
+) -> list[Change]:
+    changes = _resume(AlertKey(site, device, AlertKind.DETECTOR_OFFLINE), alerts)
+    changes += _fire_alarm(site, device, reading, prev, stale, alerts)
+    if stale:
+        return changes
+    holds = _detector_fault_holds(reading.state, reading.battery_pct, battery_low_pct)
+    return changes + _condition(
+        AlertKey(site, device, AlertKind.DETECTOR_FAULT),
+        alerts,
+        holds=holds,
+        was_holding=prev is not None and _detector_fault_holds(prev.status, prev.battery_pct, battery_low_pct),
+        detail={"state": reading.state.value, "battery_pct": reading.battery_pct},
+        clears=reading.state is SmokeState.NORMAL and not holds,
+        clear_reason="detector normal and battery ok",
+    )
+
+
+def _exit(
+    site: str, device: str, reading: ExitReading, prev: DeviceStatus | None, stale: bool, alerts: OpenAlerts
+) -> list[Change]:
+    if stale:
+        return []
+    return _condition(
+        AlertKey(site, device, AlertKind.EXIT_BLOCKED),
+        alerts,
+        holds=reading.state is ExitState.BLOCKED,
+        was_holding=prev is not None and prev.status == ExitState.BLOCKED,
+        detail={"blocked_ratio": reading.blocked_ratio, "blocked_since": reading.blocked_since},
+        clears=reading.state is ExitState.CLEAR,
+        clear_reason="exit clear",
+    )
+
+
+def evaluate_reading(
+    site: str,
+    device: str,
+    reading: Reading,
+    prev: DeviceStatus | None,
+    alerts: OpenAlerts,
+    *,
+    battery_low_pct: float = 20.0,
+) -> list[Change]:
+    """Changes caused by one device reading. A reading older than the device's latest state
+    (``stale``, e.g. a backlog after a partition) only resumes liveness and raises alarms."""
+    stale = prev is not None and reading.ts < prev.ts
+    if isinstance(reading, Heartbeat):
+        return _camera(site, device, reading, prev, stale, alerts)
+    if isinstance(reading, SmokeReading):
+        return _smoke(site, device, reading, prev, stale, alerts, battery_low_pct)
+    return _exit(site, device, reading, prev, stale, alerts)
+
+
+def evaluate_compound(site: str, alerts: OpenAlerts) -> list[Change]:
+    """``fire_alarm_exit_blocked``: a fire alarm open at the site while one of its exits is blocked."""
+    detectors = sorted(k.device or "" for k in alerts if k.site == site and k.kind is AlertKind.FIRE_ALARM)
+    exits = sorted(k.device or "" for k in alerts if k.site == site and k.kind is AlertKind.EXIT_BLOCKED)
+    key = AlertKey(site, None, AlertKind.FIRE_ALARM_EXIT_BLOCKED)
+    alert = alerts.get(key)
+    if detectors and exits:
+        detail = {"detectors": detectors, "exits": exits}
+        if alert is None:
+            return [Raise(key, detail)]
+        if dict(alert.detail) != detail:
+            return [Update(key, detail, "updated")]
+        return []
+    if alert is None:
+        return []
+    return [Resolve(key, "exits clear" if detectors else "fire alarm ended")]
+
+
+def evaluate_agent_status(
+    site: str,
+    *,
+    online: bool,
+    boot: str,
+    current_boot: str | None,
+    currently_online: bool | None,
+    alerts: OpenAlerts,
+) -> list[Change]:
+    """``agent_offline`` from the retained status: raised by the Last Will, resolved by a birth."""
+    key = AlertKey(site, None, AlertKind.AGENT_OFFLINE)
+    if online:
+        return [Resolve(key, "agent back online")] if key in alerts else []
+    if currently_online and current_boot is not None and current_boot != boot:
+        return []  # the Will of an earlier boot, arriving after the agent restarted
+    return [] if key in alerts else [Raise(key, {"boot": boot})]
+
+
+def evaluate_silence(
+    site: str, device: str, kind: DeviceKind, *, last_seen: float, timeout_s: float, now: float, alerts: OpenAlerts
+) -> list[Change]:
+    """``camera_offline`` / ``detector_offline`` for a device silent longer than its timeout."""
+    alert_kind = _SILENCE_KINDS.get(kind)
+    if alert_kind is None or now - last_seen < timeout_s:
+        return []
+    key = AlertKey(site, device, alert_kind)
+    if key in alerts:
+        return []
+    return [Raise(key, {"last_seen": iso(last_seen), "timeout_s": timeout_s})]
+
+
+def evaluate_escalation(alert: OpenAlert, *, opened_at: float, now: float, after_s: float) -> list[Change]:
+    """An open critical alert that no one acknowledged within ``after_s`` escalates, once."""
+    if (
+        SEVERITY[alert.key.kind] is not Severity.CRITICAL
+        or alert.state is not AlertState.OPEN
+        or alert.detail.get("escalated")
+        or now - opened_at < after_s
+    ):
+        return []
+    detail = {"escalated": True, "escalated_at": iso(now), "escalation_level": 1, "unacknowledged_s": after_s}
+    return [Update(alert.key, detail, "escalated")]
+
+
+def evaluate_acknowledged(alert: OpenAlert) -> list[Change]:
+    """After an acknowledgement: a fire alarm whose detector is already normal resolves."""
+    if alert.key.kind is AlertKind.FIRE_ALARM and alert.detail.get("detector_normal", False):
+        return [Resolve(alert.key, "acknowledged with detector back to normal")]
+    return []
+
+
+def refuse_resolve(alert: OpenAlert) -> str | None:
+    """Why a manual resolve is refused (HTTP 409), or None when it is allowed."""
+    if alert.key.kind is AlertKind.FIRE_ALARM and not alert.acknowledged:
+        return "a fire alarm must be acknowledged before it is resolved"
+    return None
+
+
+def apply(alerts: OpenAlerts, changes: Iterable[Change]) -> dict[AlertKey, OpenAlert]:
+    """The open alerts after ``changes``."""
+    result = dict(alerts)
+    for change in changes:
+        current = result.get(change.key)
+        match change:
+            case Raise():
+                result[change.key] = OpenAlert(change.key, AlertState.OPEN, 1, dict(change.detail))
+            case Repeat() if current is not None:
+                result[change.key] = OpenAlert(
+                    change.key, current.state, current.count + 1, {**current.detail, **change.detail}
+                )
+            case Update() if current is not None:
+                result[change.key] = OpenAlert(
+                    change.key, current.state, current.count, {**current.detail, **change.detail}
+                )
+            case Resolve():
+                result.pop(change.key, None)
+    return result
+
+
+def evaluate(
+    site: str,
+    device: str,
+    reading: Reading,
+    prev: DeviceStatus | None,
+    alerts: OpenAlerts,
+    *,
+    battery_low_pct: float = 20.0,
+) -> tuple[list[Change], dict[AlertKey, OpenAlert]]:
+    """A reading's own changes followed by the site-level compound rule, and the alerts after both."""
+    changes = evaluate_reading(site, device, reading, prev, alerts, battery_low_pct=battery_low_pct)
+    after = apply(alerts, changes)
+    compound = evaluate_compound(site, after)
+    return changes + compound, apply(after, compound)

@@ -1,0 +1,112 @@
+"""Types the alert rules speak: kinds, keys, the open alerts they see and the changes they decide."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class AlertKind(StrEnum):
+    FIRE_ALARM = "fire_alarm"
+    FIRE_ALARM_EXIT_BLOCKED = "fire_alarm_exit_blocked"
+    EXIT_BLOCKED = "exit_blocked"
+    CAMERA_OFFLINE = "camera_offline"
+    CAMERA_STREAM_FAULT = "camera_stream_fault"
+    DETECTOR_OFFLINE = "detector_offline"
+    DETECTOR_FAULT = "detector_fault"
+    AGENT_OFFLINE = "agent_offline"
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    MAJOR = "major"
+    MINOR = "minor"
+
+
+class AlertState(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+# DESIGN section 4.
+SEVERITY: Mapping[AlertKind, Severity] = {
+    AlertKind.FIRE_ALARM: Severity.CRITICAL,
+    AlertKind.FIRE_ALARM_EXIT_BLOCKED: Severity.CRITICAL,
+    AlertKind.EXIT_BLOCKED: Severity.MAJOR,
+    AlertKind.CAMERA_OFFLINE: Severity.MAJOR,
+    AlertKind.CAMERA_STREAM_FAULT: Severity.MAJOR,
+    AlertKind.DETECTOR_OFFLINE: Severity.MAJOR,
+    AlertKind.DETECTOR_FAULT: Severity.MINOR,
+    AlertKind.AGENT_OFFLINE: Severity.MAJOR,
+}
+SITE_LEVEL_KINDS = frozenset({AlertKind.AGENT_OFFLINE, AlertKind.FIRE_ALARM_EXIT_BLOCKED})
+
+
+@dataclass(frozen=True, slots=True)
+class AlertKey:
+    """At most one unresolved alert exists per key."""
+
+    site: str
+    device: str | None
+    kind: AlertKind
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    """An unresolved alert (state open or acknowledged) as the rules see it."""
+
+    key: AlertKey
+    state: AlertState = AlertState.OPEN
+    count: int = 1
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.state is AlertState.ACKNOWLEDGED
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """The device's latest accepted state before the reading being evaluated."""
+
+    status: str  # stream (camera) or state (smoke, exit)
+    ts: float
+    battery_pct: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Raise:
+    """Open a new alert for ``key``."""
+
+    key: AlertKey
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """The condition of an open alert occurred again: ``count`` grows, ``detail`` is merged."""
+
+    key: AlertKey
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Merge ``detail`` into an open alert (e.g. detector back to normal, escalation)."""
+
+    key: AlertKey
+    detail: Mapping[str, Any]
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    key: AlertKey
+    reason: str
+
+
+Change = Raise | Repeat | Update | Resolve
+OpenAlerts = Mapping[AlertKey, OpenAlert]

@@ -1,0 +1,9 @@
+-- Applied after the migrations when the timescaledb extension is available.
+-- Idempotent: run on every `safeguard migrate`. %(retention_days)s is bound by migrate.py.
+CREATE EXTENSION IF NOT EXISTS timescaledb;
+SELECT create_hypertable('readings', by_range('ts', INTERVAL '1 day'), migrate_data => true, if_not_exists => true);
+ALTER TABLE readings SET (timescaledb.compress, timescaledb.compress_segmentby = 'site, device',
+                          timescaledb.compress_orderby = 'ts DESC');
+SELECT add_compression_policy('readings', INTERVAL '7 days', if_not_exists => true);
+SELECT remove_retention_policy('readings', if_exists => true);
+SELECT add_retention_policy('readings', make_interval(days => %(retention_days)s));

@@ -1,0 +1,170 @@
+"""Payload models of wire contract v1 and the decoder from raw MQTT messages.
+
+Models are frozen and strict (a string is not a number, ``1`` is not ``true``);
+unknown extra fields are ignored so that newer agents keep working with this
+gateway (forward compatibility, DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from protocol.topics import MessageType, Topic, TopicError, parse_topic
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+BootId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Timestamp = Annotated[float, Field(ge=0)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+class DeviceKind(StrEnum):
+    CAMERA = "camera"
+    SMOKE = "smoke"
+    EXIT = "exit"
+
+
+class StreamState(StrEnum):
+    OK = "ok"
+    FROZEN = "frozen"
+    DARK = "dark"
+    LOST = "lost"
+
+
+class SmokeState(StrEnum):
+    NORMAL = "normal"
+    ALARM = "alarm"
+    FAULT = "fault"
+    TEST = "test"
+    TAMPER = "tamper"
+
+
+class ExitState(StrEnum):
+    CLEAR = "clear"
+    BLOCKED = "blocked"
+    UNKNOWN = "unknown"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore", allow_inf_nan=False)
+
+
+class DeclaredDevice(_Message):
+    id: Id
+    kind: DeviceKind
+    name: str | None = None
+    location: str | None = None
+
+
+class AgentStatus(_Message):
+    """Retained birth message, or the Last Will when ``online`` is false."""
+
+    online: bool
+    boot: BootId
+    ts: Timestamp | None = None  # optional in the Last Will: arrival time is used then
+    agent_version: str | None = None
+    heartbeat_s: Annotated[int, Field(gt=0, le=86_400)] | None = None
+    devices: tuple[DeclaredDevice, ...] = ()
+
+
+class _Reading(_Message):
+    ts: Timestamp
+    boot: BootId
+    seq: Seq
+
+
+class Heartbeat(_Reading):
+    kind: ClassVar[DeviceKind] = DeviceKind.CAMERA
+    stream: StreamState
+    fps: Annotated[float, Field(ge=0)]
+    last_frame_ts: Timestamp | None = None
+
+
+class SmokeReading(_Reading):
+    kind: ClassVar[DeviceKind] = DeviceKind.SMOKE
+    state: SmokeState
+    battery_pct: Percent | None = None
+    obscuration_pct: Percent | None = None
+
+
+class ExitReading(_Reading):
+    kind: ClassVar[DeviceKind] = DeviceKind.EXIT
+    state: ExitState
+    blocked_ratio: Annotated[float, Field(ge=0, le=1)]
+    blocked_since: Timestamp | None = None
+
+
+Reading = Heartbeat | SmokeReading | ExitReading
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """JPEG bytes sent when an exit becomes blocked (the payload is not JSON)."""
+
+    jpeg: bytes
+
+
+class RejectReason(StrEnum):
+    """Short, stable codes used as the metrics label; the detail says more."""
+
+    OVERSIZE = "oversize"
+    BAD_TOPIC = "bad_topic"
+    MALFORMED_JSON = "malformed_json"
+    INVALID_SCHEMA = "invalid_schema"
+    UNKNOWN_SITE = "unknown_site"
+    BAD_SNAPSHOT = "bad_snapshot"
+
+
+class Rejection(Exception):
+    """Why a message was refused: ``code`` for counting, ``detail`` for people."""
+
+    def __init__(self, code: RejectReason, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+_MODELS: dict[MessageType, type[_Message]] = {
+    MessageType.STATUS: AgentStatus,
+    MessageType.HEARTBEAT: Heartbeat,
+    MessageType.SMOKE: SmokeReading,
+    MessageType.EXIT: ExitReading,
+}
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "payload"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def decode(topic: str, payload: bytes) -> tuple[Topic, AgentStatus | Reading | Snapshot]:
+    """Validate one inbound message; raise :class:`Rejection` with the precise reason."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Rejection(RejectReason.OVERSIZE, f"payload is {len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}")
+    try:
+        parsed = parse_topic(topic)
+    except TopicError as exc:
+        raise Rejection(RejectReason.BAD_TOPIC, str(exc)) from None
+    if parsed.type is MessageType.SNAPSHOT:
+        if not payload.startswith(_JPEG_MAGIC):
+            raise Rejection(RejectReason.BAD_SNAPSHOT, "snapshot payload is not a JPEG image")
+        return parsed, Snapshot(payload)
+    model = _MODELS[parsed.type]
+    try:
+        message = model.model_validate_json(payload)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise Rejection(RejectReason.MALFORMED_JSON, _describe(exc)) from None
+        raise Rejection(RejectReason.INVALID_SCHEMA, _describe(exc)) from None
+    assert isinstance(message, AgentStatus | Heartbeat | SmokeReading | ExitReading)
+    return parsed, message

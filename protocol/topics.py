@@ -1,0 +1,107 @@
+"""Topic strings of wire contract v1: built and parsed here and nowhere else.
+
+Layout (DESIGN.md section 3)::
+
+    sg/v1/{site}/agent/status        retained agent birth / Last Will
+    sg/v1/{site}/{device}/heartbeat  camera heartbeat
+    sg/v1/{site}/{device}/smoke      smoke detector state
+    sg/v1/{site}/{device}/exit       exit blockage state
+    sg/v1/{site}/{device}/snapshot   JPEG bytes
+    sg/v1/alerts/{site}              alert changes, published by the gateway
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+PREFIX = "sg/v1"
+SUBSCRIPTION = f"{PREFIX}/#"
+ALERTS_FILTER = f"{PREFIX}/alerts/#"
+_ALERTS_LEVEL = "alerts"
+_AGENT_DEVICE = "agent"
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class MessageType(StrEnum):
+    STATUS = "status"
+    HEARTBEAT = "heartbeat"
+    SMOKE = "smoke"
+    EXIT = "exit"
+    SNAPSHOT = "snapshot"
+
+
+_DEVICE_TYPES = frozenset(MessageType) - {MessageType.STATUS}
+
+
+class TopicError(ValueError):
+    """A topic that is not part of the contract; ``str()`` is the precise reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed inbound topic. ``device`` is None for the agent status topic."""
+
+    site: str
+    device: str | None
+    type: MessageType
+
+    def __str__(self) -> str:
+        if self.device is None:
+            return status_topic(self.site)
+        return device_topic(self.site, self.device, self.type)
+
+
+def valid_id(value: str) -> bool:
+    """True when ``value`` is a contract identifier (site or device id)."""
+    return _ID_RE.fullmatch(value) is not None
+
+
+def _checked_id(value: str, what: str) -> str:
+    if not valid_id(value):
+        raise ValueError(f"{what} id {value!r} does not match {_ID_RE.pattern}")
+    return value
+
+
+def status_topic(site: str) -> str:
+    return f"{PREFIX}/{_checked_id(site, 'site')}/{_AGENT_DEVICE}/{MessageType.STATUS}"
+
+
+def device_topic(site: str, device: str, message_type: MessageType) -> str:
+    if message_type not in _DEVICE_TYPES:
+        raise ValueError(f"{message_type} is not a device message type")
+    return f"{PREFIX}/{_checked_id(site, 'site')}/{_checked_id(device, 'device')}/{message_type}"
+
+
+def alert_topic(site: str) -> str:
+    return f"{PREFIX}/{_ALERTS_LEVEL}/{_checked_id(site, 'site')}"
+
+
+def is_alert_topic(topic: str) -> bool:
+    """True for the gateway's own outbound alert topics (which ingest ignores)."""
+    levels = topic.split("/")
+    return len(levels) == 4 and "/".join(levels[:3]) == f"{PREFIX}/{_ALERTS_LEVEL}"
+
+
+def parse_topic(topic: str) -> Topic:
+    """Parse an inbound agent topic, or raise :class:`TopicError` saying why not."""
+    levels = topic.split("/")
+    if "/".join(levels[:2]) != PREFIX:
+        raise TopicError(f"topic {topic!r} is not under {PREFIX}/")
+    if len(levels) != 5:
+        raise TopicError(f"topic {topic!r} has {len(levels)} levels, expected 5: {PREFIX}/site/device/type")
+    _, _, site, device, kind = levels
+    if not valid_id(site):
+        raise TopicError(f"site id {site!r} does not match {_ID_RE.pattern}")
+    if not valid_id(device):
+        raise TopicError(f"device id {device!r} does not match {_ID_RE.pattern}")
+    if device == _AGENT_DEVICE and kind == MessageType.STATUS:
+        return Topic(site, None, MessageType.STATUS)
+    try:
+        message_type = MessageType(kind)
+    except ValueError:
+        raise TopicError(f"unknown message type {kind!r} in topic {topic!r}") from None
+    if message_type is MessageType.STATUS:
+        raise TopicError(f"status is published on {PREFIX}/{{site}}/{_AGENT_DEVICE}/status only")
+    return Topic(site, device, message_type)
