@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_version: MqttVersion = MqttVersion.V5
     mqtt_client_id: str = "safeguard-gateway"
+    # Several ingest processes share the stream through an MQTT 5 shared subscription
+    # ($share/GROUP/sg/v1/#); unset for one process or a broker without shared subscriptions.
+    mqtt_shared_group: str | None = None
+    mqtt_session_expiry_s: int = Field(86_400, ge=0)
     database_url: str = "postgresql://localhost/safeguard"
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)

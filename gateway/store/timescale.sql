@@ -1,5 +1,5 @@
 -- Applied after the migrations when the timescaledb extension is available.
--- Idempotent: run on every `safeguard migrate`. %(retention_days)s is bound by migrate.py.
+-- Idempotent: run on every `safeguard migrate`; migrate.py binds the retention in days.
 CREATE EXTENSION IF NOT EXISTS timescaledb;
 SELECT create_hypertable('readings', by_range('ts', INTERVAL '1 day'), migrate_data => true, if_not_exists => true);
 ALTER TABLE readings SET (timescaledb.compress, timescaledb.compress_segmentby = 'site, device',

@@ -110,9 +110,11 @@ CREATE TABLE alert_history (
     action   text NOT NULL,
     by       text NOT NULL,
     note     text,
-    alert    jsonb NOT NULL  -- the alert as the API shows it, right after this change
+    alert    jsonb NOT NULL,  -- the alert as the API shows it, right after this change
+    relayed  boolean NOT NULL DEFAULT false  -- published to sg/v1/alerts/{site} by the leader
 );
 CREATE INDEX alert_history_alert ON alert_history (alert_id, id);
+CREATE INDEX alert_history_unrelayed ON alert_history (id) WHERE NOT relayed;
 
 CREATE TABLE dead_letters (
     id              bigserial PRIMARY KEY,
@@ -134,10 +136,4 @@ CREATE TABLE api_tokens (
     created_at timestamptz NOT NULL DEFAULT now(),
     revoked_at timestamptz,
     CHECK ((role = 'institution') = (site IS NOT NULL))
-);
-
--- Position of the leader's relay of alert changes to MQTT (sg/v1/alerts/{site}).
-CREATE TABLE relay_cursor (
-    name    text PRIMARY KEY,
-    last_id bigint NOT NULL
 );

@@ -1,0 +1,24 @@
+"""Prometheus metrics of the gateway (served at ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+RECEIVED = Counter("sg_messages_received_total", "MQTT messages received by ingest")
+ACCEPTED = Counter("sg_messages_accepted_total", "Messages validated and stored (duplicates included)")
+DUPLICATES = Counter("sg_messages_duplicate_total", "Readings already stored (same site, device, boot, seq)")
+REJECTED = Counter("sg_messages_rejected_total", "Messages sent to the dead-letter store", ["reason"])
+BATCH_WRITE = Histogram(
+    "sg_batch_write_seconds",
+    "Time to write one ingest batch (one transaction)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+BATCH_SIZE = Histogram("sg_batch_messages", "Messages per ingest batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 5000))
+INGEST_LAG = Histogram(
+    "sg_ingest_lag_seconds",
+    "Delay from the sender's ts to the commit of the reading",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+ALERT_CHANGES = Counter("sg_alert_changes_total", "Alert changes written", ["kind", "action"])
+RELAYED = Counter("sg_alerts_relayed_total", "Alert changes published to sg/v1/alerts/{site}")
+STORE_ERRORS = Counter("sg_ingest_store_errors_total", "Batches that failed to commit and were retried")

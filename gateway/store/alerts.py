@@ -1,0 +1,220 @@
+"""Alerts in PostgreSQL: load the open ones, persist rule changes and lifecycle steps.
+
+Every change writes one ``alert_history`` row holding the alert as the API shows it
+and notifies ``sg_alert_changes`` with that row's id: API processes push it over SSE,
+the supervisor leader relays it to ``sg/v1/alerts/{site}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from gateway.rules import engine
+from gateway.rules.model import (
+    SEVERITY,
+    AlertKey,
+    AlertKind,
+    AlertState,
+    Change,
+    OpenAlert,
+    Raise,
+    Repeat,
+    Resolve,
+    Update,
+)
+from gateway.store.db import ALERT_CHANNEL, Conn, lock_sites, rfc3339
+
+SYSTEM = "system"
+
+_COLUMNS = (
+    "id, site, device, kind, severity, state, opened_at, updated_at, acknowledged_at, acknowledged_by,"
+    " resolved_at, resolved_by, count, detail"
+)
+_BY_KEY = (
+    "site = %(site)s AND coalesce(device, '') = coalesce(%(device)s, '') AND kind = %(kind)s"
+    " AND state <> 'resolved'"
+)
+
+
+class AlertConflict(Exception):
+    """A lifecycle step that the alert's state does not allow (HTTP 409)."""
+
+
+class AlertNotFound(LookupError):
+    pass
+
+
+def alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An alert as the API and ``sg/v1/alerts/{site}`` carry it (DESIGN section 7)."""
+    return {
+        "id": row["id"],
+        "site": row["site"],
+        "device": row["device"],
+        "kind": row["kind"],
+        "severity": row["severity"],
+        "state": row["state"],
+        "opened_at": rfc3339(row["opened_at"]),
+        "updated_at": rfc3339(row["updated_at"]),
+        "acknowledged_at": rfc3339(row["acknowledged_at"]),
+        "acknowledged_by": row["acknowledged_by"],
+        "resolved_at": rfc3339(row["resolved_at"]),
+        "resolved_by": row["resolved_by"],
+        "count": row["count"],
+        "detail": row["detail"],
+    }
+
+
+def _open_alert(row: Mapping[str, Any]) -> OpenAlert:
+    key = AlertKey(row["site"], row["device"], AlertKind(row["kind"]))
+    return OpenAlert(key, AlertState(row["state"]), row["count"], row["detail"])
+
+
+def load_open(conn: Conn, sites: Iterable[str]) -> dict[AlertKey, OpenAlert]:
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM alerts WHERE site = ANY(%s) AND state <> 'resolved'", (list(set(sites)),)
+    ).fetchall()
+    return {alert.key: alert for alert in map(_open_alert, rows)}
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One persisted change: its history id (the SSE event id) and the alert after it."""
+
+    change_id: int
+    alert: dict[str, Any]
+
+
+def _key_params(key: AlertKey) -> dict[str, Any]:
+    return {"site": key.site, "device": key.device, "kind": key.kind.value}
+
+
+def _write(conn: Conn, change: Change, at: datetime, by: str, note: str | None) -> Mapping[str, Any] | None:
+    params = {**_key_params(change.key), "at": at, "by": by}
+    if isinstance(change, Raise):
+        return conn.execute(
+            f"INSERT INTO alerts (site, device, kind, severity, state, opened_at, updated_at, detail)"
+            f" VALUES (%(site)s, %(device)s, %(kind)s, %(severity)s, 'open', %(at)s, %(at)s, %(detail)s)"
+            f" RETURNING {_COLUMNS}",
+            {**params, "severity": SEVERITY[change.key.kind].value, "detail": Jsonb(dict(change.detail))},
+        ).fetchone()
+    if isinstance(change, Repeat | Update):
+        bump = "count = count + 1," if isinstance(change, Repeat) else ""
+        return conn.execute(
+            f"UPDATE alerts SET {bump} detail = detail || %(detail)s, updated_at = %(at)s WHERE {_BY_KEY}"
+            f" RETURNING {_COLUMNS}",
+            {**params, "detail": Jsonb(dict(change.detail))},
+        ).fetchone()
+    return conn.execute(
+        f"UPDATE alerts SET state = 'resolved', resolved_at = %(at)s, resolved_by = %(by)s, updated_at = %(at)s,"
+        f" detail = detail || jsonb_build_object('resolution', %(reason)s::text) WHERE {_BY_KEY}"
+        f" RETURNING {_COLUMNS}",
+        {**params, "reason": change.reason},
+    ).fetchone()
+
+
+def _action(change: Change) -> str:
+    match change:
+        case Raise():
+            return "opened"
+        case Repeat():
+            return "repeated"
+        case Update():
+            return change.action
+        case Resolve():
+            return "resolved"
+
+
+def record_history(
+    conn: Conn, row: Mapping[str, Any], action: str, at: datetime, by: str, note: str | None
+) -> Recorded:
+    alert = alert_json(row)
+    history = conn.execute(
+        "INSERT INTO alert_history (alert_id, site, at, state, action, by, note, alert)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (row["id"], row["site"], at, row["state"], action, by, note, Jsonb(alert)),
+    ).fetchone()
+    assert history is not None
+    conn.execute("SELECT pg_notify(%s, %s)", (ALERT_CHANNEL, str(history["id"])))
+    return Recorded(history["id"], alert)
+
+
+def persist(
+    conn: Conn, changes: Iterable[Change], at: datetime, *, by: str = SYSTEM, note: str | None = None
+) -> list[Recorded]:
+    """Write rule changes (inside the caller's transaction, with the site locked)."""
+    recorded = []
+    for change in changes:
+        row = _write(conn, change, at, by, note)
+        if row is None:  # the alert changed under us; the site lock makes this a bug, not a race
+            raise AlertConflict(f"no unresolved alert for {change.key}")
+        reason = change.reason if isinstance(change, Resolve) else None
+        recorded.append(record_history(conn, row, _action(change), at, by, note or reason))
+    return recorded
+
+
+def _locked_alert(conn: Conn, alert_id: int) -> Mapping[str, Any]:
+    row = conn.execute("SELECT site FROM alerts WHERE id = %s", (alert_id,)).fetchone()
+    if row is None:
+        raise AlertNotFound(f"alert {alert_id} not found")
+    lock_sites(conn, [row["site"]])
+    row = conn.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = %s", (alert_id,)).fetchone()
+    assert row is not None
+    if row["state"] == AlertState.RESOLVED:
+        raise AlertConflict(f"alert {alert_id} is already resolved")
+    return row
+
+
+def _follow_up(conn: Conn, site: str, changes: list[Change], at: datetime) -> list[Recorded]:
+    """Apply consequences of a lifecycle step, then the site's compound rule."""
+    recorded = persist(conn, changes, at)
+    compound = engine.evaluate_compound(site, load_open(conn, [site]))
+    return recorded + persist(conn, compound, at)
+
+
+def acknowledge(conn: Conn, alert_id: int, at: datetime, by: str, note: str | None) -> list[Recorded]:
+    """Acknowledge an open alert; a fire alarm whose detector is already normal then resolves."""
+    with conn.transaction():
+        row = _locked_alert(conn, alert_id)
+        if row["state"] == AlertState.ACKNOWLEDGED:
+            raise AlertConflict(f"alert {alert_id} is already acknowledged")
+        acked = conn.execute(
+            f"UPDATE alerts SET state = 'acknowledged', acknowledged_at = %s, acknowledged_by = %s, updated_at = %s"
+            f" WHERE id = %s RETURNING {_COLUMNS}",
+            (at, by, at, alert_id),
+        ).fetchone()
+        assert acked is not None
+        recorded = [record_history(conn, acked, "acknowledged", at, by, note)]
+        return recorded + _follow_up(conn, row["site"], engine.evaluate_acknowledged(_open_alert(acked)), at)
+
+
+def resolve(conn: Conn, alert_id: int, at: datetime, by: str, note: str | None) -> list[Recorded]:
+    """Resolve by hand; refused (409) for a fire alarm not yet acknowledged."""
+    with conn.transaction():
+        row = _locked_alert(conn, alert_id)
+        alert = _open_alert(row)
+        refusal = engine.refuse_resolve(alert)
+        if refusal:
+            raise AlertConflict(refusal)
+        recorded = persist(conn, [Resolve(alert.key, "resolved by hand")], at, by=by, note=note)
+        return recorded + _follow_up(conn, row["site"], [], at)
+
+
+def get(conn: Conn, alert_id: int) -> dict[str, Any]:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = %s", (alert_id,)).fetchone()
+    if row is None:
+        raise AlertNotFound(f"alert {alert_id} not found")
+    history = conn.execute(
+        "SELECT id, at, state, action, by, note FROM alert_history WHERE alert_id = %s ORDER BY id", (alert_id,)
+    ).fetchall()
+    return {
+        **alert_json(row),
+        "history": [
+            {"at": rfc3339(h["at"]), "state": h["state"], "action": h["action"], "by": h["by"], "note": h["note"]}
+            for h in history
+        ],
+    }

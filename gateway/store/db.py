@@ -1,0 +1,52 @@
+"""Connections and small value conversions shared by every store module."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool
+
+Conn = psycopg.Connection[DictRow]
+
+# Channel carrying alert_history ids as they commit (API SSE hubs and the relay listen).
+ALERT_CHANNEL = "sg_alert_changes"
+
+
+def connect(url: str, *, autocommit: bool = False) -> Conn:
+    return psycopg.connect(url, row_factory=dict_row, autocommit=autocommit)
+
+
+def open_pool(url: str, *, min_size: int = 1, max_size: int = 8, name: str = "safeguard") -> ConnectionPool[Conn]:
+    pool: ConnectionPool[Conn] = ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row},
+        name=name,
+        open=False,
+        check=ConnectionPool.check_connection,
+    )
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    """API times: RFC 3339 in UTC with a ``Z``."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def from_epoch(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def lock_sites(conn: Conn, sites: list[str]) -> None:
+    """Serialise alert evaluation per site across ingest workers, API and supervisor.
+
+    Locks are taken in sorted order so that two transactions never wait on each other in a cycle.
+    """
+    for site in sorted(set(sites)):
+        conn.execute("SELECT pg_advisory_xact_lock(1, hashtext(%s))", (site,))

@@ -1,0 +1,139 @@
+-- The declared schema of Safety Guard: what `safeguard migrate` must produce.
+-- tests/integration/test_schema.py checks that the migrations give exactly this.
+
+CREATE TABLE sites (
+    id               text PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9_-]{1,64}$'),
+    name             text NOT NULL DEFAULT '',
+    city             text NOT NULL DEFAULT '',
+    county           text NOT NULL DEFAULT '',
+    category         text NOT NULL DEFAULT '',
+    address          text NOT NULL DEFAULT '',
+    cameras_required integer NOT NULL DEFAULT 0 CHECK (cameras_required >= 0),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+
+-- The edge agent of a site, from its retained status message (birth or Last Will).
+CREATE TABLE agents (
+    site          text PRIMARY KEY REFERENCES sites (id) ON DELETE CASCADE,
+    online        boolean NOT NULL,
+    boot          text NOT NULL,
+    agent_version text,
+    heartbeat_s   integer CHECK (heartbeat_s > 0),
+    status_at     timestamptz NOT NULL
+);
+
+CREATE TABLE devices (
+    site       text NOT NULL REFERENCES sites (id) ON DELETE CASCADE,
+    id         text NOT NULL CHECK (id ~ '^[A-Za-z0-9_-]{1,64}$'),
+    kind       text NOT NULL CHECK (kind IN ('camera', 'smoke', 'exit')),
+    name       text,
+    location   text,
+    declared   boolean NOT NULL DEFAULT false,  -- listed in the agent's status message
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (site, id)
+);
+
+-- Latest state per device, upserted once per ingest batch.
+CREATE TABLE device_state (
+    site      text NOT NULL,
+    device    text NOT NULL,
+    last_seen timestamptz NOT NULL,   -- arrival time of the newest message
+    last_ts   timestamptz NOT NULL,   -- sender's observation time of the state below
+    boot      text NOT NULL,
+    seq       bigint NOT NULL,
+    status    text NOT NULL,          -- stream (camera) or state (smoke, exit)
+    reading   jsonb NOT NULL,         -- the full latest payload
+    deadline  timestamptz NOT NULL,   -- last_seen + heartbeat_s x missed_heartbeats
+    offline   boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (site, device),
+    FOREIGN KEY (site, device) REFERENCES devices (site, id) ON DELETE CASCADE
+);
+-- The supervisor's sweep: one range scan over devices past their deadline.
+CREATE INDEX device_state_deadline ON device_state (deadline) WHERE NOT offline;
+
+-- Raw time series. Idempotent on (site, device, boot, seq); ts is part of the
+-- key because a TimescaleDB hypertable needs its time column in unique indexes.
+CREATE TABLE readings (
+    ts          timestamptz NOT NULL,
+    received_at timestamptz NOT NULL,
+    site        text NOT NULL,
+    device      text NOT NULL,
+    kind        text NOT NULL,
+    boot        text NOT NULL,
+    seq         bigint NOT NULL,
+    status      text NOT NULL,
+    payload     jsonb NOT NULL,
+    CONSTRAINT readings_once UNIQUE (site, device, boot, seq, ts)
+);
+CREATE INDEX readings_ts_brin ON readings USING brin (ts);
+CREATE INDEX readings_device_ts ON readings (site, device, ts DESC);
+
+CREATE TABLE snapshots (
+    id          bigserial PRIMARY KEY,
+    site        text NOT NULL,
+    device      text NOT NULL,
+    received_at timestamptz NOT NULL,
+    jpeg        bytea NOT NULL,
+    FOREIGN KEY (site, device) REFERENCES devices (site, id) ON DELETE CASCADE
+);
+CREATE INDEX snapshots_device ON snapshots (site, device, received_at DESC);
+
+CREATE TABLE alerts (
+    id              bigserial PRIMARY KEY,
+    site            text NOT NULL REFERENCES sites (id),
+    device          text,
+    kind            text NOT NULL,
+    severity        text NOT NULL CHECK (severity IN ('critical', 'major', 'minor')),
+    state           text NOT NULL CHECK (state IN ('open', 'acknowledged', 'resolved')),
+    opened_at       timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    acknowledged_at timestamptz,
+    acknowledged_by text,
+    resolved_at     timestamptz,
+    resolved_by     text,
+    count           integer NOT NULL DEFAULT 1,
+    detail          jsonb NOT NULL DEFAULT '{}'
+);
+-- DESIGN section 4: one alert per (site, device, kind) is open at a time.
+CREATE UNIQUE INDEX alerts_one_open ON alerts (site, coalesce(device, ''), kind) WHERE state <> 'resolved';
+CREATE INDEX alerts_site ON alerts (site, id DESC);
+CREATE INDEX alerts_unresolved ON alerts (severity, opened_at) WHERE state <> 'resolved';
+
+-- Every alert change; its id is the SSE event id and the relay's cursor.
+CREATE TABLE alert_history (
+    id       bigserial PRIMARY KEY,
+    alert_id bigint NOT NULL REFERENCES alerts (id),
+    site     text NOT NULL,
+    at       timestamptz NOT NULL,
+    state    text NOT NULL,
+    action   text NOT NULL,
+    by       text NOT NULL,
+    note     text,
+    alert    jsonb NOT NULL,  -- the alert as the API shows it, right after this change
+    relayed  boolean NOT NULL DEFAULT false  -- published to sg/v1/alerts/{site} by the leader
+);
+CREATE INDEX alert_history_alert ON alert_history (alert_id, id);
+CREATE INDEX alert_history_unrelayed ON alert_history (id) WHERE NOT relayed;
+
+CREATE TABLE dead_letters (
+    id              bigserial PRIMARY KEY,
+    received_at     timestamptz NOT NULL,
+    topic           text NOT NULL,
+    code            text NOT NULL,
+    reason          text NOT NULL,
+    payload_excerpt text NOT NULL,
+    payload_size    integer NOT NULL
+);
+CREATE INDEX dead_letters_received ON dead_letters (received_at);
+
+CREATE TABLE api_tokens (
+    id         bigserial PRIMARY KEY,
+    name       text NOT NULL,
+    role       text NOT NULL CHECK (role IN ('fire_brigade', 'inspector', 'institution', 'admin')),
+    site       text REFERENCES sites (id) ON DELETE CASCADE,
+    token_hash bytea NOT NULL UNIQUE,  -- sha256 of the token; the token itself is never stored
+    created_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz,
+    CHECK ((role = 'institution') = (site IS NOT NULL))
+);

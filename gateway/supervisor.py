@@ -1,0 +1,230 @@
+"""The leader-elected loop: liveness sweeps, escalation, retention, and the alert relay to MQTT.
+
+Any number of supervisors may run; the one holding a PostgreSQL session advisory
+lock is the leader. If its process or connection dies the lock is released and
+another supervisor takes over within one ``sweep_interval_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from gateway import metrics
+from gateway.config import Settings
+from gateway.rules import engine
+from gateway.rules.model import Change
+from gateway.store import alerts as alert_store
+from gateway.store.db import ALERT_CHANNEL, Conn, connect, from_epoch, lock_sites
+from gateway.store.migrate import timescale_available
+from protocol import DeviceKind, alert_topic
+from protocol.mqtt import new_client
+
+log = logging.getLogger(__name__)
+
+LEADER_LOCK = 0x5A_FE_6A_01
+_PRUNE_EVERY_S = 3600.0
+_RELAY_BATCH = 500
+
+
+class AlertRelay:
+    """Publishes committed alert changes to ``sg/v1/alerts/{site}`` (QoS 1), each once, in order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: mqtt.Client | None = None
+        self._connected = threading.Event()
+
+    def start(self) -> None:
+        endpoint = self._settings.mqtt
+        client_id = f"{self._settings.mqtt_client_id}-relay-{uuid.uuid4().hex[:8]}"
+        client = new_client(endpoint, client_id, self._settings.mqtt_version)
+        client.on_connect = lambda _c, _u, _f, reason, _p: (
+            self._connected.clear() if reason.is_failure else self._connected.set()
+        )
+        client.on_disconnect = lambda *_args: self._connected.clear()
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.connect_async(endpoint.host, endpoint.port, keepalive=30)
+        client.loop_start()
+        self._client = client
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    def relay(self, pool: ConnectionPool[Conn]) -> int:
+        """Publish pending changes; mark them relayed once the broker acknowledged them."""
+        client = self._client
+        if client is None or not self._connected.is_set():
+            return 0
+        with pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT id, site, alert FROM alert_history WHERE NOT relayed ORDER BY id LIMIT %s", (_RELAY_BATCH,)
+            ).fetchall()
+            if not rows:
+                return 0
+            done = []
+            for row in rows:
+                info = client.publish(alert_topic(row["site"]), json.dumps(row["alert"]), qos=1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:  # paho refuses silently past its in-flight limit
+                    log.warning("alert relay publish refused (rc=%s); will retry", info.rc)
+                    break
+                info.wait_for_publish(timeout=10)
+                if not info.is_published():
+                    break
+                done.append(row["id"])
+            if done:
+                conn.execute("UPDATE alert_history SET relayed = true WHERE id = ANY(%s)", (done,))
+                conn.commit()
+                metrics.RELAYED.inc(len(done))
+            return len(done)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, pool: ConnectionPool[Conn]) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._relay = AlertRelay(settings)
+        self._stopping = threading.Event()
+        self._leader = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_prune = 0.0
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader.is_set()
+
+    def start(self) -> None:
+        self._relay.start()
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._relay.stop()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with connect(self._settings.database_url, autocommit=True) as conn:
+                    self._campaign(conn)
+            except psycopg.OperationalError as exc:
+                log.warning("supervisor lost the database (%s); retrying", exc)
+            except Exception:
+                log.exception("supervisor step failed; retrying")
+            finally:
+                self._leader.clear()
+            self._stopping.wait(self._settings.sweep_interval_s)
+
+    def _campaign(self, conn: Conn) -> None:
+        """Wait for leadership on ``conn``; lead until stopped or the connection dies."""
+        while not self._stopping.is_set():
+            row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (LEADER_LOCK,)).fetchone()
+            if row and row["ok"]:
+                break
+            self._stopping.wait(self._settings.sweep_interval_s)
+        else:
+            return
+        log.info("supervisor is the leader")
+        self._leader.set()
+        conn.execute(f"LISTEN {ALERT_CHANNEL}")
+        next_sweep = 0.0
+        while not self._stopping.is_set():
+            now = time.time()
+            if now >= next_sweep:
+                self.tick(now)
+                next_sweep = now + self._settings.sweep_interval_s
+            self._relay.relay(self._pool)
+            wait = max(0.05, min(next_sweep - time.time(), 0.5))
+            for _ in conn.notifies(timeout=wait, stop_after=1):
+                pass
+
+    def tick(self, now: float) -> None:
+        """One round of the leader's time-based rules (public for tests and tools)."""
+        self.sweep_silent(now)
+        self.escalate(now)
+        if now - self._last_prune >= _PRUNE_EVERY_S:
+            self.prune(now)
+            self._last_prune = now
+
+    def _persist(self, conn: Conn, changes: list[Change], now: float) -> None:
+        for recorded in alert_store.persist(conn, changes, from_epoch(now)):
+            metrics.ALERT_CHANGES.labels(recorded.alert["kind"], recorded.alert["state"]).inc()
+
+    def sweep_silent(self, now: float) -> None:
+        """camera_offline / detector_offline for devices past their deadline (one indexed query)."""
+        at = from_epoch(now)
+        with self._pool.connection() as conn, conn.transaction():
+            sites = [r["site"] for r in conn.execute(
+                "SELECT DISTINCT site FROM device_state WHERE deadline < %s AND NOT offline", (at,)
+            )]
+            if not sites:
+                return
+            lock_sites(conn, sites)
+            rows = conn.execute(
+                "UPDATE device_state ds SET offline = true FROM devices d"
+                " WHERE ds.deadline < %s AND NOT ds.offline AND ds.site = ANY(%s)"
+                " AND d.site = ds.site AND d.id = ds.device"
+                " RETURNING ds.site, ds.device, d.kind, extract(epoch FROM ds.last_seen)::float8 AS last_seen,"
+                " extract(epoch FROM ds.deadline - ds.last_seen)::float8 AS timeout_s",
+                (at, sites),
+            ).fetchall()
+            alerts = alert_store.load_open(conn, sites)
+            changes: list[Change] = []
+            for r in rows:
+                step = engine.evaluate_silence(
+                    r["site"], r["device"], DeviceKind(r["kind"]),
+                    last_seen=r["last_seen"], timeout_s=r["timeout_s"], now=now, alerts=alerts,
+                )
+                alerts = engine.apply(alerts, step)
+                changes += step
+            self._persist(conn, changes, now)
+
+    def escalate(self, now: float) -> None:
+        """Escalate open critical alerts no one acknowledged within ``escalate_after_s``."""
+        cutoff = from_epoch(now - self._settings.escalate_after_s)
+        query = (
+            "SELECT id, site, opened_at FROM alerts WHERE state = 'open' AND severity = 'critical'"
+            " AND opened_at <= %s AND NOT (detail ? 'escalated')"
+        )
+        with self._pool.connection() as conn, conn.transaction():
+            sites = sorted({r["site"] for r in conn.execute(query, (cutoff,))})
+            if not sites:
+                return
+            lock_sites(conn, sites)
+            opened = {r["id"]: r["opened_at"].timestamp() for r in conn.execute(query, (cutoff,))}
+            alerts = alert_store.load_open(conn, sites)
+            ids = {a["id"]: a for a in conn.execute("SELECT id, site, device, kind FROM alerts WHERE id = ANY(%s)",
+                                                    (list(opened),))}
+            changes: list[Change] = []
+            for alert in alerts.values():
+                match = next((i for i, a in ids.items() if (a["site"], a["device"], a["kind"]) ==
+                              (alert.key.site, alert.key.device, alert.key.kind.value)), None)
+                if match is not None:
+                    changes += engine.evaluate_escalation(
+                        alert, opened_at=opened[match], now=now, after_s=self._settings.escalate_after_s
+                    )
+            self._persist(conn, changes, now)
+
+    def prune(self, now: float) -> dict[str, Any]:
+        """Retention: raw readings (plain PostgreSQL only; TimescaleDB has a policy) and dead letters."""
+        counts: dict[str, Any] = {}
+        with self._pool.connection() as conn, conn.transaction():
+            if not timescale_available(conn):
+                cutoff = from_epoch(now - self._settings.readings_retention_days * 86_400)
+                counts["readings"] = conn.execute("DELETE FROM readings WHERE ts < %s", (cutoff,)).rowcount
+            cutoff = from_epoch(now - self._settings.dead_letter_retention_days * 86_400)
+            counts["dead_letters"] = conn.execute("DELETE FROM dead_letters WHERE received_at < %s", (cutoff,)).rowcount
+        log.info("retention pruned %s", counts)
+        return counts
