@@ -31,7 +31,7 @@ from gateway.store.db import ALERT_CHANNEL, Conn, lock_sites, rfc3339
 
 SYSTEM = "system"
 
-_COLUMNS = (
+COLUMNS = (
     "id, site, device, kind, severity, state, opened_at, updated_at, acknowledged_at, acknowledged_by,"
     " resolved_at, resolved_by, count, detail"
 )
@@ -76,7 +76,7 @@ def _open_alert(row: Mapping[str, Any]) -> OpenAlert:
 
 def load_open(conn: Conn, sites: Iterable[str]) -> dict[AlertKey, OpenAlert]:
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM alerts WHERE site = ANY(%s) AND state <> 'resolved'", (list(set(sites)),)
+        f"SELECT {COLUMNS} FROM alerts WHERE site = ANY(%s) AND state <> 'resolved'", (list(set(sites)),)
     ).fetchall()
     return {alert.key: alert for alert in map(_open_alert, rows)}
 
@@ -99,20 +99,20 @@ def _write(conn: Conn, change: Change, at: datetime, by: str, note: str | None) 
         return conn.execute(
             f"INSERT INTO alerts (site, device, kind, severity, state, opened_at, updated_at, detail)"
             f" VALUES (%(site)s, %(device)s, %(kind)s, %(severity)s, 'open', %(at)s, %(at)s, %(detail)s)"
-            f" RETURNING {_COLUMNS}",
+            f" RETURNING {COLUMNS}",
             {**params, "severity": SEVERITY[change.key.kind].value, "detail": Jsonb(dict(change.detail))},
         ).fetchone()
     if isinstance(change, Repeat | Update):
         bump = "count = count + 1," if isinstance(change, Repeat) else ""
         return conn.execute(
             f"UPDATE alerts SET {bump} detail = detail || %(detail)s, updated_at = %(at)s WHERE {_BY_KEY}"
-            f" RETURNING {_COLUMNS}",
+            f" RETURNING {COLUMNS}",
             {**params, "detail": Jsonb(dict(change.detail))},
         ).fetchone()
     return conn.execute(
         f"UPDATE alerts SET state = 'resolved', resolved_at = %(at)s, resolved_by = %(by)s, updated_at = %(at)s,"
         f" detail = detail || jsonb_build_object('resolution', %(reason)s::text) WHERE {_BY_KEY}"
-        f" RETURNING {_COLUMNS}",
+        f" RETURNING {COLUMNS}",
         {**params, "reason": change.reason},
     ).fetchone()
 
@@ -162,7 +162,7 @@ def _locked_alert(conn: Conn, alert_id: int) -> Mapping[str, Any]:
     if row is None:
         raise AlertNotFound(f"alert {alert_id} not found")
     lock_sites(conn, [row["site"]])
-    row = conn.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = %s", (alert_id,)).fetchone()
+    row = conn.execute(f"SELECT {COLUMNS} FROM alerts WHERE id = %s", (alert_id,)).fetchone()
     assert row is not None
     if row["state"] == AlertState.RESOLVED:
         raise AlertConflict(f"alert {alert_id} is already resolved")
@@ -184,7 +184,7 @@ def acknowledge(conn: Conn, alert_id: int, at: datetime, by: str, note: str | No
             raise AlertConflict(f"alert {alert_id} is already acknowledged")
         acked = conn.execute(
             f"UPDATE alerts SET state = 'acknowledged', acknowledged_at = %s, acknowledged_by = %s, updated_at = %s"
-            f" WHERE id = %s RETURNING {_COLUMNS}",
+            f" WHERE id = %s RETURNING {COLUMNS}",
             (at, by, at, alert_id),
         ).fetchone()
         assert acked is not None
@@ -205,7 +205,7 @@ def resolve(conn: Conn, alert_id: int, at: datetime, by: str, note: str | None) 
 
 
 def get(conn: Conn, alert_id: int) -> dict[str, Any]:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = %s", (alert_id,)).fetchone()
+    row = conn.execute(f"SELECT {COLUMNS} FROM alerts WHERE id = %s", (alert_id,)).fetchone()
     if row is None:
         raise AlertNotFound(f"alert {alert_id} not found")
     history = conn.execute(

@@ -1,0 +1,252 @@
+"""REST routes of DESIGN section 7 (sites, devices, alerts, dead letters)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.api.deps import ConnDep, PrincipalDep, check_site, require
+from gateway.api.live import AlertHub
+from gateway.auth import MAY_ACT_ON_ALERTS, Principal, Role
+from gateway.rules.model import AlertKind, AlertState, Severity
+from gateway.store import alerts as alert_store
+from gateway.store.db import Conn, from_epoch, rfc3339
+from gateway.store.sites import SiteFields, SiteRecord, upsert_sites
+
+router = APIRouter(prefix="/api/v1")
+
+SiteId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+class Note(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(None, max_length=2000)
+
+
+def encode_cursor(value: str | int) -> str:
+    return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid cursor") from None
+
+
+def decode_int_cursor(cursor: str | None) -> int | None:
+    value = decode_cursor(cursor)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid cursor")
+    return int(value)
+
+
+def page(
+    rows: Sequence[dict[str, Any]], limit: int, key: str, render: Callable[[dict[str, Any]], Any]
+) -> dict[str, Any]:
+    """``{"items": [...], "next_cursor": ...}`` from ``limit + 1`` fetched rows."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [render(r) for r in rows], "next_cursor": encode_cursor(rows[-1][key]) if more else None}
+
+
+def _site_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"], "name": row["name"], "city": row["city"], "county": row["county"],
+        "category": row["category"], "address": row["address"], "cameras_required": row["cameras_required"],
+        "agent": None if row.get("online") is None else {
+            "online": row["online"], "boot": row["boot"], "agent_version": row["agent_version"],
+            "heartbeat_s": row["heartbeat_s"], "status_at": rfc3339(row["status_at"]),
+        },
+        "open_alerts": row.get("open_alerts", 0),
+        "created_at": rfc3339(row["created_at"]), "updated_at": rfc3339(row["updated_at"]),
+    }
+
+
+_SITE_SELECT = (
+    "SELECT s.*, a.online, a.boot, a.agent_version, a.heartbeat_s, a.status_at,"
+    " (SELECT count(*) FROM alerts al WHERE al.site = s.id AND al.state <> 'resolved') AS open_alerts"
+    " FROM sites s LEFT JOIN agents a ON a.site = s.id"
+)
+
+
+@router.get("/sites")
+def list_sites(
+    conn: ConnDep,
+    principal: PrincipalDep,
+    city: str | None = None,
+    county: str | None = None,
+    q: Annotated[str | None, Query(max_length=100, description="substring of id or name")] = None,
+    limit: Limit = 100,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    after = decode_cursor(cursor)
+    rows = conn.execute(
+        f"{_SITE_SELECT} WHERE (%(own)s::text IS NULL OR s.id = %(own)s)"
+        " AND (%(city)s::text IS NULL OR s.city = %(city)s) AND (%(county)s::text IS NULL OR s.county = %(county)s)"
+        " AND (%(q)s::text IS NULL OR s.id ILIKE '%%' || %(q)s || '%%' OR s.name ILIKE '%%' || %(q)s || '%%')"
+        " AND (%(after)s::text IS NULL OR s.id > %(after)s) ORDER BY s.id LIMIT %(limit)s",
+        {"own": principal.site, "city": city, "county": county, "q": q, "after": after, "limit": limit + 1},
+    ).fetchall()
+    return page(rows, limit, "id", _site_json)
+
+
+def _get_site(conn: Conn, site: str) -> dict[str, Any]:
+    row = conn.execute(f"{_SITE_SELECT} WHERE s.id = %s", (site,)).fetchone()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"site {site!r} is not registered")
+    return row
+
+
+@router.get("/sites/{site}")
+def get_site(site: SiteId, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
+    check_site(principal, site)
+    return _site_json(_get_site(conn, site))
+
+
+@router.put("/sites/{site}", dependencies=[require(Role.ADMIN)])
+def put_site(site: SiteId, body: SiteFields, conn: ConnDep) -> dict[str, Any]:
+    upsert_sites(conn, [SiteRecord(id=site, **body.model_dump())])
+    conn.commit()
+    return _site_json(_get_site(conn, site))
+
+
+@router.get("/sites/{site}/devices")
+def list_devices(site: SiteId, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
+    check_site(principal, site)
+    _get_site(conn, site)
+    rows = conn.execute(
+        "SELECT d.id, d.kind, d.name, d.location, d.declared, ds.last_seen, ds.status, ds.reading,"
+        " (ds.site IS NOT NULL AND NOT ds.offline AND ds.deadline > %s) AS online,"
+        " (SELECT max(received_at) FROM snapshots sn WHERE sn.site = d.site AND sn.device = d.id) AS snapshot_at"
+        " FROM devices d LEFT JOIN device_state ds ON ds.site = d.site AND ds.device = d.id"
+        " WHERE d.site = %s ORDER BY d.id",
+        (from_epoch(time.time()), site),
+    ).fetchall()
+    items = [
+        {
+            "id": r["id"], "kind": r["kind"], "name": r["name"], "location": r["location"],
+            "declared": r["declared"], "online": r["online"], "last_seen": rfc3339(r["last_seen"]),
+            "status": r["status"], "state": r["reading"], "latest_snapshot_at": rfc3339(r["snapshot_at"]),
+        }
+        for r in rows
+    ]
+    return {"items": items, "next_cursor": None}
+
+
+@router.get("/alerts")
+def list_alerts(
+    conn: ConnDep,
+    principal: PrincipalDep,
+    site: str | None = None,
+    state: AlertState | None = None,
+    kind: AlertKind | None = None,
+    severity: Severity | None = None,
+    since: Annotated[datetime | None, Query(description="RFC 3339; alerts updated at or after")] = None,
+    limit: Limit = 100,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    if site is not None:
+        check_site(principal, site)
+    site = site or principal.site
+    before = decode_int_cursor(cursor)
+    rows = conn.execute(
+        f"SELECT {alert_store.COLUMNS} FROM alerts"
+        " WHERE (%(site)s::text IS NULL OR site = %(site)s) AND (%(state)s::text IS NULL OR state = %(state)s)"
+        " AND (%(kind)s::text IS NULL OR kind = %(kind)s) AND (%(sev)s::text IS NULL OR severity = %(sev)s)"
+        " AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s)"
+        " AND (%(before)s::bigint IS NULL OR id < %(before)s) ORDER BY id DESC LIMIT %(limit)s",
+        {"site": site, "state": state, "kind": kind, "sev": severity, "since": since, "before": before,
+         "limit": limit + 1},
+    ).fetchall()
+    return page(rows, limit, "id", alert_store.alert_json)
+
+
+def _visible_alert(conn: Conn, principal: Principal, alert_id: int) -> dict[str, Any]:
+    try:
+        alert = alert_store.get(conn, alert_id)
+    except alert_store.AlertNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    if not principal.sees(alert["site"]):  # do not reveal other sites' alerts exist
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"alert {alert_id} not found")
+    return alert
+
+
+@router.get("/alerts/stream", response_class=StreamingResponse)
+async def alert_stream(
+    request: Request,
+    principal: PrincipalDep,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+    since_id: Annotated[int | None, Query(ge=0, description="as Last-Event-ID, for clients that cannot set it")] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: ``event: alert``, ``id: <change id>``, ``data: <alert JSON>``."""
+    hub: AlertHub = request.app.state.hub
+    resume = last_event_id if last_event_id is not None else since_id
+    return StreamingResponse(
+        hub.stream(principal, resume),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/alerts/{alert_id}")
+def get_alert(alert_id: int, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
+    return _visible_alert(conn, principal, alert_id)
+
+
+def _act(
+    step: Callable[..., list[alert_store.Recorded]], alert_id: int, conn: Conn, principal: Principal, body: Note | None
+) -> dict[str, Any]:
+    _visible_alert(conn, principal, alert_id)
+    if principal.role not in MAY_ACT_ON_ALERTS:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {principal.role} may not change alerts")
+    try:
+        step(conn, alert_id, from_epoch(time.time()), principal.name, body.note if body else None)
+    except alert_store.AlertConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return alert_store.get(conn, alert_id)
+
+
+@router.post("/alerts/{alert_id}/ack")
+def ack_alert(
+    alert_id: int, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
+) -> dict[str, Any]:
+    return _act(alert_store.acknowledge, alert_id, conn, principal, body)
+
+
+@router.post("/alerts/{alert_id}/resolve")
+def resolve_alert(
+    alert_id: int, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
+) -> dict[str, Any]:
+    return _act(alert_store.resolve, alert_id, conn, principal, body)
+
+
+@router.get("/dead-letters", dependencies=[require(Role.ADMIN)])
+def list_dead_letters(
+    conn: ConnDep, reason: str | None = None, limit: Limit = 100, cursor: str | None = None
+) -> dict[str, Any]:
+    before = decode_int_cursor(cursor)
+    rows = conn.execute(
+        "SELECT id, received_at, topic, code, reason, payload_excerpt, payload_size FROM dead_letters"
+        " WHERE (%(code)s::text IS NULL OR code = %(code)s) AND (%(before)s::bigint IS NULL OR id < %(before)s)"
+        " ORDER BY id DESC LIMIT %(limit)s",
+        {"code": reason, "before": before, "limit": limit + 1},
+    ).fetchall()
+    return page(rows, limit, "id", lambda r: {
+        "id": r["id"], "received_at": rfc3339(r["received_at"]), "topic": r["topic"],
+        "reason": f"{r['code']}: {r['reason']}", "code": r["code"],
+        "payload_excerpt": r["payload_excerpt"], "payload_size": r["payload_size"],
+    })
