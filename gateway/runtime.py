@@ -24,7 +24,9 @@ CONSOLE_DIR = Path(__file__).resolve().parent.parent / "dashboards" / "web"
 class ApiServer:
     """uvicorn in a thread of ours, so tests and the demo can start and stop it."""
 
-    def __init__(self, settings: Settings, pool: ConnectionPool[Conn], *, broker_ready: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, pool: ConnectionPool[Conn], *, broker_ready: Callable[[], bool] | None = None
+    ) -> None:
         static = str(CONSOLE_DIR) if (CONSOLE_DIR / "index.html").exists() else None
         app = create_app(settings, pool, broker_ready=broker_ready, static_dir=static)
         config = uvicorn.Config(

@@ -77,6 +77,7 @@ def settings(database_url: str, mosquitto: MosquittoServer) -> Settings:
 def gateway(settings: Settings) -> Iterator[Gateway]:
     gw = Gateway(settings)
     gw.start()
-    assert gw.ingest is not None and gw.ingest.wait_connected(10)
+    assert gw.ingest is not None
+    assert gw.ingest.wait_connected(10)
     yield gw
     gw.stop()

@@ -73,7 +73,9 @@ class Agent:
         return self.send(device, MessageType.HEARTBEAT, stream=stream, fps=10.0, last_frame_ts=time.time(), **fields)
 
     def smoke(self, device: str, state: str = "normal", battery_pct: float | None = 90.0, **fields: Any) -> int:
-        return self.send(device, MessageType.SMOKE, state=state, battery_pct=battery_pct, obscuration_pct=None, **fields)
+        return self.send(
+            device, MessageType.SMOKE, state=state, battery_pct=battery_pct, obscuration_pct=None, **fields
+        )
 
     def exit(self, device: str, state: str = "clear", ratio: float = 0.0, **fields: Any) -> int:
         since = time.time() if state == "blocked" else None

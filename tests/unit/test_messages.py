@@ -441,7 +441,9 @@ def test_unknown_device_kind_in_status() -> None:
     assert rejection.detail == "devices.0.kind: Input should be 'camera', 'smoke' or 'exit'"
 
 
-@pytest.mark.parametrize(("topic", "factory"), [(HEARTBEAT_TOPIC, _heartbeat), (SMOKE_TOPIC, _smoke), (EXIT_TOPIC, _exit)])
+@pytest.mark.parametrize(
+    ("topic", "factory"), [(HEARTBEAT_TOPIC, _heartbeat), (SMOKE_TOPIC, _smoke), (EXIT_TOPIC, _exit)]
+)
 @pytest.mark.parametrize("seq", [-1, -(2**40)])
 def test_negative_seq(topic: str, factory: Any, seq: int) -> None:
     rejection = _reject(topic, _raw(factory(seq=seq)))
@@ -449,7 +451,9 @@ def test_negative_seq(topic: str, factory: Any, seq: int) -> None:
     assert rejection.detail == "seq: Input should be greater than or equal to 0"
 
 
-@pytest.mark.parametrize(("topic", "factory"), [(HEARTBEAT_TOPIC, _heartbeat), (SMOKE_TOPIC, _smoke), (EXIT_TOPIC, _exit)])
+@pytest.mark.parametrize(
+    ("topic", "factory"), [(HEARTBEAT_TOPIC, _heartbeat), (SMOKE_TOPIC, _smoke), (EXIT_TOPIC, _exit)]
+)
 def test_negative_ts(topic: str, factory: Any) -> None:
     rejection = _reject(topic, _raw(factory(ts=-1.0)))
     assert rejection.code is RejectReason.INVALID_SCHEMA
@@ -499,8 +503,16 @@ def test_blocked_ratio_outside_zero_to_one(ratio: float) -> None:
     assert rejection.detail.startswith("blocked_ratio: Input should be ")
 
 
-@pytest.mark.parametrize(("field", "value"), [("battery_pct", 100.01), ("battery_pct", 101), ("battery_pct", -0.5),
-                                               ("obscuration_pct", 100.5), ("obscuration_pct", -1)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("battery_pct", 100.01),
+        ("battery_pct", 101),
+        ("battery_pct", -0.5),
+        ("obscuration_pct", 100.5),
+        ("obscuration_pct", -1),
+    ],
+)
 def test_percent_outside_zero_to_hundred(field: str, value: float) -> None:
     rejection = _reject(SMOKE_TOPIC, _raw(_smoke(**{field: value})))
     assert rejection.code is RejectReason.INVALID_SCHEMA

@@ -237,7 +237,7 @@ def test_parse_accepts_64_char_ids_but_not_65() -> None:
 
 
 def test_parse_checks_site_before_device() -> None:
-    with pytest.raises(TopicError, match="^site id"):
+    with pytest.raises(TopicError, match=r"^site id"):
         parse_topic("sg/v1/bad site/bad dev/heartbeat")
 
 

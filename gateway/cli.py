@@ -1,0 +1,134 @@
+"""``safeguard``: the command line of DESIGN section 7."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from gateway.config import ConfigError, Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(Path(args.config) if args.config else None)
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.runtime import Gateway  # noqa: PLC0415 - keep `safeguard --help` fast
+
+    roles = {"serve": (True, True, True), "ingest": (True, False, False), "supervise": (False, True, False),
+             "api": (False, False, True)}[args.command]
+    settings = _settings(args)
+    gateway = Gateway(settings, ingest=roles[0], supervise=roles[1], api=roles[2])
+    gateway.start()
+    if gateway.api is not None:
+        logging.getLogger("safeguard").info("API on %s", gateway.api_url)
+    try:
+        _wait_for_signal()
+    finally:
+        gateway.stop()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from gateway.store.db import connect  # noqa: PLC0415
+    from gateway.store.migrate import migrate  # noqa: PLC0415
+
+    settings = _settings(args)
+    with connect(settings.database_url) as conn:
+        applied = migrate(conn, retention_days=settings.readings_retention_days)
+        conn.commit()
+    sys.stderr.write(f"applied {', '.join(applied)}\n" if applied else "schema up to date\n")
+    return 0
+
+
+def cmd_sites_import(args: argparse.Namespace) -> int:
+    from gateway.store.db import connect  # noqa: PLC0415
+    from gateway.store.sites import read_sites_csv, upsert_sites  # noqa: PLC0415
+
+    records = read_sites_csv(Path(args.file))
+    with connect(_settings(args).database_url) as conn:
+        count = upsert_sites(conn, records)
+        conn.commit()
+    sys.stderr.write(f"registered {count} sites from {args.file}\n")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from gateway.auth import Role, create_token  # noqa: PLC0415
+    from gateway.store.db import connect  # noqa: PLC0415
+
+    role = Role(args.role)
+    with connect(_settings(args).database_url) as conn:
+        token = create_token(conn, role=role, name=args.name, site=args.site)
+    scope = f" for site {args.site}" if args.site else ""
+    sys.stderr.write(f"created {role} token {args.name!r}{scope}; it is shown once, store it now:\n")
+    print(token)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo  # noqa: PLC0415
+
+    return run_demo(Path(args.data_dir).resolve(), api_port=args.api_port, mqtt_port=args.mqtt_port,
+                    feed=not args.no_feed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="safeguard", description="Safety Guard fire-safety monitoring gateway")
+    parser.add_argument("--log-level", default=os.environ.get("SAFEGUARD_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="YAML settings file (SAFEGUARD_* environment variables override it)")
+        return p
+
+    demo = sub.add_parser("demo", help="everything on embedded defaults, simulated sites included")
+    demo.add_argument("--data-dir", default=".safeguard/demo", help="where the demo keeps its database")
+    demo.add_argument("--api-port", type=int, default=8000, help="preferred API port (another if taken)")
+    demo.add_argument("--mqtt-port", type=int, default=1883, help="preferred MQTT port (another if taken)")
+    demo.add_argument("--no-feed", action="store_true", help="no simulated sites")
+    demo.set_defaults(func=cmd_demo)
+    for name, text in (("serve", "ingest + supervisor + API in one process"), ("ingest", "MQTT ingest worker"),
+                       ("supervise", "leader-elected supervisor"), ("api", "HTTP API")):
+        with_config(sub.add_parser(name, help=text)).set_defaults(func=cmd_serve)
+    with_config(sub.add_parser("migrate", help="create or upgrade the schema")).set_defaults(func=cmd_migrate)
+    sites = sub.add_parser("sites", help="site registry").add_subparsers(dest="sites_command", required=True)
+    imp = with_config(sites.add_parser("import", help="register sites from a CSV file"))
+    imp.add_argument("file", help="CSV with columns id,name,city,county,category,address,cameras_required")
+    imp.set_defaults(func=cmd_sites_import)
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    create = with_config(token.add_parser("create", help="print a new API token (alone on the last line)"))
+    create.add_argument("--role", required=True, choices=["fire_brigade", "inspector", "institution", "admin"])
+    create.add_argument("--site", help="the site of an institution token")
+    create.add_argument("--name", required=True, help="who the token is for")
+    create.set_defaults(func=cmd_token_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("httpx", "amqtt", "transitions"):  # chatty at INFO; their warnings still show
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except (ConfigError, ValueError) as exc:
+        sys.stderr.write(f"safeguard: error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
