@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from protocol.topics import MessageType, Topic, TopicError, parse_topic
 
@@ -71,6 +71,12 @@ class AgentStatus(_Message):
     agent_version: str | None = None
     heartbeat_s: Annotated[int, Field(gt=0, le=86_400)] | None = None
     devices: tuple[DeclaredDevice, ...] = ()
+
+    @model_validator(mode="after")
+    def _birth_has_ts(self) -> AgentStatus:
+        if self.online and self.ts is None:
+            raise ValueError("ts is required when online is true (only the Last Will may omit it)")
+        return self
 
 
 class _Reading(_Message):

@@ -22,6 +22,10 @@ ALERTS_FILTER = f"{PREFIX}/alerts/#"
 _ALERTS_LEVEL = "alerts"
 _AGENT_DEVICE = "agent"
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A site called "alerts" could publish on sg/v1/alerts/{other site} under a per-site broker ACL
+# (sg/v1/{site}/#) and forge gateway alerts; a device called "agent" would shadow the status topic.
+RESERVED_SITE_IDS = frozenset({_ALERTS_LEVEL})
+RESERVED_DEVICE_IDS = frozenset({_AGENT_DEVICE})
 
 
 class MessageType(StrEnum):
@@ -64,14 +68,22 @@ def _checked_id(value: str, what: str) -> str:
     return value
 
 
+def _checked_site(site: str) -> str:
+    if site in RESERVED_SITE_IDS:
+        raise ValueError(f"site id {site!r} is reserved")
+    return _checked_id(site, "site")
+
+
 def status_topic(site: str) -> str:
-    return f"{PREFIX}/{_checked_id(site, 'site')}/{_AGENT_DEVICE}/{MessageType.STATUS}"
+    return f"{PREFIX}/{_checked_site(site)}/{_AGENT_DEVICE}/{MessageType.STATUS}"
 
 
 def device_topic(site: str, device: str, message_type: MessageType) -> str:
     if message_type not in _DEVICE_TYPES:
         raise ValueError(f"{message_type} is not a device message type")
-    return f"{PREFIX}/{_checked_id(site, 'site')}/{_checked_id(device, 'device')}/{message_type}"
+    if device in RESERVED_DEVICE_IDS:
+        raise ValueError(f"device id {device!r} is reserved")
+    return f"{PREFIX}/{_checked_site(site)}/{_checked_id(device, 'device')}/{message_type}"
 
 
 def alert_topic(site: str) -> str:
@@ -94,6 +106,8 @@ def parse_topic(topic: str) -> Topic:
     _, _, site, device, kind = levels
     if not valid_id(site):
         raise TopicError(f"site id {site!r} does not match {_ID_RE.pattern}")
+    if site in RESERVED_SITE_IDS:
+        raise TopicError(f"site id {site!r} is reserved")
     if not valid_id(device):
         raise TopicError(f"device id {device!r} does not match {_ID_RE.pattern}")
     if device == _AGENT_DEVICE and kind == MessageType.STATUS:
@@ -104,4 +118,6 @@ def parse_topic(topic: str) -> Topic:
         raise TopicError(f"unknown message type {kind!r} in topic {topic!r}") from None
     if message_type is MessageType.STATUS:
         raise TopicError(f"status is published on {PREFIX}/{{site}}/{_AGENT_DEVICE}/status only")
+    if device in RESERVED_DEVICE_IDS:
+        raise TopicError(f"device id {device!r} is reserved for {PREFIX}/{{site}}/{_AGENT_DEVICE}/status")
     return Topic(site, device, message_type)

@@ -181,7 +181,7 @@ def evaluate_compound(site: str, alerts: OpenAlerts) -> list[Change]:
         detail = {"detectors": detectors, "exits": exits}
         if alert is None:
             return [Raise(key, detail)]
-        if dict(alert.detail) != detail:
+        if {k: alert.detail.get(k) for k in detail} != detail:  # other keys (escalation) are not ours
             return [Update(key, detail, "updated")]
         return []
     if alert is None:
@@ -212,7 +212,8 @@ def evaluate_silence(
 ) -> list[Change]:
     """``camera_offline`` / ``detector_offline`` for a device silent longer than its timeout."""
     alert_kind = _SILENCE_KINDS.get(kind)
-    if alert_kind is None or now - last_seen < timeout_s:
+    # DESIGN section 5: still online while the last message is *no more than* the timeout old.
+    if alert_kind is None or now - last_seen <= timeout_s:
         return []
     key = AlertKey(site, device, alert_kind)
     if key in alerts:
@@ -229,7 +230,7 @@ def evaluate_escalation(alert: OpenAlert, *, opened_at: float, now: float, after
         or now - opened_at < after_s
     ):
         return []
-    detail = {"escalated": True, "escalated_at": iso(now), "escalation_level": 1, "unacknowledged_s": after_s}
+    detail = {"escalated": True, "escalated_at": iso(now), "escalation_level": 1, "unacknowledged_s": now - opened_at}
     return [Update(alert.key, detail, "escalated")]
 
 

@@ -6,9 +6,10 @@ import csv
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.store.db import Conn
+from protocol.topics import RESERVED_SITE_IDS
 
 
 class SiteFields(BaseModel):
@@ -25,6 +26,13 @@ class SiteFields(BaseModel):
 
 class SiteRecord(SiteFields):
     id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_SITE_IDS:
+            raise ValueError(f"site id {value!r} is reserved")
+        return value
 
 
 CSV_COLUMNS = ("id", "name", "city", "county", "category", "address", "cameras_required")

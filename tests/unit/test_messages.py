@@ -686,3 +686,13 @@ def test_reject_reason_codes_are_stable() -> None:
         "unknown_site",
         "bad_snapshot",
     }
+
+
+def test_birth_without_ts_is_rejected_but_the_will_may_omit_it() -> None:
+    with pytest.raises(Rejection) as info:
+        decode("sg/v1/site-1/agent/status", b'{"online": true, "boot": "b1"}')
+    assert info.value.code is RejectReason.INVALID_SCHEMA
+    assert "ts is required when online is true" in info.value.detail
+    _, will = decode("sg/v1/site-1/agent/status", b'{"online": false, "boot": "b1"}')
+    assert isinstance(will, AgentStatus)
+    assert will.ts is None

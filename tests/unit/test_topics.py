@@ -304,3 +304,24 @@ def test_alert_topics_are_not_parsed_as_agent_topics() -> None:
 def test_alert_topic_matches_the_alerts_filter() -> None:
     prefix = ALERTS_FILTER.removesuffix("#")
     assert alert_topic("site-9").startswith(prefix)
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("sg/v1/alerts/agent/status", "site id 'alerts' is reserved"),
+        ("sg/v1/alerts/cam-1/heartbeat", "site id 'alerts' is reserved"),
+        ("sg/v1/site-1/agent/heartbeat", "device id 'agent' is reserved"),
+        ("sg/v1/site-1/agent/smoke", "device id 'agent' is reserved"),
+    ],
+)
+def test_reserved_ids_are_refused(topic: str, reason: str) -> None:
+    with pytest.raises(TopicError, match=reason):
+        parse_topic(topic)
+
+
+def test_builders_refuse_reserved_ids() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        status_topic("alerts")
+    with pytest.raises(ValueError, match="reserved"):
+        device_topic("site-1", "agent", MessageType.HEARTBEAT)
