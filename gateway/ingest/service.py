@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 import time
 from typing import Any
@@ -33,7 +34,9 @@ class IngestService:
     def __init__(self, settings: Settings, pool: ConnectionPool[Conn], *, client_id: str | None = None) -> None:
         self._settings = settings
         self._pool = pool
-        self._client_id = client_id or f"{settings.mqtt_client_id}-ingest"
+        # Workers sharing a subscription need distinct, stable ids (one persistent session each).
+        suffix = f"-{socket.gethostname()}" if settings.mqtt_shared_group else ""
+        self._client_id = client_id or f"{settings.mqtt_client_id}-ingest{suffix}"
         self._queue: queue.Queue[Inbound] = queue.Queue()
         self._processor = BatchProcessor(
             Rules(settings.missed_heartbeats, settings.default_heartbeat_s, settings.battery_low_pct)
