@@ -1,0 +1,94 @@
+"""The `safeguard` command line against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.auth import Role, authenticate
+from gateway.store.db import connect
+
+pytestmark = pytest.mark.integration
+
+
+def safeguard(*args: str, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
+    if database_url:
+        env["SAFEGUARD_DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+def test_migrate_twice_is_a_no_op(database_url: str) -> None:
+    result = safeguard("migrate", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert "schema up to date" in result.stderr
+
+
+def test_sites_import_then_institution_token(tmp_path: Path, database_url: str) -> None:
+    csv_file = tmp_path / "sites.csv"
+    csv_file.write_text(
+        "id,name,city,county,category,address,cameras_required\n"
+        "hz-0001,西湖艺术学校,杭州市,西湖区,dance,文三路 1 号,3\n"
+        "hz-0002,钱塘英语,杭州市,上城区,language,,2\n",
+        encoding="utf-8",
+    )
+    result = safeguard("sites", "import", str(csv_file), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert "registered 2 sites" in result.stderr
+    with connect(database_url) as conn:
+        row = conn.execute("SELECT name, county, cameras_required FROM sites WHERE id = 'hz-0001'").fetchone()
+    assert row == {"name": "西湖艺术学校", "county": "西湖区", "cameras_required": 3}
+
+    result = safeguard("token", "create", "--role", "institution", "--site", "hz-0001", "--name", "school",
+                       database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip().splitlines()[-1]
+    with connect(database_url) as conn:
+        principal = authenticate(conn, token, None)
+        stored = conn.execute("SELECT token_hash FROM api_tokens").fetchone()
+    assert principal is not None
+    assert (principal.role, principal.site) == (Role.INSTITUTION, "hz-0001")
+    assert stored is not None
+    assert token.encode() not in bytes(stored["token_hash"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("id,name\nhz-0001,A\nbad id!,B\n", "line 3: id: String should match pattern"),
+        ("id,name,cameras_required\nhz-0001,A,many\n", "line 2: cameras_required"),
+        ("id,name\nhz-0001,A\nhz-0001,B\n", "line 3: site 'hz-0001' appears twice"),
+        ("name,colour\nA,red\n", "missing ['id'], unknown ['colour']"),
+        ("id\nalerts\n", "site id 'alerts' is reserved"),
+    ],
+)
+def test_sites_import_names_the_bad_line(tmp_path: Path, database_url: str, content: str, message: str) -> None:
+    csv_file = tmp_path / "sites.csv"
+    csv_file.write_text(content, encoding="utf-8")
+    result = safeguard("sites", "import", str(csv_file), database_url=database_url)
+    assert result.returncode == 2
+    assert message in result.stderr
+    with connect(database_url) as conn:
+        count = conn.execute("SELECT count(*) AS n FROM sites").fetchone()
+    assert count == {"n": 0}, "a bad file registers nothing"
+
+
+def test_token_create_refuses_a_site_for_other_roles(database_url: str) -> None:
+    result = safeguard("token", "create", "--role", "admin", "--site", "x", "--name", "n", database_url=database_url)
+    assert result.returncode == 2
+    assert "only an institution token takes one" in result.stderr
+
+
+def test_bad_setting_names_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text("mqtt_url: http://broker\nmissed_heartbeats: 0\n", encoding="utf-8")
+    result = safeguard("migrate", "--config", str(config))
+    assert result.returncode == 2
+    assert "mqtt_url" in result.stderr
+    assert "missed_heartbeats" in result.stderr
