@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)
     bootstrap_token: SecretStr | None = None
+    # /metrics for processes without the API (`safeguard ingest`, `supervise`); unset: none.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
     # Liveness (DESIGN section 4): silent for heartbeat_s x missed_heartbeats.
     missed_heartbeats: int = Field(3, ge=1, le=100)
     default_heartbeat_s: int = Field(60, ge=1)  # GB/T 28181 keep-alive when the agent did not say

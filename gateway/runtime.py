@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
+from prometheus_client import start_http_server
 from psycopg_pool import ConnectionPool
 
 from gateway.api.app import create_app
@@ -78,6 +79,8 @@ class Gateway:
         if supervise:
             self.supervisor = Supervisor(self.settings, self.pool)
             self.supervisor.start()
+        if not api and self.settings.metrics_port is not None:
+            start_http_server(self.settings.metrics_port, addr=self.settings.api_host)
         if api:
             in_process = self.ingest
             ready = (lambda: in_process.connected) if in_process is not None else None
