@@ -1,0 +1,79 @@
+"""Supervisor leadership (PostgreSQL advisory lock) and retention, on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+
+from gateway.config import Settings
+from gateway.store.db import connect, from_epoch, open_pool
+from gateway.supervisor import LEADER_LOCK, Supervisor
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _leader_backends(database_url: str) -> list[int]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND ((classid::bigint << 32) | objid::bigint) = %s",
+            (LEADER_LOCK,),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_one_leader_and_takeover_when_it_dies(settings: Settings) -> None:
+    pool = open_pool(settings.database_url, max_size=4)
+    first, second = Supervisor(settings, pool), Supervisor(settings, pool)
+    try:
+        first.start()
+        wait_for(lambda: first.is_leader, what="the first supervisor to lead")
+        second.start()
+        time.sleep(settings.sweep_interval_s * 5)  # give the second every chance to (wrongly) lead too
+        assert not second.is_leader
+        assert len(_leader_backends(settings.database_url)) == 1
+
+        # Kill the leader's database session: the lock goes with it and someone leads again.
+        (pid,) = _leader_backends(settings.database_url)
+        with psycopg.connect(settings.database_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_for(lambda: len(_leader_backends(settings.database_url)) == 1 and pid not in
+                 _leader_backends(settings.database_url), what="a new leader session")
+
+        # Stop whoever leads now: the other takes over.
+        leader, other = (first, second) if first.is_leader else (second, first)
+        leader.stop()
+        wait_for(lambda: other.is_leader, what="takeover by the remaining supervisor")
+    finally:
+        first.stop()
+        second.stop()
+        pool.close()
+
+
+def test_prune_deletes_old_readings_and_dead_letters_only(settings: Settings) -> None:
+    now = time.time()
+    old, recent = from_epoch(now - 91 * 86_400), from_epoch(now - 86_400)
+    with connect(settings.database_url) as conn:
+        conn.execute("INSERT INTO sites (id) VALUES ('s1')")
+        conn.execute("INSERT INTO devices (site, id, kind) VALUES ('s1', 'cam-1', 'camera')")
+        for seq, ts in enumerate((old, recent)):
+            conn.execute(
+                "INSERT INTO readings VALUES (%s, %s, 's1', 'cam-1', 'camera', 'b', %s, 'ok', '{}')", (ts, ts, seq)
+            )
+            conn.execute(
+                "INSERT INTO dead_letters (received_at, topic, code, reason, payload_excerpt, payload_size)"
+                " VALUES (%s, 't', 'c', 'r', '', 0)", (ts,)
+            )
+        conn.commit()
+    pool = open_pool(settings.database_url, max_size=2)
+    try:
+        counts = Supervisor(settings, pool).prune(now)
+    finally:
+        pool.close()
+    assert counts == {"readings": 1, "dead_letters": 1}
+    with connect(settings.database_url) as conn:
+        left = conn.execute("SELECT ts FROM readings").fetchall()
+    assert left == [{"ts": recent}]
