@@ -49,7 +49,7 @@ class AlertHub:
         self._url = database_url
         self._clients: set[asyncio.Queue[Change | None]] = set()
         self._task: asyncio.Task[None] | None = None
-        self._last_id = 0
+        self._last_id: int | None = None  # newest change pushed; None until first connected
         self.listening = asyncio.Event()
 
     async def start(self) -> None:
@@ -78,13 +78,13 @@ class AlertHub:
             await psycopg.AsyncConnection.connect(self._url, autocommit=True, row_factory=dict_row) as fetch,
         ):
             await listen.execute(f"LISTEN {ALERT_CHANNEL}")
-            if self._last_id:  # catch up on what committed while we were away
+            if self._last_id is None:  # first start: clients before now resume with Last-Event-ID
+                row = await (await fetch.execute("SELECT coalesce(max(id), 0) AS id FROM alert_history")).fetchone()
+                self._last_id = row["id"] if row else 0
+            else:  # catch up on what committed while we were away
                 rows = await (await fetch.execute(_SINCE, {"after": self._last_id, "site": None,
                                                            "limit": _BACKFILL_LIMIT})).fetchall()
                 self._dispatch(rows)
-            else:
-                row = await (await fetch.execute("SELECT coalesce(max(id), 0) AS id FROM alert_history")).fetchone()
-                self._last_id = row["id"] if row else 0
             self.listening.set()
             ids: asyncio.Queue[int] = asyncio.Queue()
             fetcher = asyncio.create_task(self._fetch_loop(fetch, ids))
@@ -105,7 +105,7 @@ class AlertHub:
     def _dispatch(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             change = Change(row["id"], row["site"], row["alert"])
-            self._last_id = max(self._last_id, change.id)
+            self._last_id = max(self._last_id or 0, change.id)
             for q in list(self._clients):
                 try:
                     q.put_nowait(change)

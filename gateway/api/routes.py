@@ -25,6 +25,7 @@ router = APIRouter(prefix="/api/v1")
 
 SiteId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+_MAX_ID = 2**63 - 1  # bigint
 
 
 class Note(BaseModel):
@@ -49,7 +50,7 @@ def decode_int_cursor(cursor: str | None) -> int | None:
     value = decode_cursor(cursor)
     if value is None:
         return None
-    if not value.isdigit():
+    if not value.isdigit() or int(value) > _MAX_ID:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid cursor")
     return int(value)
 
