@@ -293,31 +293,17 @@ class _RunAs:
             )
 
 
-# --------------------------------------------------------------------------- PostgreSQL
+# --------------------------------------------------------------------------- shared
 
 
-class PostgresServer:
-    """A private PostgreSQL cluster in ``data_dir``, created on first start and reused after.
+class _ChildServer:
+    """A server process of ours: spawned in its own session, killed at exit if not stopped."""
 
-    Authentication is ``trust`` for the superuser ``postgres``; the server listens on
-    ``host:port`` only, with its unix socket inside ``data_dir``. ``fast=True`` turns off
-    durability (fsync, synchronous_commit, full_page_writes) for tests.
-    """
+    log_path: Path
 
-    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", fast: bool = False) -> None:
-        self.data_dir = Path(data_dir)
-        self.port = port
-        self.host = host
-        self.fast = fast
+    def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
-        self._socket_tmp: Path | None = None
-
-    # -- public API ------------------------------------------------------------------
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "server.log"
 
     @property
     def pid(self) -> int | None:
@@ -326,6 +312,70 @@ class PostgresServer:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, args: list[str], cwd: Path | str, **popen_kwargs: Any) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as logf:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=_clean_env(),
+                cwd=cwd,
+                start_new_session=True,
+                **popen_kwargs,
+            )
+        self._proc = proc
+        self._finalizer = weakref.finalize(self, _kill_at_exit, proc)
+        return proc
+
+    def _forget(self) -> subprocess.Popen[bytes] | None:
+        proc, self._proc = self._proc, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        return proc
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+class PostgresServer(_ChildServer):
+    """A private PostgreSQL cluster in ``data_dir``, created on first start and reused after.
+
+    Authentication is ``trust`` for the superuser ``postgres``; the server listens on
+    ``host:port`` only, with its unix socket inside ``data_dir``. ``fast=True`` turns off
+    durability (fsync, synchronous_commit, full_page_writes) for tests.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", fast: bool = False) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.host = host
+        self.fast = fast
+        self._socket_tmp: Path | None = None
+
+    # -- public API ------------------------------------------------------------------
+
+    @property
+    def log_path(self) -> Path:  # type: ignore[override]
+        return self.data_dir / "server.log"
 
     @property
     def url(self) -> str:
@@ -360,47 +410,25 @@ class PostgresServer:
 
         log.info("starting PostgreSQL (%s) on %s:%d, data in %s", bindir, self.host, self.port, self.data_dir)
         log_offset = _log_size(self.log_path)
-        with self.log_path.open("ab") as logf:
-            run_as.chown(self.log_path)
-            self._proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=_clean_env(),
-                cwd="/",
-                start_new_session=True,
-                **run_as.popen_kwargs(),
-            )
-        self._finalizer = weakref.finalize(self, _kill_at_exit, self._proc)
+        self.log_path.touch()
+        run_as.chown(self.log_path)
+        proc = self._spawn(args, "/", **run_as.popen_kwargs())
         try:
             self._wait_ready(timeout, log_offset)
         except BaseException:
             self.stop()
             raise
-        log.info("PostgreSQL ready at %s (pid %d)", self.url, self._proc.pid)
+        log.info("PostgreSQL ready at %s (pid %d)", self.url, proc.pid)
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
+        proc = self._forget()
         if proc is not None:
             # SIGINT = "fast" shutdown: roll back open transactions, disconnect clients, checkpoint.
             _terminate(proc, signal.SIGINT, grace=30.0, name="PostgreSQL")
             log.info("PostgreSQL (pid %d) stopped", proc.pid)
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
         if self._socket_tmp is not None:
             shutil.rmtree(self._socket_tmp, ignore_errors=True)
             self._socket_tmp = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- internals -------------------------------------------------------------------
 
@@ -483,7 +511,7 @@ class PostgresServer:
 # --------------------------------------------------------------------------- Mosquitto
 
 
-class MosquittoServer:
+class MosquittoServer(_ChildServer):
     """A private Mosquitto broker listening on ``host:port`` with anonymous access, no persistence."""
 
     def __init__(
@@ -493,28 +521,19 @@ class MosquittoServer:
         host: str = "127.0.0.1",
         max_queued_messages: int = 100_000,
     ) -> None:
+        super().__init__()
         self.work_dir = Path(work_dir)
         self.port = port
         self.host = host
         self.max_queued_messages = max_queued_messages
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     @property
     def config_path(self) -> Path:
         return self.work_dir / "mosquitto.conf"
 
     @property
-    def log_path(self) -> Path:
+    def log_path(self) -> Path:  # type: ignore[override]
         return self.work_dir / "mosquitto.log"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     @property
     def url(self) -> str:
@@ -554,23 +573,13 @@ class MosquittoServer:
         self.config_path.write_text(self._config(), encoding="utf-8")
         log.info("starting Mosquitto (%s) on %s:%d", binary, self.host, self.port)
         log_offset = _log_size(self.log_path)
-        with self.log_path.open("ab") as logf:
-            self._proc = subprocess.Popen(
-                [str(binary), "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=_clean_env(),
-                cwd=self.work_dir,
-                start_new_session=True,
-            )
-        self._finalizer = weakref.finalize(self, _kill_at_exit, self._proc)
+        proc = self._spawn([str(binary), "-c", str(self.config_path)], self.work_dir)
         try:
             self._wait_ready(timeout, log_offset)
         except BaseException:
             self.stop()
             raise
-        log.info("Mosquitto ready at %s (pid %d)", self.url, self._proc.pid)
+        log.info("Mosquitto ready at %s (pid %d)", self.url, proc.pid)
 
     def _wait_ready(self, timeout: float, log_offset: int) -> None:
         """Wait until *our* broker listens.
@@ -602,13 +611,6 @@ class MosquittoServer:
             f"Tail of {self.log_path}:\n{_tail(self.log_path, log_offset)}"
         )
 
-    def _forget(self) -> subprocess.Popen[bytes] | None:
-        proc, self._proc = self._proc, None
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
-        return proc
-
     def stop(self) -> None:
         proc = self._forget()
         if proc is not None:
@@ -626,12 +628,3 @@ class MosquittoServer:
         """Stop (if running) and start again on the same port."""
         self.stop()
         self.start()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
