@@ -195,7 +195,7 @@ class Supervisor:
         """Escalate open critical alerts no one acknowledged within ``escalate_after_s``."""
         cutoff = from_epoch(now - self._settings.escalate_after_s)
         query = (
-            "SELECT id, site, opened_at FROM alerts WHERE state = 'open' AND severity = 'critical'"
+            f"SELECT {alert_store.COLUMNS} FROM alerts WHERE state = 'open' AND severity = 'critical'"
             " AND opened_at <= %s AND NOT (detail ? 'escalated')"
         )
         with self._pool.connection() as conn, conn.transaction():
@@ -203,18 +203,12 @@ class Supervisor:
             if not sites:
                 return
             lock_sites(conn, sites)
-            opened = {r["id"]: r["opened_at"].timestamp() for r in conn.execute(query, (cutoff,))}
-            alerts = alert_store.load_open(conn, sites)
-            ids = {a["id"]: a for a in conn.execute("SELECT id, site, device, kind FROM alerts WHERE id = ANY(%s)",
-                                                    (list(opened),))}
             changes: list[Change] = []
-            for alert in alerts.values():
-                match = next((i for i, a in ids.items() if (a["site"], a["device"], a["kind"]) ==
-                              (alert.key.site, alert.key.device, alert.key.kind.value)), None)
-                if match is not None:
-                    changes += engine.evaluate_escalation(
-                        alert, opened_at=opened[match], now=now, after_s=self._settings.escalate_after_s
-                    )
+            for row in conn.execute(query, (cutoff,)).fetchall():  # again, now that the sites are locked
+                changes += engine.evaluate_escalation(
+                    alert_store.open_alert(row), opened_at=row["opened_at"].timestamp(), now=now,
+                    after_s=self._settings.escalate_after_s,
+                )
             self._persist(conn, changes, now)
 
     def prune(self, now: float) -> dict[str, Any]:

@@ -69,7 +69,7 @@ def alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _open_alert(row: Mapping[str, Any]) -> OpenAlert:
+def open_alert(row: Mapping[str, Any]) -> OpenAlert:
     key = AlertKey(row["site"], row["device"], AlertKind(row["kind"]))
     return OpenAlert(key, AlertState(row["state"]), row["count"], row["detail"])
 
@@ -78,7 +78,7 @@ def load_open(conn: Conn, sites: Iterable[str]) -> dict[AlertKey, OpenAlert]:
     rows = conn.execute(
         f"SELECT {COLUMNS} FROM alerts WHERE site = ANY(%s) AND state <> 'resolved'", (list(set(sites)),)
     ).fetchall()
-    return {alert.key: alert for alert in map(_open_alert, rows)}
+    return {alert.key: alert for alert in map(open_alert, rows)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,14 +189,14 @@ def acknowledge(conn: Conn, alert_id: int, at: datetime, by: str, note: str | No
         ).fetchone()
         assert acked is not None
         recorded = [record_history(conn, acked, "acknowledged", at, by, note)]
-        return recorded + _follow_up(conn, row["site"], engine.evaluate_acknowledged(_open_alert(acked)), at)
+        return recorded + _follow_up(conn, row["site"], engine.evaluate_acknowledged(open_alert(acked)), at)
 
 
 def resolve(conn: Conn, alert_id: int, at: datetime, by: str, note: str | None) -> list[Recorded]:
     """Resolve by hand; refused (409) for a fire alarm not yet acknowledged."""
     with conn.transaction():
         row = _locked_alert(conn, alert_id)
-        alert = _open_alert(row)
+        alert = open_alert(row)
         refusal = engine.refuse_resolve(alert)
         if refusal:
             raise AlertConflict(refusal)
