@@ -50,7 +50,7 @@ def decode_int_cursor(cursor: str | None) -> int | None:
     value = decode_cursor(cursor)
     if value is None:
         return None
-    if not value.isdigit() or int(value) > _MAX_ID:
+    if not (value.isascii() and value.isdigit()) or int(value) > _MAX_ID:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid cursor")
     return int(value)
 
