@@ -8,9 +8,11 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from gateway.config import ConfigError, Settings, load_settings
+from protocol.mqtt import MqttVersion
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -78,6 +80,47 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mqtt(args: argparse.Namespace) -> tuple[str, MqttVersion]:
+    settings = _settings(args)
+    return args.mqtt_url or settings.mqtt_url, MqttVersion(args.mqtt_version or settings.mqtt_version)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from simulators.recording import Recorder  # noqa: PLC0415
+
+    url, version = _mqtt(args)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with Path(args.file).open("w", encoding="utf-8") as out:
+        recorder = Recorder(url, version, out, include_alerts=args.include_alerts)
+        recorder.start()
+        started = time.monotonic()
+        while not stop.wait(1.0):
+            sys.stderr.write(f"\rrecording {url}: {recorder.count} messages")
+            sys.stderr.flush()
+            if args.duration is not None and time.monotonic() - started >= args.duration:
+                break
+        recorder.stop()
+    sys.stderr.write(f"\nrecorded {recorder.count} messages to {args.file}\n")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from simulators.recording import replay  # noqa: PLC0415
+
+    url, version = _mqtt(args)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    summary = replay(Path(args.file), url, version, speed=args.speed, progress=sys.stderr, stop=stop)
+    sys.stderr.write(
+        f"replayed {summary.published} messages to {url} in {summary.duration_s:.1f} s"
+        f" (speed x{args.speed:g}); {summary.failed} failed\n"
+    )
+    return 1 if summary.failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo  # noqa: PLC0415
 
@@ -114,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--site", help="the site of an institution token")
     create.add_argument("--name", required=True, help="who the token is for")
     create.set_defaults(func=cmd_token_create)
+    for name, func, text in (("record", cmd_record, "capture live sg/v1 traffic to a JSON-lines file"),
+                             ("replay", cmd_replay, "republish a recording with its original timing")):
+        p = with_config(sub.add_parser(name, help=text))
+        p.add_argument("file")
+        p.add_argument("--mqtt-url", help="broker (default: the configured mqtt_url)")
+        p.add_argument("--mqtt-version", choices=["5", "3.1.1"], help="default: the configured mqtt_version")
+        p.set_defaults(func=func)
+        if name == "record":
+            p.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+            p.add_argument("--include-alerts", action="store_true", help="also record sg/v1/alerts/#")
+        else:
+            p.add_argument("--speed", type=float, default=1.0, help="time scale: 10 replays ten times faster")
     return parser
 
 
