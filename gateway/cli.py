@@ -121,11 +121,65 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from simulators import registry  # noqa: PLC0415
+    from simulators.scenario import AlertWatch, ScenarioRunner, fleet, format_table, judge, load_scenario  # noqa: PLC0415
+
+    url, version = _mqtt(args)
+    if args.scenario:
+        scenario = load_scenario(Path(args.scenario))
+    else:
+        scenario = fleet(args.sites, cameras=args.cameras, smoke=args.smoke, exits=args.exits,
+                         heartbeat_s=args.heartbeat_s, duration=args.duration, prefix=args.prefix)
+    if args.sites_csv:
+        count = registry.write_sites_csv(Path(args.sites_csv), scenario.sites)
+        sys.stderr.write(f"wrote {count} sites to {args.sites_csv} (register them: safeguard sites import)\n")
+    if args.api_url:
+        if not args.token:
+            raise ValueError("--api-url needs --token (an admin token) to register the sites")
+        registry.register_via_api(args.api_url, args.token, scenario.sites)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    runner = ScenarioRunner(scenario, url, version, seed=args.seed)
+    watch = AlertWatch({s.id for s in scenario.sites}) if args.check else None
+    sys.stderr.write(f"running {scenario.name!r}: {len(scenario.sites)} sites for {scenario.duration:g} s on {url}\n")
+    seen = runner.run(watch, stop)
+    published = sum(a.published for a in runner.agents.values())
+    refused = sum(a.refused for a in runner.agents.values())
+    sys.stderr.write(f"published {published} messages, {refused} refused\n")
+    if not args.check:
+        return 1 if refused else 0
+    verdicts = judge(scenario, seen)
+    print(format_table(scenario, verdicts))
+    return 0 if all(v.ok for v in verdicts) else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo  # noqa: PLC0415
 
     return run_demo(Path(args.data_dir).resolve(), api_port=args.api_port, mqtt_port=args.mqtt_port,
                     feed=not args.no_feed)
+
+
+def _add_simulate(sim: argparse.ArgumentParser) -> None:
+    what = sim.add_mutually_exclusive_group(required=True)
+    what.add_argument("--scenario", help="scenario YAML (see simulators/scenarios/)")
+    what.add_argument("--sites", type=int, help="run N healthy virtual sites")
+    sim.add_argument("--check", action="store_true", help="verify the scenario's expected alerts; exit 1 on failure")
+    sim.add_argument("--cameras", type=int, default=2, help="cameras per virtual site")
+    sim.add_argument("--smoke", type=int, default=2, help="smoke detectors per virtual site")
+    sim.add_argument("--exits", type=int, default=1, help="exits per virtual site")
+    sim.add_argument("--heartbeat-s", type=float, default=60.0, help="heartbeat interval of virtual sites")
+    sim.add_argument("--duration", type=float, default=3600.0, help="seconds to run virtual sites")
+    sim.add_argument("--prefix", default="sim", help="site ids are PREFIX-0001, PREFIX-0002, ...")
+    sim.add_argument("--seed", type=int, default=0, help="random seed (jitter): runs are reproducible")
+    sim.add_argument("--api-url", help="register the sites through this gateway API (with --token)")
+    sim.add_argument("--token", help="admin token for --api-url")
+    sim.add_argument("--sites-csv", help="also write the sites to this CSV (for safeguard sites import)")
+    sim.add_argument("--mqtt-url", help="broker (default: the configured mqtt_url)")
+    sim.add_argument("--mqtt-version", choices=["5", "3.1.1"], help="default: the configured mqtt_version")
+    sim.set_defaults(func=cmd_simulate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--site", help="the site of an institution token")
     create.add_argument("--name", required=True, help="who the token is for")
     create.set_defaults(func=cmd_token_create)
+    _add_simulate(with_config(sub.add_parser("simulate", help="virtual sites, or a scripted scenario (--check)")))
     for name, func, text in (("record", cmd_record, "capture live sg/v1 traffic to a JSON-lines file"),
                              ("replay", cmd_replay, "republish a recording with its original timing")):
         p = with_config(sub.add_parser(name, help=text))

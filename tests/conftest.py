@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from gateway.config import Settings
 from gateway.devservers import MosquittoServer, PostgresServer
@@ -66,7 +67,7 @@ def settings(database_url: str, mosquitto: MosquittoServer) -> Settings:
         database_url=database_url,
         api_host="127.0.0.1",
         api_port=0,
-        bootstrap_token=ADMIN_TOKEN,  # type: ignore[arg-type]
+        bootstrap_token=SecretStr(ADMIN_TOKEN),
         batch_interval_s=0.05,
         sweep_interval_s=0.2,
         escalate_after_s=60,

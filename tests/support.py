@@ -1,8 +1,12 @@
-"""Test helpers: an MQTT agent that speaks the contract, an API client, and bounded waits."""
+"""Test helpers: an MQTT agent that speaks the contract, an API client, readers of the live alert
+push (SSE stream and MQTT relay), a database failover, and bounded waits."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
+import socket
 import threading
 import time
 import uuid
@@ -11,8 +15,9 @@ from typing import Any, TypeVar
 
 import httpx
 import paho.mqtt.client as mqtt
+import psycopg
 
-from protocol import MessageType, device_topic, status_topic
+from protocol import ALERTS_FILTER, MessageType, device_topic, status_topic
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -109,6 +114,13 @@ class Api:
         items: list[dict[str, Any]] = response.json()["items"]
         return items
 
+    def get_alert(self, alert_id: int) -> dict[str, Any]:
+        """``GET /api/v1/alerts/{alert_id}`` (the alert with its history), which must answer 200."""
+        response = self.http.get(f"/api/v1/alerts/{alert_id}")
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
     def alert(self, **match: Any) -> dict[str, Any] | None:
         """The newest alert whose fields equal ``match``, or None."""
         for alert in self.alerts(limit=1000):
@@ -121,3 +133,140 @@ class Api:
         assert response.status_code == 200, response.text
         items: list[dict[str, Any]] = response.json()["items"]
         return items
+
+
+def wait_state(api: Api, alert_id: int, state: str) -> dict[str, Any]:
+    """Wait until alert ``alert_id`` is in ``state``; return it as ``GET /api/v1/alerts/{id}`` shows it."""
+
+    def probe() -> dict[str, Any] | None:
+        alert = api.get_alert(alert_id)
+        return alert if alert["state"] == state else None
+
+    return wait_for(probe, what=f"alert {alert_id} to become {state}")
+
+
+class SseReader:
+    """Reads ``GET /api/v1/alerts/stream`` in a thread; parsed events land in a queue.
+
+    ``token`` None sends no Authorization header (for ``?access_token=`` in ``params``);
+    ``last_event_id`` sends ``Last-Event-ID``; ``headers`` adds any other request headers.
+    The constructor returns once the server has registered the client, and fails unless it answered 200.
+    """
+
+    def __init__(
+        self, base_url: str, token: str | None = ADMIN_TOKEN, *, last_event_id: int | None = None,
+        params: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
+    ) -> None:
+        request_headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        request_headers.update(headers or {})
+        if last_event_id is not None:
+            request_headers["Last-Event-ID"] = str(last_event_id)
+        self._client = httpx.Client(base_url=base_url, headers=request_headers, timeout=httpx.Timeout(10, read=60))
+        self._params = params or {}
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.status_code: int | None = None
+        self.content_type: str | None = None
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sse-reader", daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), f"SSE stream did not start: {self.error!r}"
+        assert self.status_code == 200, f"SSE stream answered {self.status_code} ({self.error!r})"
+
+    def _run(self) -> None:
+        try:
+            with self._client.stream("GET", "/api/v1/alerts/stream", params=self._params) as response:
+                self.status_code = response.status_code
+                self.content_type = response.headers.get("content-type")
+                if response.status_code != 200:
+                    return
+                stream = response.extensions.get("network_stream")
+                if stream is not None:
+                    self._sock = stream.get_extra_info("socket")
+                event: dict[str, str] = {}
+                for line in response.iter_lines():
+                    if self._stop.is_set():
+                        return
+                    if line.startswith("retry:"):
+                        self._ready.set()  # sent after the server registered this client
+                    elif line.startswith(("event:", "id:", "data:")):
+                        name, _, value = line.partition(":")
+                        event[name] = value.removeprefix(" ")
+                    elif line == "" and event:
+                        self.events.put({"event": event.get("event"), "id": int(event["id"]),
+                                         "data": json.loads(event["data"])})
+                        event = {}
+        except BaseException as exc:  # noqa: BLE001 - reported to the test through ``error``
+            if not self._stop.is_set():
+                self.error = exc
+        finally:
+            self._ready.set()
+
+    def next(self, timeout: float = 20.0) -> dict[str, Any]:
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no SSE event within {timeout}s (reader error: {self.error!r})") from None
+
+    def take(self, n: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        return [self.next(timeout) for _ in range(n)]
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
+        self._client.close()
+
+
+class AlertSubscriber:
+    """A paho client subscribed to ``sg/v1/alerts/#``, collecting (topic, alert JSON)."""
+
+    def __init__(self, url: str) -> None:
+        endpoint = MqttEndpoint.parse(url)
+        self.messages: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self._subscribed = threading.Event()
+        self.client = new_client(endpoint, f"watcher-{uuid.uuid4().hex[:8]}", MqttVersion.V5)
+        self.client.on_connect = lambda client, *_a: client.subscribe(ALERTS_FILTER, qos=1)
+        self.client.on_subscribe = lambda *_a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(endpoint.host, endpoint.port, keepalive=30)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "subscription to sg/v1/alerts/# not acknowledged"
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.messages.put((message.topic, json.loads(message.payload)))
+
+    def next(self, timeout: float = 20.0) -> tuple[str, dict[str, Any]]:
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no message on {ALERTS_FILTER} within {timeout}s") from None
+
+    def drain(self) -> list[tuple[str, dict[str, Any]]]:
+        """Everything received so far and not yet taken, without waiting."""
+        items = []
+        while not self.messages.empty():
+            items.append(self.messages.get_nowait())
+        return items
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def terminate_backends(database_url: str) -> int:
+    """Drop every other connection to the test database (as a database failover or restart would).
+
+    Returns how many connections were dropped.
+    """
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.config import Settings
 from gateway.runtime import Gateway
-from tests.support import Agent, Api, wait_for
+from tests.support import Agent, Api, wait_for, wait_state
 
 pytestmark = pytest.mark.integration
 
@@ -47,13 +47,6 @@ def start_site(
     return api, agent
 
 
-def get_alert(api: Api, alert_id: int) -> dict[str, Any]:
-    response = api.http.get(f"/api/v1/alerts/{alert_id}")
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()
-    return result
-
-
 def act(api: Api, alert_id: int, step: str, note: str | None = None) -> Any:
     body = {"note": note} if note is not None else None
     return api.http.post(f"/api/v1/alerts/{alert_id}/{step}", json=body)
@@ -63,15 +56,12 @@ def wait_alert(api: Api, what: str, **match: Any) -> dict[str, Any]:
     return wait_for(lambda: api.alert(**match), what=what)
 
 
-def wait_state(api: Api, alert_id: int, state: str) -> dict[str, Any]:
-    return wait_for(
-        lambda: (a := get_alert(api, alert_id)) if a["state"] == state else None,
-        what=f"alert {alert_id} to become {state}",
-    )
-
-
 def wait_detail(api: Api, alert_id: int, check: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
-    return wait_for(lambda: (a := get_alert(api, alert_id)) if check(a["detail"]) else None, what=what)
+    def probe() -> dict[str, Any] | None:
+        alert = api.get_alert(alert_id)
+        return alert if check(alert["detail"]) else None
+
+    return wait_for(probe, what=what)
 
 
 def wait_device_seq(api: Api, site: str, device: str, seq: int) -> None:
@@ -128,7 +118,7 @@ def test_fire_alarm_acked_first_resolves_when_detector_normal(gateway: Gateway, 
     agent.smoke("smoke-1", "alarm")
     alert = wait_alert(api, "fire alarm", kind="fire_alarm", site=SITE, device="smoke-1")
     assert act(api, alert["id"], "ack").status_code == 200
-    assert get_alert(api, alert["id"])["state"] == "acknowledged"
+    assert api.get_alert(alert["id"])["state"] == "acknowledged"
     # A second ack is a conflict.
     assert act(api, alert["id"], "ack").status_code == 409
     agent.smoke("smoke-1", "alarm")  # still in alarm: stays acknowledged
@@ -266,6 +256,25 @@ def test_agent_offline_on_last_will_and_resolved_by_new_birth(gateway: Gateway, 
     assert api.http.get(f"/api/v1/sites/{SITE}").json()["agent"]["online"] is True
 
 
+def test_last_will_of_an_earlier_boot_raises_no_agent_offline(gateway: Gateway, agents: list[Agent]) -> None:
+    """The agent restarted (new boot, new connection) before the old connection's Will fired."""
+    api, old = start_site(gateway, agents)
+    new = Agent(gateway.settings.mqtt_url, SITE)
+    agents.append(new)
+    new.birth(DEVICES)
+    wait_for(lambda: (api.http.get(f"/api/v1/sites/{SITE}").json()["agent"] or {}).get("boot") == new.boot,
+             what="the new birth stored")
+    old.crash()  # the old boot's Will arrives now
+    # Then a device message, so we know the Will (published before it) was processed.
+    seq = new.exit("exit-1", "blocked", 0.5)
+    wait_device_seq(api, SITE, "exit-1", seq)
+    wait_alert(api, "exit blocked", kind="exit_blocked", site=SITE)
+    assert api.alert(kind="agent_offline", site=SITE) is None
+    agent = api.http.get(f"/api/v1/sites/{SITE}").json()["agent"]
+    assert agent["online"] is True
+    assert agent["boot"] == new.boot
+
+
 # --------------------------------------------------------------------------- lifecycle details
 
 
@@ -287,10 +296,10 @@ def test_unacknowledged_critical_alert_escalates(settings: Settings, agents: lis
         assert escalations[0]["by"] == "system"
         compound = wait_alert(api, "compound escalated", kind="fire_alarm_exit_blocked", site=SITE)
         wait_detail(api, compound["id"], lambda d: d.get("escalated") is True, "compound alert escalated")
-        assert "escalated" not in get_alert(api, exit_alert["id"])["detail"]
+        assert "escalated" not in api.get_alert(exit_alert["id"])["detail"]
         # An acknowledged alert is not escalated again; escalation happens once.
         assert act(api, fire["id"], "ack").status_code == 200
-        after = get_alert(api, fire["id"])
+        after = api.get_alert(fire["id"])
         assert [h["action"] for h in after["history"]].count("escalated") == 1
     finally:
         gw.stop()
@@ -303,13 +312,13 @@ def test_repeat_counting(gateway: Gateway, agents: list[Agent]) -> None:
     agent.smoke("smoke-1", "normal")
     seq = agent.smoke("smoke-1", "alarm")
     wait_device_seq(api, SITE, "smoke-1", seq)
-    assert get_alert(api, alert["id"])["count"] == 2
+    assert api.get_alert(alert["id"])["count"] == 2
 
     # Identical consecutive alarm reports (the periodic re-send) do not count as repeats.
     for _ in range(3):
         seq = agent.smoke("smoke-1", "alarm")
     wait_device_seq(api, SITE, "smoke-1", seq)
-    current = get_alert(api, alert["id"])
+    current = api.get_alert(alert["id"])
     assert current["count"] == 2
     assert current["state"] == "open"
     assert [h["action"] for h in current["history"]].count("repeated") == 1

@@ -1,0 +1,180 @@
+"""A virtual edge agent: speaks wire contract v1 for one site, like a real agent would.
+
+Birth (retained) on every connect with the device list, a retained Last Will, QoS 1
+readings with ``boot`` and ``seq``; heartbeats every ``heartbeat_s`` with jitter. Faults
+are switches the scenarios flip: a silent camera, a stream state, a smoke state, a
+blocked exit, a crash (the TCP connection dropped, so the broker fires the Will), a
+partition (messages held back, then delivered late in order), a skewed clock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from protocol import DeviceKind, MessageType, device_topic, status_topic
+from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
+
+log = logging.getLogger(__name__)
+
+_READING_TYPE = {DeviceKind.CAMERA: MessageType.HEARTBEAT, DeviceKind.SMOKE: MessageType.SMOKE,
+                 DeviceKind.EXIT: MessageType.EXIT}
+
+
+@dataclass
+class VirtualDevice:
+    id: str
+    kind: DeviceKind
+    name: str = ""
+    silent: bool = False
+    stream: str = "ok"
+    smoke_state: str = "normal"
+    battery_pct: float | None = 90.0
+    exit_state: str = "clear"
+    blocked_since: float | None = None
+    next_due: float = 0.0
+
+    def reading(self, now: float) -> dict[str, Any]:
+        if self.kind is DeviceKind.CAMERA:
+            ok = self.stream == "ok"
+            return {"stream": self.stream, "fps": 12.5 if ok else 0.0, "last_frame_ts": now if ok else None}
+        if self.kind is DeviceKind.SMOKE:
+            obscuration = 9.5 if self.smoke_state == "alarm" else 0.0
+            return {"state": self.smoke_state, "battery_pct": self.battery_pct, "obscuration_pct": obscuration}
+        blocked = self.exit_state == "blocked"
+        return {"state": self.exit_state, "blocked_ratio": 0.65 if blocked else 0.0,
+                "blocked_since": self.blocked_since if blocked else None}
+
+
+@dataclass
+class VirtualAgent:
+    """One site. ``tick(now)`` sends what is due; the switches change what is sent."""
+
+    endpoint: MqttEndpoint
+    version: MqttVersion
+    site: str
+    devices: list[VirtualDevice]
+    heartbeat_s: float = 60.0
+    jitter: float = 0.1
+    rng: random.Random = field(default_factory=random.Random)
+    clock_offset_s: float = 0.0
+    boot: str = ""
+    partitioned: bool = False
+    published: int = 0
+    refused: int = 0
+    _held: list[tuple[str, bytes, bool]] = field(default_factory=list)
+    _seq: dict[str, int] = field(default_factory=dict)
+    _client: mqtt.Client | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> None:
+        self.boot = uuid.uuid4().hex[:12]
+        self._seq.clear()
+        client = new_client(self.endpoint, f"sim-{self.site}-{self.boot}", self.version)
+        client.will_set(status_topic(self.site), json.dumps({"online": False, "boot": self.boot}), qos=1,
+                        retain=True)
+        client.on_connect = lambda *_a: self._birth()
+        client.reconnect_delay_set(1, 5)
+        client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=5)
+        client.loop_start()
+        self._client = client
+        now = time.time()
+        for device in self.devices:  # spread the first messages over one interval
+            device.next_due = now + self.rng.uniform(0, min(self.heartbeat_s, 1.0))
+
+    def _birth(self) -> None:
+        devices = [{"id": d.id, "kind": d.kind.value, "name": d.name or d.id, "location": d.name or d.id}
+                   for d in self.devices]
+        status = {"online": True, "ts": self.now(), "boot": self.boot, "agent_version": "simulator",
+                  "heartbeat_s": max(1, round(self.heartbeat_s)), "devices": devices}
+        self._send(status_topic(self.site), json.dumps(status).encode(), retain=True, hold=False)
+
+    def now(self) -> float:
+        """The agent's own clock (possibly skewed)."""
+        return time.time() + self.clock_offset_s
+
+    def device(self, device_id: str) -> VirtualDevice:
+        for device in self.devices:
+            if device.id == device_id:
+                return device
+        raise KeyError(f"site {self.site} has no device {device_id!r}")
+
+    def _send(self, topic: str, payload: bytes, *, retain: bool = False, hold: bool = True) -> None:
+        with self._lock:
+            if hold and self.partitioned:
+                self._held.append((topic, payload, retain))
+                return
+            client = self._client
+            if client is None:
+                return
+            info = client.publish(topic, payload, qos=1, retain=retain)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                self.published += 1
+            else:  # paho refuses silently past its in-flight limit: count it
+                self.refused += 1
+                log.warning("%s: publish on %s refused (rc=%s)", self.site, topic, info.rc)
+
+    def send_reading(self, device: VirtualDevice) -> None:
+        seq = self._seq[device.id] = self._seq.get(device.id, -1) + 1
+        payload = {"ts": self.now(), "boot": self.boot, "seq": seq, **device.reading(self.now())}
+        self._send(device_topic(self.site, device.id, _READING_TYPE[device.kind]), json.dumps(payload).encode())
+
+    def tick(self, now: float) -> None:
+        """Send every reading that is due (heartbeat_s with jitter)."""
+        if self._client is None:
+            return
+        for device in self.devices:
+            if device.silent or now < device.next_due:
+                continue
+            self.send_reading(device)
+            spread = self.heartbeat_s * self.jitter
+            device.next_due = now + self.heartbeat_s + self.rng.uniform(-spread, spread)
+
+    def changed(self, device: VirtualDevice) -> None:
+        """A state change is sent at once (and the periodic schedule restarts)."""
+        if not device.silent and self._client is not None:
+            self.send_reading(device)
+            device.next_due = time.time() + self.heartbeat_s
+
+    def end_partition(self) -> None:
+        with self._lock:
+            self.partitioned = False
+            held, self._held = self._held, []
+        for topic, payload, retain in held:  # the backlog, in order
+            self._send(topic, payload, retain=retain)
+
+    def crash(self) -> None:
+        """Drop the connection without DISCONNECT: the broker publishes the Last Will."""
+        client, self._client = self._client, None
+        if client is not None:
+            sock = client.socket()
+            client.loop_stop()
+            if sock is not None:
+                sock.close()
+
+    def leave(self) -> None:
+        """Disconnect cleanly without a status: the gateway sees the devices fall silent, nothing else."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+
+    def stop(self) -> None:
+        """A clean shutdown: say offline (a clean DISCONNECT does not fire the Will)."""
+        client = self._client
+        if client is None:
+            return
+        info = client.publish(status_topic(self.site), json.dumps({"online": False, "ts": self.now(),
+                                                                    "boot": self.boot}), qos=1, retain=True)
+        info.wait_for_publish(5)
+        self._client = None
+        client.disconnect()
+        client.loop_stop()
