@@ -29,7 +29,7 @@ from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol.mqtt import MqttVersion
-from simulators.demo_feed import DEMO_SITES, DEVICES, DemoFeed
+from simulators.scenario import DEMO_SCENARIO, Scenario, ScenarioRunner, load_scenario
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +87,31 @@ def _prepare_database(pg: PostgresServer) -> str:
     return pg.url_for(DEMO_DB)
 
 
-def _register(database_url: str) -> str:
+def _register(database_url: str, scenario: Scenario) -> str:
     with connect(database_url) as conn:
         migrate(conn)
         conn.commit()
-        cameras = sum(1 for _, kind, _ in DEVICES if kind == "camera")
         upsert_sites(conn, [SiteRecord(id=s.id, name=s.name, city=s.city, county=s.county, category=s.category,
-                                       address=s.address, cameras_required=cameras) for s in DEMO_SITES])
+                                       address=s.address, cameras_required=len(s.cameras)) for s in scenario.sites])
         conn.commit()
         return create_token(conn, role=Role.ADMIN, name="demo admin")
+
+
+class DemoFeed:
+    """The simulators' scenario runner on a thread of its own, for as long as the demo runs."""
+
+    def __init__(self, scenario: Scenario, mqtt_url: str) -> None:
+        self._runner = ScenarioRunner(scenario, mqtt_url, MqttVersion.V311)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._runner.run, kwargs={"stop": self._stop}, name="demo-feed",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def run_demo(data_dir: Path, *, api_port: int = 8000, mqtt_port: int = 1883, feed: bool = True) -> int:
@@ -111,7 +127,8 @@ def run_demo(data_dir: Path, *, api_port: int = 8000, mqtt_port: int = 1883, fee
         pg.start()
         started.append(pg)
         database_url = _prepare_database(pg)
-        token = _register(database_url)
+        scenario = load_scenario(DEMO_SCENARIO)
+        token = _register(database_url, scenario)
         broker.start()
         started.append(broker)
         settings = Settings(
@@ -122,7 +139,7 @@ def run_demo(data_dir: Path, *, api_port: int = 8000, mqtt_port: int = 1883, fee
         gateway.start()
         started.append(gateway)
         if feed:
-            demo_feed = DemoFeed(broker.url, MqttVersion.V311)
+            demo_feed = DemoFeed(scenario, broker.url)
             demo_feed.start()
             started.append(demo_feed)
         url = gateway.api_url

@@ -16,7 +16,7 @@ CSV_COLUMNS = ("id", "name", "city", "county", "category", "address", "cameras_r
 
 def _row(site: SiteSpec) -> dict[str, object]:
     return {"id": site.id, "name": site.name or site.id, "city": site.city, "county": site.county,
-            "category": site.category, "address": "", "cameras_required": len(site.cameras)}
+            "category": site.category, "address": site.address, "cameras_required": len(site.cameras)}
 
 
 def register_via_api(api_url: str, token: str, sites: Iterable[SiteSpec]) -> int:

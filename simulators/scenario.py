@@ -30,6 +30,7 @@ from simulators.agent import VirtualAgent, VirtualDevice
 log = logging.getLogger(__name__)
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+DEMO_SCENARIO = Path(__file__).resolve().parent / "demo.yaml"
 Seconds = Annotated[float, Field(ge=0)]
 
 
@@ -63,6 +64,7 @@ class SiteSpec(_Strict):
     city: str = "杭州市"
     county: str = "西湖区"
     category: str = "arts"
+    address: str = ""
     cameras: list[Id] = ["cam-1"]
     smoke: list[Id] = ["smoke-1"]
     exits: list[Id] = ["exit-1"]

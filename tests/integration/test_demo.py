@@ -45,14 +45,19 @@ def test_demo_shows_incidents_and_stops_cleanly(tmp_path: Path) -> None:
         assert token.startswith("sg_"), f"no token printed; stderr: {proc.stderr.read() if proc.stderr else ''}"
         api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {token}"})
 
-        def incidents() -> set[tuple[str, str]] | None:
-            items = api.get("/api/v1/alerts", params={"limit": 100}).json()["items"]
-            seen = {(a["site"], a["kind"]) for a in items}
-            wanted = {("demo-hz-001", "fire_alarm"), ("demo-hz-001", "exit_blocked"),
-                      ("demo-hz-001", "fire_alarm_exit_blocked"), ("demo-nb-001", "camera_offline")}
-            return seen if wanted <= seen else None
+        wanted = {("demo-hz-001", "fire_alarm"), ("demo-hz-001", "exit_blocked"),
+                  ("demo-hz-001", "fire_alarm_exit_blocked"), ("demo-nb-001", "camera_offline")}
+        seen: set[tuple[str, str]] = set()
 
-        wait_for(incidents, timeout=60, what="the demo's fire alarm, blocked exit and offline camera")
+        def incidents() -> bool:
+            items = api.get("/api/v1/alerts", params={"limit": 100}).json()["items"]
+            seen.update((a["site"], a["kind"]) for a in items)
+            return wanted <= seen
+
+        try:
+            wait_for(incidents, timeout=60, what="the demo's fire alarm, blocked exit and offline camera")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; wanted {sorted(wanted)}, seen {sorted(seen)}") from None
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)
