@@ -15,12 +15,9 @@ It prints messages/s for both and the ratio gateway/peer.
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -32,40 +29,11 @@ from gateway.ingest.service import IngestService
 from gateway.store.db import connect, open_pool
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
-from protocol import SUBSCRIPTION, MessageType, device_topic
+from protocol import SUBSCRIPTION
 from protocol.mqtt import MqttEndpoint, MqttVersion, connect_properties, new_client
-
-MAX_INFLIGHT = 1000
-
-
-def publish(url: str, sites: int, messages: int, tag: str) -> None:
-    """Publisher process: round-robin over sites and devices, QoS 1, bounded in flight."""
-    endpoint = MqttEndpoint.parse(url)
-    client = new_client(endpoint, f"bench-pub-{tag}", MqttVersion.V5)
-    client.max_inflight_messages_set(MAX_INFLIGHT)
-    client.max_queued_messages_set(MAX_INFLIGHT)
-    client.connect(endpoint.host, endpoint.port)
-    client.loop_start()
-    boot = uuid.uuid4().hex[:8]
-    failures = 0
-    pending: list[mqtt.MQTTMessageInfo] = []
-    for i in range(messages):
-        site, device = f"s{i % sites:04d}", f"cam-{(i // sites) % 4}"
-        payload = {"ts": time.time(), "boot": boot, "seq": i, "stream": "ok", "fps": 10.0, "last_frame_ts": None}
-        info = client.publish(device_topic(site, device, MessageType.HEARTBEAT), json.dumps(payload), qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            failures += 1
-        pending.append(info)
-        if len(pending) >= MAX_INFLIGHT:
-            for p in pending:
-                p.wait_for_publish(30)
-            pending.clear()
-    for p in pending:
-        p.wait_for_publish(30)
-    client.disconnect()
-    client.loop_stop()
-    if failures:
-        print(f"publisher: {failures} publishes refused")
+from simulators.load import LoadPlan, site_id
+from simulators.load import finish as finish_load
+from simulators.load import start as start_load
 
 
 def measure_peer(url: str, sites: int, messages: int) -> float:
@@ -89,11 +57,10 @@ def measure_peer(url: str, sites: int, messages: int) -> float:
     client.loop_start()
     subscribed.wait(10)
     start = time.perf_counter()
-    proc = multiprocessing.Process(target=publish, args=(url, sites, messages, "peer"))
-    proc.start()
+    load = start_load(LoadPlan(url, messages, sites))
     done.wait(600)
     elapsed = time.perf_counter() - start
-    proc.join()
+    finish_load(*load)
     client.disconnect()
     client.loop_stop()
     return messages / elapsed
@@ -106,8 +73,7 @@ def measure_gateway(url: str, database_url: str, sites: int, messages: int, batc
     ingest.start()
     ingest.wait_connected(10)
     start = time.perf_counter()
-    proc = multiprocessing.Process(target=publish, args=(url, sites, messages, "gw"))
-    proc.start()
+    load = start_load(LoadPlan(url, messages, sites))
     stored = 0
     with psycopg.connect(database_url, autocommit=True) as conn:
         while stored < messages:
@@ -117,7 +83,9 @@ def measure_gateway(url: str, database_url: str, sites: int, messages: int, batc
             if time.perf_counter() - start > 600:
                 break
     elapsed = time.perf_counter() - start
-    proc.join()
+    report = finish_load(*load)
+    if report.failed:
+        print(f"publisher: {report.failed} publishes failed")
     ingest.stop()
     pool.close()
     return stored / elapsed, elapsed
@@ -137,7 +105,7 @@ def main() -> None:
             database_url = pg.url_for("bench")
             with connect(database_url) as conn:
                 migrate(conn)
-                upsert_sites(conn, [SiteRecord(id=f"s{i:04d}") for i in range(args.sites)])
+                upsert_sites(conn, [SiteRecord(id=site_id(LoadPlan('', 0, args.sites), i)) for i in range(args.sites)])
                 conn.commit()
             peer = measure_peer(broker.url, args.sites, args.messages)
             rate, elapsed = measure_gateway(broker.url, database_url, args.sites, args.messages, args.batch_size)
