@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(2.0, gt=0)
     readings_retention_days: int = Field(90, ge=1)
     dead_letter_retention_days: int = Field(90, ge=1)
+    # Real-time interface compliance (DESIGN section 5): every camera online at least this share
+    # of the period, and its median delay from ts to arrival no more than this.
+    compliance_online_share: float = Field(0.99, ge=0, le=1)
+    compliance_delay_p50_s: float = Field(10.0, ge=0)
 
     @field_validator("mqtt_url")
     @classmethod

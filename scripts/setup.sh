@@ -2,7 +2,7 @@
 # Idempotent developer set-up for Safety Guard (used by ./run and the README).
 #
 #   scripts/setup.sh             venv + Python deps + Mosquitto and PostgreSQL server binaries
-#   scripts/setup.sh --browser   ... and Chromium, for the browser tests
+#   scripts/setup.sh --browser   ... and Chromium and a CJK font, for the browser tests (./run test)
 #
 # Re-runs are fast: the venv is only created when missing, `pip install -e '.[dev]'` only
 # runs when pyproject.toml is newer than .venv/.installed, and system packages are only
@@ -116,11 +116,15 @@ have_chromium() {
     return 1
 }
 
+# The console is Chinese by default: without a CJK font Chromium draws boxes.
+have_cjk_font() { command -v fc-list >/dev/null 2>&1 && [ -n "$(fc-list :lang=zh 2>/dev/null | head -n 1)" ]; }
+
 missing=()
 have_mosquitto || missing+=(mosquitto)
 have_postgres || missing+=(postgresql)
 if [ "$WANT_BROWSER" -eq 1 ]; then
     have_chromium || missing+=(chromium)
+    have_cjk_font || missing+=(fonts-wqy-microhei)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -140,3 +144,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
         exit 1
     fi
 fi
+

@@ -3,6 +3,8 @@ from a migrated template) and a private Mosquitto per test, both on free ports."
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +25,15 @@ TEMPLATE_DB = "sg_template"
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = PostgresServer(tmp_path_factory.mktemp("pg") / "data", fast=True)
+def pg_server() -> Iterator[PostgresServer]:
+    # Not under pytest's basetemp: another pytest session resets that to 0700, and the server
+    # runs as the unprivileged `postgres` user when we are root.
+    root = Path(tempfile.mkdtemp(prefix="safeguard-test-pg-"))
+    server = PostgresServer(root / "data", fast=True)
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

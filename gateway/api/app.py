@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from psycopg_pool import ConnectionPool
 
+from gateway.api.compliance import router as compliance_router
 from gateway.api.live import AlertHub
 from gateway.api.routes import router
 from gateway.config import Settings
@@ -55,6 +56,7 @@ def create_app(
     app.state.settings = settings
     app.state.pool = pool
     app.state.hub = hub
+    app.include_router(compliance_router)
     app.include_router(router)
     is_broker_ready = broker_ready or (lambda: broker_reachable(settings))
 

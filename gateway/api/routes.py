@@ -84,6 +84,12 @@ _SITE_SELECT = (
 )
 
 
+@router.get("/me")
+def whoami(principal: PrincipalDep) -> dict[str, Any]:
+    """The token's name, role and (for institutions) site: what a console shows and allows."""
+    return {"name": principal.name, "role": principal.role.value, "site": principal.site}
+
+
 @router.get("/sites")
 def list_sites(
     conn: ConnDep,

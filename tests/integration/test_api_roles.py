@@ -291,3 +291,12 @@ def test_health_ready_and_metrics_without_token(world: World) -> None:
     assert metrics.status_code == 200
     assert 'sg_open_alerts{kind="exit_blocked"} 1.0' in metrics.text
     assert 'sg_open_alerts{kind="fire_alarm"} 0.0' in metrics.text
+
+
+@pytest.mark.parametrize("role", ["fire_brigade", "inspector", "institution", "admin"])
+def test_me_tells_the_token_its_role(world: World, role: str) -> None:
+    response = world.api(role).http.get("/api/v1/me")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["role"] == role
+    assert (body["site"] is not None) == (role == "institution")

@@ -1,0 +1,777 @@
+// Safety Guard web console: plain ES modules, no build step, nothing fetched from outside.
+// Uses only the HTTP API of DESIGN section 7 (see docs/api.md) and its SSE stream.
+
+import { LANGS, applyStatic, formatTime, lang, setLang, t } from "./i18n.js";
+
+const API = "/api/v1";
+const KEY = { token: "sg.token", lang: "sg.lang", muted: "sg.muted" };
+const ACTORS = new Set(["fire_brigade", "admin", "reader"]); // "reader": not yet known (see detectRole)
+const RANK = { open: 0, acknowledged: 1, resolved: 2 };
+const PAGE = 1000;
+const MAX_UNRESOLVED = 20000;
+const SITE_ROWS = 300;
+const FEED_ROWS = 500;
+const STATUS_ORDER = ["fire", "exit", "cameras", "offline", "fault"];
+
+const state = {
+  token: null,
+  role: null,
+  ownSite: null,
+  sites: new Map(), // id -> site
+  sitesLoadedAt: 0,
+  alerts: new Map(), // id -> alert
+  touched: null, // ids changed by the stream while a list refresh is in flight
+  lastEventId: null,
+  stream: null,
+  retryTimer: null,
+  muted: localStorage.getItem(KEY.muted) === "1",
+  audio: null,
+  view: "alerts",
+  siteRowsShown: SITE_ROWS,
+  detail: null, // {site, devices, alerts: Map}
+  renderQueued: false,
+};
+
+// ------------------------------------------------------------------ helpers
+
+const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") el.className = value;
+    else if (name === "testid") el.dataset.testid = value;
+    else if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else if (name === "dataset") Object.assign(el.dataset, value);
+    else el.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+async function api(path, { method = "GET", body } = {}) {
+  const headers = { Authorization: `Bearer ${state.token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let data = null;
+  try {
+    data = await response.json();
+  } catch {
+    data = null;
+  }
+  if (!response.ok) {
+    const detail = data && typeof data.detail === "string" ? data.detail : JSON.stringify(data?.detail ?? response.statusText);
+    throw new ApiError(response.status, detail);
+  }
+  return data;
+}
+
+async function statusOf(path, method = "GET") {
+  try {
+    await api(path, { method });
+    return 200;
+  } catch (err) {
+    if (err instanceof ApiError) return err.status;
+    throw err;
+  }
+}
+
+// Every page of a list route (`{"items", "next_cursor"}`), up to `max` items.
+async function allPages(path, params = {}, max = Infinity) {
+  const items = [];
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({ ...params, limit: String(Math.min(PAGE, max - items.length)) });
+    if (cursor) query.set("cursor", cursor);
+    const page = await api(`${path}?${query}`);
+    items.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor && items.length < max);
+  return items;
+}
+
+function siteLabel(id) {
+  const site = state.sites.get(id);
+  return site && site.name ? `${site.name} (${id})` : id;
+}
+
+function scheduleRender() {
+  if (state.renderQueued) return;
+  state.renderQueued = true;
+  requestAnimationFrame(() => {
+    state.renderQueued = false;
+    renderAll();
+  });
+}
+
+// ------------------------------------------------------------------ sign in and role
+
+async function detectRole() {
+  // A `GET /api/v1/me` is used when the API has one; until then the role is inferred from what
+  // the token may do, with requests that change nothing.
+  try {
+    const me = await api(`${API}/me`);
+    if (me && me.role) return { role: me.role, site: me.site ?? null };
+  } catch {
+    /* no such route yet */
+  }
+  // An institution token is refused (403) any other site before the site is even looked up.
+  if ((await statusOf(`${API}/sites/zz--role-probe`)) === 403) {
+    const page = await api(`${API}/sites?limit=1`);
+    return { role: "institution", site: page.items[0]?.id ?? null };
+  }
+  if ((await statusOf(`${API}/dead-letters?limit=1`)) === 200) return { role: "admin", site: null };
+  // Acknowledging a resolved alert is refused with 403 for read-only roles and 409 (nothing
+  // changes) for those who may act.
+  const resolved = await api(`${API}/alerts?state=resolved&limit=1`);
+  if (resolved.items.length) {
+    const code = await statusOf(`${API}/alerts/${resolved.items[0].id}/ack`, "POST");
+    if (code === 403) return { role: "inspector", site: null };
+    if (code === 409) return { role: "fire_brigade", site: null };
+  }
+  return { role: "reader", site: null }; // decided by the first acknowledge (403 makes it inspector)
+}
+
+async function signIn(token, { fromStorage = false } = {}) {
+  const error = $("login-error");
+  error.hidden = true;
+  state.token = token;
+  try {
+    await api(`${API}/sites?limit=1`);
+    const who = await detectRole();
+    state.role = who.role;
+    state.ownSite = who.site;
+  } catch (err) {
+    state.token = null;
+    if (err instanceof ApiError && err.status === 401) {
+      if (fromStorage) localStorage.removeItem(KEY.token);
+      error.textContent = t("login.bad");
+    } else {
+      error.textContent = t("login.failed", { error: err.message });
+      $("token-input").value = token;
+      // The API may be restarting: a remembered token tries again by itself.
+      if (fromStorage) setTimeout(() => { if (!state.token) signIn(token, { fromStorage: true }); }, 3000);
+    }
+    error.hidden = false;
+    showLogin();
+    return;
+  }
+  localStorage.setItem(KEY.token, token);
+  showConsole();
+  connectStream();
+  loadSites();
+}
+
+function signOut() {
+  closeStream();
+  localStorage.removeItem(KEY.token);
+  Object.assign(state, {
+    token: null, role: null, ownSite: null, sites: new Map(), sitesLoadedAt: 0, alerts: new Map(),
+    lastEventId: null, detail: null,
+  });
+  $("token-input").value = "";
+  $("alert-feed").replaceChildren();
+  showLogin();
+  updateTitle();
+}
+
+function showLogin() {
+  $("login-panel").hidden = false;
+  $("console").hidden = true;
+  for (const id of ["role-badge", "conn-badge", "mute-toggle", "logout-button"]) $(id).hidden = true;
+  $("token-input").focus();
+}
+
+function showConsole() {
+  $("login-panel").hidden = true;
+  $("console").hidden = false;
+  for (const id of ["role-badge", "conn-badge", "mute-toggle", "logout-button"]) $(id).hidden = false;
+  renderChrome();
+  route();
+}
+
+function mayAct() {
+  return ACTORS.has(state.role);
+}
+
+// ------------------------------------------------------------------ live feed (SSE)
+
+function setConn(value) {
+  const badge = $("conn-badge");
+  badge.dataset.state = value;
+  badge.textContent = t(`conn.${value}`);
+}
+
+function closeStream() {
+  clearTimeout(state.retryTimer);
+  if (state.stream) state.stream.close();
+  state.stream = null;
+}
+
+function connectStream() {
+  closeStream();
+  let url = `${API}/alerts/stream?access_token=${encodeURIComponent(state.token)}`;
+  // A new EventSource does not carry the old one's Last-Event-ID: pass it as since_id.
+  if (state.lastEventId !== null) url += `&since_id=${state.lastEventId}`;
+  const stream = new EventSource(url);
+  state.stream = stream;
+  setConn(state.lastEventId === null ? "connecting" : "reconnecting");
+  stream.onopen = () => {
+    setConn("live");
+    refreshAlerts(); // covers whatever changed before the stream was (re)established
+  };
+  stream.addEventListener("alert", (event) => {
+    if (event.lastEventId) state.lastEventId = Number(event.lastEventId);
+    mergeAlert(JSON.parse(event.data), { live: true });
+  });
+  stream.onerror = () => {
+    if (state.stream !== stream) return;
+    setConn("reconnecting");
+    // The browser retries network errors by itself (sending Last-Event-ID); after an HTTP error
+    // the EventSource is closed for good, so we open a new one.
+    if (stream.readyState === EventSource.CLOSED) {
+      state.retryTimer = setTimeout(() => {
+        if (state.token && state.stream === stream) connectStream();
+      }, 3000);
+    }
+  };
+}
+
+function isNewer(a, b) {
+  const ta = Date.parse(a.updated_at);
+  const tb = Date.parse(b.updated_at);
+  if (ta !== tb) return ta > tb;
+  return RANK[a.state] >= RANK[b.state];
+}
+
+function mergeAlert(alert, { live = false } = {}) {
+  const known = state.alerts.get(alert.id);
+  if (known && !isNewer(alert, known)) return;
+  const { history: _history, ...plain } = alert;
+  state.alerts.set(alert.id, plain);
+  if (state.touched) state.touched.add(alert.id);
+  if (state.detail && state.detail.site.id === alert.site) state.detail.alerts.set(alert.id, plain);
+  if (live && plain.severity === "critical" && plain.state === "open"
+      && (!known || known.state !== "open" || plain.count > known.count)) {
+    beep();
+  }
+  scheduleRender();
+}
+
+async function refreshAlerts() {
+  const touched = new Set();
+  state.touched = touched;
+  try {
+    const [open, acknowledged, resolved] = await Promise.all([
+      allPages(`${API}/alerts`, { state: "open" }, MAX_UNRESOLVED),
+      allPages(`${API}/alerts`, { state: "acknowledged" }, MAX_UNRESOLVED),
+      allPages(`${API}/alerts`, { state: "resolved" }, 200),
+    ]);
+    const fresh = new Map();
+    for (const alert of [...resolved, ...acknowledged, ...open]) {
+      const seen = fresh.get(alert.id);
+      if (!seen || isNewer(alert, seen)) fresh.set(alert.id, alert);
+    }
+    for (const id of touched) {
+      const live = state.alerts.get(id);
+      const listed = fresh.get(id);
+      if (live && (!listed || isNewer(live, listed))) fresh.set(id, live);
+    }
+    state.alerts = fresh;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) signOut();
+    return; // the stream's next (re)open refreshes again
+  } finally {
+    if (state.touched === touched) state.touched = null;
+  }
+  scheduleRender();
+}
+
+// ------------------------------------------------------------------ sound and title
+
+function audioContext() {
+  if (!state.audio) {
+    const Ctx = window.AudioContext || window.webkitAudioContext;
+    if (!Ctx) return null;
+    state.audio = new Ctx();
+  }
+  if (state.audio.state === "suspended") state.audio.resume().catch(() => {});
+  return state.audio;
+}
+
+function beep() {
+  if (state.muted) return;
+  const ctx = audioContext();
+  if (!ctx || ctx.state !== "running") return;
+  const start = ctx.currentTime;
+  for (let i = 0; i < 3; i += 1) {
+    const osc = ctx.createOscillator();
+    const gain = ctx.createGain();
+    osc.type = "square";
+    osc.frequency.value = i % 2 ? 660 : 880;
+    gain.gain.setValueAtTime(0.08, start + i * 0.25);
+    gain.gain.exponentialRampToValueAtTime(0.0001, start + i * 0.25 + 0.2);
+    osc.connect(gain).connect(ctx.destination);
+    osc.start(start + i * 0.25);
+    osc.stop(start + i * 0.25 + 0.21);
+  }
+}
+
+function openCritical() {
+  let n = 0;
+  for (const alert of state.alerts.values()) if (alert.severity === "critical" && alert.state === "open") n += 1;
+  return n;
+}
+
+function updateTitle() {
+  const n = state.token ? openCritical() : 0;
+  document.title = n > 0 ? `(${n}) ${t("app.title")}` : t("app.title");
+  const banner = $("critical-banner");
+  banner.hidden = n === 0;
+  banner.textContent = n > 0 ? t("feed.critical", { n }) : "";
+}
+
+// ------------------------------------------------------------------ rendering
+
+function renderChrome() {
+  applyStatic();
+  const role = $("role-badge");
+  role.textContent = state.role ? t(`role.${state.role}`) + (state.ownSite ? ` · ${state.ownSite}` : "") : "";
+  role.dataset.role = state.role ?? "";
+  const mute = $("mute-toggle");
+  mute.textContent = t(state.muted ? "sound.off" : "sound.on");
+  mute.dataset.muted = state.muted ? "true" : "false";
+  const conn = $("conn-badge");
+  if (conn.dataset.state && conn.dataset.state !== "idle") conn.textContent = t(`conn.${conn.dataset.state}`);
+}
+
+function renderAll() {
+  updateTitle();
+  if (!state.token) return;
+  if (state.view === "alerts") renderFeed();
+  else if (state.view === "sites") renderSites();
+  else if (state.view === "site") renderDetail();
+  else if (state.view === "inspector") renderInspectorHeader();
+}
+
+function kindText(kind) {
+  return t(`kind.${kind}`);
+}
+
+function badge(cls, text, extra = {}) {
+  return h("span", { class: `badge ${cls}`, ...extra }, text);
+}
+
+function alertRow(alert) {
+  const actions = [];
+  if (mayAct() && alert.state !== "resolved") {
+    if (alert.state === "open") {
+      actions.push(h("button", { type: "button", testid: "alert-ack", onclick: () => act(alert.id, "ack") }, t("alert.ack")));
+    }
+    actions.push(h("button", { type: "button", class: "secondary", testid: "alert-resolve",
+      onclick: () => act(alert.id, "resolve") }, t("alert.resolve")));
+  }
+  const who = [];
+  if (alert.acknowledged_at) {
+    who.push(h("span", { testid: "alert-acked-by" }, `${t("state.acknowledged")}: `,
+      t("alert.by", { who: alert.acknowledged_by ?? "—", at: formatTime(alert.acknowledged_at) })));
+  }
+  if (alert.resolved_at) {
+    who.push(h("span", {}, `${t("state.resolved")}: `,
+      t("alert.by", { who: alert.resolved_by ?? "—", at: formatTime(alert.resolved_at) })));
+  }
+  return h("li", {
+    class: `alert sev-${alert.severity} st-${alert.state}`,
+    testid: "alert-row",
+    dataset: { alertId: alert.id, state: alert.state, severity: alert.severity, kind: alert.kind, site: alert.site },
+  },
+  h("div", { class: "alert-main" },
+    badge(`sev sev-${alert.severity}`, t(`severity.${alert.severity}`)),
+    h("strong", { class: "kind" }, kindText(alert.kind)),
+    alert.detail && alert.detail.escalated ? badge("escalated", t("alert.escalated")) : null,
+    alert.count > 1 ? badge("count", t("alert.count", { n: alert.count })) : null,
+    badge(`state st-${alert.state}`, t(`state.${alert.state}`), { testid: "alert-state" })),
+  h("div", { class: "alert-where" },
+    h("a", { href: `#/site/${encodeURIComponent(alert.site)}`, testid: "alert-site" }, siteLabel(alert.site)),
+    " · ", alert.device ?? t("alert.site-level")),
+  h("div", { class: "alert-when muted" },
+    `${t("alert.opened")} ${formatTime(alert.opened_at)} · ${t("alert.updated")} ${formatTime(alert.updated_at)}`),
+  who.length ? h("div", { class: "alert-who muted" }, ...who.flatMap((w, i) => (i ? [" · ", w] : [w]))) : null,
+  actions.length ? h("div", { class: "alert-actions" }, ...actions) : null,
+  h("p", { class: "error", testid: "alert-error", hidden: true }));
+}
+
+function feedOrder(a, b) {
+  const ca = a.severity === "critical" && a.state === "open" ? 0 : 1;
+  const cb = b.severity === "critical" && b.state === "open" ? 0 : 1;
+  if (ca !== cb) return ca - cb;
+  return Date.parse(b.updated_at) - Date.parse(a.updated_at) || b.id - a.id;
+}
+
+function renderFeed() {
+  const filter = $("feed-filter").value;
+  const wanted = (a) => (filter === "active" ? a.state !== "resolved" : a.state === filter);
+  const items = [...state.alerts.values()].filter(wanted).sort(feedOrder);
+  $("alert-feed").replaceChildren(...items.slice(0, FEED_ROWS).map(alertRow));
+  $("feed-empty").hidden = items.length > 0;
+  $("feed-count").textContent = t("feed.count", { n: items.length });
+}
+
+async function act(id, action) {
+  const error = $("action-error");
+  error.hidden = true;
+  const row = document.querySelector(`[data-testid="alert-row"][data-alert-id="${id}"]`);
+  for (const button of row?.querySelectorAll("button") ?? []) button.disabled = true;
+  try {
+    const alert = await api(`${API}/alerts/${id}/${action}`, { method: "POST", body: {} });
+    mergeAlert(alert);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 403) {
+      state.role = state.role === "reader" ? "inspector" : state.role;
+      renderChrome();
+    }
+    const text = err instanceof ApiError && err.status === 403 && !err.detail
+      ? t("error.forbidden") : t("error.generic", { detail: err.detail ?? err.message });
+    error.textContent = text;
+    error.hidden = false;
+    const inline = row?.querySelector('[data-testid="alert-error"]');
+    if (inline) {
+      inline.textContent = text;
+      inline.hidden = false;
+    }
+    for (const button of row?.querySelectorAll("button") ?? []) button.disabled = false;
+    if (state.view === "alerts" && err instanceof ApiError && err.status === 403) scheduleRender();
+  }
+}
+
+// ------------------------------------------------------------------ sites overview
+
+async function loadSites(force = false) {
+  if (!force && state.sitesLoadedAt && Date.now() - state.sitesLoadedAt < 60_000) return;
+  const count = $("sites-count");
+  if (!state.sitesLoadedAt) count.textContent = t("sites.loading");
+  try {
+    const items = await allPages(`${API}/sites`);
+    state.sites = new Map(items.map((s) => [s.id, s]));
+    state.sitesLoadedAt = Date.now();
+    fillSiteFilters();
+    fillInspectorSites();
+    scheduleRender();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) signOut();
+  }
+}
+
+function siteStatuses() {
+  const flags = new Map();
+  for (const alert of state.alerts.values()) {
+    if (alert.state === "resolved") continue;
+    let set = flags.get(alert.site);
+    if (!set) flags.set(alert.site, (set = { flags: new Set(), open: 0 }));
+    set.open += 1;
+    switch (alert.kind) {
+      case "fire_alarm": set.flags.add("fire"); break;
+      case "fire_alarm_exit_blocked": set.flags.add("fire"); set.flags.add("exit"); break;
+      case "exit_blocked": set.flags.add("exit"); break;
+      case "camera_offline": case "camera_stream_fault": set.flags.add("cameras"); break;
+      case "agent_offline": set.flags.add("offline"); set.agentDown = true; break;
+      case "detector_offline": set.flags.add("offline"); break;
+      default: set.flags.add("fault");
+    }
+  }
+  return flags;
+}
+
+function statusBadges(info) {
+  const flags = info ? STATUS_ORDER.filter((f) => info.flags.has(f)) : [];
+  if (!flags.length) return [badge("status st-ok", t("status.ok"), { "data-status": "ok" })];
+  return flags.map((f) => badge(`status st-${f}`, t(`status.${f}`), { "data-status": f }));
+}
+
+function optionList(select, values, keepValue) {
+  const previous = keepValue ?? select.value;
+  select.replaceChildren(h("option", { value: "" }, t("sites.all")), ...values.map((v) => h("option", { value: v }, v)));
+  select.value = values.includes(previous) ? previous : "";
+}
+
+function fillSiteFilters() {
+  const cities = [...new Set([...state.sites.values()].map((s) => s.city).filter(Boolean))].sort();
+  optionList($("city-filter"), cities);
+  fillCounties();
+  const status = $("status-filter");
+  const previous = status.value;
+  status.replaceChildren(
+    h("option", { value: "" }, t("sites.all")),
+    ...[...STATUS_ORDER, "ok"].map((s) => h("option", { value: s }, t(`status.${s}`))),
+  );
+  status.value = previous;
+}
+
+function fillCounties(keep) {
+  const city = $("city-filter").value;
+  const counties = [...new Set([...state.sites.values()]
+    .filter((s) => !city || s.city === city).map((s) => s.county).filter(Boolean))].sort();
+  optionList($("county-filter"), counties, keep);
+}
+
+function renderSites() {
+  const q = $("site-search").value.trim().toLowerCase();
+  const city = $("city-filter").value;
+  const county = $("county-filter").value;
+  const wanted = $("status-filter").value;
+  const statuses = siteStatuses();
+  const rows = [];
+  for (const site of state.sites.values()) {
+    if (city && site.city !== city) continue;
+    if (county && site.county !== county) continue;
+    if (q && !site.id.toLowerCase().includes(q) && !(site.name ?? "").toLowerCase().includes(q)) continue;
+    const info = statuses.get(site.id);
+    if (wanted === "ok" && info) continue;
+    if (wanted && wanted !== "ok" && !(info && info.flags.has(wanted))) continue;
+    rows.push(site);
+  }
+  const collator = new Intl.Collator(lang());
+  rows.sort((a, b) => collator.compare(a.city ?? "", b.city ?? "") || collator.compare(a.county ?? "", b.county ?? "")
+    || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const shown = rows.slice(0, state.siteRowsShown);
+  const body = [];
+  let group = null;
+  for (const site of shown) {
+    const key = `${site.city ?? ""} · ${site.county ?? ""}`;
+    if (key !== group) {
+      group = key;
+      body.push(h("tr", { class: "group" }, h("th", { colspan: 6 }, key)));
+    }
+    const info = statuses.get(site.id);
+    // The site list is not pushed live; an open agent_offline alert is.
+    const reported = site.agent ? (site.agent.online ? "online" : "offline") : "unknown";
+    const agent = info && info.agentDown ? "offline" : reported;
+    body.push(h("tr", {
+      testid: "site-row", class: info && info.flags.has("fire") ? "row-fire" : "",
+      dataset: { site: site.id }, tabindex: 0,
+      onclick: () => { location.hash = `#/site/${encodeURIComponent(site.id)}`; },
+      onkeydown: (e) => { if (e.key === "Enter") location.hash = `#/site/${encodeURIComponent(site.id)}`; },
+    },
+    h("td", { class: "mono" }, site.id),
+    h("td", {}, site.name ?? ""),
+    h("td", {}, site.category ?? ""),
+    h("td", { testid: "site-status" }, ...statusBadges(info)),
+    h("td", {}, h("span", { class: `dot ${agent}` }), t(`agent.${agent}`)),
+    h("td", { class: "num" }, info ? info.open : 0)));
+  }
+  $("sites-table").tBodies[0].replaceChildren(...body);
+  $("sites-count").textContent = t("sites.shown", { shown: shown.length, total: rows.length });
+  const more = $("sites-more");
+  const rest = rows.length - shown.length;
+  more.hidden = rest <= 0;
+  more.textContent = t("sites.more", { n: Math.min(rest, SITE_ROWS) });
+}
+
+// ------------------------------------------------------------------ site detail
+
+async function openDetail(siteId) {
+  state.detail = null;
+  $("site-head").replaceChildren(h("p", { class: "muted" }, t("sites.loading")));
+  $("devices-table").tBodies[0].replaceChildren();
+  $("timeline").replaceChildren();
+  try {
+    const [site, devices, alerts] = await Promise.all([
+      api(`${API}/sites/${encodeURIComponent(siteId)}`),
+      api(`${API}/sites/${encodeURIComponent(siteId)}/devices`),
+      api(`${API}/alerts?${new URLSearchParams({ site: siteId, limit: "200" })}`),
+    ]);
+    if (state.view !== "site") return;
+    state.detail = { site, devices: devices.items, alerts: new Map(alerts.items.map((a) => [a.id, a])) };
+    for (const alert of alerts.items) {
+      const known = state.alerts.get(alert.id);
+      if (known && isNewer(known, alert)) state.detail.alerts.set(alert.id, known);
+    }
+    renderDetail();
+  } catch (err) {
+    $("site-head").replaceChildren(h("p", { class: "error", testid: "detail-error" },
+      t("error.generic", { detail: err.detail ?? err.message })));
+  }
+}
+
+function deviceState(device) {
+  const s = device.state;
+  if (!s || typeof s !== "object") return device.status ?? "—";
+  const parts = [];
+  for (const key of ["state", "stream", "blocked_ratio", "battery_pct", "obscuration_pct"]) {
+    if (s[key] !== undefined && s[key] !== null) parts.push(`${key}=${s[key]}`);
+  }
+  return parts.join(" ") || device.status || "—";
+}
+
+function renderDetail() {
+  const detail = state.detail;
+  if (!detail) return;
+  const { site } = detail;
+  const info = siteStatuses().get(site.id);
+  $("site-head").replaceChildren(
+    h("h1", { testid: "site-title" }, site.name ?? site.id, " ", h("small", { class: "mono" }, site.id)),
+    h("p", {}, [site.city, site.county, site.category].filter(Boolean).join(" · ")),
+    h("p", { class: "muted" }, `${t("detail.address")}: ${site.address ?? "—"} · ${t("detail.cameras_required")}: ${site.cameras_required ?? 0}`),
+    h("p", {}, ...statusBadges(info)),
+  );
+  const rows = detail.devices.map((d) => h("tr", { testid: "device-row", dataset: { device: d.id, online: String(Boolean(d.online)) } },
+    h("td", { class: "mono" }, d.id, d.name ? h("div", { class: "muted" }, d.name) : null),
+    h("td", {}, t(`devkind.${d.kind}`)),
+    h("td", {}, d.location ?? ""),
+    h("td", {}, h("span", { class: `dot ${d.online ? "online" : "offline"}` }), t(d.online ? "agent.online" : "agent.offline")),
+    h("td", {}, formatTime(d.last_seen)),
+    h("td", {}, deviceState(d),
+      d.latest_snapshot_at ? h("div", { class: "muted", testid: "device-snapshot" },
+        t("device.snapshot_at", { at: formatTime(d.latest_snapshot_at) })) : null)));
+  $("devices-table").tBodies[0].replaceChildren(...(rows.length ? rows
+    : [h("tr", {}, h("td", { colspan: 6, class: "muted" }, t("detail.none")))]));
+  const alerts = [...detail.alerts.values()].sort((a, b) => Date.parse(b.opened_at) - Date.parse(a.opened_at) || b.id - a.id);
+  $("timeline").replaceChildren(...(alerts.length ? alerts.map((a) => h("li", {
+    testid: "timeline-item", class: `sev-${a.severity} st-${a.state}`, dataset: { alertId: a.id, state: a.state },
+  },
+  h("time", { datetime: a.opened_at }, formatTime(a.opened_at)),
+  h("div", {},
+    badge(`sev sev-${a.severity}`, t(`severity.${a.severity}`)), " ",
+    h("strong", {}, kindText(a.kind)), " · ", a.device ?? t("alert.site-level"), " ",
+    badge(`state st-${a.state}`, t(`state.${a.state}`)),
+    a.acknowledged_at ? h("div", { class: "muted" }, `${t("state.acknowledged")}: `,
+      t("alert.by", { who: a.acknowledged_by ?? "—", at: formatTime(a.acknowledged_at) })) : null,
+    a.resolved_at ? h("div", { class: "muted" }, `${t("state.resolved")}: `,
+      t("alert.by", { who: a.resolved_by ?? "—", at: formatTime(a.resolved_at) })) : null)))
+    : [h("li", { class: "muted" }, t("detail.none"))]));
+}
+
+// ------------------------------------------------------------------ inspector view
+
+function fillInspectorSites() {
+  const select = $("inspector-site");
+  const previous = select.value;
+  const ids = [...state.sites.keys()].sort();
+  select.replaceChildren(h("option", { value: "" }, t("inspector.pick")),
+    ...ids.map((id) => h("option", { value: id }, siteLabel(id))));
+  select.value = ids.includes(previous) ? previous : (state.ownSite ?? "");
+  if (state.view === "inspector" && select.value && select.value !== previous) loadCompliance(select.value);
+}
+
+function renderInspectorHeader() {
+  /* the panel is filled by loadCompliance; nothing live to redraw */
+}
+
+async function loadCompliance(siteId) {
+  const panel = $("inspector-panel");
+  if (!siteId) {
+    panel.replaceChildren(h("p", { class: "muted" }, t("inspector.pick")));
+    return;
+  }
+  panel.replaceChildren(h("p", { class: "muted", testid: "compliance-status", dataset: { available: "loading" } },
+    t("inspector.loading")));
+  let compliance = null;
+  try {
+    compliance = await api(`${API}/sites/${encodeURIComponent(siteId)}/compliance`);
+  } catch {
+    compliance = null;
+  }
+  if ($("inspector-site").value !== siteId) return;
+  if (compliance) {
+    panel.replaceChildren(
+      h("h2", { testid: "compliance-status", dataset: { available: "true" } }, t("inspector.available")),
+      h("pre", { class: "json" }, JSON.stringify(compliance, null, 2)));
+    return;
+  }
+  let devices = [];
+  try {
+    devices = (await api(`${API}/sites/${encodeURIComponent(siteId)}/devices`)).items;
+  } catch {
+    devices = [];
+  }
+  const cameras = devices.filter((d) => d.kind === "camera");
+  const open = [...state.alerts.values()].filter((a) => a.site === siteId && a.state !== "resolved").sort(feedOrder);
+  const site = state.sites.get(siteId);
+  panel.replaceChildren(
+    h("p", { class: "notice", testid: "compliance-status", dataset: { available: "false" } },
+      t("inspector.unavailable", { site: siteId })),
+    h("p", { testid: "compliance-summary" }, t("inspector.summary", {
+      online: cameras.filter((c) => c.online).length, total: cameras.length,
+      required: site?.cameras_required ?? 0, open: open.length,
+    })),
+    h("ul", { class: "problems" }, ...open.map((a) => h("li", {},
+      badge(`sev sev-${a.severity}`, t(`severity.${a.severity}`)), " ", kindText(a.kind), " · ",
+      a.device ?? t("alert.site-level"), " · ", formatTime(a.opened_at)))));
+}
+
+// ------------------------------------------------------------------ routing and wiring
+
+function route() {
+  if (!state.token) return;
+  const [, view = "alerts", arg] = (location.hash || "#/alerts").split("/");
+  const known = ["alerts", "sites", "site", "inspector"];
+  state.view = known.includes(view) ? view : "alerts";
+  for (const el of document.querySelectorAll("[data-view]")) el.hidden = el.dataset.view !== state.view;
+  for (const tab of document.querySelectorAll("[data-tab]")) {
+    const active = tab.dataset.tab === state.view || (state.view === "site" && tab.dataset.tab === "sites");
+    tab.classList.toggle("active", active);
+    tab.setAttribute("aria-selected", String(active));
+  }
+  if (state.view === "sites") loadSites();
+  if (state.view === "site" && arg) openDetail(decodeURIComponent(arg));
+  if (state.view === "inspector") loadCompliance($("inspector-site").value);
+  scheduleRender();
+}
+
+function switchLang() {
+  const next = LANGS[(LANGS.indexOf(lang()) + 1) % LANGS.length];
+  setLang(next);
+  localStorage.setItem(KEY.lang, next);
+  renderChrome();
+  fillSiteFilters();
+  fillInspectorSites();
+  if (state.view === "inspector") loadCompliance($("inspector-site").value);
+  renderAll();
+}
+
+function init() {
+  setLang(localStorage.getItem(KEY.lang) || "zh-CN");
+  applyStatic();
+  updateTitle();
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    audioContext(); // a user gesture: lets the alarm sound play later
+    const token = $("token-input").value.trim();
+    if (token) signIn(token);
+  });
+  $("logout-button").addEventListener("click", signOut);
+  $("lang-toggle").addEventListener("click", switchLang);
+  $("mute-toggle").addEventListener("click", () => {
+    state.muted = !state.muted;
+    localStorage.setItem(KEY.muted, state.muted ? "1" : "0");
+    if (!state.muted) audioContext();
+    renderChrome();
+  });
+  document.addEventListener("pointerdown", () => { if (!state.muted && state.token) audioContext(); }, { once: true });
+  $("feed-filter").addEventListener("change", scheduleRender);
+  const resetAndRender = () => { state.siteRowsShown = SITE_ROWS; scheduleRender(); };
+  $("site-search").addEventListener("input", resetAndRender);
+  $("city-filter").addEventListener("change", () => { fillCounties(""); resetAndRender(); });
+  $("county-filter").addEventListener("change", resetAndRender);
+  $("status-filter").addEventListener("change", resetAndRender);
+  $("sites-more").addEventListener("click", () => { state.siteRowsShown += SITE_ROWS; scheduleRender(); });
+  $("inspector-site").addEventListener("change", (e) => loadCompliance(e.target.value));
+  window.addEventListener("hashchange", route);
+  const saved = localStorage.getItem(KEY.token);
+  if (saved) signIn(saved, { fromStorage: true });
+  else showLogin();
+}
+
+init();

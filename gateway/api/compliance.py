@@ -1,0 +1,62 @@
+"""Compliance routes (DESIGN section 5): a site's real-time interface compliance over a period."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
+from gateway.api.deps import ConnDep, PrincipalDep, SettingsDep, check_site
+from gateway.compliance.store import Thresholds, site_compliance
+from gateway.store.db import from_epoch
+
+router = APIRouter(prefix="/api/v1", tags=["compliance"])
+
+SiteId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+DEFAULT_PERIOD = timedelta(hours=24)
+MAX_PERIOD = timedelta(days=366)
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.utcoffset() is None:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name!r} needs a time zone offset (RFC 3339), e.g. Z")
+    return value
+
+
+def period(start: datetime | None, end: datetime | None, now: float) -> tuple[datetime, datetime]:
+    """[from, to): ``to`` defaults to now, ``from`` to 24 h before ``to``; 400 unless 0 < length <= 366 days."""
+    end = _aware(end, "to") or from_epoch(now)
+    start = _aware(start, "from") or end - DEFAULT_PERIOD
+    if start >= end:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "'from' must be before 'to'")
+    if end - start > MAX_PERIOD:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"the period may be at most {MAX_PERIOD.days} days")
+    return start, end
+
+
+@router.get("/sites/{site}/compliance")
+def get_compliance(
+    site: SiteId,
+    conn: ConnDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    start: Annotated[datetime | None, Query(alias="from", description="RFC 3339; default: 24 h before 'to'")] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="RFC 3339, exclusive; default: now")] = None,
+) -> dict[str, Any]:
+    """Per camera online share, outages and delay, cameras reporting, and the verdict with its reasons."""
+    check_site(principal, site)
+    start, end = period(start, end, time.time())
+    result = site_compliance(
+        conn,
+        site,
+        start,
+        end,
+        thresholds=Thresholds(settings.compliance_online_share, settings.compliance_delay_p50_s),
+        default_heartbeat_s=settings.default_heartbeat_s,
+        missed_heartbeats=settings.missed_heartbeats,
+    )
+    if result is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"site {site!r} is not registered")
+    return result.json()

@@ -1,0 +1,138 @@
+"""A site's real-time interface compliance over a period, from ``readings`` (DESIGN section 5).
+
+One query fetches the site, its cameras and every camera heartbeat that can matter for the
+period: those that arrived within it and those that arrived up to one timeout before it (the
+one of these that is latest at ``from`` says whether the camera is online when the period
+starts; anything older cannot). The figures themselves come from :mod:`gateway.compliance.timeline`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gateway.compliance.timeline import Beat, CameraFigures, Verdict, camera_figures, verdict
+from gateway.store.db import Conn, rfc3339
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    online_share: float = 0.99
+    delay_p50_s: float = 10.0
+
+
+# One row per camera heartbeat; a camera without heartbeats gives one row with a NULL arrival,
+# a site without cameras one row with a NULL device, an unknown site no row at all.
+_QUERY = """
+WITH site AS (
+    SELECT s.id, s.cameras_required,
+           coalesce(a.heartbeat_s, %(default_heartbeat_s)s) * %(missed_heartbeats)s AS timeout_s
+    FROM sites s LEFT JOIN agents a ON a.site = s.id
+    WHERE s.id = %(site)s
+)
+SELECT site.cameras_required, site.timeout_s::float8 AS timeout_s, d.id AS device,
+       extract(epoch FROM r.received_at)::float8 AS arrival,
+       extract(epoch FROM r.ts)::float8 AS ts,
+       r.status = 'ok' AS stream_ok
+FROM site
+LEFT JOIN devices d ON d.site = site.id AND d.kind = 'camera'
+LEFT JOIN readings r ON r.site = d.site AND r.device = d.id AND r.kind = 'camera'
+    AND r.received_at >= %(from)s::timestamptz - site.timeout_s * interval '1 second'
+    AND r.received_at < %(to)s::timestamptz
+ORDER BY d.id, r.received_at, r.ts
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteCompliance:
+    site: str
+    start: datetime
+    end: datetime
+    cameras_required: int
+    timeout_s: float
+    thresholds: Thresholds
+    cameras: list[CameraFigures]
+    verdict: Verdict
+
+    def json(self) -> dict[str, Any]:
+        return compliance_json(self)
+
+
+def site_compliance(
+    conn: Conn,
+    site: str,
+    start: datetime,
+    end: datetime,
+    *,
+    thresholds: Thresholds,
+    default_heartbeat_s: int,
+    missed_heartbeats: int,
+) -> SiteCompliance | None:
+    """The site's compliance over [start, end) (aware datetimes), or None for an unknown site."""
+    rows = conn.execute(
+        _QUERY,
+        {"site": site, "from": start, "to": end, "default_heartbeat_s": default_heartbeat_s,
+         "missed_heartbeats": missed_heartbeats},
+    ).fetchall()
+    if not rows:
+        return None
+    timeout_s = float(rows[0]["timeout_s"])
+    beats: dict[str, list[Beat]] = {}
+    for row in rows:
+        if row["device"] is None:
+            continue
+        camera = beats.setdefault(row["device"], [])
+        if row["arrival"] is not None:
+            camera.append(Beat(row["arrival"], row["ts"], bool(row["stream_ok"])))
+    cameras = [
+        camera_figures(device, device_beats, start=start.timestamp(), end=end.timestamp(), timeout_s=timeout_s)
+        for device, device_beats in sorted(beats.items())
+    ]
+    required = int(rows[0]["cameras_required"])
+    return SiteCompliance(
+        site=site,
+        start=start,
+        end=end,
+        cameras_required=required,
+        timeout_s=timeout_s,
+        thresholds=thresholds,
+        cameras=cameras,
+        verdict=verdict(
+            cameras,
+            cameras_required=required,
+            online_share=thresholds.online_share,
+            delay_p50_s=thresholds.delay_p50_s,
+        ),
+    )
+
+
+def _camera_json(camera: CameraFigures) -> dict[str, Any]:
+    return {
+        "device": camera.device,
+        "online_share": camera.online_share,
+        "outages": camera.outages,
+        "longest_outage_s": camera.longest_outage_s,
+        "delay_p50_s": camera.delay_p50_s,
+        "delay_p95_s": camera.delay_p95_s,
+    }
+
+
+def compliance_json(result: SiteCompliance) -> dict[str, Any]:
+    """The answer of ``GET /api/v1/sites/{site}/compliance`` (DESIGN section 5)."""
+    cameras: Sequence[CameraFigures] = result.cameras
+    return {
+        "site": result.site,
+        "from": rfc3339(result.start),
+        "to": rfc3339(result.end),
+        "compliant": result.verdict.compliant,
+        "reasons": list(result.verdict.reasons),
+        "cameras_required": result.cameras_required,
+        "cameras_reporting": result.verdict.cameras_reporting,
+        "thresholds": {
+            "online_share": result.thresholds.online_share,
+            "delay_p50_s": result.thresholds.delay_p50_s,
+        },
+        "cameras": [_camera_json(c) for c in cameras],
+    }
