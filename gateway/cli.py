@@ -155,6 +155,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0 if all(v.ok for v in verdicts) else 1
 
 
+def cmd_clips(args: argparse.Namespace) -> int:
+    from simulators.video import main as clips_main  # noqa: PLC0415 - OpenCV only when asked for
+
+    return clips_main(args.args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo  # noqa: PLC0415
 
@@ -212,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="who the token is for")
     create.set_defaults(func=cmd_token_create)
     _add_simulate(with_config(sub.add_parser("simulate", help="virtual sites, or a scripted scenario (--check)")))
+    clips = sub.add_parser("clips", help="write the labelled synthetic exit-camera clips (needs the video extra)",
+                           add_help=False)
+    clips.add_argument("args", nargs=argparse.REMAINDER)
+    clips.set_defaults(func=cmd_clips)
     for name, func, text in (("record", cmd_record, "capture live sg/v1 traffic to a JSON-lines file"),
                              ("replay", cmd_replay, "republish a recording with its original timing")):
         p = with_config(sub.add_parser(name, help=text))
@@ -228,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["clips"]:  # its own command line (simulators.video), --help included
+        return cmd_clips(argparse.Namespace(args=argv[1:]))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)

@@ -1,0 +1,3 @@
+from simulators.video.cli import main
+
+raise SystemExit(main())
