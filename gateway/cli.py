@@ -130,7 +130,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         scenario = load_scenario(Path(args.scenario))
     else:
         scenario = fleet(args.sites, cameras=args.cameras, smoke=args.smoke, exits=args.exits,
-                         heartbeat_s=args.heartbeat_s, duration=args.duration, prefix=args.prefix)
+                         heartbeat_s=args.heartbeat_s, duration=args.duration, prefix=args.prefix,
+                         delay_probability=args.delay_probability, max_delay_s=args.max_delay_s)
+    scenario = scenario.scaled(args.speed)
     if args.sites_csv:
         count = registry.write_sites_csv(Path(args.sites_csv), scenario.sites)
         sys.stderr.write(f"wrote {count} sites to {args.sites_csv} (register them: safeguard sites import)\n")
@@ -180,6 +182,10 @@ def _add_simulate(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--duration", type=float, default=3600.0, help="seconds to run virtual sites")
     sim.add_argument("--prefix", default="sim", help="site ids are PREFIX-0001, PREFIX-0002, ...")
     sim.add_argument("--seed", type=int, default=0, help="random seed (jitter): runs are reproducible")
+    sim.add_argument("--speed", type=float, default=1.0, help="speed-up: every time (heartbeats, events) / SPEED")
+    sim.add_argument("--delay-probability", type=float, default=0.0,
+                     help="virtual sites: share of readings delayed on the network (0..1)")
+    sim.add_argument("--max-delay-s", type=float, default=5.0, help="virtual sites: the longest such delay")
     sim.add_argument("--api-url", help="register the sites through this gateway API (with --token)")
     sim.add_argument("--token", help="admin token for --api-url")
     sim.add_argument("--sites-csv", help="also write the sites to this CSV (for safeguard sites import)")

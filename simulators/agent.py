@@ -66,11 +66,16 @@ class VirtualAgent:
     jitter: float = 0.1
     rng: random.Random = field(default_factory=random.Random)
     clock_offset_s: float = 0.0
+    # Occasional network delay: this share of readings arrives up to max_delay_s late.
+    delay_probability: float = 0.0
+    max_delay_s: float = 0.0
     boot: str = ""
     partitioned: bool = False
     published: int = 0
     refused: int = 0
     _held: list[tuple[str, bytes, bool]] = field(default_factory=list)
+    _delayed: list[tuple[float, str, bytes]] = field(default_factory=list)
+    _last: mqtt.MQTTMessageInfo | None = None
     _seq: dict[str, int] = field(default_factory=dict)
     _client: mqtt.Client | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -112,15 +117,23 @@ class VirtualAgent:
             if hold and self.partitioned:
                 self._held.append((topic, payload, retain))
                 return
-            client = self._client
-            if client is None:
+            if hold and self.delay_probability and self.rng.random() < self.delay_probability:
+                self._delayed.append((time.time() + self.rng.uniform(0, self.max_delay_s), topic, payload))
                 return
-            info = client.publish(topic, payload, qos=1, retain=retain)
-            if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                self.published += 1
-            else:  # paho refuses silently past its in-flight limit: count it
-                self.refused += 1
-                log.warning("%s: publish on %s refused (rc=%s)", self.site, topic, info.rc)
+            self._publish(topic, payload, retain)
+
+    def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        """Publish now (the caller holds the lock)."""
+        client = self._client
+        if client is None:
+            return
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self.published += 1
+            self._last = info
+        else:  # paho refuses silently past its in-flight limit: count it
+            self.refused += 1
+            log.warning("%s: publish on %s refused (rc=%s)", self.site, topic, info.rc)
 
     def send_reading(self, device: VirtualDevice) -> None:
         seq = self._seq[device.id] = self._seq.get(device.id, -1) + 1
@@ -128,9 +141,15 @@ class VirtualAgent:
         self._send(device_topic(self.site, device.id, _READING_TYPE[device.kind]), json.dumps(payload).encode())
 
     def tick(self, now: float) -> None:
-        """Send every reading that is due (heartbeat_s with jitter)."""
+        """Send every reading that is due (heartbeat_s with jitter), and delayed ones whose time came."""
         if self._client is None:
             return
+        with self._lock:
+            due = [d for d in self._delayed if d[0] <= now]
+            if due:
+                self._delayed = [d for d in self._delayed if d[0] > now]
+                for _, topic, payload in due:
+                    self._publish(topic, payload, False)
         for device in self.devices:
             if device.silent or now < device.next_due:
                 continue
@@ -161,11 +180,20 @@ class VirtualAgent:
                 sock.close()
 
     def leave(self) -> None:
-        """Disconnect cleanly without a status: the gateway sees the devices fall silent, nothing else."""
-        client, self._client = self._client, None
-        if client is not None:
-            client.disconnect()
-            client.loop_stop()
+        """Deliver what the network still holds, then disconnect cleanly without a status
+        (the gateway sees the devices fall silent, nothing else)."""
+        if self._client is None:
+            return
+        self.end_partition()
+        with self._lock:
+            delayed, self._delayed = sorted(self._delayed), []
+            for _, topic, payload in delayed:
+                self._publish(topic, payload, False)
+            last, client, self._client = self._last, self._client, None
+        if last is not None:
+            last.wait_for_publish(timeout=10)
+        client.disconnect()
+        client.loop_stop()
 
     def stop(self) -> None:
         """A clean shutdown: say offline (a clean DISCONNECT does not fire the Will)."""

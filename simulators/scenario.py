@@ -112,7 +112,10 @@ class Scenario(_Strict):
     name: str
     description: str = ""
     heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
-    duration: Annotated[float, Field(gt=0, le=3600)]
+    duration: Annotated[float, Field(gt=0, le=86_400)]
+    # Occasional network delay: this share of readings arrives up to max_delay_s late.
+    delay_probability: Annotated[float, Field(ge=0, le=1)] = 0.0
+    max_delay_s: Annotated[float, Field(ge=0, le=600)] = 0.0
     sites: list[SiteSpec]
     events: list[Event] = []
     expect: list[Expect] = []
@@ -134,6 +137,23 @@ class Scenario(_Strict):
                 raise ValueError(f"expect[{i}]: at + within ({expect.at + expect.within:g} s) is past the "
                                  f"duration ({self.duration:g} s)")
         return self
+
+
+    def scaled(self, speed: float) -> Scenario:
+        """The same scenario with every time divided by ``speed`` (a speed-up when > 1)."""
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        if speed == 1:
+            return self
+        return self.model_copy(update={
+            "heartbeat_s": self.heartbeat_s / speed,
+            "duration": self.duration / speed,
+            "max_delay_s": self.max_delay_s / speed,
+            "events": [e.model_copy(update={"at": e.at / speed,
+                                            "until": None if e.until is None else e.until / speed})
+                       for e in self.events],
+            "expect": [x.model_copy(update={"at": x.at / speed, "within": x.within / speed}) for x in self.expect],
+        })
 
 
 class ScenarioError(ValueError):
@@ -233,7 +253,8 @@ class ScenarioRunner:
         devices += [VirtualDevice(d, DeviceKind.SMOKE) for d in spec.smoke]
         devices += [VirtualDevice(d, DeviceKind.EXIT) for d in spec.exits]
         return VirtualAgent(self._endpoint, self._version, spec.id, devices, heartbeat_s=self.scenario.heartbeat_s,
-                            rng=random.Random(self._rng.random()))
+                            rng=random.Random(self._rng.random()), delay_probability=self.scenario.delay_probability,
+                            max_delay_s=self.scenario.max_delay_s)
 
     def run(self, watch: AlertWatch | None = None, stop: threading.Event | None = None) -> list[SeenAlert]:
         """Play the scenario; return the alert changes seen (empty without a watch)."""
@@ -334,13 +355,14 @@ def format_table(scenario: Scenario, verdicts: list[Verdict]) -> str:
 
 def fleet(
     sites: int, *, cameras: int = 2, smoke: int = 2, exits: int = 1, heartbeat_s: float = 60.0,
-    duration: float = 3600.0, prefix: str = "sim",
+    duration: float = 3600.0, prefix: str = "sim", delay_probability: float = 0.0, max_delay_s: float = 0.0,
 ) -> Scenario:
     """N healthy virtual sites with no incident (``safeguard simulate --sites N``)."""
     if sites < 1:
         raise ValueError("--sites must be at least 1")
     return Scenario(
         name=f"{sites} virtual sites", heartbeat_s=heartbeat_s, duration=duration,
+        delay_probability=delay_probability, max_delay_s=max_delay_s,
         sites=[SiteSpec(id=f"{prefix}-{i:04d}", name=f"{prefix} {i}",
                         cameras=[f"cam-{c + 1}" for c in range(cameras)],
                         smoke=[f"smoke-{d + 1}" for d in range(smoke)],
