@@ -17,6 +17,8 @@ import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 
+from gateway.auth import Role, create_token
+from gateway.store.db import connect
 from protocol import ALERTS_FILTER, MessageType, device_topic, status_topic
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
 
@@ -270,3 +272,14 @@ def terminate_backends(database_url: str) -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def role_tokens(database_url: str, institution_site: str) -> dict[str, str]:
+    """One token per role (the institution's for ``institution_site``), keyed by role name."""
+    with connect(database_url) as conn:
+        return {
+            "fire_brigade": create_token(conn, role=Role.FIRE_BRIGADE, name="brigade-7"),
+            "inspector": create_token(conn, role=Role.INSPECTOR, name="inspector-li"),
+            "institution": create_token(conn, role=Role.INSTITUTION, name="school-a", site=institution_site),
+            "admin": create_token(conn, role=Role.ADMIN, name="ops"),
+        }

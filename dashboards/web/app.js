@@ -12,6 +12,7 @@ const MAX_UNRESOLVED = 20000;
 const SITE_ROWS = 300;
 const FEED_ROWS = 500;
 const STATUS_ORDER = ["fire", "exit", "cameras", "offline", "fault"];
+const DETAIL_POLL_MS = 5000; // site detail: how often the devices (and so new snapshots) are re-read
 
 const state = {
   token: null,
@@ -29,6 +30,9 @@ const state = {
   view: "alerts",
   siteRowsShown: SITE_ROWS,
   detail: null, // {site, devices, alerts: Map}
+  detailTimer: null,
+  devicesSoon: null,
+  snapshots: new Map(), // exit device id -> {want, fetchedFor, loading, failed, url, at, figure, img, caption}
   renderQueued: false,
 };
 
@@ -176,6 +180,8 @@ async function signIn(token, { fromStorage = false } = {}) {
 
 function signOut() {
   closeStream();
+  stopDetailPoll();
+  clearSnapshots();
   localStorage.removeItem(KEY.token);
   Object.assign(state, {
     token: null, role: null, ownSite: null, sites: new Map(), sitesLoadedAt: 0, alerts: new Map(),
@@ -262,7 +268,11 @@ function mergeAlert(alert, { live = false } = {}) {
   const { history: _history, ...plain } = alert;
   state.alerts.set(alert.id, plain);
   if (state.touched) state.touched.add(alert.id);
-  if (state.detail && state.detail.site.id === alert.site) state.detail.alerts.set(alert.id, plain);
+  if (state.detail && state.detail.site.id === alert.site) {
+    state.detail.alerts.set(alert.id, plain);
+    // An exit that becomes blocked sends a snapshot: look for it without waiting for the next poll.
+    if (live && (plain.kind === "exit_blocked" || plain.kind === "fire_alarm_exit_blocked")) refreshDevicesSoon();
+  }
   if (live && plain.severity === "critical" && plain.state === "open"
       && (!known || known.state !== "open" || plain.count > known.count)) {
     beep();
@@ -583,6 +593,8 @@ function renderSites() {
 
 async function openDetail(siteId) {
   state.detail = null;
+  stopDetailPoll();
+  clearSnapshots();
   $("site-head").replaceChildren(h("p", { class: "muted" }, t("sites.loading")));
   $("devices-table").tBodies[0].replaceChildren();
   $("timeline").replaceChildren();
@@ -598,6 +610,7 @@ async function openDetail(siteId) {
       const known = state.alerts.get(alert.id);
       if (known && isNewer(known, alert)) state.detail.alerts.set(alert.id, known);
     }
+    startDetailPoll();
     renderDetail();
   } catch (err) {
     $("site-head").replaceChildren(h("p", { class: "error", testid: "detail-error" },
@@ -637,6 +650,7 @@ function renderDetail() {
         t("device.snapshot_at", { at: formatTime(d.latest_snapshot_at) })) : null)));
   $("devices-table").tBodies[0].replaceChildren(...(rows.length ? rows
     : [h("tr", {}, h("td", { colspan: 6, class: "muted" }, t("detail.none")))]));
+  renderSnapshots(detail);
   const alerts = [...detail.alerts.values()].sort((a, b) => Date.parse(b.opened_at) - Date.parse(a.opened_at) || b.id - a.id);
   $("timeline").replaceChildren(...(alerts.length ? alerts.map((a) => h("li", {
     testid: "timeline-item", class: `sev-${a.severity} st-${a.state}`, dataset: { alertId: a.id, state: a.state },
@@ -651,6 +665,149 @@ function renderDetail() {
     a.resolved_at ? h("div", { class: "muted" }, `${t("state.resolved")}: `,
       t("alert.by", { who: a.resolved_by ?? "—", at: formatTime(a.resolved_at) })) : null)))
     : [h("li", { class: "muted" }, t("detail.none"))]));
+}
+
+// ------------------------------------------------------------------ site detail: exit snapshots
+
+function startDetailPoll() {
+  stopDetailPoll();
+  state.detailTimer = setInterval(() => {
+    if (state.view !== "site" || !state.detail) {
+      stopDetailPoll();
+      return;
+    }
+    for (const snap of state.snapshots.values()) {
+      if (snap.failed && !snap.loading) snap.fetchedFor = null; // try a failed image again
+    }
+    refreshDevices();
+  }, DETAIL_POLL_MS);
+}
+
+function stopDetailPoll() {
+  clearInterval(state.detailTimer);
+  clearTimeout(state.devicesSoon);
+  state.detailTimer = null;
+  state.devicesSoon = null;
+}
+
+function refreshDevicesSoon() {
+  if (state.devicesSoon) return;
+  state.devicesSoon = setTimeout(() => {
+    state.devicesSoon = null;
+    refreshDevices();
+  }, 1000);
+}
+
+// The devices list carries each device's `latest_snapshot_at`; a change there fetches the new image.
+async function refreshDevices() {
+  const detail = state.detail;
+  if (!detail || state.view !== "site") return;
+  try {
+    const devices = await api(`${API}/sites/${encodeURIComponent(detail.site.id)}/devices`);
+    if (state.detail !== detail) return;
+    detail.devices = devices.items;
+    scheduleRender();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) signOut();
+  }
+}
+
+function clearSnapshots() {
+  for (const snap of state.snapshots.values()) if (snap.url) URL.revokeObjectURL(snap.url);
+  state.snapshots = new Map();
+  $("snapshots").replaceChildren();
+  $("snapshots-section").hidden = true;
+}
+
+// `<img src>` cannot send the Authorization header: fetch the JPEG and show it from an object URL.
+async function loadSnapshot(siteId, device, snap) {
+  const at = snap.want;
+  snap.loading = true;
+  try {
+    const response = await fetch(
+      `${API}/sites/${encodeURIComponent(siteId)}/devices/${encodeURIComponent(device)}/snapshot`,
+      { headers: { Authorization: `Bearer ${state.token}` }, cache: "no-store" },
+    );
+    if (!response.ok) throw new ApiError(response.status, response.statusText);
+    const blob = await response.blob();
+    if (state.snapshots.get(device) !== snap) return; // left the site meanwhile
+    if (snap.url) URL.revokeObjectURL(snap.url);
+    snap.url = URL.createObjectURL(blob);
+    snap.at = response.headers.get("X-Snapshot-At") || at;
+    snap.failed = false;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      signOut();
+      return;
+    }
+    snap.failed = true;
+  } finally {
+    snap.loading = false;
+    snap.fetchedFor = at;
+  }
+  if (state.snapshots.get(device) === snap) scheduleRender(); // fetches again if `want` moved on
+}
+
+function snapshotEntry(device) {
+  const img = h("img", { testid: "snapshot-img", alt: "", decoding: "async" });
+  const caption = h("figcaption");
+  const figure = h("figure", { class: "snapshot", testid: "snapshot", dataset: { device } }, img, caption);
+  return { want: null, fetchedFor: null, loading: false, failed: false, url: null, at: null, figure, img, caption };
+}
+
+// Unresolved exit_blocked alerts of the open site, by device: the site's alerts plus every
+// unresolved one the console follows (the site's list holds only its newest 200).
+function blockedExits(detail) {
+  const alerts = new Map(detail.alerts);
+  for (const alert of state.alerts.values()) {
+    if (alert.site !== detail.site.id) continue;
+    const known = alerts.get(alert.id);
+    if (!known || isNewer(alert, known)) alerts.set(alert.id, alert);
+  }
+  const blocked = new Map();
+  for (const alert of alerts.values()) {
+    if (alert.kind === "exit_blocked" && alert.device && alert.state !== "resolved") blocked.set(alert.device, alert);
+  }
+  return blocked;
+}
+
+function renderSnapshots(detail) {
+  const blocked = blockedExits(detail);
+  const figures = [];
+  const shown = new Set();
+  for (const device of detail.devices) {
+    if (device.kind !== "exit" || !device.latest_snapshot_at) continue;
+    shown.add(device.id);
+    let snap = state.snapshots.get(device.id);
+    if (!snap) state.snapshots.set(device.id, (snap = snapshotEntry(device.id)));
+    snap.want = device.latest_snapshot_at;
+    if (snap.want !== snap.fetchedFor && !snap.loading) loadSnapshot(detail.site.id, device.id, snap);
+    const alert = blocked.get(device.id);
+    const label = device.name ? `${device.name} (${device.id})` : device.id;
+    snap.figure.classList.toggle("blocked", Boolean(alert));
+    Object.assign(snap.figure.dataset, { blocked: String(Boolean(alert)), alertState: alert ? alert.state : "",
+      at: snap.at ?? "" });
+    // The figure (and its image) is kept across renders: only a new object URL reloads it.
+    if (snap.url && snap.img.getAttribute("src") !== snap.url) snap.img.src = snap.url;
+    snap.img.hidden = !snap.url;
+    snap.img.alt = `${t("device.snapshot")} · ${label}`;
+    let when;
+    if (snap.url) when = t("device.snapshot_at", { at: formatTime(snap.at) });
+    else when = t(snap.failed ? "snapshot.failed" : "snapshot.loading");
+    snap.caption.replaceChildren(
+      h("strong", {}, label),
+      alert ? badge("status st-exit", t("status.exit"), { "data-status": "exit" }) : null,
+      h("time", { testid: "snapshot-time", datetime: snap.at ?? undefined, class: "muted" }, when),
+    );
+    figures.push(snap.figure);
+  }
+  for (const [id, snap] of state.snapshots) {
+    if (shown.has(id)) continue;
+    if (snap.url) URL.revokeObjectURL(snap.url);
+    state.snapshots.delete(id);
+  }
+  $("snapshots").replaceChildren(...figures);
+  $("snapshots-section").hidden = figures.length === 0;
 }
 
 // ------------------------------------------------------------------ inspector view
@@ -726,6 +883,10 @@ function route() {
   }
   if (state.view === "sites") loadSites();
   if (state.view === "site" && arg) openDetail(decodeURIComponent(arg));
+  if (state.view !== "site") {
+    stopDetailPoll();
+    clearSnapshots();
+  }
   if (state.view === "inspector") loadCompliance($("inspector-site").value);
   scheduleRender();
 }

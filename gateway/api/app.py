@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 from gateway.api.compliance import router as compliance_router
 from gateway.api.live import AlertHub
 from gateway.api.routes import router
+from gateway.api.snapshots import router as snapshots_router
 from gateway.config import Settings
 from gateway.rules.model import AlertKind
 from gateway.store.db import Conn
@@ -57,6 +58,7 @@ def create_app(
     app.state.pool = pool
     app.state.hub = hub
     app.include_router(compliance_router)
+    app.include_router(snapshots_router)
     app.include_router(router)
     is_broker_ready = broker_ready or (lambda: broker_reachable(settings))
 

@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import Role, create_token
 from gateway.runtime import Gateway
 from gateway.store.db import connect
-from tests.support import Agent, Api, SseReader, wait_for
+from tests.support import Agent, Api, SseReader, role_tokens, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +50,7 @@ def world(gateway: Gateway) -> Iterator[World]:
     admin = Api(gateway.api_url)
     admin.put_site(SITE_A, name="A school", city="Hangzhou", county="Xihu", cameras_required=0)
     admin.put_site(SITE_B, name="B school", city="Hangzhou", county="Binjiang", cameras_required=0)
-    with connect(gateway.settings.database_url) as conn:
-        tokens = {
-            "fire_brigade": create_token(conn, role=Role.FIRE_BRIGADE, name="brigade-7"),
-            "inspector": create_token(conn, role=Role.INSPECTOR, name="inspector-li"),
-            "institution": create_token(conn, role=Role.INSTITUTION, name="school-a", site=SITE_A),
-            "admin": create_token(conn, role=Role.ADMIN, name="ops"),
-        }
+    tokens = role_tokens(gateway.settings.database_url, SITE_A)
     agent_a = Agent(gateway.settings.mqtt_url, SITE_A)
     agent_b = Agent(gateway.settings.mqtt_url, SITE_B)
     agent_a.birth(DEVICES)

@@ -1,0 +1,44 @@
+"""Snapshot route: the latest JPEG an exit camera sent (``sg/v1/{site}/{device}/snapshot``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, status
+from fastapi.responses import Response
+
+from gateway.api.deps import ConnDep, PrincipalDep, check_site
+from gateway.store.db import rfc3339
+
+router = APIRouter(prefix="/api/v1", tags=["snapshots"])
+
+SiteId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+DeviceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+# One index probe on snapshots_device (site, device, received_at DESC): the first entry is the newest.
+# `id DESC` only breaks exact ties of received_at (snapshots of one ingest batch).
+LATEST_SNAPSHOT_SQL = (
+    "SELECT received_at, jpeg FROM snapshots WHERE site = %s AND device = %s"
+    " ORDER BY received_at DESC, id DESC LIMIT 1"
+)
+
+
+@router.get(
+    "/sites/{site}/devices/{device}/snapshot",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "The latest JPEG; `X-Snapshot-At` says when it arrived"},
+        404: {"description": "Unknown site or device, or no snapshot yet"},
+    },
+)
+def latest_snapshot(site: SiteId, device: DeviceId, conn: ConnDep, principal: PrincipalDep) -> Response:
+    """The device's latest snapshot (``image/jpeg``, not cached), with ``X-Snapshot-At: <RFC 3339>``."""
+    check_site(principal, site)
+    row = conn.execute(LATEST_SNAPSHOT_SQL, (site, device)).fetchone()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no snapshot of device {device!r} at site {site!r}")
+    return Response(
+        content=bytes(row["jpeg"]),
+        media_type="image/jpeg",
+        headers={"Cache-Control": "no-store", "X-Snapshot-At": rfc3339(row["received_at"]) or ""},
+    )
