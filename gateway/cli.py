@@ -157,6 +157,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0 if all(v.ok for v in verdicts) else 1
 
 
+def cmd_inspect_sample(args: argparse.Namespace) -> int:
+    from gateway.inspection.sampler import inspection_csv, write_inspection_csv  # noqa: PLC0415
+    from gateway.inspection.store import sample_from_db  # noqa: PLC0415
+    from gateway.store.db import connect  # noqa: PLC0415
+
+    with connect(_settings(args).database_url) as conn:
+        sample = sample_from_db(conn, level=args.level, city=args.city, seed=args.seed)
+    scope = f"city {sample.city}" if sample.city else "the province"
+    sys.stderr.write(
+        f"sampled {len(sample.sites)} of {sample.institutions} institutions in {scope}"
+        f" ({len(sample.covered)} counties covered, {sample.counties_required} required; seed {sample.seed})\n"
+    )
+    if args.out:
+        write_inspection_csv(sample, Path(args.out))
+        sys.stderr.write(f"inspection list written to {args.out}\n")
+    else:
+        sys.stdout.buffer.write(inspection_csv(sample))
+    return 0
+
+
 def cmd_clips(args: argparse.Namespace) -> int:
     from simulators.video import main as clips_main  # noqa: PLC0415 - OpenCV only when asked for
 
@@ -224,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="who the token is for")
     create.set_defaults(func=cmd_token_create)
     _add_simulate(with_config(sub.add_parser("simulate", help="virtual sites, or a scripted scenario (--check)")))
+    inspect = sub.add_parser("inspect", help="inspections").add_subparsers(dest="inspect_command", required=True)
+    sample = with_config(inspect.add_parser("sample", help="draw a spot-check sample by the plan's rules"))
+    sample.add_argument("--level", required=True, choices=["city", "province"])
+    sample.add_argument("--city", help="the city (with --level city)")
+    sample.add_argument("--seed", type=int, required=True, help="the same seed draws the same sample")
+    sample.add_argument("--out", help="write the inspection list CSV here (default: standard output)")
+    sample.set_defaults(func=cmd_inspect_sample)
     clips = sub.add_parser("clips", help="write the labelled synthetic exit-camera clips (needs the video extra)",
                            add_help=False)
     clips.add_argument("args", nargs=argparse.REMAINDER)

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from psycopg_pool import ConnectionPool
 
 from gateway.api.compliance import router as compliance_router
+from gateway.api.inspection import router as inspection_router
 from gateway.api.live import AlertHub
 from gateway.api.routes import router
 from gateway.api.snapshots import router as snapshots_router
@@ -58,6 +59,7 @@ def create_app(
     app.state.pool = pool
     app.state.hub = hub
     app.include_router(compliance_router)
+    app.include_router(inspection_router)
     app.include_router(snapshots_router)
     app.include_router(router)
     is_broker_ready = broker_ready or (lambda: broker_reachable(settings))

@@ -1,0 +1,1 @@
+"""Spot-check inspection (issue 6 point 4): the plan's sampling rules, risk weighting, the inspection list."""
