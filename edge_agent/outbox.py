@@ -1,0 +1,277 @@
+"""Durable on-disk outbox: every message waits here until the broker acknowledged it.
+
+The shape is ThingsBoard's storage interface (read a batch, then acknowledge it):
+``put`` appends, ``peek`` reads the oldest entries without removing them, ``ack``
+deletes the ones the broker acknowledged. Nothing leaves the outbox before ``ack``.
+
+Durability: SQLite in WAL mode with ``synchronous=FULL``, so a ``put`` that returned
+has been fsynced and survives a power cut (issue 3, point 5). Ids come from
+``AUTOINCREMENT``, so they only grow, even across deletes and reopens: id order is
+put order, which the publisher relies on to deliver in order.
+
+Bounded size: at most ``max_messages`` entries and ``max_bytes`` of payload. When a
+``put`` goes over, the outbox drops, oldest first, heartbeats, then any other
+droppable entry; alarms and agent status are never dropped. If only those are left
+it grows beyond the bound and logs an error for every such ``put``. Every drop is
+counted per kind, in the file itself (the counts survive restarts).
+
+Thread-safe: one connection, every call under one lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_ACK_CHUNK = 500  # SQLite's default limit on bound parameters is far above; keeps statements small
+
+
+class Kind(StrEnum):
+    """What an entry is; decides what the full policy may drop."""
+
+    ALARM = "alarm"  # a smoke alarm: never dropped
+    STATUS = "status"  # agent status: never dropped
+    STATE = "state"  # a state (smoke, exit): dropped after heartbeats
+    SNAPSHOT = "snapshot"  # a JPEG: dropped after heartbeats
+    HEARTBEAT = "heartbeat"  # a periodic "still the same": dropped first
+
+
+class _Tier(IntEnum):
+    """Drop order when full: lowest tier first, oldest first within a tier."""
+
+    HEARTBEAT = 0
+    OTHER = 1
+    PROTECTED = 2
+
+
+_TIER = {
+    Kind.HEARTBEAT: _Tier.HEARTBEAT,
+    Kind.STATE: _Tier.OTHER,
+    Kind.SNAPSHOT: _Tier.OTHER,
+    Kind.ALARM: _Tier.PROTECTED,
+    Kind.STATUS: _Tier.PROTECTED,
+}
+
+# ----------------------------------------------------------------------------- named SQL
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,  -- only grows: id order is put order
+    topic   TEXT    NOT NULL,
+    payload BLOB    NOT NULL,
+    retain  INTEGER NOT NULL,
+    kind    TEXT    NOT NULL,
+    tier    INTEGER NOT NULL,                   -- drop order when full (_Tier)
+    created REAL    NOT NULL                    -- epoch seconds of the put
+);
+CREATE INDEX IF NOT EXISTS outbox_tier ON outbox (tier, id);
+CREATE TABLE IF NOT EXISTS dropped (
+    kind TEXT PRIMARY KEY,
+    n    INTEGER NOT NULL
+);
+"""
+_TOTALS = "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox"
+_INSERT = "INSERT INTO outbox (topic, payload, retain, kind, tier, created) VALUES (?, ?, ?, ?, ?, ?)"
+_PEEK = "SELECT id, topic, payload, retain, kind, created FROM outbox WHERE id > ? ORDER BY id LIMIT ?"
+_VICTIM = "SELECT id, kind, length(payload) FROM outbox WHERE tier = ? ORDER BY id LIMIT 1"
+_DELETE_ONE = "DELETE FROM outbox WHERE id = ?"
+_COUNT_DROP = "INSERT INTO dropped (kind, n) VALUES (?, 1) ON CONFLICT (kind) DO UPDATE SET n = n + 1"
+_DROPPED = "SELECT kind, n FROM dropped"
+_DELETE_MANY = "DELETE FROM outbox WHERE id IN ({marks}) RETURNING length(payload)"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One message waiting for the broker's acknowledgement."""
+
+    id: int
+    topic: str
+    payload: bytes
+    retain: bool
+    kind: str
+    created: float
+
+
+class OutboxClosed(RuntimeError):
+    """The outbox was used before ``open()`` or after ``close()``."""
+
+
+class Outbox:
+    """A bounded, durable FIFO of MQTT messages in one SQLite file.
+
+    ``max_messages`` and ``max_bytes`` (payload bytes) bound the size; see the module
+    docstring for the policy when full. Use as a context manager or call
+    ``open()``/``close()``.
+    """
+
+    def __init__(self, path: Path | str, *, max_messages: int = 100_000, max_bytes: int = 256 * 1024 * 1024) -> None:
+        if max_messages < 1 or max_bytes < 1:
+            raise ValueError("max_messages and max_bytes must be positive")
+        self.path = Path(path)
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._count = 0
+        self._bytes = 0
+        self._overflows = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> Self:
+        with self._lock:
+            if self._db is not None:
+                return self
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves; the connection is shared
+            # between the caller's threads and the publisher's drain thread, under self._lock.
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            try:
+                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise sqlite3.OperationalError(f"{self.path}: cannot use WAL journal (got {mode!r})")
+                # FULL: a commit is fsynced before it returns, so a put survives a power cut.
+                db.execute("PRAGMA synchronous=FULL")
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise sqlite3.DatabaseError(
+                        f"{self.path} has outbox schema {version}, newer than this agent's {SCHEMA_VERSION}"
+                    )
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                count, size = db.execute(_TOTALS).fetchone()
+            except BaseException:
+                db.close()
+                raise
+            self._db, self._count, self._bytes = db, int(count), int(size)
+        if count:
+            log.info("outbox %s reopened with %d messages (%d bytes) waiting", self.path, count, size)
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise OutboxClosed(f"outbox {self.path} is not open")
+        return self._db
+
+    # ------------------------------------------------------------------ the interface
+
+    def put(self, topic: str, payload: bytes, *, retain: bool = False, kind: Kind | str = Kind.STATE) -> int:
+        """Append a message; returns its id once it is on disk. May drop older entries (module doc)."""
+        kind = Kind(kind)
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = db.execute(_INSERT, (topic, payload, int(retain), kind.value, _TIER[kind], time.time()))
+                entry_id = cursor.lastrowid
+                assert entry_id is not None
+                count, size = self._count + 1, self._bytes + len(payload)
+                count, size = self._make_room(db, count, size)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._count, self._bytes = count, size
+            return entry_id
+
+    def _make_room(self, db: sqlite3.Connection, count: int, size: int) -> tuple[int, int]:
+        """Drop droppable entries until within bounds (inside the put's transaction)."""
+        while count > self.max_messages or size > self.max_bytes:
+            victim = None
+            for tier in (_Tier.HEARTBEAT, _Tier.OTHER):
+                victim = db.execute(_VICTIM, (tier,)).fetchone()
+                if victim is not None:
+                    break
+            if victim is None:
+                # Only alarms and status left: losing one is worse than using more disk.
+                self._overflows += 1
+                log.error(
+                    "OUTBOX FULL of alarms/status: %s holds %d messages, %d bytes (bounds %d, %d); "
+                    "growing beyond the bound rather than dropping an alarm -- is the broker reachable?",
+                    self.path, count, size, self.max_messages, self.max_bytes,
+                )
+                break
+            victim_id, victim_kind, victim_size = victim
+            db.execute(_DELETE_ONE, (victim_id,))
+            db.execute(_COUNT_DROP, (victim_kind,))
+            count, size = count - 1, size - int(victim_size)
+            log.warning("outbox full: dropped %s message %d (%d bytes)", victim_kind, victim_id, victim_size)
+        return count, size
+
+    def peek(self, n: int, *, after: int = 0) -> list[Entry]:
+        """Up to ``n`` oldest entries with an id above ``after``, oldest first; removes nothing."""
+        with self._lock:
+            rows = self._conn().execute(_PEEK, (after, n)).fetchall()
+        return [Entry(int(i), str(t), bytes(p), bool(r), str(k), float(c)) for i, t, p, r, k, c in rows]
+
+    def ack(self, ids: Iterable[int]) -> int:
+        """Delete the acknowledged entries; unknown ids (already acked or dropped) are ignored.
+
+        Returns how many entries were deleted.
+        """
+        wanted: Sequence[int] = list(ids)
+        if not wanted:
+            return 0
+        deleted = freed = 0
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for start in range(0, len(wanted), _ACK_CHUNK):
+                    chunk = wanted[start : start + _ACK_CHUNK]
+                    sql = _DELETE_MANY.format(marks=",".join("?" * len(chunk)))
+                    sizes = db.execute(sql, chunk).fetchall()
+                    deleted += len(sizes)
+                    freed += sum(int(s) for (s,) in sizes)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._count -= deleted
+            self._bytes -= freed
+        return deleted
+
+    # ------------------------------------------------------------------ figures
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def size_bytes(self) -> int:
+        """Payload bytes waiting."""
+        return self._bytes
+
+    def dropped(self) -> dict[str, int]:
+        """Messages dropped by the full policy, per kind, since the file was created."""
+        with self._lock:
+            return {str(k): int(n) for k, n in self._conn().execute(_DROPPED).fetchall()}
+
+    @property
+    def overflows(self) -> int:
+        """Puts (since open) that left the outbox above its bound because only alarms/status remained."""
+        return self._overflows
