@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from protocol.mqtt import MqttEndpoint, MqttVersion
+
+# Rectification deadlines in days per problem kind (docs/problems.md); settings may override any.
+DEFAULT_PROBLEM_DEADLINE_DAYS: dict[str, int] = {
+    "exit_blocked": 1,
+    "detector_fault": 7,
+    "detector_offline": 3,
+    "camera_offline": 3,
+    "not_compliant": 7,
+    "detector_untested": 30,
+}
 
 
 class ConfigError(ValueError):
@@ -47,6 +58,15 @@ class Settings(BaseSettings):
     # of the period, and its median delay from ts to arrival no more than this.
     compliance_online_share: float = Field(0.99, ge=0, le=1)
     compliance_delay_p50_s: float = Field(10.0, ge=0)
+    # The problem list (issue 6, docs/problems.md): rectification deadline per problem kind, in days.
+    problem_deadline_days: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_PROBLEM_DEADLINE_DAYS))
+    problem_clear_after_s: float = Field(3600.0, ge=0)  # condition clear this long: rectified automatically
+    problem_sweep_s: float = Field(60.0, gt=0)  # the leader sweeps the problem list at most this often
+    # not_compliant needs a day of heartbeats of every site: evaluated at most this often.
+    problem_compliance_every_s: float = Field(3600.0, ge=0)
+    problem_camera_offline_after_s: float = Field(86_400.0, ge=0)  # camera_offline alert older: a problem
+    # Months for detector tests (GB 50440: at least twice a month) begin at local midnight here.
+    problem_timezone: str = "Asia/Shanghai"
 
     @field_validator("mqtt_url")
     @classmethod
@@ -59,6 +79,25 @@ class Settings(BaseSettings):
     def _valid_database_url(cls, value: str) -> str:
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("problem_deadline_days")
+    @classmethod
+    def _valid_problem_deadlines(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(DEFAULT_PROBLEM_DEADLINE_DAYS))
+        if unknown:
+            raise ValueError(f"unknown problem kind(s) {unknown}; known: {sorted(DEFAULT_PROBLEM_DEADLINE_DAYS)}")
+        if any(days < 0 for days in value.values()):
+            raise ValueError("deadlines must be whole days >= 0")
+        return {**DEFAULT_PROBLEM_DEADLINE_DAYS, **value}  # a partial mapping overrides the defaults
+
+    @field_validator("problem_timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from None
         return value
 
     @property

@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from gateway import metrics
 from gateway.config import Settings
+from gateway.problems import store as problem_store
 from gateway.rules import engine
 from gateway.rules.model import Change
 from gateway.store import alerts as alert_store
@@ -98,6 +99,8 @@ class Supervisor:
         self._leader = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
+        self._last_problem_sweep: float | None = None
+        self._last_compliance_sweep: float | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -154,6 +157,14 @@ class Supervisor:
         """One round of the leader's time-based rules (public for tests and tools)."""
         self.sweep_silent(now)
         self.escalate(now)
+        if self._last_problem_sweep is None or now - self._last_problem_sweep >= self._settings.problem_sweep_s:
+            self._last_problem_sweep = now
+            try:
+                self.sweep_problems(now)
+            except psycopg.OperationalError:
+                raise
+            except Exception:  # the problem list must not stop the alert sweeps and the relay
+                log.exception("problem sweep failed; retrying in %s s", self._settings.problem_sweep_s)
         if now - self._last_prune >= _PRUNE_EVERY_S:
             self.prune(now)
             self._last_prune = now
@@ -210,6 +221,19 @@ class Supervisor:
                     after_s=self._settings.escalate_after_s,
                 )
             self._persist(conn, changes, now)
+
+    def sweep_problems(self, now: float) -> problem_store.SweepResult:
+        """The problem list (docs/problems.md); not_compliant at most every ``problem_compliance_every_s``."""
+        last = self._last_compliance_sweep
+        compliance = last is None or now - last >= self._settings.problem_compliance_every_s
+        with self._pool.connection() as conn:
+            result = problem_store.sweep(conn, now, self._settings, compliance=compliance)
+        if compliance:
+            self._last_compliance_sweep = now
+        if result.opened or result.overdue or result.rectified:
+            log.info("problem list: %d opened, %d overdue, %d rectified", result.opened, result.overdue,
+                     result.rectified)
+        return result
 
     def prune(self, now: float) -> dict[str, Any]:
         """Retention: raw readings (plain PostgreSQL only; TimescaleDB has a policy) and dead letters."""

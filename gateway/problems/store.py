@@ -1,0 +1,379 @@
+"""The problem list in PostgreSQL: condition queries, the sweep, hand actions, and reads for the API.
+
+The sweep runs the condition queries (one per group of kinds: unresolved alerts, detector tests,
+compliance), then under the problem-list lock loads the unrectified problems, asks
+:func:`gateway.problems.rules.evaluate` what to change and writes it, with a history row for every
+change a person would want to see (opened, overdue, rectified). Hand actions (note, close,
+reopen) take the same lock, so a sweep and an inspector never step on each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from psycopg.errors import UniqueViolation
+from psycopg.types.json import Jsonb
+
+from gateway.compliance.timeline import Beat, camera_figures, verdict
+from gateway.config import Settings
+from gateway.problems.rules import (
+    Change,
+    Clearing,
+    Condition,
+    Holding,
+    MarkOverdue,
+    Open,
+    OpenProblem,
+    ProblemKey,
+    ProblemKind,
+    ProblemStatus,
+    Rectify,
+    evaluate,
+    month_start,
+)
+from gateway.store.db import Conn, from_epoch, rfc3339
+
+SYSTEM = "system"
+_LOCK = (2, 0x9B_1E_57)  # pg_advisory_xact_lock(int, int): the problem list (alerts use class 1 per site)
+
+# GB 50440: smoke detectors get a simulated alarm at least twice a month. ``test`` readings less
+# than an hour after the previous one belong to the same test (a detector repeats its state).
+TESTS_PER_MONTH = 2
+TEST_MERGE_WITHIN = timedelta(hours=1)
+
+ALERT_KINDS = (ProblemKind.EXIT_BLOCKED, ProblemKind.DETECTOR_FAULT, ProblemKind.DETECTOR_OFFLINE,
+               ProblemKind.CAMERA_OFFLINE)
+FAST_KINDS = frozenset({*ALERT_KINDS, ProblemKind.DETECTOR_UNTESTED})
+
+COLUMNS = (
+    "id, site, device, kind, status, opened_at, since, deadline, clear_since, by_hand, rectified_at, closed_by,"
+    " updated_at, detail"
+)
+# Overdue is stored by the sweep, and also computed in reads so that the API is right between sweeps.
+_STATUS = "CASE WHEN p.status = 'open' AND p.deadline <= %(now)s THEN 'overdue' ELSE p.status END"
+_SELECT = "SELECT " + ", ".join(f"p.{c.strip()}" for c in COLUMNS.split(",") if c.strip() != "status") + (
+    f", {_STATUS} AS status FROM problems p"
+)
+
+
+class ProblemConflict(Exception):
+    """A hand action that the problem's status does not allow (HTTP 409)."""
+
+
+class ProblemNotFound(LookupError):
+    pass
+
+
+def problem_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A problem as the API shows it (docs/problems.md); ``row["status"]`` is the effective status."""
+    return {
+        "id": row["id"],
+        "site": row["site"],
+        "device": row["device"],
+        "kind": row["kind"],
+        "status": row["status"],
+        "opened_at": rfc3339(row["opened_at"]),
+        "deadline": rfc3339(row["deadline"]),
+        "rectified_at": rfc3339(row["rectified_at"]),
+        "closed_by": row["closed_by"],
+        "detail": {**row["detail"], "since": rfc3339(row["since"])},
+    }
+
+
+# --- conditions -------------------------------------------------------------------------------
+
+_ALERT_CONDITIONS = """
+SELECT id, site, device, kind, opened_at FROM alerts
+WHERE state <> 'resolved' AND opened_at <= %(now)s
+  AND (kind = ANY(%(kinds)s) OR (kind = 'camera_offline' AND opened_at <= %(offline_before)s))
+"""
+
+_UNTESTED_DETECTORS = """
+WITH t AS (
+    SELECT site, device, ts, ts - lag(ts) OVER (PARTITION BY site, device ORDER BY ts) AS gap
+    FROM readings
+    WHERE kind = 'smoke' AND status = 'test' AND ts >= %(month)s AND ts < %(now)s
+)
+SELECT d.site, d.id AS device,
+       count(t.ts) FILTER (WHERE t.gap IS NULL OR t.gap >= %(merge)s)::int AS tests, max(t.ts) AS last_test
+FROM devices d LEFT JOIN t ON t.site = d.site AND t.device = d.id
+WHERE d.kind = 'smoke'
+GROUP BY d.site, d.id
+HAVING count(t.ts) FILTER (WHERE t.gap IS NULL OR t.gap >= %(merge)s) < %(required)s
+"""
+
+# gateway/compliance/store.py's query for every site at once: one row per camera heartbeat that can
+# matter for [from, to); a camera without heartbeats gives one row with a NULL arrival, a site
+# without cameras one row with a NULL device.
+_COMPLIANCE = """
+WITH site AS (
+    SELECT s.id, s.cameras_required,
+           coalesce(a.heartbeat_s, %(default_heartbeat_s)s) * %(missed_heartbeats)s AS timeout_s
+    FROM sites s LEFT JOIN agents a ON a.site = s.id
+)
+SELECT site.id AS site, site.cameras_required, site.timeout_s::float8 AS timeout_s, d.id AS device,
+       extract(epoch FROM r.received_at)::float8 AS arrival,
+       extract(epoch FROM r.ts)::float8 AS ts,
+       r.status = 'ok' AS stream_ok
+FROM site
+LEFT JOIN devices d ON d.site = site.id AND d.kind = 'camera'
+LEFT JOIN readings r ON r.site = d.site AND r.device = d.id AND r.kind = 'camera'
+    AND r.received_at >= %(from)s::timestamptz - site.timeout_s * interval '1 second'
+    AND r.received_at < %(to)s::timestamptz
+ORDER BY site.id, d.id, r.received_at, r.ts
+"""
+
+
+def alert_conditions(conn: Conn, at: datetime, camera_offline_after: timedelta) -> list[Condition]:
+    """exit_blocked, detector_fault, detector_offline: an unresolved alert; camera_offline: one open
+    longer than ``camera_offline_after``. Since: the alert's opening."""
+    rows = conn.execute(
+        _ALERT_CONDITIONS,
+        {"now": at, "offline_before": at - camera_offline_after,
+         "kinds": [k.value for k in ALERT_KINDS if k is not ProblemKind.CAMERA_OFFLINE]},
+    ).fetchall()
+    return [
+        Condition(ProblemKey(r["site"], r["device"], ProblemKind(r["kind"])), r["opened_at"], {"alert_id": r["id"]})
+        for r in rows
+    ]
+
+
+def untested_detectors(conn: Conn, at: datetime, tz: ZoneInfo) -> list[Condition]:
+    """Smoke detectors with fewer than two tests since local midnight starting the month."""
+    month = month_start(at, tz)
+    rows = conn.execute(
+        _UNTESTED_DETECTORS,
+        {"month": month, "now": at, "merge": TEST_MERGE_WITHIN, "required": TESTS_PER_MONTH},
+    ).fetchall()
+    return [
+        Condition(
+            ProblemKey(r["site"], r["device"], ProblemKind.DETECTOR_UNTESTED),
+            month,
+            {"tests": r["tests"], "required": TESTS_PER_MONTH, "last_test": rfc3339(r["last_test"])},
+        )
+        for r in rows
+    ]
+
+
+def non_compliant_sites(conn: Conn, at: datetime, settings: Settings) -> list[Condition]:
+    """Sites failing the real-time interface requirement (DESIGN section 5) over [at - 1 day, at)."""
+    start = at - timedelta(days=1)
+    rows = conn.execute(
+        _COMPLIANCE,
+        {"from": start, "to": at, "default_heartbeat_s": settings.default_heartbeat_s,
+         "missed_heartbeats": settings.missed_heartbeats},
+    ).fetchall()
+    sites: dict[str, tuple[Mapping[str, Any], dict[str, list[Beat]]]] = {}
+    for row in rows:
+        _, beats = sites.setdefault(row["site"], (row, {}))
+        if row["device"] is None:
+            continue
+        camera = beats.setdefault(row["device"], [])
+        if row["arrival"] is not None:
+            camera.append(Beat(row["arrival"], row["ts"], bool(row["stream_ok"])))
+    conditions = []
+    for site, (first, beats) in sites.items():
+        cameras = [
+            camera_figures(device, device_beats, start=start.timestamp(), end=at.timestamp(),
+                           timeout_s=float(first["timeout_s"]))
+            for device, device_beats in sorted(beats.items())
+        ]
+        result = verdict(cameras, cameras_required=int(first["cameras_required"]),
+                         online_share=settings.compliance_online_share, delay_p50_s=settings.compliance_delay_p50_s)
+        if not result.compliant:
+            conditions.append(Condition(ProblemKey(site, None, ProblemKind.NOT_COMPLIANT), start,
+                                        {"reasons": list(result.reasons)}))
+    return conditions
+
+
+# --- the sweep ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    opened: int = 0
+    overdue: int = 0
+    rectified: int = 0
+
+
+def _open_problem(row: Mapping[str, Any]) -> OpenProblem:
+    return OpenProblem(
+        row["id"], ProblemKey(row["site"], row["device"], ProblemKind(row["kind"])), ProblemStatus(row["status"]),
+        row["deadline"], row["clear_since"], row["by_hand"],
+    )
+
+
+def _history(conn: Conn, problem_id: int, at: datetime, action: str, status: str, by: str, note: str | None) -> None:
+    conn.execute(
+        "INSERT INTO problem_history (problem_id, at, action, status, by, note) VALUES (%s, %s, %s, %s, %s, %s)",
+        (problem_id, at, action, status, by, note),
+    )
+
+
+def _apply(conn: Conn, change: Change, at: datetime) -> None:
+    match change:
+        case Open():
+            row = conn.execute(
+                "INSERT INTO problems (site, device, kind, status, opened_at, since, deadline, updated_at, detail)"
+                " VALUES (%s, %s, %s, 'open', %s, %s, %s, %s, %s) RETURNING id",
+                (change.key.site, change.key.device, change.key.kind.value, at, change.since, change.deadline, at,
+                 Jsonb(dict(change.detail))),
+            ).fetchone()
+            assert row is not None
+            _history(conn, row["id"], at, "opened", "open", SYSTEM, None)
+        case MarkOverdue():
+            conn.execute("UPDATE problems SET status = 'overdue', updated_at = %s WHERE id = %s", (at, change.id))
+            _history(conn, change.id, at, "overdue", "overdue", SYSTEM, None)
+        case Clearing():
+            conn.execute("UPDATE problems SET clear_since = %s WHERE id = %s", (change.at, change.id))
+        case Holding():
+            conn.execute("UPDATE problems SET clear_since = NULL WHERE id = %s", (change.id,))
+        case Rectify():
+            conn.execute(
+                "UPDATE problems SET status = 'rectified', rectified_at = %s, updated_at = %s WHERE id = %s",
+                (at, at, change.id),
+            )
+            _history(conn, change.id, at, "rectified", "rectified", SYSTEM,
+                     f"condition clear since {rfc3339(change.clear_since)}")
+
+
+def sweep(conn: Conn, now: float, settings: Settings, *, compliance: bool) -> SweepResult:
+    """Bring the problem list in line with the conditions at ``now``; ``compliance`` also evaluates
+    not_compliant (a day of heartbeats of every site, so the caller does it less often)."""
+    at = from_epoch(now)
+    with conn.transaction():
+        conditions = alert_conditions(conn, at, timedelta(seconds=settings.problem_camera_offline_after_s))
+        conditions += untested_detectors(conn, at, ZoneInfo(settings.problem_timezone))
+        evaluated = set(FAST_KINDS)
+        if compliance:
+            conditions += non_compliant_sites(conn, at, settings)
+            evaluated.add(ProblemKind.NOT_COMPLIANT)
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _LOCK)
+        problems = [_open_problem(r) for r in conn.execute(
+            f"SELECT {COLUMNS} FROM problems WHERE status <> 'rectified'")]
+        closed = {
+            ProblemKey(r["site"], r["device"], ProblemKind(r["kind"])): r["rectified_at"]
+            for r in conn.execute(
+                "SELECT DISTINCT ON (site, coalesce(device, ''), kind) site, device, kind, rectified_at"
+                " FROM problems WHERE closed_by IS NOT NULL AND status = 'rectified'"
+                " ORDER BY site, coalesce(device, ''), kind, rectified_at DESC"
+            )
+        }
+        changes = evaluate(
+            conditions, problems, closed, now=at, evaluated=evaluated,
+            deadline_days=settings.problem_deadline_days,
+            clear_after=timedelta(seconds=settings.problem_clear_after_s),
+        )
+        for change in changes:
+            _apply(conn, change, at)
+    return SweepResult(
+        opened=sum(isinstance(c, Open) for c in changes),
+        overdue=sum(isinstance(c, MarkOverdue) for c in changes),
+        rectified=sum(isinstance(c, Rectify) for c in changes),
+    )
+
+
+# --- reads and hand actions ---------------------------------------------------------------------
+
+
+def list_problems(
+    conn: Conn,
+    now: datetime,
+    *,
+    site: str | None = None,
+    status: ProblemStatus | None = None,
+    kind: ProblemKind | None = None,
+    city: str | None = None,
+    county: str | None = None,
+    before: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Rows (with the effective status), newest first, ids below ``before``; at most ``limit``."""
+    return conn.execute(
+        f"{_SELECT} JOIN sites s ON s.id = p.site"
+        " WHERE (%(site)s::text IS NULL OR p.site = %(site)s) AND (%(kind)s::text IS NULL OR p.kind = %(kind)s)"
+        " AND (%(city)s::text IS NULL OR s.city = %(city)s) AND (%(county)s::text IS NULL OR s.county = %(county)s)"
+        f" AND (%(status)s::text IS NULL OR {_STATUS} = %(status)s)"
+        " AND (%(before)s::bigint IS NULL OR p.id < %(before)s) ORDER BY p.id DESC LIMIT %(limit)s",
+        {"now": now, "site": site, "kind": kind, "city": city, "county": county, "status": status,
+         "before": before, "limit": limit},
+    ).fetchall()
+
+
+def _row(conn: Conn, problem_id: int, now: datetime) -> Mapping[str, Any]:
+    row = conn.execute(f"{_SELECT} WHERE p.id = %(id)s", {"id": problem_id, "now": now}).fetchone()
+    if row is None:
+        raise ProblemNotFound(f"problem {problem_id} not found")
+    return row
+
+
+def site_of(conn: Conn, problem_id: int) -> str:
+    row = conn.execute("SELECT site FROM problems WHERE id = %s", (problem_id,)).fetchone()
+    if row is None:
+        raise ProblemNotFound(f"problem {problem_id} not found")
+    site: str = row["site"]
+    return site
+
+
+def get(conn: Conn, problem_id: int, now: datetime) -> dict[str, Any]:
+    """One problem with its history, oldest first."""
+    row = _row(conn, problem_id, now)
+    history = conn.execute(
+        "SELECT at, action, status, by, note FROM problem_history WHERE problem_id = %s ORDER BY id", (problem_id,)
+    ).fetchall()
+    return {
+        **problem_json(row),
+        "history": [
+            {"at": rfc3339(h["at"]), "action": h["action"], "status": h["status"], "by": h["by"], "note": h["note"]}
+            for h in history
+        ],
+    }
+
+
+def add_note(conn: Conn, problem_id: int, at: datetime, by: str, note: str | None) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _LOCK)
+        row = _row(conn, problem_id, at)
+        if not note:
+            raise ValueError("a note needs text: {\"note\": \"...\"}")
+        _history(conn, problem_id, at, "note", row["status"], by, note)
+
+
+def close(conn: Conn, problem_id: int, at: datetime, by: str, note: str | None) -> None:
+    """Rectified by hand: ``closed_by`` is who. While the same condition lasts, no new problem opens."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _LOCK)
+        row = _row(conn, problem_id, at)
+        if row["status"] == ProblemStatus.RECTIFIED:
+            raise ProblemConflict(f"problem {problem_id} is already rectified")
+        conn.execute(
+            "UPDATE problems SET status = 'rectified', rectified_at = %s, closed_by = %s, by_hand = false,"
+            " clear_since = NULL, updated_at = %s WHERE id = %s",
+            (at, by, at, problem_id),
+        )
+        _history(conn, problem_id, at, "closed", "rectified", by, note)
+
+
+def reopen(conn: Conn, problem_id: int, at: datetime, by: str, note: str | None) -> None:
+    """Back to open (overdue if past its deadline, which stays); only closed by hand from then on."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _LOCK)
+        row = _row(conn, problem_id, at)
+        if row["status"] != ProblemStatus.RECTIFIED:
+            raise ProblemConflict(f"problem {problem_id} is not rectified")
+        status = ProblemStatus.OVERDUE if row["deadline"] <= at else ProblemStatus.OPEN
+        try:
+            with conn.transaction():
+                conn.execute(
+                    "UPDATE problems SET status = %s, rectified_at = NULL, closed_by = NULL, by_hand = true,"
+                    " clear_since = NULL, updated_at = %s WHERE id = %s",
+                    (status.value, at, problem_id),
+                )
+        except UniqueViolation:
+            where = "/".join(filter(None, (row["site"], row["device"])))
+            raise ProblemConflict(f"another {row['kind']} problem of {where} is not rectified") from None
+        _history(conn, problem_id, at, "reopened", status.value, by, note)
