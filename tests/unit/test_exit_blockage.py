@@ -1,0 +1,145 @@
+"""Exit-blockage detector on synthetic numpy frames (issue 3, point 3): no video files, no clock.
+
+Frames are 160x120: a textured floor with sensor noise, a square exit region in the middle,
+5 frames/s and a 3 s persistence time so each scenario runs in well under a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_agent.vision import ExitBlockageDetector, ExitObservation, ExitState
+from simulators.video import Camera, make_clip
+from simulators.video.camera import exit_region
+
+W, H = 160, 120
+FPS = 5.0
+PERSISTENCE = 3.0
+REGION = [(50, 40), (110, 40), (110, 100), (50, 100)]
+Scene = Callable[[float], np.ndarray]  # ts -> BGR frame
+
+
+def _floor() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    base = rng.uniform(70, 190, (H // 8, W // 8)).astype(np.float32)
+    floor = np.asarray(cv2.resize(base, (W, H), interpolation=cv2.INTER_NEAREST), np.float32)  # tiles
+    floor += cv2.GaussianBlur(rng.normal(0, 12, (H, W)).astype(np.float32), (0, 0), 1.0)
+    return floor
+
+
+FLOOR = _floor()
+BOX = np.random.default_rng(2).uniform(20, 60, (25, 30)).astype(np.float32)  # a dark, textured box
+
+
+def render(ts: float, *, box_from: float | None = None, box_until: float = 1e9, gain: float = 1.0,
+           figure_x: float | None = None) -> np.ndarray:
+    img = FLOOR.copy()
+    if box_from is not None and box_from <= ts < box_until:
+        img[55:80, 65:95] = BOX
+    if figure_x is not None:  # a person seen from above: dark, 14x30 pixels
+        x = round(figure_x)
+        img[45:75, max(0, x):max(0, x + 14)] = 35.0
+    noise = np.random.default_rng(round(ts * 1000)).normal(0, 2.0, (H, W)).astype(np.float32)
+    grey = np.clip(img * gain + noise, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+
+
+def run(scene: Scene, seconds: float, persistence: float = PERSISTENCE) -> Iterator[tuple[float, ExitObservation]]:
+    det = ExitBlockageDetector(REGION, (W, H), persistence)
+    for k in range(round(seconds * FPS)):
+        ts = k / FPS
+        yield ts, det.update(scene(ts), ts)
+
+
+def states(scene: Scene, seconds: float) -> list[tuple[float, ExitState]]:
+    return [(ts, obs.state) for ts, obs in run(scene, seconds)]
+
+
+def test_box_left_becomes_blocked_only_after_persistence() -> None:
+    placed = 2.0
+    seen = list(run(lambda ts: render(ts, box_from=placed), 12.0))
+    blocked = [(ts, obs) for ts, obs in seen if obs.state is ExitState.BLOCKED]
+    assert blocked, "a box left in the exit must become blocked"
+    first_ts, first = blocked[0]
+    assert placed + PERSISTENCE - 0.5 <= first_ts <= placed + PERSISTENCE + 2.0
+    assert all(obs.state is ExitState.CLEAR for ts, obs in seen if ts < first_ts)
+    assert all(obs.state is ExitState.BLOCKED for ts, obs in seen if ts >= first_ts)
+    assert first.blocked_since is not None
+    assert first.blocked_since == pytest.approx(placed, abs=1.0)
+    assert 0.05 < first.blocked_ratio <= 1.0
+
+
+def test_box_removed_goes_back_to_clear() -> None:
+    seen = states(lambda ts: render(ts, box_from=1.0, box_until=8.0), 12.0)
+    assert any(s is ExitState.BLOCKED for ts, s in seen if ts < 8.0)
+    assert all(s is ExitState.CLEAR for ts, s in seen if ts >= 9.5)
+
+
+def test_figure_crossing_is_never_blocked() -> None:
+    # Walks across the whole region in 4 s, twice.
+    def scene(ts: float) -> np.ndarray:
+        phase = ts % 5.0
+        return render(ts, figure_x=(phase / 4.0) * (W + 20) - 20 if phase < 4.0 else None)
+
+    assert all(s is ExitState.CLEAR for _, s in states(scene, 12.0))
+
+
+def test_figure_standing_less_than_persistence_is_not_blocked() -> None:
+    def scene(ts: float) -> np.ndarray:
+        if ts < 2.0:
+            return render(ts, figure_x=ts * 35.0)  # walks in
+        if ts < 4.5:
+            return render(ts, figure_x=70.0)  # stands 2.5 s (persistence 3 s)
+        return render(ts, figure_x=70.0 + (ts - 4.5) * 35.0)  # walks on
+
+    assert all(s is ExitState.CLEAR for _, s in states(scene, 10.0))
+
+
+def test_slow_brightness_drift_stays_clear() -> None:
+    # -40 % over 20 s, like daylight fading: nothing in the exit.
+    seen = states(lambda ts: render(ts, gain=1.0 - 0.02 * ts), 20.0)
+    assert all(s is ExitState.CLEAR for _, s in seen)
+
+
+def test_obstacle_stays_blocked_while_brightness_drifts() -> None:
+    def scene(ts: float) -> np.ndarray:
+        return render(ts, box_from=1.0, gain=1.0 if ts < 6.0 else 1.0 - 0.03 * (ts - 6.0))
+
+    seen = states(scene, 22.0)  # down to -48 %
+    assert all(s is ExitState.BLOCKED for ts, s in seen if ts >= 6.0)
+
+
+def test_black_frame_is_unknown() -> None:
+    det = ExitBlockageDetector(REGION, (W, H), PERSISTENCE)
+    det.update(render(0.0), 0.0)
+    obs = det.update(np.zeros((H, W, 3), np.uint8), 0.2)
+    assert obs.state is ExitState.UNKNOWN
+    assert obs.reason == "dark"
+
+
+def test_flat_grey_frame_is_unknown() -> None:
+    det = ExitBlockageDetector(REGION, (W, H), PERSISTENCE)
+    obs = det.update(np.full((H, W, 3), 128, np.uint8), 0.0)
+    assert obs.state is ExitState.UNKNOWN
+    assert obs.reason == "no texture"
+
+
+def test_camera_moved_is_unknown() -> None:
+    det = ExitBlockageDetector(REGION, (W, H), PERSISTENCE)
+    det.update(render(0.0), 0.0)
+    moved = np.ascontiguousarray(np.flipud(render(0.2)))
+    assert det.update(moved, 0.2).state is ExitState.UNKNOWN
+
+
+def test_people_only_synthetic_clip_has_no_false_alarm() -> None:
+    # 160x120 render of the standard people_passing clip at 5 fps, 30 s of it, in memory.
+    camera = Camera(160, 120)
+    timeline, renderer = make_clip("people_passing", seed=0, fps=FPS, camera=camera)
+    det = ExitBlockageDetector(exit_region(camera), (160, 120), persistence_s=10.0)
+    frames = min(timeline.frames, round(30 * FPS))
+    said = [det.update(renderer.frame(k), k / FPS).state for k in range(frames)]
+    assert ExitState.BLOCKED not in said
