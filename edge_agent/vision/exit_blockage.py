@@ -34,22 +34,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from protocol import ExitState  # the contract's states: clear, blocked, unknown
+
 Frame = NDArray[np.uint8]
 Floats = NDArray[np.float32]
 Mask = NDArray[np.bool_]
 Polygon = Sequence[tuple[float, float]] | Sequence[Sequence[float]]
-
-
-class ExitState(StrEnum):
-    CLEAR = "clear"
-    BLOCKED = "blocked"
-    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
