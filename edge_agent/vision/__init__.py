@@ -8,7 +8,7 @@ from edge_agent.vision.exit_blockage import (
     BlockageParams,
     ExitBlockageDetector,
     ExitObservation,
-    ExitState,
 )
+from protocol import ExitState
 
 __all__ = ["BlockageParams", "ExitBlockageDetector", "ExitObservation", "ExitState"]

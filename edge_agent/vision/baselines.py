@@ -14,7 +14,8 @@ import math
 import cv2
 import numpy as np
 
-from edge_agent.vision.exit_blockage import ExitObservation, ExitState, Frame, Polygon
+from edge_agent.vision.exit_blockage import ExitObservation, Frame, Polygon
+from protocol import ExitState
 
 
 class SingleModelDetector:
