@@ -9,7 +9,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gateway.config import ConfigError, Settings, load_settings
 from protocol.mqtt import MqttVersion
@@ -177,6 +179,37 @@ def cmd_inspect_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    from edge_agent.config import AgentConfigError, load_agent_config  # noqa: PLC0415
+
+    path = args.config or args.file
+    if not path:
+        raise ValueError("give the site's config: safeguard agent --config site.yaml")
+    try:
+        config = load_agent_config(Path(path))
+    except AgentConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    if args.action == "calibrate":
+        from edge_agent.calibrate import calibrate  # noqa: PLC0415
+
+        if not args.exit:
+            raise ValueError("calibrate needs --exit EXIT_ID")
+        out = calibrate(config, args.exit, Path(args.out))
+        sys.stderr.write(f"saved {out}: check the red region covers the exit, then edit its points in {path}\n")
+        return 0
+    if args.action == "check-config":
+        sys.stderr.write(f"{path}: ok (site {config.site}: {len(config.cameras)} cameras, {len(config.exits)} exits,"
+                         f" {len(config.smoke)} smoke detectors)\n")
+        return 0
+    from edge_agent.agent import run_agent  # noqa: PLC0415 - OpenCV only for a running agent
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return run_agent(config, stop)
+
+
 def cmd_clips(args: argparse.Namespace) -> int:
     from simulators.video import main as clips_main  # noqa: PLC0415 - OpenCV only when asked for
 
@@ -214,6 +247,23 @@ def _add_simulate(sim: argparse.ArgumentParser) -> None:
     sim.set_defaults(func=cmd_simulate)
 
 
+def _add_agent_and_inspect(sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    agent = sub.add_parser("agent", help="run an edge agent (or: agent check-config FILE)")
+    agent.add_argument("action", nargs="?", choices=["run", "check-config", "calibrate"], default="run")
+    agent.add_argument("file", nargs="?", help="the site's config (same as --config)")
+    agent.add_argument("--config", help="the site's YAML config")
+    agent.add_argument("--exit", help="calibrate: the exit whose region to draw")
+    agent.add_argument("--out", default="exit-region.jpg", help="calibrate: where to save the picture")
+    agent.set_defaults(func=cmd_agent)
+    inspect = sub.add_parser("inspect", help="inspections").add_subparsers(dest="inspect_command", required=True)
+    sample = with_config(inspect.add_parser("sample", help="draw a spot-check sample by the plan's rules"))
+    sample.add_argument("--level", required=True, choices=["city", "province"])
+    sample.add_argument("--city", help="the city (with --level city)")
+    sample.add_argument("--seed", type=int, required=True, help="the same seed draws the same sample")
+    sample.add_argument("--out", help="write the inspection list CSV here (default: standard output)")
+    sample.set_defaults(func=cmd_inspect_sample)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="safeguard", description="Safety Guard fire-safety monitoring gateway")
     parser.add_argument("--log-level", default=os.environ.get("SAFEGUARD_LOG_LEVEL", "INFO"))
@@ -244,13 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="who the token is for")
     create.set_defaults(func=cmd_token_create)
     _add_simulate(with_config(sub.add_parser("simulate", help="virtual sites, or a scripted scenario (--check)")))
-    inspect = sub.add_parser("inspect", help="inspections").add_subparsers(dest="inspect_command", required=True)
-    sample = with_config(inspect.add_parser("sample", help="draw a spot-check sample by the plan's rules"))
-    sample.add_argument("--level", required=True, choices=["city", "province"])
-    sample.add_argument("--city", help="the city (with --level city)")
-    sample.add_argument("--seed", type=int, required=True, help="the same seed draws the same sample")
-    sample.add_argument("--out", help="write the inspection list CSV here (default: standard output)")
-    sample.set_defaults(func=cmd_inspect_sample)
+    _add_agent_and_inspect(sub, with_config)
     clips = sub.add_parser("clips", help="write the labelled synthetic exit-camera clips (needs the video extra)",
                            add_help=False)
     clips.add_argument("args", nargs=argparse.REMAINDER)

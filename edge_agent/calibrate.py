@@ -1,0 +1,60 @@
+"""Exit-region calibration: one frame of the exit's camera with the region drawn, for the installer's eye."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_agent.config import AgentConfig
+
+
+class CalibrationError(ValueError):
+    pass
+
+
+def grab_frame(source: str | int, attempts: int = 25) -> np.ndarray:
+    capture = cv2.VideoCapture(source)
+    try:
+        if not capture.isOpened():
+            raise CalibrationError(f"cannot open camera source {source!r}")
+        for _ in range(attempts):  # the first frames of a stream can be empty
+            ok, frame = capture.read()
+            if ok and frame is not None:
+                return np.asarray(frame, dtype=np.uint8)
+        raise CalibrationError(f"camera source {source!r} gave no frame")
+    finally:
+        capture.release()
+
+
+def draw_region(frame: np.ndarray, region: list[tuple[int, int]], label: str) -> np.ndarray:
+    image = frame.copy()
+    points = np.asarray(region, np.int32)
+    overlay = image.copy()
+    cv2.fillPoly(overlay, [points], (0, 0, 255))
+    image = cv2.addWeighted(overlay, 0.25, image, 0.75, 0)
+    cv2.polylines(image, [points], isClosed=True, color=(0, 0, 255), thickness=2)
+    for x, y in region:  # the vertices, with their pixel coordinates, to edit the YAML by
+        cv2.circle(image, (x, y), 4, (0, 255, 255), -1)
+        cv2.putText(image, f"{x},{y}", (x + 6, y - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 255), 1)
+    cv2.putText(image, label, (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def calibrate(config: AgentConfig, exit_id: str, out: Path) -> Path:
+    """Save ``out`` (JPEG or PNG): the exit's camera view with its region outlined."""
+    exit_ = next((e for e in config.exits if e.id == exit_id), None)
+    if exit_ is None:
+        known = ", ".join(e.id for e in config.exits) or "none"
+        raise CalibrationError(f"no exit {exit_id!r} in the config (exits: {known})")
+    camera = next(c for c in config.cameras if c.id == exit_.camera)
+    frame = grab_frame(camera.source)
+    height, width = frame.shape[:2]
+    outside = [(x, y) for x, y in exit_.region if not (0 <= x < width and 0 <= y < height)]
+    if outside:
+        raise CalibrationError(f"exit {exit_id!r}: points {outside} are outside the {width}x{height} frame")
+    image = draw_region(frame, exit_.region, f"{exit_.id} ({camera.id})")
+    if not cv2.imwrite(str(out), image):
+        raise CalibrationError(f"could not write {out}")
+    return out

@@ -1,0 +1,136 @@
+"""The edge agent's one validated config tree (``site.yaml``), with errors that name the key and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from protocol.mqtt import MqttEndpoint, MqttVersion
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerConfig(_Strict):
+    url: str  # mqtt://user:pass@host:port, mqtts:// for TLS
+    version: MqttVersion = MqttVersion.V5
+    client_id: str | None = None  # default: safeguard-agent-{site}
+    ca_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        MqttEndpoint.parse(value)
+        return value
+
+
+class OutboxConfig(_Strict):
+    path: Path = Path("/var/lib/safeguard/outbox.db")
+    max_messages: int = Field(100_000, ge=100)
+    max_in_flight: int = Field(100, ge=1, le=65_535)
+
+
+class CameraConfig(_Strict):
+    id: Id
+    source: str | int  # RTSP/HTTP URL, a video file, or a device index
+    name: str = ""
+    location: str = ""
+
+
+class ExitConfig(_Strict):
+    id: Id
+    camera: Id
+    region: list[tuple[int, int]] = Field(min_length=3)  # polygon in the camera's pixels
+    persistence_s: float = Field(30.0, gt=0)
+    reference: Path | None = None  # a clear-reference image; learnt at start and saved when absent
+    name: str = ""
+    location: str = ""
+
+
+class SmokeConfig(_Strict):
+    id: Id
+    adapter: Literal["zigbee2mqtt", "dry_contact", "simulated"]
+    # zigbee2mqtt: the device's friendly name (topic zigbee2mqtt/<address>); dry_contact: a file/GPIO path.
+    address: str = ""
+    broker: str | None = None  # zigbee2mqtt: the local broker (default mqtt://127.0.0.1:1883)
+    active: str = "1"  # dry_contact: the value that means "alarm"
+    name: str = ""
+    location: str = ""
+
+    @model_validator(mode="after")
+    def _address_needed(self) -> SmokeConfig:
+        if self.adapter != "simulated" and not self.address:
+            raise ValueError(f"adapter {self.adapter} needs an address")
+        return self
+
+
+class AgentConfig(_Strict):
+    site: Id
+    broker: BrokerConfig
+    heartbeat_s: int = Field(60, ge=1, le=3600)
+    outbox: OutboxConfig = OutboxConfig()
+    cameras: list[CameraConfig] = []
+    exits: list[ExitConfig] = []
+    smoke: list[SmokeConfig] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentConfig:
+        ids = [c.id for c in self.cameras] + [e.id for e in self.exits] + [s.id for s in self.smoke]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"device ids must be unique within the site: {', '.join(duplicates)}")
+        cameras = {c.id for c in self.cameras}
+        for exit_ in self.exits:
+            if exit_.camera not in cameras:
+                raise ValueError(f"exit {exit_.id!r} watches camera {exit_.camera!r}, which is not configured")
+        return self
+
+
+class AgentConfigError(ValueError):
+    """A bad agent config; each line names the key and the line of the file."""
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
+            if match is None:
+                match = next((k for k, _ in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            match = node.value[part]
+        else:
+            match = None
+        if match is None:
+            break
+        node = match
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+        root = yaml.compose(text)
+        data: Any = yaml.safe_load(text)
+    except OSError as exc:
+        raise AgentConfigError(f"{path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise AgentConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return AgentConfig.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tuple["))))
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(root, loc)
+            problems.append(f"{path}:{line}: {key}: {error['msg']}" if line else f"{path}: {key}: {error['msg']}")
+        raise AgentConfigError("\n".join(problems)) from None
