@@ -30,9 +30,9 @@ WITH site AS (
     SELECT s.id, s.cameras_required,
            coalesce(a.heartbeat_s, %(default_heartbeat_s)s) * %(missed_heartbeats)s AS timeout_s
     FROM sites s LEFT JOIN agents a ON a.site = s.id
-    WHERE s.id = %(site)s
+    WHERE %(site)s::text IS NULL OR s.id = %(site)s
 )
-SELECT site.cameras_required, site.timeout_s::float8 AS timeout_s, d.id AS device,
+SELECT site.id AS site, site.cameras_required, site.timeout_s::float8 AS timeout_s, d.id AS device,
        extract(epoch FROM r.received_at)::float8 AS arrival,
        extract(epoch FROM r.ts)::float8 AS ts,
        r.status = 'ok' AS stream_ok
@@ -41,7 +41,7 @@ LEFT JOIN devices d ON d.site = site.id AND d.kind = 'camera'
 LEFT JOIN readings r ON r.site = d.site AND r.device = d.id AND r.kind = 'camera'
     AND r.received_at >= %(from)s::timestamptz - site.timeout_s * interval '1 second'
     AND r.received_at < %(to)s::timestamptz
-ORDER BY d.id, r.received_at, r.ts
+ORDER BY site.id, d.id, r.received_at, r.ts
 """
 
 
@@ -60,6 +60,56 @@ class SiteCompliance:
         return compliance_json(self)
 
 
+def compliance_by_site(
+    conn: Conn,
+    start: datetime,
+    end: datetime,
+    *,
+    thresholds: Thresholds,
+    default_heartbeat_s: int,
+    missed_heartbeats: int,
+    site: str | None = None,
+) -> dict[str, SiteCompliance]:
+    """Compliance over [start, end) (aware datetimes) of ``site``, or of every site when None."""
+    rows = conn.execute(
+        _QUERY,
+        {"site": site, "from": start, "to": end, "default_heartbeat_s": default_heartbeat_s,
+         "missed_heartbeats": missed_heartbeats},
+    ).fetchall()
+    grouped: dict[str, tuple[Any, dict[str, list[Beat]]]] = {}
+    for row in rows:
+        _, beats = grouped.setdefault(row["site"], (row, {}))
+        if row["device"] is None:
+            continue
+        camera = beats.setdefault(row["device"], [])
+        if row["arrival"] is not None:
+            camera.append(Beat(row["arrival"], row["ts"], bool(row["stream_ok"])))
+    result = {}
+    for site_id, (first, beats) in grouped.items():
+        timeout_s = float(first["timeout_s"])
+        cameras = [
+            camera_figures(device, device_beats, start=start.timestamp(), end=end.timestamp(), timeout_s=timeout_s)
+            for device, device_beats in sorted(beats.items())
+        ]
+        required = int(first["cameras_required"])
+        result[site_id] = SiteCompliance(
+            site=site_id,
+            start=start,
+            end=end,
+            cameras_required=required,
+            timeout_s=timeout_s,
+            thresholds=thresholds,
+            cameras=cameras,
+            verdict=verdict(
+                cameras,
+                cameras_required=required,
+                online_share=thresholds.online_share,
+                delay_p50_s=thresholds.delay_p50_s,
+            ),
+        )
+    return result
+
+
 def site_compliance(
     conn: Conn,
     site: str,
@@ -71,41 +121,8 @@ def site_compliance(
     missed_heartbeats: int,
 ) -> SiteCompliance | None:
     """The site's compliance over [start, end) (aware datetimes), or None for an unknown site."""
-    rows = conn.execute(
-        _QUERY,
-        {"site": site, "from": start, "to": end, "default_heartbeat_s": default_heartbeat_s,
-         "missed_heartbeats": missed_heartbeats},
-    ).fetchall()
-    if not rows:
-        return None
-    timeout_s = float(rows[0]["timeout_s"])
-    beats: dict[str, list[Beat]] = {}
-    for row in rows:
-        if row["device"] is None:
-            continue
-        camera = beats.setdefault(row["device"], [])
-        if row["arrival"] is not None:
-            camera.append(Beat(row["arrival"], row["ts"], bool(row["stream_ok"])))
-    cameras = [
-        camera_figures(device, device_beats, start=start.timestamp(), end=end.timestamp(), timeout_s=timeout_s)
-        for device, device_beats in sorted(beats.items())
-    ]
-    required = int(rows[0]["cameras_required"])
-    return SiteCompliance(
-        site=site,
-        start=start,
-        end=end,
-        cameras_required=required,
-        timeout_s=timeout_s,
-        thresholds=thresholds,
-        cameras=cameras,
-        verdict=verdict(
-            cameras,
-            cameras_required=required,
-            online_share=thresholds.online_share,
-            delay_p50_s=thresholds.delay_p50_s,
-        ),
-    )
+    return compliance_by_site(conn, start, end, thresholds=thresholds, default_heartbeat_s=default_heartbeat_s,
+                              missed_heartbeats=missed_heartbeats, site=site).get(site)
 
 
 def _camera_json(camera: CameraFigures) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 
-from gateway.compliance.timeline import Beat, camera_figures, verdict
+from gateway.compliance.store import Thresholds, compliance_by_site
 from gateway.config import Settings
 from gateway.problems.rules import (
     Change,
@@ -109,25 +109,6 @@ HAVING count(t.ts) FILTER (WHERE t.gap IS NULL OR t.gap >= %(merge)s) < %(requir
 # gateway/compliance/store.py's query for every site at once: one row per camera heartbeat that can
 # matter for [from, to); a camera without heartbeats gives one row with a NULL arrival, a site
 # without cameras one row with a NULL device.
-_COMPLIANCE = """
-WITH site AS (
-    SELECT s.id, s.cameras_required,
-           coalesce(a.heartbeat_s, %(default_heartbeat_s)s) * %(missed_heartbeats)s AS timeout_s
-    FROM sites s LEFT JOIN agents a ON a.site = s.id
-)
-SELECT site.id AS site, site.cameras_required, site.timeout_s::float8 AS timeout_s, d.id AS device,
-       extract(epoch FROM r.received_at)::float8 AS arrival,
-       extract(epoch FROM r.ts)::float8 AS ts,
-       r.status = 'ok' AS stream_ok
-FROM site
-LEFT JOIN devices d ON d.site = site.id AND d.kind = 'camera'
-LEFT JOIN readings r ON r.site = d.site AND r.device = d.id AND r.kind = 'camera'
-    AND r.received_at >= %(from)s::timestamptz - site.timeout_s * interval '1 second'
-    AND r.received_at < %(to)s::timestamptz
-ORDER BY site.id, d.id, r.received_at, r.ts
-"""
-
-
 def alert_conditions(conn: Conn, at: datetime, camera_offline_after: timedelta) -> list[Condition]:
     """exit_blocked, detector_fault, detector_offline: an unresolved alert; camera_offline: one open
     longer than ``camera_offline_after``. Since: the alert's opening."""
@@ -162,32 +143,15 @@ def untested_detectors(conn: Conn, at: datetime, tz: ZoneInfo) -> list[Condition
 def non_compliant_sites(conn: Conn, at: datetime, settings: Settings) -> list[Condition]:
     """Sites failing the real-time interface requirement (DESIGN section 5) over [at - 1 day, at)."""
     start = at - timedelta(days=1)
-    rows = conn.execute(
-        _COMPLIANCE,
-        {"from": start, "to": at, "default_heartbeat_s": settings.default_heartbeat_s,
-         "missed_heartbeats": settings.missed_heartbeats},
-    ).fetchall()
-    sites: dict[str, tuple[Mapping[str, Any], dict[str, list[Beat]]]] = {}
-    for row in rows:
-        _, beats = sites.setdefault(row["site"], (row, {}))
-        if row["device"] is None:
-            continue
-        camera = beats.setdefault(row["device"], [])
-        if row["arrival"] is not None:
-            camera.append(Beat(row["arrival"], row["ts"], bool(row["stream_ok"])))
-    conditions = []
-    for site, (first, beats) in sites.items():
-        cameras = [
-            camera_figures(device, device_beats, start=start.timestamp(), end=at.timestamp(),
-                           timeout_s=float(first["timeout_s"]))
-            for device, device_beats in sorted(beats.items())
-        ]
-        result = verdict(cameras, cameras_required=int(first["cameras_required"]),
-                         online_share=settings.compliance_online_share, delay_p50_s=settings.compliance_delay_p50_s)
-        if not result.compliant:
-            conditions.append(Condition(ProblemKey(site, None, ProblemKind.NOT_COMPLIANT), start,
-                                        {"reasons": list(result.reasons)}))
-    return conditions
+    thresholds = Thresholds(settings.compliance_online_share, settings.compliance_delay_p50_s)
+    figures = compliance_by_site(conn, start, at, thresholds=thresholds,
+                                 default_heartbeat_s=settings.default_heartbeat_s,
+                                 missed_heartbeats=settings.missed_heartbeats)
+    return [
+        Condition(ProblemKey(site, None, ProblemKind.NOT_COMPLIANT), start, {"reasons": list(c.verdict.reasons)})
+        for site, c in sorted(figures.items())
+        if not c.verdict.compliant
+    ]
 
 
 # --- the sweep ----------------------------------------------------------------------------------
