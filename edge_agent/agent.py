@@ -9,6 +9,7 @@ outlined.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -72,7 +73,7 @@ class ExitWatch:
         self._last_frame_ts = ts
         if self.detector is None:
             height, width = frame.shape[:2]
-            reference = self._reference()
+            reference = self._reference(frame)
             self.detector = ExitBlockageDetector(self.config.region, (width, height), self.config.persistence_s,
                                                  reference=reference)
         observation = self.detector.update(frame, ts)
@@ -80,14 +81,24 @@ class ExitWatch:
         self.last = observation
         return observation, changed
 
-    def _reference(self) -> np.ndarray | None:
+    def _reference(self, first: np.ndarray) -> np.ndarray | None:
+        """The configured clear-exit picture; when the file does not exist yet, the first frame is
+        taken as the clear exit and saved there (so the next start uses the same reference)."""
         path = self.config.reference
-        if path is None or not path.exists():
+        if path is None:
+            return None
+        if not path.exists():
+            if cv2.imwrite(str(path), first):
+                log.info("exit %s: learnt the clear view, saved to %s", self.config.id, path)
+            else:
+                log.warning("exit %s: could not save the learnt clear view to %s", self.config.id, path)
             return None
         image = cv2.imread(str(path))
-        if image is None:
-            log.warning("exit %s: reference image %s is unreadable; learning the view instead", self.config.id, path)
-        return image
+        if image is None or image.shape != first.shape:
+            log.warning("exit %s: reference %s is unreadable or of another size; learning the view instead",
+                        self.config.id, path)
+            return None
+        return np.asarray(image, dtype=np.uint8)
 
 
 class Agent:
@@ -101,7 +112,9 @@ class Agent:
         devices += [DeclaredDevice(id=s.id, kind=DeviceKind.SMOKE, name=s.name, location=s.location)
                     for s in config.smoke]
         self.publisher = Publisher(
-            MqttEndpoint.parse(config.broker.url), config.site, config.broker.version, self.outbox,
+            dataclasses.replace(MqttEndpoint.parse(config.broker.url),
+                                ca_file=str(config.broker.ca_file) if config.broker.ca_file else None),
+            config.site, config.broker.version, self.outbox,
             heartbeat_s=config.heartbeat_s, devices=devices,
             client_id=config.broker.client_id or f"safeguard-agent-{config.site}",
             max_in_flight=config.outbox.max_in_flight, agent_version=AGENT_VERSION,

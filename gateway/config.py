@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
     # ($share/GROUP/sg/v1/#); unset for one process or a broker without shared subscriptions.
     mqtt_shared_group: str | None = None
     mqtt_session_expiry_s: int = Field(86_400, ge=0)
+    mqtt_ca_file: str | None = None  # mqtts with a private CA
     database_url: str = "postgresql://localhost/safeguard"
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)
@@ -102,7 +104,7 @@ class Settings(BaseSettings):
 
     @property
     def mqtt(self) -> MqttEndpoint:
-        return MqttEndpoint.parse(self.mqtt_url)
+        return dataclasses.replace(MqttEndpoint.parse(self.mqtt_url), ca_file=self.mqtt_ca_file)
 
     @classmethod
     def settings_customise_sources(

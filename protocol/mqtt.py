@@ -30,6 +30,7 @@ class MqttEndpoint:
     tls: bool = False
     username: str | None = None
     password: str | None = None
+    ca_file: str | None = None  # mqtts: a private CA's certificate (default: the system's trust store)
 
     @classmethod
     def parse(cls, url: str) -> MqttEndpoint:
@@ -75,7 +76,7 @@ def new_client(
     if endpoint.username:
         client.username_pw_set(endpoint.username, endpoint.password)
     if endpoint.tls:
-        client.tls_set_context(ssl.create_default_context())
+        client.tls_set_context(ssl.create_default_context(cafile=endpoint.ca_file))
     return client
 
 

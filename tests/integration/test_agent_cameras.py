@@ -48,7 +48,8 @@ def write_clip(path: Path, seconds: float, draw: str) -> None:
     writer.release()
 
 
-def run_agent(gateway: Gateway, tmp_path: Path, clip: Path, persistence_s: float) -> Agent:
+def run_agent(gateway: Gateway, tmp_path: Path, clip: Path, persistence_s: float,
+              reference: Path | None = None) -> Agent:
     Api(gateway.api_url).put_site(SITE)
     config = AgentConfig.model_validate({
         "site": SITE,
@@ -56,7 +57,8 @@ def run_agent(gateway: Gateway, tmp_path: Path, clip: Path, persistence_s: float
         "heartbeat_s": 1,
         "outbox": {"path": str(tmp_path / "outbox.db")},
         "cameras": [{"id": "cam-1", "source": str(clip)}],
-        "exits": [{"id": "exit-1", "camera": "cam-1", "region": REGION, "persistence_s": persistence_s}],
+        "exits": [{"id": "exit-1", "camera": "cam-1", "region": REGION, "persistence_s": persistence_s,
+                   "reference": str(reference) if reference else None}],
     })
     agent = Agent(config)
     agent.start()
@@ -71,7 +73,8 @@ def device(api: Api, device_id: str) -> dict[str, Any] | None:
 def test_box_left_in_the_exit_is_blocked_with_a_snapshot(gateway: Gateway, tmp_path: Path) -> None:
     clip = tmp_path / "box.avi"
     write_clip(clip, 30, "box")
-    agent = run_agent(gateway, tmp_path, clip, persistence_s=3)
+    reference = tmp_path / "exit-1-clear.png"
+    agent = run_agent(gateway, tmp_path, clip, persistence_s=3, reference=reference)
     api = Api(gateway.api_url)
     try:
         def camera_ok() -> dict[str, Any] | None:
@@ -91,6 +94,9 @@ def test_box_left_in_the_exit_is_blocked_with_a_snapshot(gateway: Gateway, tmp_p
         assert image is not None
         assert image.shape == (240, 320, 3)
         assert image[60, 160][2] > 200, "the exit region is outlined in red on the snapshot"
+        learnt = cv2.imread(str(reference))
+        assert learnt is not None, "the clear view learnt at start is saved as the reference"
+        assert learnt.shape == (240, 320, 3)
     finally:
         agent.stop()
 
