@@ -13,6 +13,9 @@ const SITE_ROWS = 300;
 const FEED_ROWS = 500;
 const STATUS_ORDER = ["fire", "exit", "cameras", "offline", "fault"];
 const DETAIL_POLL_MS = 5000; // site detail: how often the devices (and so new snapshots) are re-read
+const PROBLEM_ACTORS = new Set(["inspector", "admin"]); // docs/problems.md: who may note, close and reopen
+const PROBLEM_ROWS = 500;
+const PROBLEM_RANK = { overdue: 0, open: 1, rectified: 2 };
 
 const state = {
   token: null,
@@ -34,6 +37,8 @@ const state = {
   devicesSoon: null,
   snapshots: new Map(), // exit device id -> {want, fetchedFor, loading, failed, url, at, figure, img, caption}
   renderQueued: false,
+  problems: null, // the inspector view's problem list as last fetched
+  problemsSeq: 0, // the latest problem-list request of the inspector view (older answers are dropped)
 };
 
 // ------------------------------------------------------------------ helpers
@@ -185,8 +190,11 @@ function signOut() {
   localStorage.removeItem(KEY.token);
   Object.assign(state, {
     token: null, role: null, ownSite: null, sites: new Map(), sitesLoadedAt: 0, alerts: new Map(),
-    lastEventId: null, detail: null,
+    lastEventId: null, detail: null, problems: null,
   });
+  state.problemsSeq += 1;
+  $("problems-table").tBodies[0].replaceChildren();
+  $("problems-count").textContent = "";
   $("token-input").value = "";
   $("alert-feed").replaceChildren();
   showLogin();
@@ -598,6 +606,8 @@ async function openDetail(siteId) {
   $("site-head").replaceChildren(h("p", { class: "muted" }, t("sites.loading")));
   $("devices-table").tBodies[0].replaceChildren();
   $("timeline").replaceChildren();
+  $("site-problems-section").hidden = true;
+  $("site-problem-error").hidden = true;
   try {
     const [site, devices, alerts] = await Promise.all([
       api(`${API}/sites/${encodeURIComponent(siteId)}`),
@@ -612,6 +622,7 @@ async function openDetail(siteId) {
     }
     startDetailPoll();
     renderDetail();
+    loadSiteProblems(site.id);
   } catch (err) {
     $("site-head").replaceChildren(h("p", { class: "error", testid: "detail-error" },
       t("error.generic", { detail: err.detail ?? err.message })));
@@ -813,13 +824,19 @@ function renderSnapshots(detail) {
 // ------------------------------------------------------------------ inspector view
 
 function fillInspectorSites() {
+  const cities = [...new Set([...state.sites.values()].map((s) => s.city).filter(Boolean))].sort();
+  optionList($("inspector-city"), cities);
+  const city = $("inspector-city").value;
   const select = $("inspector-site");
   const previous = select.value;
-  const ids = [...state.sites.keys()].sort();
+  const ids = [...state.sites.values()].filter((s) => !city || s.city === city).map((s) => s.id).sort();
   select.replaceChildren(h("option", { value: "" }, t("inspector.pick")),
     ...ids.map((id) => h("option", { value: id }, siteLabel(id))));
-  select.value = ids.includes(previous) ? previous : (state.ownSite ?? "");
-  if (state.view === "inspector" && select.value && select.value !== previous) loadCompliance(select.value);
+  select.value = ids.includes(previous) ? previous : (state.ownSite && ids.includes(state.ownSite) ? state.ownSite : "");
+  if (state.view === "inspector" && select.value !== previous) {
+    loadCompliance(select.value);
+    loadProblems();
+  }
 }
 
 function renderInspectorHeader() {
@@ -868,6 +885,155 @@ async function loadCompliance(siteId) {
       a.device ?? t("alert.site-level"), " · ", formatTime(a.opened_at)))));
 }
 
+// ------------------------------------------------------------------ problem list (docs/problems.md)
+
+function mayActOnProblems() {
+  return PROBLEM_ACTORS.has(state.role);
+}
+
+function problemOrder(a, b) {
+  const ra = PROBLEM_RANK[a.status] ?? 3;
+  const rb = PROBLEM_RANK[b.status] ?? 3;
+  if (ra !== rb) return ra - rb;
+  if (a.status === "rectified") return Date.parse(b.rectified_at) - Date.parse(a.rectified_at) || b.id - a.id;
+  return Date.parse(a.deadline) - Date.parse(b.deadline) || b.id - a.id;
+}
+
+function problemDetail(p) {
+  const d = p.detail ?? {};
+  if (p.kind === "detector_untested" && d.required !== undefined) return t("problems.tests", d);
+  if (p.kind === "not_compliant" && Array.isArray(d.reasons) && d.reasons.length) return d.reasons.join("; ");
+  return null;
+}
+
+// Rows of a problem table; `reload` runs after each hand action, `error` shows the API's refusal.
+function problemRows(problems, { reload, error, colspan = 8 }) {
+  if (!problems.length) return [h("tr", {}, h("td", { colspan, class: "muted", testid: "problems-empty" }, t("problems.empty")))];
+  const now = Date.now();
+  return problems.map((p) => {
+    const overdue = p.status === "overdue" || (p.status === "open" && Date.parse(p.deadline) <= now);
+    const actions = [];
+    if (mayActOnProblems()) {
+      const button = (action, cls) => h("button", { type: "button", class: cls, testid: `problem-${action}`,
+        onclick: (e) => problemAction(p, action, e.currentTarget.closest("tr"), { reload, error }) }, t(`problems.${action}`));
+      actions.push(button("note", "secondary"));
+      actions.push(p.status === "rectified" ? button("reopen", "secondary") : button("close"));
+    }
+    let rectified = "—";
+    if (p.rectified_at) {
+      rectified = p.closed_by ? t("problems.closed_by", { who: p.closed_by, at: formatTime(p.rectified_at) })
+        : t("problems.auto", { at: formatTime(p.rectified_at) });
+    }
+    const extra = problemDetail(p);
+    return h("tr", {
+      testid: "problem-row", class: `problem ps-${p.status}${overdue ? " overdue" : ""}`,
+      dataset: { problemId: p.id, site: p.site, kind: p.kind, status: p.status, overdue: String(overdue) },
+    },
+    h("td", { class: "mono" }, `#${p.id}`),
+    h("td", {}, h("a", { href: `#/site/${encodeURIComponent(p.site)}` }, siteLabel(p.site)),
+      h("div", { class: "muted mono" }, p.device ?? t("alert.site-level"))),
+    h("td", {}, h("strong", { testid: "problem-kind" }, t(`pkind.${p.kind}`)),
+      extra ? h("div", { class: "muted small" }, extra) : null),
+    h("td", {}, badge(`pstatus ps-${p.status}`, t(`pstatus.${p.status}`), { testid: "problem-status" })),
+    h("td", {}, formatTime(p.opened_at)),
+    h("td", { class: "deadline", testid: "problem-deadline" }, h("time", { datetime: p.deadline }, formatTime(p.deadline)),
+      overdue && p.status !== "rectified" ? h("div", { class: "overdue-note" }, t("problems.overdue_by")) : null),
+    h("td", { testid: "problem-rectified" }, rectified),
+    h("td", { class: "problem-actions" }, ...actions));
+  });
+}
+
+async function problemAction(problem, action, row, { reload, error }) {
+  const note = window.prompt(t(`problems.prompt.${action}`), "");
+  if (note === null) return; // cancelled
+  const text = note.trim();
+  error.hidden = true;
+  if (action === "note" && !text) {
+    error.textContent = t("problems.note_required");
+    error.hidden = false;
+    return;
+  }
+  for (const button of row?.querySelectorAll("button") ?? []) button.disabled = true;
+  try {
+    await api(`${API}/problems/${problem.id}/${action}`, { method: "POST", body: text ? { note: text } : {} });
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      signOut();
+      return;
+    }
+    error.textContent = err instanceof ApiError && err.status === 403 && !err.detail
+      ? t("error.forbidden") : t("error.generic", { detail: err.detail ?? err.message });
+    error.hidden = false;
+  }
+  await reload();
+}
+
+async function fetchProblems(params, filter, max = PROBLEM_ROWS) {
+  const statuses = filter === "active" ? ["open", "overdue"] : filter === "all" ? [null] : [filter];
+  const lists = await Promise.all(statuses.map((status) => allPages(`${API}/problems`,
+    status ? { ...params, status } : params, max)));
+  return lists.flat().sort(problemOrder);
+}
+
+async function loadProblems() {
+  const seq = ++state.problemsSeq;
+  const body = $("problems-table").tBodies[0];
+  const count = $("problems-count");
+  const params = {};
+  const site = $("inspector-site").value;
+  const city = $("inspector-city").value;
+  if (site) params.site = site;
+  if (city) params.city = city;
+  if (!body.children.length) count.textContent = t("problems.loading");
+  let problems;
+  try {
+    problems = await fetchProblems(params, $("problem-status-filter").value);
+  } catch (err) {
+    if (seq !== state.problemsSeq) return;
+    if (err instanceof ApiError && err.status === 401) {
+      signOut();
+      return;
+    }
+    body.replaceChildren();
+    count.textContent = "";
+    $("problem-error").textContent = t("error.generic", { detail: err.detail ?? err.message });
+    $("problem-error").hidden = false;
+    return;
+  }
+  if (seq !== state.problemsSeq) return;
+  state.problems = problems;
+  renderProblems();
+}
+
+function renderProblems() {
+  if (!state.problems) return;
+  const problems = state.problems;
+  $("problems-table").tBodies[0].replaceChildren(...problemRows(problems,
+    { reload: loadProblems, error: $("problem-error") }));
+  const overdue = problems.filter((p) => p.status === "overdue").length;
+  $("problems-count").textContent = t("problems.count", { n: problems.length, overdue });
+}
+
+async function loadSiteProblems(siteId) {
+  let problems;
+  try {
+    problems = await fetchProblems({ site: siteId }, "all", 200);
+  } catch {
+    return; // the section stays hidden
+  }
+  if (!state.detail || state.detail.site.id !== siteId) return;
+  state.detail.problems = problems;
+  renderSiteProblems();
+}
+
+function renderSiteProblems() {
+  const detail = state.detail;
+  if (!detail || !detail.problems) return;
+  $("site-problems-table").tBodies[0].replaceChildren(...problemRows(detail.problems,
+    { reload: () => loadSiteProblems(detail.site.id), error: $("site-problem-error") }));
+  $("site-problems-section").hidden = false;
+}
+
 // ------------------------------------------------------------------ routing and wiring
 
 function route() {
@@ -887,7 +1053,10 @@ function route() {
     stopDetailPoll();
     clearSnapshots();
   }
-  if (state.view === "inspector") loadCompliance($("inspector-site").value);
+  if (state.view === "inspector") {
+    loadCompliance($("inspector-site").value);
+    loadProblems();
+  }
   scheduleRender();
 }
 
@@ -899,6 +1068,8 @@ function switchLang() {
   fillSiteFilters();
   fillInspectorSites();
   if (state.view === "inspector") loadCompliance($("inspector-site").value);
+  renderProblems();
+  renderSiteProblems();
   renderAll();
 }
 
@@ -928,7 +1099,15 @@ function init() {
   $("county-filter").addEventListener("change", resetAndRender);
   $("status-filter").addEventListener("change", resetAndRender);
   $("sites-more").addEventListener("click", () => { state.siteRowsShown += SITE_ROWS; scheduleRender(); });
-  $("inspector-site").addEventListener("change", (e) => loadCompliance(e.target.value));
+  $("inspector-site").addEventListener("change", (e) => {
+    loadCompliance(e.target.value);
+    loadProblems();
+  });
+  $("inspector-city").addEventListener("change", () => {
+    fillInspectorSites();
+    loadProblems();
+  });
+  $("problem-status-filter").addEventListener("change", loadProblems);
   window.addEventListener("hashchange", route);
   const saved = localStorage.getItem(KEY.token);
   if (saved) signIn(saved, { fromStorage: true });

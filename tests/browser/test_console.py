@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 from gateway.auth import Role, create_token
 from gateway.config import Settings
 from gateway.devservers import free_port
+from gateway.problems import store as problem_store
 from gateway.runtime import CONSOLE_DIR, Gateway
 from gateway.store.db import connect
 from gateway.store.sites import SiteRecord, upsert_sites
@@ -35,7 +37,7 @@ if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
     pytest.skip(f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium; scripts/setup.sh does it)",
                 allow_module_level=True)
 try:
-    from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
+    from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Route, expect, sync_playwright
 except ImportError:  # pragma: no cover - depends on the environment
     pytest.skip("browser tests need the playwright package (pip install -e '.[dev]')", allow_module_level=True)
 
@@ -484,4 +486,76 @@ def test_site_detail_shows_the_latest_snapshot_of_a_blocked_exit(
     expect(figure).to_have_attribute("data-blocked", "false", timeout=LIVE_S)
     expect(figure).not_to_contain_text("出口堵塞")
     assert snapshot_width(page, "exit-1") == 240
+    assert world.page_errors == []
+
+
+def problem_row(page: Page, site: str, kind: str) -> Any:
+    return page.locator(
+        f'[data-testid="problems-table"] [data-testid="problem-row"][data-site="{site}"][data-kind="{kind}"]')
+
+
+def test_inspector_closes_an_overdue_problem_with_a_note(
+    browser: Browser, world: World, consoles: list[BrowserContext]
+) -> None:
+    # The condition: an exit_blocked alert (over MQTT), then a sweep of the problem list run directly,
+    # and its deadline moved into the past so that the problem is overdue.
+    world.agents[SITE_A].exit("exit-1", "blocked", ratio=0.8)
+    wait_for(lambda: world.admin.alert(site=SITE_A, kind="exit_blocked", state="open"), what="exit blocked")
+    settings = world.gateway.settings
+    with connect(settings.database_url) as conn:
+        problem_store.sweep(conn, time.time(), settings, compliance=False)
+        row = conn.execute(
+            "UPDATE problems SET deadline = now() - interval '1 hour'"
+            " WHERE site = %s AND kind = 'exit_blocked' AND status <> 'rectified' RETURNING id",
+            (SITE_A,),
+        ).fetchone()
+        conn.commit()
+    assert row is not None
+    problem_id = row["id"]
+
+    page = open_console(browser, consoles, world.gateway.api_url, world.tokens["inspector"], world.page_errors)
+    expect(page.get_by_test_id("role-badge")).to_have_attribute("data-role", "inspector")
+    page.get_by_test_id("tab-inspector").click()
+    row_a = problem_row(page, SITE_A, "exit_blocked")
+    expect(row_a).to_have_attribute("data-status", "overdue", timeout=LIVE_S)  # open + overdue by default
+    expect(row_a).to_have_attribute("data-problem-id", str(problem_id))
+    expect(row_a).to_have_class(re.compile(r"\boverdue\b"))
+    expect(row_a.get_by_test_id("problem-kind")).to_have_text("安全出口堵塞")
+    expect(row_a.get_by_test_id("problem-status")).to_have_text("已逾期")
+    colour = row_a.get_by_test_id("problem-deadline").evaluate("el => getComputedStyle(el).color")
+    assert colour == "rgb(198, 40, 40)", colour
+    # The view's filters: another city hides it, the site shows only its own problems.
+    page.get_by_test_id("inspector-city").select_option("宁波市")
+    expect(row_a).to_have_count(0, timeout=LIVE_S)
+    page.get_by_test_id("inspector-city").select_option("")
+    page.get_by_test_id("inspector-site").select_option(SITE_A)
+    expect(row_a).to_have_count(1, timeout=LIVE_S)
+    others = page.locator(f'[data-testid="problems-table"] [data-testid="problem-row"]:not([data-site="{SITE_A}"])')
+    expect(others).to_have_count(0, timeout=LIVE_S)  # the site's own problems only (detectors untested at B, C)
+    page.get_by_test_id("problems-section").scroll_into_view_if_needed()
+    shot(page, "inspector-problems-zh")
+
+    # Close it with a note (the console prompts for it); the list refreshes and the default filter drops it.
+    notes: list[str] = []
+
+    def answer(dialog: Dialog) -> None:
+        notes.append(dialog.message)
+        dialog.accept("通道已清理 现场复查合格")
+
+    page.once("dialog", answer)
+    row_a.get_by_test_id("problem-close").click()
+    expect(row_a).to_have_count(0, timeout=LIVE_S)
+    assert len(notes) == 1
+    assert "关闭" in notes[0]
+    page.get_by_test_id("problem-status-filter").select_option("rectified")
+    expect(row_a).to_have_attribute("data-status", "rectified", timeout=LIVE_S)
+    expect(row_a.get_by_test_id("problem-status")).to_have_text("已整改")
+    expect(row_a.get_by_test_id("problem-rectified")).to_contain_text("检查员李")
+    expect(row_a.get_by_test_id("problem-reopen")).to_be_visible()
+    shot(page, "inspector-problem-closed-zh")
+    problem = world.admin.http.get(f"/api/v1/problems/{problem_id}").json()
+    assert problem["status"] == "rectified"
+    assert problem["closed_by"] == "检查员李"
+    assert problem["history"][-1]["action"] == "closed"
+    assert problem["history"][-1]["note"] == "通道已清理 现场复查合格"
     assert world.page_errors == []

@@ -30,7 +30,9 @@ DATASOURCE_UID = "safeguard-pg"
 DATASOURCE_TYPE = "grafana-postgresql-datasource"
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-RANGE_FROM, RANGE_TO = NOW - timedelta(hours=6), NOW + timedelta(minutes=5)
+# The dashboards' time range. Wide on purpose: the data is seeded when a test runs, which can be
+# many minutes after this module was imported (a long suite).
+RANGE_FROM, RANGE_TO = NOW - timedelta(hours=6), NOW + timedelta(hours=2)
 INTERVAL = "1m"
 
 TIME_TYPES = {"timestamptz", "timestamp"}
@@ -167,11 +169,14 @@ def run_query(conn: psycopg.Connection[Any], query: Query, sql: str | None = Non
 
 
 def _seed(conn: psycopg.Connection[Any]) -> None:
+    # Relative to the time of seeding: "online now" panels compare deadlines with the database's now().
+    now = datetime.now(UTC).replace(microsecond=0)
+
     def ago(**kw: float) -> datetime:
-        return NOW - timedelta(**kw)
+        return now - timedelta(**kw)
 
     def later(**kw: float) -> datetime:
-        return NOW + timedelta(**kw)
+        return now + timedelta(**kw)
 
     conn.cursor().executemany(
         "INSERT INTO sites (id, name, city, county, cameras_required) VALUES (%s, %s, %s, %s, %s)",
