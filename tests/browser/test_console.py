@@ -391,6 +391,12 @@ def test_sites_overview_with_thousands_of_sites(
     ]
     with connect(world.gateway.settings.database_url) as conn:
         upsert_sites(conn, records)
+        # One site failing the real-time interface requirement, as the leader's problem sweep records it.
+        conn.execute(
+            "INSERT INTO problems (site, kind, status, opened_at, since, deadline, updated_at)"
+            " VALUES (%s, 'not_compliant', 'open', now(), now(), now() + interval '7 days', now())",
+            (records[7].id,),
+        )
         conn.commit()
     total = len(records) + 3
     world.agents[SITE_B].exit("exit-1", "blocked", ratio=0.7)
@@ -413,6 +419,10 @@ def test_sites_overview_with_thousands_of_sites(
     page.get_by_test_id("status-filter").select_option("exit")
     expect(rows).to_have_count(1)
     expect(rows.first).to_have_attribute("data-site", SITE_B)
+    page.get_by_test_id("status-filter").select_option("noncompliant")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-site", records[7].id)
+    expect(rows.first.get_by_test_id("site-status")).to_contain_text("接入不达标")
     shot(page, "sites-thousands")
     assert world.page_errors == []
 
