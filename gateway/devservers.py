@@ -299,11 +299,13 @@ class _RunAs:
 class _ChildServer:
     """A server process of ours: spawned in its own session, killed at exit if not stopped."""
 
-    log_path: Path
-
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        raise NotImplementedError
 
     @property
     def pid(self) -> int | None:
@@ -374,7 +376,7 @@ class PostgresServer(_ChildServer):
     # -- public API ------------------------------------------------------------------
 
     @property
-    def log_path(self) -> Path:  # type: ignore[override]
+    def log_path(self) -> Path:
         return self.data_dir / "server.log"
 
     @property
@@ -532,7 +534,7 @@ class MosquittoServer(_ChildServer):
         return self.work_dir / "mosquitto.conf"
 
     @property
-    def log_path(self) -> Path:  # type: ignore[override]
+    def log_path(self) -> Path:
         return self.work_dir / "mosquitto.log"
 
     @property
