@@ -16,6 +16,7 @@ from gateway.api.compliance import router as compliance_router
 from gateway.api.inspection import router as inspection_router
 from gateway.api.live import AlertHub
 from gateway.api.problems import router as problems_router
+from gateway.api.reports import router as reports_router
 from gateway.api.routes import router
 from gateway.api.snapshots import router as snapshots_router
 from gateway.config import Settings
@@ -61,6 +62,7 @@ def create_app(
     app.state.hub = hub
     app.include_router(compliance_router)
     app.include_router(inspection_router)
+    app.include_router(reports_router)
     app.include_router(snapshots_router)
     app.include_router(problems_router)
     app.include_router(router)

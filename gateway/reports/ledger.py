@@ -1,0 +1,236 @@
+"""The ledger (工作台账): one row per site with its compliance and problem counts for a period.
+
+Figures for the half-open period [start, end):
+
+- compliance: :func:`gateway.compliance.store.compliance_by_site` over [start, as_of), where
+  ``as_of`` is the earlier of ``end`` and ``now`` (time that has not happened yet is not counted
+  as offline); a period that has not begun has no compliance figures (empty cells);
+- problems: those open at some time in [start, as_of): opened in the period, or opened before it
+  and not rectified before ``start`` (carried over, whether rectified within the period or still
+  unrectified at its end); of them *rectified* when ``rectified_at < as_of``, *unrectified*
+  otherwise, and *overdue* when unrectified with ``deadline <= as_of``. Statuses are taken from
+  ``opened_at``/``rectified_at`` as they are now: a problem reopened since is unrectified.
+
+docs/reports.md describes the columns.
+"""
+
+# ruff: noqa: RUF001 - the inspectors' texts use Chinese full-width punctuation on purpose
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from openpyxl import Workbook
+from openpyxl.styles import Alignment, Font
+from openpyxl.utils import get_column_letter
+
+from gateway.compliance.store import SiteCompliance, Thresholds, compliance_by_site
+from gateway.config import Settings
+from gateway.store.db import Conn
+
+LEDGER_HEADER: tuple[str, ...] = (
+    "场所编号", "场所名称", "市", "县区", "类别", "应接入摄像头", "实际接入", "在线率(最低)", "时延中位数(最大)",
+    "实时接入达标", "不达标原因", "问题数", "已整改", "未整改", "逾期",
+)
+_LEDGER_WIDTHS = (14, 28, 10, 12, 12, 12, 10, 12, 16, 12, 48, 8, 8, 8, 8)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+PERCENT_FORMAT = "0.0%"
+DELAY_FORMAT = "0.00"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    site: str
+    name: str
+    city: str
+    county: str
+    category: str
+    cameras_required: int
+    cameras_reporting: int | None  # None: no compliance figures (the period has not begun)
+    online_share_min: float | None  # lowest camera online share; None without cameras or figures
+    delay_p50_max_s: float | None  # highest camera median delay (s); None without delays
+    compliant: bool | None
+    reasons: tuple[str, ...]
+    problems: int
+    rectified: int
+    unrectified: int
+    overdue: int
+
+
+_SITES = """
+SELECT id, name, city, county, category, cameras_required FROM sites
+WHERE (%(city)s::text IS NULL OR city = %(city)s) AND (%(county)s::text IS NULL OR county = %(county)s)
+"""
+
+_PROBLEMS = """
+SELECT p.site,
+       count(*)::int AS problems,
+       count(*) FILTER (WHERE p.rectified_at IS NOT NULL AND p.rectified_at < %(as_of)s)::int AS rectified,
+       count(*) FILTER (WHERE (p.rectified_at IS NULL OR p.rectified_at >= %(as_of)s)
+                          AND p.deadline <= %(as_of)s)::int AS overdue
+FROM problems p JOIN sites s ON s.id = p.site
+WHERE (%(city)s::text IS NULL OR s.city = %(city)s) AND (%(county)s::text IS NULL OR s.county = %(county)s)
+  AND p.opened_at < %(as_of)s
+  AND (p.rectified_at IS NULL OR p.rectified_at >= %(from)s)
+GROUP BY p.site
+"""
+
+
+def as_of(end: datetime, now: datetime | None) -> datetime:
+    """The instant the period's figures are taken at: ``end``, or ``now`` when that is earlier."""
+    return min(end, now if now is not None else datetime.now(UTC))
+
+
+def thresholds_of(settings: Settings) -> Thresholds:
+    return Thresholds(settings.compliance_online_share, settings.compliance_delay_p50_s)
+
+
+def ledger_rows(
+    conn: Conn,
+    start: datetime,
+    end: datetime,
+    *,
+    city: str | None = None,
+    county: str | None = None,
+    settings: Settings,
+    now: datetime | None = None,
+) -> list[LedgerRow]:
+    """The ledger of [start, end) (aware datetimes) for the sites of ``city``/``county`` (all when None),
+    sorted by city, county, site id. ``now`` (default: the clock) caps the period (module docstring)."""
+    if start >= end:
+        raise ValueError("the period must end after it starts")
+    upto = as_of(end, now)
+    params = {"city": city, "county": county, "from": start, "as_of": upto}
+    # Sorted here by code point, not by the database's collation: the same order everywhere.
+    sites = sorted(conn.execute(_SITES, params).fetchall(), key=lambda s: (s["city"], s["county"], s["id"]))
+    counts = {r["site"]: r for r in conn.execute(_PROBLEMS, params).fetchall()}
+    figures: dict[str, SiteCompliance] = {}
+    if upto > start and sites:
+        all_figures = compliance_by_site(
+            conn, start, upto, thresholds=thresholds_of(settings), default_heartbeat_s=settings.default_heartbeat_s,
+            missed_heartbeats=settings.missed_heartbeats,
+            site=sites[0]["id"] if len(sites) == 1 else None,
+        )
+        wanted = {s["id"] for s in sites}
+        figures = {k: v for k, v in all_figures.items() if k in wanted}
+    rows = []
+    for s in sites:
+        c = figures.get(s["id"])
+        n = counts.get(s["id"])
+        problems, rectified, overdue = (n["problems"], n["rectified"], n["overdue"]) if n else (0, 0, 0)
+        shares = [cam.online_share for cam in c.cameras] if c else []
+        delays = [cam.delay_p50_s for cam in c.cameras if cam.delay_p50_s is not None] if c else []
+        rows.append(LedgerRow(
+            site=s["id"], name=s["name"], city=s["city"], county=s["county"], category=s["category"],
+            cameras_required=int(s["cameras_required"]),
+            cameras_reporting=c.verdict.cameras_reporting if c else None,
+            online_share_min=min(shares) if shares else None,
+            delay_p50_max_s=max(delays) if delays else None,
+            compliant=c.verdict.compliant if c else None,
+            reasons=tuple(c.verdict.reasons) if c else (),
+            problems=problems, rectified=rectified, unrectified=problems - rectified, overdue=overdue,
+        ))
+    return rows
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def guard(text: str) -> str:
+    """Text cells that Excel would read as a formula get a leading apostrophe."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def yes_no(value: bool | None) -> str:
+    return "" if value is None else ("是" if value else "否")
+
+
+def percent_text(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:.1f}%"
+
+
+def delay_text(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _text_cells(r: LedgerRow) -> list[str]:
+    return [
+        guard(r.site), guard(r.name), guard(r.city), guard(r.county), guard(r.category), str(r.cameras_required),
+        "" if r.cameras_reporting is None else str(r.cameras_reporting), percent_text(r.online_share_min),
+        delay_text(r.delay_p50_max_s), yes_no(r.compliant), guard("；".join(r.reasons)), str(r.problems),
+        str(r.rectified), str(r.unrectified), str(r.overdue),
+    ]
+
+
+def to_csv(header: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
+    """CSV in UTF-8 with a BOM (so Excel reads the Chinese), CRLF line ends."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue().encode("utf-8-sig")
+
+
+def ledger_csv(rows: Iterable[LedgerRow]) -> bytes:
+    """The ledger as CSV: :data:`LEDGER_HEADER`, then one row per site; percentages as ``99.5%``,
+    delays in seconds with two decimals, empty cells where there is no figure."""
+    return to_csv(LEDGER_HEADER, (_text_cells(r) for r in rows))
+
+
+def to_xlsx(
+    title: str,
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    widths: Sequence[int],
+    formats: dict[int, str],
+    freeze: str,
+) -> bytes:
+    """One sheet: the title in A1 (bold), the header in row 2 (bold, frozen above ``freeze``), then
+    ``rows`` from row 3; ``formats`` maps a 0-based column to its number format."""
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = sheet_title(title)
+    sheet.append([guard(title)])
+    sheet["A1"].font = Font(bold=True, size=14)
+    sheet.append(list(header))
+    for cell in sheet[2]:
+        cell.font = Font(bold=True)
+        cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
+    for row in rows:
+        sheet.append(list(row))
+        for index, fmt in formats.items():
+            sheet.cell(row=sheet.max_row, column=index + 1).number_format = fmt
+    for index, width in enumerate(widths, start=1):
+        sheet.column_dimensions[get_column_letter(index)].width = width
+    sheet.freeze_panes = freeze
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+def sheet_title(title: str) -> str:
+    """A valid sheet name: at most 31 characters, none of ``[]:*?/\\``."""
+    cleaned = "".join("_" if ch in "[]:*?/\\" else ch for ch in title).strip("'") or "Sheet1"
+    return cleaned[:31]
+
+
+def _xlsx_cells(r: LedgerRow) -> list[Any]:
+    return [
+        guard(r.site), guard(r.name), guard(r.city), guard(r.county), guard(r.category), r.cameras_required,
+        r.cameras_reporting, r.online_share_min, r.delay_p50_max_s, yes_no(r.compliant) or None,
+        guard("；".join(r.reasons)) or None, r.problems, r.rectified, r.unrectified, r.overdue,
+    ]
+
+
+def ledger_xlsx(rows: Iterable[LedgerRow], *, title: str) -> bytes:
+    """The ledger as XLSX: ``title`` in A1, :data:`LEDGER_HEADER` in row 2 (bold), one row per site from
+    row 3, frozen below the header and right of the site's name; numbers as numbers, online share
+    formatted ``0.0%``, delay in seconds ``0.00``, empty cells where there is no figure."""
+    return to_xlsx(title, LEDGER_HEADER, (_xlsx_cells(r) for r in rows), widths=_LEDGER_WIDTHS,
+                   formats={7: PERCENT_FORMAT, 8: DELAY_FORMAT}, freeze="C3")
