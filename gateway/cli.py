@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,43 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return run_agent(config, stop)
 
 
+def _period(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r}: give a time zone, e.g. 2026-11-01T00:00:00+08:00")
+    return value
+
+
+def cmd_inspect_report(args: argparse.Namespace) -> int:
+    from gateway.reports import ledger as ledger_report  # noqa: PLC0415
+    from gateway.reports import summary as summary_report  # noqa: PLC0415
+    from gateway.store.db import connect  # noqa: PLC0415
+
+    settings = _settings(args)
+    start, end = _period(args.start), _period(args.end)
+    if start >= end:
+        raise ValueError("--from must be before --to")
+    out = Path(args.out)
+    kind = out.suffix.lower().lstrip(".")
+    with connect(settings.database_url) as conn:
+        if args.inspect_command == "ledger":
+            rows = ledger_report.ledger_rows(conn, start, end, city=args.city, county=args.county, settings=settings)
+            writers = {"csv": lambda: ledger_report.ledger_csv(rows),
+                       "xlsx": lambda: ledger_report.ledger_xlsx(rows, title=f"工作台账 {args.start} ~ {args.end}")}
+        else:
+            if not args.city:
+                raise ValueError("the summary is per city: give --city")
+            report = summary_report.summary(conn, start, end, city=args.city, settings=settings)
+            writers = {"csv": lambda: summary_report.summary_csv(report),
+                       "xlsx": lambda: summary_report.summary_xlsx(report),
+                       "html": lambda: summary_report.summary_html(report).encode("utf-8")}
+    if kind not in writers:
+        raise ValueError(f"--out must end in {', '.join('.' + k for k in writers)}")
+    out.write_bytes(writers[kind]())
+    sys.stderr.write(f"wrote {out}\n")
+    return 0
+
+
 def cmd_clips(args: argparse.Namespace) -> int:
     from simulators.video import main as clips_main  # noqa: PLC0415 - OpenCV only when asked for
 
@@ -262,6 +300,16 @@ def _add_agent_and_inspect(sub: Any, with_config: Callable[[argparse.ArgumentPar
     sample.add_argument("--seed", type=int, required=True, help="the same seed draws the same sample")
     sample.add_argument("--out", help="write the inspection list CSV here (default: standard output)")
     sample.set_defaults(func=cmd_inspect_sample)
+    for name, text in (("ledger", "export the ledger (工作台账) for a period: .csv or .xlsx"),
+                       ("summary", "a city's summary report for a period: .html, .csv or .xlsx")):
+        report = with_config(inspect.add_parser(name, help=text))
+        report.add_argument("--from", dest="start", required=True, help="RFC 3339, e.g. 2026-11-01T00:00:00+08:00")
+        report.add_argument("--to", dest="end", required=True, help="RFC 3339 (end of the period, excluded)")
+        report.add_argument("--city")
+        if name == "ledger":
+            report.add_argument("--county")
+        report.add_argument("--out", required=True, help="the file to write; its suffix chooses the format")
+        report.set_defaults(func=cmd_inspect_report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import openpyxl
 import pytest
@@ -303,3 +307,31 @@ def test_api_roles_and_bad_input(client: tuple[TestClient, dict[str, str]]) -> N
     assert c.get("/api/v1/reports/ledger", params=bad, headers=auth).status_code == 400
     naive = {"from": "2025-03-01T00:00:00", "to": "2025-03-02T00:00:00Z"}
     assert c.get("/api/v1/reports/ledger", params=naive, headers=auth).status_code == 400
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_cli_writes_the_ledger_and_the_summary(conn: Conn, settings: Settings, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
+    env["SAFEGUARD_DATABASE_URL"] = settings.database_url
+    period = ["--from", D.isoformat(), "--to", END.isoformat()]
+
+    def safeguard(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", "inspect", *args], capture_output=True,
+                              text=True, env=env, timeout=60, check=False)
+
+    ledger = tmp_path / "ledger.csv"
+    result = safeguard("ledger", *period, "--out", str(ledger))
+    assert result.returncode == 0, result.stderr
+    assert ledger.read_bytes() == ledger_csv(ledger_rows(conn, D, END, settings=settings))
+    page = tmp_path / "summary.html"
+    result = safeguard("summary", *period, "--city", "杭州市", "--out", str(page))
+    assert result.returncode == 0, result.stderr
+    assert page.read_text(encoding="utf-8") == summary_html(summary(conn, D, END, city="杭州市", settings=settings))
+    result = safeguard("summary", *period, "--city", "杭州市", "--out", str(tmp_path / "summary.pdf"))
+    assert result.returncode == 2
+    assert "--out must end in .csv, .xlsx, .html" in result.stderr
+    result = safeguard("ledger", "--from", "2025-03-01T00:00:00", "--to", END.isoformat(), "--out", str(ledger))
+    assert result.returncode == 2
+    assert "give a time zone" in result.stderr
