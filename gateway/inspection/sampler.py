@@ -19,9 +19,7 @@ of counties by total risk, from the same keys.
 # ruff: noqa: RUF001 - the inspectors' texts use Chinese full-width punctuation on purpose
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +27,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from gateway.reports.spreadsheet import guard, to_csv
 
 # Categories the plan singles out as dangerous or demanding (体育类、舞蹈类、户外类), and common
 # kinds of them; matched case-insensitively as substrings of a site's category.
@@ -38,7 +38,6 @@ HIGH_RISK_CATEGORIES: tuple[str, ...] = (
 )
 
 CSV_HEADER: tuple[str, ...] = ("序号", "场所编号", "场所名称", "市", "县区", "类别", "风险分", "抽查理由")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 class Level(StrEnum):
@@ -337,26 +336,20 @@ def province_allocation(scope: Sequence[Site], keys: Mapping[str, float], total:
 # --- inspection list ----------------------------------------------------------------------------
 
 
-def _cell(text: str) -> str:
-    """Text cells that Excel would read as a formula get a leading apostrophe."""
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
 def inspection_rows(sample: Sample) -> list[list[str]]:
     """The inspection list: the header (:data:`CSV_HEADER`), then one row per sampled site."""
     rows = [list(CSV_HEADER)]
     for i, entry in enumerate(sample.sites, start=1):
         s = entry.site
-        rows.append([str(i), s.id, _cell(s.name), _cell(s.city), _cell(s.county), _cell(s.category),
-                     f"{entry.risk.score:.1f}", _cell("；".join(entry.risk.reasons))])
+        rows.append([str(i), s.id, guard(s.name), guard(s.city), guard(s.county), guard(s.category),
+                     f"{entry.risk.score:.1f}", guard("；".join(entry.risk.reasons))])
     return rows
 
 
 def inspection_csv(sample: Sample) -> bytes:
     """The inspection list as CSV in UTF-8 with a BOM (so Excel reads the Chinese), CRLF line ends."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerows(inspection_rows(sample))
-    return buffer.getvalue().encode("utf-8-sig")
+    header, *rows = inspection_rows(sample)
+    return to_csv(header, rows)
 
 
 def write_inspection_csv(sample: Sample, path: Path) -> None:

@@ -17,7 +17,6 @@ docs/reports.md describes the columns.
 # ruff: noqa: RUF001 - the inspectors' texts use Chinese full-width punctuation on purpose
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from openpyxl.utils import get_column_letter
 
 from gateway.compliance.store import SiteCompliance, Thresholds, compliance_by_site
 from gateway.config import Settings
+from gateway.reports.spreadsheet import guard, to_csv
 from gateway.store.db import Conn
 
 LEDGER_HEADER: tuple[str, ...] = (
@@ -37,7 +37,6 @@ LEDGER_HEADER: tuple[str, ...] = (
     "实时接入达标", "不达标原因", "问题数", "已整改", "未整改", "逾期",
 )
 _LEDGER_WIDTHS = (14, 28, 10, 12, 12, 12, 10, 12, 16, 12, 48, 8, 8, 8, 8)
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 PERCENT_FORMAT = "0.0%"
 DELAY_FORMAT = "0.00"
 
@@ -140,11 +139,6 @@ def ledger_rows(
 # --- output -------------------------------------------------------------------------------------
 
 
-def guard(text: str) -> str:
-    """Text cells that Excel would read as a formula get a leading apostrophe."""
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
 def yes_no(value: bool | None) -> str:
     return "" if value is None else ("是" if value else "否")
 
@@ -164,15 +158,6 @@ def _text_cells(r: LedgerRow) -> list[str]:
         delay_text(r.delay_p50_max_s), yes_no(r.compliant), guard("；".join(r.reasons)), str(r.problems),
         str(r.rectified), str(r.unrectified), str(r.overdue),
     ]
-
-
-def to_csv(header: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
-    """CSV in UTF-8 with a BOM (so Excel reads the Chinese), CRLF line ends."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8-sig")
 
 
 def ledger_csv(rows: Iterable[LedgerRow]) -> bytes:

@@ -24,13 +24,12 @@ from gateway.reports.ledger import (
     PERCENT_FORMAT,
     LedgerRow,
     as_of,
-    guard,
     ledger_rows,
     percent_text,
-    to_csv,
     to_xlsx,
     yes_no,
 )
+from gateway.reports.spreadsheet import guard, to_csv
 from gateway.store.db import Conn
 
 SUMMARY_HEADER: tuple[str, ...] = (
