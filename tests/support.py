@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 import httpx
 import paho.mqtt.client as mqtt
 import psycopg
+from psycopg.types.json import Jsonb
 
 from gateway.auth import Role, create_token
-from gateway.store.db import connect
+from gateway.store.db import Conn, connect, from_epoch
 from protocol import ALERTS_FILTER, MessageType, device_topic, status_topic
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
 
@@ -283,3 +284,26 @@ def role_tokens(database_url: str, institution_site: str) -> dict[str, str]:
             "institution": create_token(conn, role=Role.INSTITUTION, name="school-a", site=institution_site),
             "admin": create_token(conn, role=Role.ADMIN, name="ops"),
         }
+
+
+def insert_heartbeats(
+    conn: Conn, site: str, device: str, arrivals: list[float], *, delay: float, stream: str = "ok"
+) -> None:
+    """Camera heartbeats stored as ingest stores them: arriving at ``arrivals`` (epoch seconds), each
+    sent ``delay`` s earlier; ``seq`` continues after the device's readings already stored."""
+    row = conn.execute(
+        "SELECT count(*) AS n FROM readings WHERE site = %s AND device = %s", (site, device)
+    ).fetchone()
+    first = row["n"] if row else 0
+    rows = []
+    for i, arrival in enumerate(arrivals):
+        ts = arrival - delay
+        payload = {"ts": ts, "boot": "b1", "seq": first + i, "stream": stream, "fps": 10.0, "last_frame_ts": ts}
+        rows.append((from_epoch(ts), from_epoch(arrival), site, device, "camera", "b1", first + i, stream,
+                     Jsonb(payload)))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO readings (ts, received_at, site, device, kind, boot, seq, status, payload)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )

@@ -11,13 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from psycopg.types.json import Jsonb
 
 from gateway.auth import Role, create_token
 from gateway.config import Settings
 from gateway.runtime import Gateway
-from gateway.store.db import Conn, connect, from_epoch
-from tests.support import ADMIN_TOKEN, Api
+from gateway.store.db import Conn, connect
+from tests.support import ADMIN_TOKEN, Api, insert_heartbeats
 
 pytestmark = pytest.mark.integration
 
@@ -65,22 +64,7 @@ def add_heartbeats(
     conn: Conn, site: str, device: str, arrivals: list[float], *, delay: float, stream: str = "ok"
 ) -> None:
     """Camera heartbeats arriving at ``arrivals`` (day offsets, s), each sent ``delay`` s earlier."""
-    seq = conn.execute(
-        "SELECT count(*) AS n FROM readings WHERE site = %s AND device = %s", (site, device)
-    ).fetchone()
-    assert seq is not None
-    rows = []
-    for i, offset in enumerate(arrivals):
-        ts = at(offset) - delay
-        payload = {"ts": ts, "boot": "b1", "seq": seq["n"] + i, "stream": stream, "fps": 10.0, "last_frame_ts": ts}
-        rows.append((from_epoch(ts), from_epoch(at(offset)), site, device, "camera", "b1", seq["n"] + i, stream,
-                     Jsonb(payload)))
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO readings (ts, received_at, site, device, kind, boot, seq, status, payload)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            rows,
-        )
+    insert_heartbeats(conn, site, device, [at(a) for a in arrivals], delay=delay, stream=stream)
 
 
 @dataclass

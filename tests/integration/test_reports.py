@@ -18,15 +18,14 @@ from pathlib import Path
 import openpyxl
 import pytest
 from fastapi.testclient import TestClient
-from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
 from gateway.api.app import create_app
 from gateway.config import Settings
 from gateway.reports.ledger import LEDGER_HEADER, ledger_csv, ledger_rows, ledger_xlsx
 from gateway.reports.summary import SUMMARY_HEADER, summary, summary_csv, summary_html, summary_xlsx
-from gateway.store.db import Conn, connect, from_epoch, open_pool
-from tests.support import ADMIN_TOKEN, role_tokens
+from gateway.store.db import Conn, connect, open_pool
+from tests.support import ADMIN_TOKEN, insert_heartbeats, role_tokens
 
 pytestmark = pytest.mark.integration
 
@@ -56,18 +55,7 @@ def add_site(conn: Conn, site: str, name: str, city: str, county: str, category:
 def add_camera(conn: Conn, site: str, device: str, arrivals: list[float], *, delay: float) -> None:
     """A camera and its heartbeats arriving at ``arrivals`` (s after D), each sent ``delay`` s earlier."""
     conn.execute("INSERT INTO devices (site, id, kind, declared) VALUES (%s, %s, 'camera', true)", (site, device))
-    rows = []
-    for seq, offset in enumerate(arrivals):
-        ts = D.timestamp() + offset - delay
-        payload = {"ts": ts, "boot": "b1", "seq": seq, "stream": "ok", "fps": 10.0, "last_frame_ts": ts}
-        rows.append((from_epoch(ts), from_epoch(D.timestamp() + offset), site, device, "camera", "b1", seq, "ok",
-                     Jsonb(payload)))
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO readings (ts, received_at, site, device, kind, boot, seq, status, payload)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            rows,
-        )
+    insert_heartbeats(conn, site, device, [D.timestamp() + a for a in arrivals], delay=delay)
 
 
 def add_problem(
