@@ -97,6 +97,17 @@ def make_publisher(url: str, site: str, outbox: Outbox, *, version: MqttVersion 
     )
 
 
+def queue_offline(path: Path, site: str, count: int) -> str:
+    """Queue ``count`` heartbeats in the outbox at ``path`` while no broker is reachable; return the boot."""
+    with Outbox(path) as outbox:
+        offline = make_publisher(f"mqtt://127.0.0.1:{free_port()}", site, outbox)
+        offline.start()
+        for _ in range(count):
+            heartbeat(offline)
+        offline.stop(timeout=1)
+        return offline.boot
+
+
 def heartbeat(publisher: Publisher, device: str = "cam-1") -> int:
     return publisher.send(device, MessageType.HEARTBEAT, {"stream": "ok", "fps": 10.0, "last_frame_ts": time.time()})
 
@@ -355,13 +366,7 @@ def test_in_flight_never_exceeds_the_bound(
 ) -> None:
     site = new_site()
     path = tmp_path / "outbox.sqlite"
-    with Outbox(path) as outbox:  # a backlog of 300, queued while no broker was reachable
-        offline = make_publisher(f"mqtt://127.0.0.1:{free_port()}", site, outbox)
-        offline.start()
-        for _ in range(300):
-            heartbeat(offline)
-        offline.stop(timeout=1)
-        boot = offline.boot
+    boot = queue_offline(path, site, 300)
 
     watcher = DeviceWatcher(mosquitto.url, site)
     cleanup.append(watcher)
@@ -400,13 +405,7 @@ def test_broker_stopped_mid_drain_unacknowledged_messages_are_resent_in_order(
     site = new_site()
     Api(gateway.api_url).put_site(site)
     path = tmp_path / "outbox.sqlite"
-    with Outbox(path) as outbox:  # a backlog of 2,000 queued while no broker was reachable
-        offline = make_publisher(f"mqtt://127.0.0.1:{free_port()}", site, outbox)
-        offline.start()
-        for _ in range(2_000):
-            heartbeat(offline)
-        offline.stop(timeout=1)
-        boot = offline.boot
+    boot = queue_offline(path, site, 2_000)
     watcher = DeviceWatcher(mosquitto.url, site)
     cleanup.append(watcher)
     outbox = Outbox(path).open()
