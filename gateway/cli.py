@@ -52,7 +52,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     with connect(settings.database_url) as conn:
-        applied = migrate(conn, retention_days=settings.readings_retention_days)
+        applied = migrate(conn, retention_days=settings.readings_retention_days, day_zone=settings.problem_timezone)
         conn.commit()
     sys.stderr.write(f"applied {', '.join(applied)}\n" if applied else "schema up to date\n")
     return 0

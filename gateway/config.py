@@ -67,8 +67,13 @@ class Settings(BaseSettings):
     # not_compliant needs a day of heartbeats of every site: evaluated at most this often.
     problem_compliance_every_s: float = Field(3600.0, ge=0)
     problem_camera_offline_after_s: float = Field(86_400.0, ge=0)  # camera_offline alert older: a problem
-    # Months for detector tests (GB 50440: at least twice a month) begin at local midnight here.
+    # Months for detector tests (GB 50440: at least twice a month) and the days of the daily
+    # compliance figures begin at local midnight here.
     problem_timezone: str = "Asia/Shanghai"
+    # Daily compliance (docs/compliance.md): the leader extends every camera's timeline this often,
+    # up to this far behind now (readings still being committed are caught on a later run).
+    compliance_timeline_every_s: float = Field(60.0, gt=0)
+    compliance_settle_s: float = Field(60.0, ge=0)
 
     @field_validator("mqtt_url")
     @classmethod

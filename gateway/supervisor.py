@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -19,6 +20,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from gateway import metrics
+from gateway.compliance import rollup
+from gateway.compliance.daily import local_days
 from gateway.config import Settings
 from gateway.problems import store as problem_store
 from gateway.rules import engine
@@ -99,7 +102,7 @@ class Supervisor:
         self._leader = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
-        self._last_problem_sweep: float | None = None
+        self._last_run: dict[str, float] = {}  # periodic steps of the tick: when each last ran
         self._last_compliance_sweep: float | None = None
 
     @property
@@ -157,17 +160,24 @@ class Supervisor:
         """One round of the leader's time-based rules (public for tests and tools)."""
         self.sweep_silent(now)
         self.escalate(now)
-        if self._last_problem_sweep is None or now - self._last_problem_sweep >= self._settings.problem_sweep_s:
-            self._last_problem_sweep = now
-            try:
-                self.sweep_problems(now)
-            except psycopg.OperationalError:
-                raise
-            except Exception:  # the problem list must not stop the alert sweeps and the relay
-                log.exception("problem sweep failed; retrying in %s s", self._settings.problem_sweep_s)
+        self._periodic("problem sweep", self._settings.problem_sweep_s, now, self.sweep_problems)
+        self._periodic("daily compliance", self._settings.compliance_timeline_every_s, now, self.keep_daily)
         if now - self._last_prune >= _PRUNE_EVERY_S:
             self.prune(now)
             self._last_prune = now
+
+    def _periodic(self, name: str, every_s: float, now: float, step: Callable[[float], object]) -> None:
+        """Run ``step`` at most every ``every_s``; its failure must not stop the alert sweeps and the relay."""
+        last = self._last_run.get(name)
+        if last is not None and now - last < every_s:
+            return
+        self._last_run[name] = now
+        try:
+            step(now)
+        except psycopg.OperationalError:
+            raise
+        except Exception:
+            log.exception("%s failed; retrying in %s s", name, every_s)
 
     def _persist(self, conn: Conn, changes: list[Change], now: float) -> None:
         for recorded in alert_store.persist(conn, changes, from_epoch(now)):
@@ -235,6 +245,21 @@ class Supervisor:
                      result.rectified)
         return result
 
+    def keep_daily(self, now: float) -> rollup.Advance:
+        """Extend the compliance timeline; roll up the finished days (plain PostgreSQL) or refresh
+        the continuous aggregate over days rewritten after late readings (TimescaleDB)."""
+        settings = self._settings
+        with self._pool.connection() as conn:
+            done = rollup.advance(conn, now, settle_s=settings.compliance_settle_s, zone=settings.problem_timezone,
+                                  default_heartbeat_s=settings.default_heartbeat_s,
+                                  missed_heartbeats=settings.missed_heartbeats)
+            if not rollup.is_continuous_aggregate(conn):
+                rollup.rollup(conn, zone=settings.problem_timezone)
+            elif done.touched_from is not None:
+                day_start, _ = local_days(settings.problem_timezone)
+                rollup.refresh_continuous_aggregate(conn, day_start(done.touched_from), round(done.horizon * 1e6))
+        return done
+
     def prune(self, now: float) -> dict[str, Any]:
         """Retention: raw readings (plain PostgreSQL only; TimescaleDB has a policy) and dead letters."""
         counts: dict[str, Any] = {}
@@ -242,6 +267,9 @@ class Supervisor:
             if not timescale_available(conn):
                 cutoff = from_epoch(now - self._settings.readings_retention_days * 86_400)
                 counts["readings"] = conn.execute("DELETE FROM readings WHERE ts < %s", (cutoff,)).rowcount
+                counts["camera_timeline"] = conn.execute(
+                    "DELETE FROM camera_timeline WHERE until < %s", (cutoff,)
+                ).rowcount  # the daily figures rolled up from it stay
             cutoff = from_epoch(now - self._settings.dead_letter_retention_days * 86_400)
             counts["dead_letters"] = conn.execute("DELETE FROM dead_letters WHERE received_at < %s", (cutoff,)).rowcount
         log.info("retention pruned %s", counts)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from gateway.api.deps import ConnDep, PrincipalDep, SettingsDep, check_site
-from gateway.compliance.store import Thresholds, site_compliance
+from gateway.compliance.store import Thresholds, daily_compliance, site_compliance
 from gateway.store.db import from_epoch
 
 router = APIRouter(prefix="/api/v1", tags=["compliance"])
@@ -56,6 +57,46 @@ def get_compliance(
         thresholds=Thresholds(settings.compliance_online_share, settings.compliance_delay_p50_s),
         default_heartbeat_s=settings.default_heartbeat_s,
         missed_heartbeats=settings.missed_heartbeats,
+    )
+    if result is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"site {site!r} is not registered")
+    return result.json()
+
+
+DEFAULT_DAYS = 7
+
+
+def days(first: date | None, last: date | None, today: date) -> tuple[date, date]:
+    """Local days ``from``..``to`` inclusive: ``to`` defaults to yesterday, ``from`` to 7 days ending
+    at ``to``; 400 unless from <= to and at most 366 days."""
+    last = last or today - timedelta(days=1)
+    first = first or last - timedelta(days=DEFAULT_DAYS - 1)
+    if first > last:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "'from' must not be after 'to'")
+    if (last - first).days + 1 > MAX_PERIOD.days:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"at most {MAX_PERIOD.days} days at a time")
+    return first, last
+
+
+@router.get("/sites/{site}/compliance/daily")
+def get_daily_compliance(
+    site: SiteId,
+    conn: ConnDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    first: Annotated[date | None, Query(alias="from", description="local date, e.g. 2026-11-01; default: 'to' - 6")]
+    = None,
+    last: Annotated[date | None, Query(alias="to", description="local date, inclusive; default: yesterday")] = None,
+) -> dict[str, Any]:
+    """The kept daily figures: per local day the same answer as /compliance for that day.
+    Days the timeline has not passed yet (today) are left out; ``complete_until`` says how far it is."""
+    check_site(principal, site)
+    zone = settings.problem_timezone
+    first, last = days(first, last, datetime.now(ZoneInfo(zone)).date())
+    result = daily_compliance(
+        conn, site, first, last, zone=zone,
+        thresholds=Thresholds(settings.compliance_online_share, settings.compliance_delay_p50_s),
+        default_heartbeat_s=settings.default_heartbeat_s, missed_heartbeats=settings.missed_heartbeats,
     )
     if result is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"site {site!r} is not registered")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from gateway.compliance.timeline import _US, Beat, _coverage, _sorted, percentile
+from gateway.compliance.timeline import _US, Beat, CameraFigures, _coverage, _s, _sorted, percentile
 
 DayStart = Callable[[int], int]  # microseconds -> the start (µs) of the day containing it
 
@@ -110,11 +110,12 @@ def timeline_pieces(
 def _split_at_midnight(pieces: list[Piece], next_day: DayStart) -> list[Piece]:
     out: list[Piece] = []
     for piece in pieces:
-        while piece.length > 0 and next_day(piece.since) < piece.until:
-            cut = next_day(piece.since)
-            out.append(replace(piece, until=cut))
-            piece = replace(piece, since=cut, delay_s=None)
-        out.append(piece)
+        rest = piece
+        while rest.length > 0 and next_day(rest.since) < rest.until:
+            cut = next_day(rest.since)
+            out.append(replace(rest, until=cut))
+            rest = replace(rest, since=cut, delay_s=None)
+        out.append(rest)
     return out
 
 
@@ -138,20 +139,40 @@ def _mark_outages(pieces: list[Piece], day_start: DayStart, prior: Prior | None)
 
 @dataclass(frozen=True, slots=True)
 class DayFigures:
-    """One camera's figures for one day: the columns of ``compliance_daily``."""
+    """One camera's figures for one day: the columns of ``compliance_daily`` (times in µs)."""
 
     day: int
-    online_s: float
+    online_us: int
     outages: int
-    longest_outage_s: float
+    longest_outage_us: int
     heartbeats: int
     delay_p50_s: float | None
     delay_p95_s: float | None
     reporting: bool
 
+    def camera(self, device: str, period_us: int) -> CameraFigures:
+        """The figures as :func:`~gateway.compliance.timeline.camera_figures` gives them for the day."""
+        return CameraFigures(
+            device=device,
+            online_s=_s(self.online_us),
+            period_s=_s(period_us),
+            online_share=self.online_us / period_us,
+            outages=self.outages,
+            longest_outage_s=_s(self.longest_outage_us),
+            delay_p50_s=self.delay_p50_s,
+            delay_p95_s=self.delay_p95_s,
+            reporting=self.reporting,
+            heartbeats=self.heartbeats,
+        )
+
+
+def absent_day(day: int, period_us: int) -> DayFigures:
+    """A day without pieces: before the camera's first heartbeat, so offline throughout."""
+    return DayFigures(day, 0, 1, period_us, 0, None, None, False)
+
 
 def day_figures(pieces: Iterable[Piece], day_start: DayStart) -> list[DayFigures]:
-    """What ``GROUP BY day`` over the pieces gives (the SQL of the rollup does the same sums)."""
+    """What ``GROUP BY day`` over the pieces gives (the rollup's SQL makes the same sums)."""
     by_day: dict[int, list[Piece]] = {}
     for piece in pieces:
         by_day.setdefault(day_start(piece.since), []).append(piece)
@@ -161,11 +182,11 @@ def day_figures(pieces: Iterable[Piece], day_start: DayStart) -> list[DayFigures
         p50, p95 = percentile(delays, 0.5), percentile(delays, 0.95)
         result.append(DayFigures(
             day=day,
-            online_s=sum(p.length for p in group if p.online) / _US,
+            online_us=sum(p.length for p in group if p.online),
             outages=sum(p.outage_start for p in group),
-            longest_outage_s=max(
+            longest_outage_us=max(
                 (p.until - p.outage_since for p in group if not p.online and p.outage_since is not None), default=0
-            ) / _US,
+            ),
             heartbeats=len(delays),
             delay_p50_s=None if p50 is None else round(p50, 6),
             delay_p95_s=None if p95 is None else round(p95, 6),

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from gateway.compliance.daily import DayFigures, absent_day
+from gateway.compliance.rollup import daily_rows, is_continuous_aggregate
 from gateway.compliance.timeline import Beat, CameraFigures, Verdict, camera_figures, verdict
 from gateway.store.db import Conn, rfc3339
 
@@ -153,3 +156,78 @@ def compliance_json(result: SiteCompliance) -> dict[str, Any]:
         },
         "cameras": [_camera_json(c) for c in cameras],
     }
+
+
+@dataclass(frozen=True, slots=True)
+class DailyCompliance:
+    site: str
+    zone: str
+    days: list[SiteCompliance]  # one per local day, oldest first
+    complete_until: datetime | None  # the timeline's horizon: later days are not kept yet
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "time_zone": self.zone,
+            "complete_until": rfc3339(self.complete_until),
+            "days": [{"date": d.start.astimezone(ZoneInfo(self.zone)).date().isoformat(), **d.json()}
+                     for d in self.days],
+        }
+
+
+def daily_compliance(
+    conn: Conn,
+    site: str,
+    first: date,
+    last: date,
+    *,
+    zone: str,
+    thresholds: Thresholds,
+    default_heartbeat_s: int,
+    missed_heartbeats: int,
+) -> DailyCompliance | None:
+    """The site's kept daily figures for local days ``first``..``last`` (inclusive), each day exactly
+    what :func:`site_compliance` gives for it; days past the timeline's horizon are left out.
+    None for an unknown site."""
+    head = conn.execute(
+        "SELECT s.cameras_required, coalesce(a.heartbeat_s, %s) * %s AS timeout_s,"
+        " (SELECT horizon FROM timeline_progress) AS horizon,"
+        " array(SELECT id FROM devices WHERE site = s.id AND kind = 'camera' ORDER BY id) AS cameras"
+        " FROM sites s LEFT JOIN agents a ON a.site = s.id WHERE s.id = %s",
+        (default_heartbeat_s, missed_heartbeats, site),
+    ).fetchone()
+    if head is None:
+        return None
+    tz = ZoneInfo(zone)
+    horizon: datetime | None = head["horizon"]
+    bounds = []
+    for n in range((last - first).days + 1):
+        day = first + timedelta(days=n)
+        start = datetime(day.year, day.month, day.day, tzinfo=tz)
+        end = start + timedelta(days=1)
+        if horizon is None or end > horizon:
+            break
+        bounds.append((start.astimezone(UTC), end.astimezone(UTC)))
+    figures: dict[tuple[str, int], DayFigures] = {}
+    if bounds:
+        rows = daily_rows(conn, site, _micro(bounds[0][0]), _micro(bounds[-1][1]), zone=zone,
+                          continuous=is_continuous_aggregate(conn))
+        figures = {(device, f.day): f for device, f in rows}
+    days = []
+    for start, end in bounds:
+        period = _micro(end) - _micro(start)
+        cameras = [
+            figures.get((device, _micro(start)), absent_day(_micro(start), period)).camera(device, period)
+            for device in head["cameras"]
+        ]
+        days.append(SiteCompliance(
+            site=site, start=start, end=end, cameras_required=int(head["cameras_required"]),
+            timeout_s=float(head["timeout_s"]), thresholds=thresholds, cameras=cameras,
+            verdict=verdict(cameras, cameras_required=int(head["cameras_required"]),
+                            online_share=thresholds.online_share, delay_p50_s=thresholds.delay_p50_s),
+        ))
+    return DailyCompliance(site=site, zone=zone, days=days, complete_until=horizon)
+
+
+def _micro(value: datetime) -> int:
+    return round(value.timestamp() * 1_000_000)

@@ -3,7 +3,8 @@
 ``safeguard migrate`` is idempotent and safe to run from several processes at once
 (an advisory lock serialises them). When the TimescaleDB extension is available,
 ``timescale.sql`` turns ``readings`` into a compressed hypertable with a retention
-policy; otherwise the supervisor prunes old readings itself (plain PostgreSQL).
+policy and ``compliance_daily`` into a continuous aggregate (its days begin at midnight in
+``day_zone``); otherwise the supervisor prunes old readings and rolls up the days itself.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from gateway.compliance.rollup import continuous_aggregate_sql, is_continuous_aggregate
 from gateway.store.db import Conn
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ def timescale_available(conn: Conn) -> bool:
     return bool(row and row["n"])
 
 
-def migrate(conn: Conn, *, retention_days: int = 90) -> list[str]:
+def migrate(conn: Conn, *, retention_days: int = 90, day_zone: str = "Asia/Shanghai") -> list[str]:
     """Apply pending migrations; return the versions applied now (empty when up to date)."""
     applied_now: list[str] = []
     with conn.transaction():
@@ -53,6 +55,10 @@ def migrate(conn: Conn, *, retention_days: int = 90) -> list[str]:
             for statement in filter(None, (s.strip() for s in sql.split(";"))):
                 params = {"retention_days": retention_days} if "%(" in statement else None
                 conn.execute(statement, params)
+            if not is_continuous_aggregate(conn):
+                log.info("compliance_daily: a continuous aggregate, days from midnight in %s", day_zone)
+                for statement in continuous_aggregate_sql(day_zone):
+                    conn.execute(statement)
         else:
             log.info("TimescaleDB not available: plain PostgreSQL tables, readings pruned by the supervisor")
     return applied_now

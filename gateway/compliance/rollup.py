@@ -1,0 +1,387 @@
+"""Daily compliance figures kept in the database (issue 6 point 1, docs/compliance.md).
+
+The leader supervisor extends every camera's timeline (:mod:`gateway.compliance.daily`) up to a
+settled horizon a minute behind now; the per-day figures are one ``GROUP BY`` over it:
+
+- with TimescaleDB, ``compliance_daily`` is a continuous aggregate of :data:`DAILY_QUERY`
+  (real-time, so the days not materialised yet are aggregated on read);
+- on plain PostgreSQL, the same query with ``date_trunc`` in place of ``time_bucket`` fills the
+  ``compliance_daily`` table day by day (the scheduled rollup), and days it has not
+  materialised yet are aggregated on read, as TimescaleDB does.
+
+Readings committed after the run that should have seen them (a late commit) are found by their
+transaction id; the camera's timeline is rewritten from that heartbeat on, and the days touched
+are rolled up again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.compliance.daily import DayFigures, DayStart, Piece, Prior, local_days, timeline_pieces
+from gateway.compliance.timeline import _US, Beat
+from gateway.store.db import Conn, from_epoch
+
+log = logging.getLogger(__name__)
+
+_LOCK_ID = 0x5A_FE_DA_17  # one timeline writer at a time (the leader; tools and tests may call it too)
+
+# Per camera per day, the columns of compliance_daily. ``{bucket}`` is the day of ``since``:
+# time_bucket with a time zone in the continuous aggregate, date_trunc in the plain rollup.
+DAILY_QUERY = """
+SELECT site, device, {bucket} AS day,
+       coalesce(sum((extract(epoch FROM until - since) * 1000000)::bigint) FILTER (WHERE online), 0)
+           AS online_us,
+       count(*) FILTER (WHERE outage_start) AS outages,
+       coalesce(max((extract(epoch FROM until - outage_since) * 1000000)::bigint) FILTER (WHERE NOT online), 0)
+           AS longest_outage_us,
+       count(delay_s) AS heartbeats,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY delay_s) AS delay_p50_s,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY delay_s) AS delay_p95_s,
+       bool_or(heard) AS reporting
+FROM camera_timeline
+{where}
+GROUP BY site, device, {bucket}
+"""
+PLAIN_BUCKET = "date_trunc('day', since, %(zone)s)"
+COLUMNS = ("site, device, day, online_us, outages, longest_outage_us, heartbeats, delay_p50_s, delay_p95_s,"
+           " reporting")
+
+
+def daily_query(bucket: str, where: str = "") -> str:
+    return DAILY_QUERY.format(bucket=bucket, where=where)
+
+
+def continuous_aggregate_sql(zone: str) -> list[str]:
+    """Statements turning ``compliance_daily`` into a real-time continuous aggregate (TimescaleDB 2.8+)."""
+    quoted = "'" + zone.replace("'", "''") + "'"
+    bucket = f"time_bucket(INTERVAL '1 day', since, {quoted})"
+    return [
+        "DROP TABLE IF EXISTS compliance_daily",
+        "CREATE MATERIALIZED VIEW compliance_daily"
+        " WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS"
+        + daily_query(bucket) + " WITH NO DATA",
+        "SELECT add_continuous_aggregate_policy('compliance_daily', start_offset => INTERVAL '30 days',"
+        " end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '15 minutes')",
+    ]
+
+
+def is_continuous_aggregate(conn: Conn) -> bool:
+    row = conn.execute(
+        "SELECT count(*) AS n FROM pg_extension e WHERE e.extname = 'timescaledb' AND EXISTS ("
+        " SELECT 1 FROM pg_class c WHERE c.relname = 'compliance_daily' AND c.relkind = 'v')"
+    ).fetchone()
+    return bool(row and row["n"])
+
+
+@dataclass(slots=True)
+class Advance:
+    """What one run did."""
+
+    horizon: float
+    cameras: int = 0
+    pieces: int = 0
+    rewritten: list[tuple[str, str]] = field(default_factory=list)  # cameras rewritten after late readings
+    touched_from: int | None = None  # earliest µs written for new or rewritten cameras (days to roll up again)
+
+
+@dataclass(slots=True)
+class _Camera:
+    site: str
+    device: str
+    timeout_us: int
+    start: int
+    rewrite: bool  # its timeline is rewritten from ``start`` (late readings)
+    new: bool = False  # first heard of: its timeline begins at ``start``
+    prior: Prior | None = None
+    prior_until: int | None = None
+    prior_heard: bool = False
+    beats: list[Beat] = field(default_factory=list)
+
+
+def _us(value: Any) -> int:
+    return round(float(value.timestamp()) * _US)
+
+
+def _at(us: int) -> Any:
+    return from_epoch(us / _US)
+
+
+def advance(
+    conn: Conn, now: float, *, settle_s: float, zone: str, default_heartbeat_s: int, missed_heartbeats: int
+) -> Advance:
+    """Extend every camera's timeline to ``now - settle_s``; rewrite those with late readings."""
+    day_start, next_day = local_days(zone)
+    horizon = round((now - settle_s) * _US)
+    result = Advance(horizon=horizon / _US)
+    # A session lock, taken before the transaction: its snapshot must not predate another writer's commit.
+    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+    conn.commit()
+    try:
+        with conn.transaction():
+            # One snapshot for every statement: the next run treats what it did not show as new.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            row = conn.execute("SELECT snapshot, pg_current_snapshot() AS now FROM timeline_progress").fetchone()
+            seen, snapshot = (row["snapshot"], row["now"]) if row else (None, None)
+            planned = _plan(conn, seen, horizon, day_start, default_heartbeat_s, missed_heartbeats)
+            cameras = [c for c in planned if c.start < horizon]
+            # First heard of, but their day starts past the horizon: a cursor, so they are not forgotten.
+            _start_cursors(conn, [c for c in planned if c.start >= horizon])
+            _load_priors(conn, cameras)
+            _load_beats(conn, cameras, horizon)
+            written: list[tuple[_Camera, Piece]] = []
+            extended: list[tuple[_Camera, int]] = []
+            for camera in cameras:
+                pieces = timeline_pieces(camera.beats, start=camera.start, end=horizon, timeout_us=camera.timeout_us,
+                                         day_start=day_start, next_day=next_day, prior=camera.prior)
+                if pieces and _continues(camera, pieces[0], day_start):
+                    extended.append((camera, pieces.pop(0).until))
+                written += [(camera, p) for p in pieces]
+                if camera.rewrite:
+                    result.rewritten.append((camera.site, camera.device))
+                if camera.rewrite or camera.new:  # days behind the rollup may have changed
+                    result.touched_from = min(camera.start, result.touched_from or camera.start)
+            _store(conn, written, extended, cameras, horizon)
+            touched = None if result.touched_from is None else _at(day_start(result.touched_from))
+            conn.execute(
+                "UPDATE timeline_progress SET snapshot = %s::text::pg_snapshot, horizon = greatest(horizon, %s),"
+                " materialized_until = CASE WHEN %s::timestamptz IS NULL THEN materialized_until"
+                "   ELSE least(materialized_until, %s::timestamptz) END",  # days rewritten: roll them up again
+                (str(snapshot), _at(horizon), touched, touched),
+            )
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+        conn.commit()
+    result.cameras, result.pieces = len(cameras), len(written)
+    if result.rewritten:
+        log.info("compliance timeline rewritten after late readings: %s", result.rewritten)
+    return result
+
+
+def _plan(
+    conn: Conn, seen: Any, horizon: int, day_start: DayStart, default_heartbeat_s: int, missed_heartbeats: int
+) -> list[_Camera]:
+    """The cameras to extend and where each run starts: its cursor, or earlier for late readings.
+
+    Readings the last run could not see (``seen``: its snapshot) are new: a camera first heard of
+    starts its timeline at the start of that day; one whose new readings arrived before its
+    cursor (committed late) is rewritten from the piece where the earliest of them arrived.
+    """
+    new_filter = (
+        "txid >= pg_snapshot_xmin(%(seen)s::text::pg_snapshot)"
+        " AND NOT pg_visible_in_snapshot(txid, %(seen)s::text::pg_snapshot)"
+        if seen is not None else "true"
+    )
+    rows = conn.execute(
+        f"""
+        WITH fresh AS (
+            SELECT site, device, min(received_at) AS first FROM readings
+            WHERE kind = 'camera' AND {new_filter} GROUP BY site, device
+        ), cameras AS (
+            SELECT coalesce(c.site, f.site) AS site, coalesce(c.device, f.device) AS device, c.upto, f.first
+            FROM timeline_cursors c FULL JOIN fresh f ON f.site = c.site AND f.device = c.device
+        )
+        SELECT cameras.*, (coalesce(a.heartbeat_s, %(default_heartbeat_s)s) * %(missed)s)::float8 AS timeout_s,
+               (SELECT min(t.since) FROM camera_timeline t WHERE t.site = cameras.site
+                   AND t.device = cameras.device AND t.until > cameras.first) AS first_piece
+        FROM cameras JOIN devices d ON d.site = cameras.site AND d.id = cameras.device
+        LEFT JOIN agents a ON a.site = cameras.site
+        ORDER BY site, device
+        """,
+        {"seen": None if seen is None else str(seen), "default_heartbeat_s": default_heartbeat_s,
+         "missed": missed_heartbeats},
+    ).fetchall()
+    cameras = []
+    for row in rows:
+        timeout_us = round(row["timeout_s"] * _US)
+        if row["upto"] is None:  # first heard of: the timeline begins at the start of that day
+            start, rewrite = day_start(_us(row["first"])), False
+        elif row["first"] is not None and row["first"] < row["upto"]:  # committed after a run passed it
+            late, piece = _us(row["first"]), row["first_piece"]
+            # From the piece it falls in; before the timeline's first piece, from the start of its day.
+            start = _us(piece) if piece is not None and _us(piece) <= late else day_start(late)
+            rewrite = True
+        else:
+            start, rewrite = _us(row["upto"]), False
+        cameras.append(_Camera(row["site"], row["device"], timeout_us, start, rewrite, new=row["upto"] is None))
+    return cameras
+
+
+def _arrays(cameras: Iterable[_Camera]) -> dict[str, Any]:
+    cameras = list(cameras)
+    return {
+        "sites": [c.site for c in cameras],
+        "devices": [c.device for c in cameras],
+        "starts": [_at(c.start) for c in cameras],
+        "timeouts": [c.timeout_us / _US for c in cameras],
+    }
+
+
+def _load_priors(conn: Conn, cameras: list[_Camera]) -> None:
+    """The last positive piece before each start (the outage it continues); drop what is rewritten."""
+    rewritten = [c for c in cameras if c.rewrite]
+    if rewritten:
+        conn.execute(
+            "DELETE FROM camera_timeline t USING unnest(%(sites)s::text[], %(devices)s::text[],"
+            " %(starts)s::timestamptz[]) AS c(site, device, start)"
+            " WHERE t.site = c.site AND t.device = c.device AND (t.since >= c.start OR t.until > c.start)",
+            _arrays(rewritten),
+        )
+    by_key = {(c.site, c.device): c for c in cameras}
+    for row in conn.execute(
+        "SELECT c.site, c.device, p.since, p.until, p.online, p.heard, p.outage_since"
+        " FROM unnest(%(sites)s::text[], %(devices)s::text[], %(starts)s::timestamptz[]) AS c(site, device, start)"
+        " CROSS JOIN LATERAL (SELECT since, until, online, heard, outage_since FROM camera_timeline t"
+        "   WHERE t.site = c.site AND t.device = c.device AND t.until <= c.start AND t.until > t.since"
+        "   ORDER BY t.until DESC LIMIT 1) p",
+        _arrays(cameras),
+    ):
+        camera = by_key[(row["site"], row["device"])]
+        since = None if row["outage_since"] is None else _us(row["outage_since"])
+        camera.prior = Prior(_us(row["since"]), row["online"], since)
+        camera.prior_until = _us(row["until"])
+        camera.prior_heard = row["heard"]
+
+
+def _load_beats(conn: Conn, cameras: list[_Camera], horizon: int) -> None:
+    """Each camera's heartbeats that arrived in [start - timeout, horizon)."""
+    by_key = {(c.site, c.device): c for c in cameras}
+    for row in conn.execute(
+        "SELECT c.site, c.device, extract(epoch FROM r.received_at)::float8 AS arrival,"
+        " extract(epoch FROM r.ts)::float8 AS ts, r.status = 'ok' AS ok"
+        " FROM unnest(%(sites)s::text[], %(devices)s::text[], %(starts)s::timestamptz[], %(timeouts)s::float8[])"
+        "   AS c(site, device, start, timeout_s)"
+        " JOIN readings r ON r.site = c.site AND r.device = c.device AND r.kind = 'camera'"
+        "   AND r.received_at >= c.start - c.timeout_s * interval '1 second' AND r.received_at < %(horizon)s",
+        {**_arrays(cameras), "horizon": _at(horizon)},
+    ):
+        by_key[(row["site"], row["device"])].beats.append(Beat(row["arrival"], row["ts"], bool(row["ok"])))
+
+
+def _continues(camera: _Camera, first: Piece, day_start: DayStart) -> bool:
+    """The run's first piece only carries on the last one written: lengthen that instead."""
+    prior = camera.prior
+    return (
+        prior is not None and camera.prior_until == first.since and first.length > 0 and first.delay_s is None
+        and camera.prior_heard == first.heard and not first.outage_start
+        and prior.online == first.online and prior.outage_since == first.outage_since
+        and day_start(prior.since) == day_start(first.since)
+    )
+
+
+def _start_cursors(conn: Conn, cameras: list[_Camera]) -> None:
+    if cameras:
+        conn.execute(
+            "INSERT INTO timeline_cursors (site, device, upto)"
+            " SELECT * FROM unnest(%(sites)s::text[], %(devices)s::text[], %(starts)s::timestamptz[])"
+            " ON CONFLICT (site, device) DO NOTHING",
+            _arrays(cameras),
+        )
+
+
+def _store(
+    conn: Conn, written: list[tuple[_Camera, Piece]], extended: list[tuple[_Camera, int]],
+    cameras: list[_Camera], horizon: int,
+) -> None:
+    if extended:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE camera_timeline SET until = %s WHERE site = %s AND device = %s AND since = %s AND until = %s",
+                [(_at(until), c.site, c.device, _at(c.prior.since), _at(c.prior_until))
+                 for c, until in extended if c.prior is not None and c.prior_until is not None],
+            )
+    if written:
+        with conn.cursor().copy(
+            "COPY camera_timeline (site, device, since, until, online, heard, outage_start, outage_since, delay_s)"
+            " FROM STDIN"
+        ) as copy:
+            for camera, p in written:
+                copy.write_row((camera.site, camera.device, _at(p.since), _at(p.until), p.online, p.heard,
+                                p.outage_start, None if p.outage_since is None else _at(p.outage_since), p.delay_s))
+    if cameras:
+        conn.execute(
+            "INSERT INTO timeline_cursors (site, device, upto)"
+            " SELECT site, device, %(horizon)s FROM unnest(%(sites)s::text[], %(devices)s::text[]) AS c(site, device)"
+            " ON CONFLICT (site, device) DO UPDATE SET upto = excluded.upto",
+            {**_arrays(cameras), "horizon": _at(horizon)},
+        )
+
+
+def rollup(conn: Conn, *, zone: str) -> int:
+    """Plain PostgreSQL: materialise the days every cursor has passed (again for rewritten days).
+
+    Returns the number of (camera, day) rows written.
+    """
+    day_start, _ = local_days(zone)
+    with conn.transaction():
+        row = conn.execute("SELECT horizon, materialized_until FROM timeline_progress FOR UPDATE").fetchone()
+        if row is None or row["horizon"] is None:
+            return 0
+        complete_until = day_start(_us(row["horizon"]))
+        if row["materialized_until"] is not None:
+            lo = _us(row["materialized_until"])
+        else:
+            first = conn.execute("SELECT min(since) AS since FROM camera_timeline").fetchone()
+            lo = day_start(_us(first["since"])) if first and first["since"] is not None else complete_until
+        written = 0
+        if lo < complete_until:
+            span = {"lo": _at(lo), "hi": _at(complete_until), "zone": zone}
+            conn.execute("DELETE FROM compliance_daily WHERE day >= %(lo)s AND day < %(hi)s", span)
+            written = conn.execute(
+                f"INSERT INTO compliance_daily ({COLUMNS})"
+                + daily_query(PLAIN_BUCKET, "WHERE since >= %(lo)s AND since < %(hi)s"),
+                span,
+            ).rowcount
+        conn.execute(
+            "UPDATE timeline_progress SET materialized_until = greatest(materialized_until, %s)", (_at(complete_until),)
+        )
+    return written
+
+
+def refresh_continuous_aggregate(conn: Conn, start: int, end: int) -> None:
+    """TimescaleDB: materialise [start, end) again after a rewrite (cannot run in a transaction)."""
+    conn.commit()
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        conn.execute("CALL refresh_continuous_aggregate('compliance_daily', %s, %s)", (_at(start), _at(end)))
+    finally:
+        conn.autocommit = autocommit
+
+
+def daily_rows(
+    conn: Conn, site: str, start: int, end: int, *, zone: str, continuous: bool
+) -> list[tuple[str, DayFigures]]:
+    """(device, figures) of ``site`` for the days starting in [start, end); on plain PostgreSQL
+    the days the rollup has not materialised yet are aggregated here, as TimescaleDB does."""
+    span = {"site": site, "lo": _at(start), "hi": _at(end), "zone": zone}
+    stored = f"SELECT {COLUMNS} FROM compliance_daily WHERE site = %(site)s AND day >= %(lo)s AND day < %(hi)s"
+    if continuous:
+        query = stored
+    else:
+        query = (
+            stored + " AND day < coalesce((SELECT materialized_until FROM timeline_progress), '-infinity')"
+            " UNION ALL "
+            + daily_query(PLAIN_BUCKET, "WHERE site = %(site)s AND since >= greatest(%(lo)s,"
+                          " coalesce((SELECT materialized_until FROM timeline_progress), '-infinity'))"
+                          " AND since < %(hi)s")
+        )
+    return [
+        (
+            row["device"],
+            DayFigures(
+                day=_us(row["day"]),
+                online_us=int(row["online_us"]),
+                outages=int(row["outages"]),
+                longest_outage_us=int(row["longest_outage_us"]),
+                heartbeats=int(row["heartbeats"]),
+                delay_p50_s=None if row["delay_p50_s"] is None else round(row["delay_p50_s"], 6),
+                delay_p95_s=None if row["delay_p95_s"] is None else round(row["delay_p95_s"], 6),
+                reporting=bool(row["reporting"]),
+            ),
+        )
+        for row in conn.execute(query, span)
+    ]
