@@ -53,7 +53,7 @@ def test_one_leader_and_takeover_when_it_dies(settings: Settings) -> None:
         pool.close()
 
 
-def test_prune_deletes_old_readings_and_dead_letters_only(settings: Settings) -> None:
+def test_prune_deletes_old_readings_timeline_and_dead_letters_only(settings: Settings) -> None:
     now = time.time()
     old, recent = from_epoch(now - 91 * 86_400), from_epoch(now - 86_400)
     with connect(settings.database_url) as conn:
@@ -70,10 +70,18 @@ def test_prune_deletes_old_readings_and_dead_letters_only(settings: Settings) ->
         conn.commit()
     pool = open_pool(settings.database_url, max_size=2)
     try:
-        counts = Supervisor(settings, pool).prune(now)
+        supervisor = Supervisor(settings, pool)
+        supervisor.keep_daily(now)  # the compliance timeline from the old reading's day on, rolled up
+        counts = supervisor.prune(now)
     finally:
         pool.close()
+    assert counts.pop("camera_timeline") > 0
     assert counts == {"readings": 1, "dead_letters": 1}
+    cutoff = from_epoch(now - 90 * 86_400)
     with connect(settings.database_url) as conn:
         left = conn.execute("SELECT ts FROM readings").fetchall()
+        timeline = conn.execute("SELECT min(until) AS until FROM camera_timeline").fetchone()
+        days = conn.execute("SELECT min(day) AS day, count(*) AS n FROM compliance_daily").fetchone()
     assert left == [{"ts": recent}]
+    assert timeline is not None and timeline["until"] >= cutoff
+    assert days is not None and days["day"] < old and days["n"] >= 90  # the daily figures stay
