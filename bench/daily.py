@@ -41,8 +41,8 @@ def store_heartbeats(conn: Conn, sites: int, cameras: int, days: int) -> int:
     for s in range(sites):
         site = f"bench-{s:04d}"
         conn.execute("INSERT INTO sites (id, cameras_required) VALUES (%s, %s)", (site, cameras))
-        conn.execute("INSERT INTO agents (site, online, boot, heartbeat_s, status_at) VALUES (%s, true, 'b', %s, now())",
-                     (site, HEARTBEAT_S))
+        conn.execute("INSERT INTO agents (site, online, boot, heartbeat_s, status_at)"
+                     " VALUES (%s, true, 'b', %s, now())", (site, HEARTBEAT_S))
         for c in range(cameras):
             conn.execute("INSERT INTO devices (site, id, kind) VALUES (%s, %s, 'camera')", (site, f"cam-{c}"))
     with conn.cursor().copy(
