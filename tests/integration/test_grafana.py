@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,9 @@ import psycopg
 import pytest
 import yaml
 from psycopg.types.json import Jsonb
+
+from gateway.compliance.rollup import advance, rollup
+from gateway.store.db import connect
 
 pytestmark = pytest.mark.integration
 
@@ -281,6 +285,11 @@ def _seed(conn: psycopg.Connection[Any]) -> None:
 def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(database_url) as conn:
         _seed(conn)
+    with connect(database_url) as conn:  # the daily figures, kept as the supervisor keeps them
+        advance(conn, time.time() + 2 * 86_400, settle_s=0, zone="Asia/Shanghai", default_heartbeat_s=60,
+                missed_heartbeats=3)
+        rollup(conn, zone="Asia/Shanghai")
+    with psycopg.connect(database_url) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
         conn.execute("SET statement_timeout = '10s'")
         conn.commit()
