@@ -218,6 +218,28 @@ def _period(text: str) -> datetime:
     return value
 
 
+def cmd_inspect_compliance(args: argparse.Namespace) -> int:
+    """Which institutions fail the real-time interface requirement over a period, and why."""
+    from gateway.reports.ledger import ledger_rows  # noqa: PLC0415
+    from gateway.store.db import connect  # noqa: PLC0415
+
+    settings = _settings(args)
+    start, end = _period(args.start), _period(args.end)
+    if start >= end:
+        raise ValueError("--from must be before --to")
+    with connect(settings.database_url) as conn:
+        rows = ledger_rows(conn, start, end, city=args.city, county=args.county, settings=settings)
+    failing = [r for r in rows if r.compliant is False]
+    out = sys.stdout
+    out.write("site\tname\tcity\tcounty\tcompliant\treasons\n")
+    for r in failing if args.failing else rows:
+        verdict = {True: "yes", False: "NO", None: "-"}[r.compliant]
+        out.write(f"{r.site}\t{r.name}\t{r.city}\t{r.county}\t{verdict}\t{'; '.join(r.reasons)}\n")
+    sys.stderr.write(f"{len(failing)} of {len(rows)} institutions fail the real-time interface requirement"
+                     f" from {start.isoformat()} to {end.isoformat()}\n")
+    return 0
+
+
 def cmd_inspect_report(args: argparse.Namespace) -> int:
     from gateway.reports import ledger as ledger_report  # noqa: PLC0415
     from gateway.reports import summary as summary_report  # noqa: PLC0415
@@ -300,14 +322,19 @@ def _add_agent_and_inspect(sub: Any, with_config: Callable[[argparse.ArgumentPar
     sample.add_argument("--seed", type=int, required=True, help="the same seed draws the same sample")
     sample.add_argument("--out", help="write the inspection list CSV here (default: standard output)")
     sample.set_defaults(func=cmd_inspect_sample)
-    for name, text in (("ledger", "export the ledger (工作台账) for a period: .csv or .xlsx"),
+    for name, text in (("compliance", "which institutions fail the real-time interface requirement, and why"),
+                       ("ledger", "export the ledger (工作台账) for a period: .csv or .xlsx"),
                        ("summary", "a city's summary report for a period: .html, .csv or .xlsx")):
         report = with_config(inspect.add_parser(name, help=text))
         report.add_argument("--from", dest="start", required=True, help="RFC 3339, e.g. 2026-11-01T00:00:00+08:00")
         report.add_argument("--to", dest="end", required=True, help="RFC 3339 (end of the period, excluded)")
         report.add_argument("--city")
-        if name == "ledger":
+        if name != "summary":
             report.add_argument("--county")
+        if name == "compliance":
+            report.add_argument("--failing", action="store_true", help="only the institutions that fail")
+            report.set_defaults(func=cmd_inspect_compliance)
+            continue
         report.add_argument("--out", required=True, help="the file to write; its suffix chooses the format")
         report.set_defaults(func=cmd_inspect_report)
 

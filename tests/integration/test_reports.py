@@ -320,6 +320,17 @@ def test_cli_writes_the_ledger_and_the_summary(conn: Conn, settings: Settings, t
     result = safeguard("summary", *period, "--city", "杭州市", "--out", str(tmp_path / "summary.pdf"))
     assert result.returncode == 2
     assert "--out must end in .csv, .xlsx, .html" in result.stderr
+    # Which institutions fail the real-time interface requirement, and why: the ledger's verdicts.
+    rows = ledger_rows(conn, D, END, settings=settings)
+    result = safeguard("compliance", *period, "--failing")
+    assert result.returncode == 0, result.stderr
+    failing = [r for r in rows if r.compliant is False]
+    assert failing
+    assert result.stdout.splitlines() == ["site\tname\tcity\tcounty\tcompliant\treasons"] + [
+        f"{r.site}\t{r.name}\t{r.city}\t{r.county}\tNO\t{'; '.join(r.reasons)}" for r in failing]
+    assert f"{len(failing)} of {len(rows)} institutions fail" in result.stderr
+    result = safeguard("compliance", *period, "--city", "杭州市")
+    assert len(result.stdout.splitlines()) == 1 + sum(r.city == "杭州市" for r in rows)
     result = safeguard("ledger", "--from", "2025-03-01T00:00:00", "--to", END.isoformat(), "--out", str(ledger))
     assert result.returncode == 2
     assert "give a time zone" in result.stderr
