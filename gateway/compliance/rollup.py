@@ -17,7 +17,7 @@ are rolled up again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,8 +230,8 @@ def _load_priors(conn: Conn, cameras: list[_Camera]) -> None:
             " WHERE t.site = c.site AND t.device = c.device AND (t.since >= c.start OR t.until > c.start)",
             _arrays(rewritten),
         )
-    by_key = {(c.site, c.device): c for c in cameras}
-    for row in conn.execute(
+    for camera, row in _per_camera(
+        conn, cameras,
         "SELECT c.site, c.device, p.since, p.until, p.online, p.heard, p.outage_since"
         " FROM unnest(%(sites)s::text[], %(devices)s::text[], %(starts)s::timestamptz[]) AS c(site, device, start)"
         " CROSS JOIN LATERAL (SELECT since, until, online, heard, outage_since FROM camera_timeline t"
@@ -239,7 +239,6 @@ def _load_priors(conn: Conn, cameras: list[_Camera]) -> None:
         "   ORDER BY t.until DESC LIMIT 1) p",
         _arrays(cameras),
     ):
-        camera = by_key[(row["site"], row["device"])]
         since = None if row["outage_since"] is None else _us(row["outage_since"])
         camera.prior = Prior(_us(row["since"]), row["online"], since)
         camera.prior_until = _us(row["until"])
@@ -248,8 +247,8 @@ def _load_priors(conn: Conn, cameras: list[_Camera]) -> None:
 
 def _load_beats(conn: Conn, cameras: list[_Camera], horizon: int) -> None:
     """Each camera's heartbeats that arrived in [start - timeout, horizon)."""
-    by_key = {(c.site, c.device): c for c in cameras}
-    for row in conn.execute(
+    for camera, row in _per_camera(
+        conn, cameras,
         "SELECT c.site, c.device, extract(epoch FROM r.received_at)::float8 AS arrival,"
         " extract(epoch FROM r.ts)::float8 AS ts, r.status = 'ok' AS ok"
         " FROM unnest(%(sites)s::text[], %(devices)s::text[], %(starts)s::timestamptz[], %(timeouts)s::float8[])"
@@ -258,7 +257,16 @@ def _load_beats(conn: Conn, cameras: list[_Camera], horizon: int) -> None:
         "   AND r.received_at >= c.start - c.timeout_s * interval '1 second' AND r.received_at < %(horizon)s",
         {**_arrays(cameras), "horizon": _at(horizon)},
     ):
-        by_key[(row["site"], row["device"])].beats.append(Beat(row["arrival"], row["ts"], bool(row["ok"])))
+        camera.beats.append(Beat(row["arrival"], row["ts"], bool(row["ok"])))
+
+
+def _per_camera(
+    conn: Conn, cameras: list[_Camera], query: str, params: dict[str, Any]
+) -> Iterator[tuple[_Camera, Any]]:
+    """The rows of a query over the cameras' arrays, each with its camera."""
+    by_key = {(c.site, c.device): c for c in cameras}
+    for row in conn.execute(query, params):
+        yield by_key[(row["site"], row["device"])], row
 
 
 def _continues(camera: _Camera, first: Piece, day_start: DayStart) -> bool:
