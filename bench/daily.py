@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from gateway.compliance.rollup import advance, rollup
+from gateway.compliance.rollup import catch_up, rollup
 from gateway.compliance.store import Thresholds, compliance_by_site, daily_compliance
 from gateway.devservers import PostgresServer
 from gateway.store.db import Conn, connect
@@ -85,7 +85,7 @@ def main() -> None:
             started, pieces = time.perf_counter(), 0
             for n in range(1, runs + 1):
                 now = day0.timestamp() + n * 86_400 / args.runs_per_day + 61
-                pieces += advance(conn, now, settle_s=60, zone=ZONE, default_heartbeat_s=60,
+                pieces += catch_up(conn, now, settle_s=60, zone=ZONE, default_heartbeat_s=60,
                                   missed_heartbeats=3).pieces
             spent = time.perf_counter() - started
             print(f"timeline: {runs} runs, {spent:.2f} s: {readings / spent:,.0f} heartbeats/s,"

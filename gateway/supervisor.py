@@ -35,6 +35,7 @@ from protocol.mqtt import new_client
 log = logging.getLogger(__name__)
 
 LEADER_LOCK = 0x5A_FE_6A_01
+_CATCH_UP_S = 5.0  # the compliance timeline's catching up, per call at most
 _PRUNE_EVERY_S = 3600.0
 _RELAY_BATCH = 500
 
@@ -247,12 +248,15 @@ class Supervisor:
 
     def keep_daily(self, now: float) -> rollup.Advance:
         """Extend the compliance timeline; roll up the finished days (plain PostgreSQL) or refresh
-        the continuous aggregate over days rewritten after late readings (TimescaleDB)."""
+        the continuous aggregate over days rewritten after late readings (TimescaleDB).
+
+        Taking in a long history takes many runs: they go on for up to ``_CATCH_UP_S`` per call,
+        and again on the next call, so that the alert sweeps are never held up for long."""
         settings = self._settings
         with self._pool.connection() as conn:
-            done = rollup.advance(conn, now, settle_s=settings.compliance_settle_s, zone=settings.problem_timezone,
-                                  default_heartbeat_s=settings.default_heartbeat_s,
-                                  missed_heartbeats=settings.missed_heartbeats)
+            done = rollup.catch_up(conn, now, settle_s=settings.compliance_settle_s, zone=settings.problem_timezone,
+                                   default_heartbeat_s=settings.default_heartbeat_s,
+                                   missed_heartbeats=settings.missed_heartbeats, budget_s=_CATCH_UP_S)
             if not rollup.is_continuous_aggregate(conn):
                 rollup.rollup(conn, zone=settings.problem_timezone)
             elif done.touched_from is not None:

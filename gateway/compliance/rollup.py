@@ -17,6 +17,7 @@ are rolled up again.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,7 @@ class Advance:
     """What one run did."""
 
     horizon: float
+    behind: int = 0  # cameras not brought up to the horizon by this run (each run writes at most max_span_s)
     cameras: int = 0
     pieces: int = 0
     rewritten: list[tuple[str, str]] = field(default_factory=list)  # cameras rewritten after late readings
@@ -94,6 +96,7 @@ class _Camera:
     device: str
     timeout_us: int
     start: int
+    end: int  # this run writes [start, end)
     rewrite: bool  # its timeline is rewritten from ``start`` (late readings)
     new: bool = False  # first heard of: its timeline begins at ``start``
     prior: Prior | None = None
@@ -111,9 +114,15 @@ def _at(us: int) -> Any:
 
 
 def advance(
-    conn: Conn, now: float, *, settle_s: float, zone: str, default_heartbeat_s: int, missed_heartbeats: int
+    conn: Conn, now: float, *, settle_s: float, zone: str, default_heartbeat_s: int, missed_heartbeats: int,
+    max_span_s: float = 3600.0,
 ) -> Advance:
-    """Extend every camera's timeline to ``now - settle_s``; rewrite those with late readings."""
+    """Extend every camera's timeline to ``now - settle_s``; rewrite those with late readings.
+
+    A run writes at most ``max_span_s`` of each camera's timeline, so that taking in a long
+    history (the first run on an existing database) is many bounded runs: ``behind`` counts
+    the cameras still short of the horizon.
+    """
     day_start, next_day = local_days(zone)
     horizon = round((now - settle_s) * _US)
     result = Advance(horizon=horizon / _US)
@@ -126,17 +135,19 @@ def advance(
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             row = conn.execute("SELECT snapshot, pg_current_snapshot() AS now FROM timeline_progress").fetchone()
             seen, snapshot = (row["snapshot"], row["now"]) if row else (None, None)
-            planned = _plan(conn, seen, horizon, day_start, default_heartbeat_s, missed_heartbeats)
+            planned = _plan(conn, seen, horizon, day_start, default_heartbeat_s, missed_heartbeats,
+                            round(max_span_s * _US))
             cameras = [c for c in planned if c.start < horizon]
             # First heard of, but their day starts past the horizon: a cursor, so they are not forgotten.
             _start_cursors(conn, [c for c in planned if c.start >= horizon])
             _load_priors(conn, cameras)
-            _load_beats(conn, cameras, horizon)
+            _load_beats(conn, cameras)
             written: list[tuple[_Camera, Piece]] = []
             extended: list[tuple[_Camera, int]] = []
             for camera in cameras:
-                pieces = timeline_pieces(camera.beats, start=camera.start, end=horizon, timeout_us=camera.timeout_us,
-                                         day_start=day_start, next_day=next_day, prior=camera.prior)
+                pieces = timeline_pieces(camera.beats, start=camera.start, end=camera.end,
+                                         timeout_us=camera.timeout_us, day_start=day_start, next_day=next_day,
+                                         prior=camera.prior)
                 if pieces and _continues(camera, pieces[0], day_start):
                     extended.append((camera, pieces.pop(0).until))
                 written += [(camera, p) for p in pieces]
@@ -144,25 +155,55 @@ def advance(
                     result.rewritten.append((camera.site, camera.device))
                 if camera.rewrite or camera.new:  # days behind the rollup may have changed
                     result.touched_from = min(camera.start, result.touched_from or camera.start)
-            _store(conn, written, extended, cameras, horizon)
+            _store(conn, written, extended, cameras)
             touched = None if result.touched_from is None else _at(day_start(result.touched_from))
+            # The horizon is the least cursor: every day before it is kept for every camera.
             conn.execute(
-                "UPDATE timeline_progress SET snapshot = %s::text::pg_snapshot, horizon = greatest(horizon, %s),"
+                "UPDATE timeline_progress SET snapshot = %s::text::pg_snapshot,"
+                " horizon = coalesce((SELECT min(upto) FROM timeline_cursors), %s),"
                 " materialized_until = CASE WHEN %s::timestamptz IS NULL THEN materialized_until"
                 "   ELSE least(materialized_until, %s::timestamptz) END",  # days rewritten: roll them up again
                 (str(snapshot), _at(horizon), touched, touched),
             )
+            result.behind = sum(1 for c in cameras if c.end < horizon)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
         conn.commit()
     result.cameras, result.pieces = len(cameras), len(written)
     if result.rewritten:
         log.info("compliance timeline rewritten after late readings: %s", result.rewritten)
+    if result.behind:
+        oldest = min(c.end for c in cameras)
+        log.info("compliance timeline catching up: %d cameras behind, the furthest at %s", result.behind,
+                 _at(oldest).isoformat())
     return result
 
 
+def catch_up(
+    conn: Conn, now: float, *, settle_s: float, zone: str, default_heartbeat_s: int, missed_heartbeats: int,
+    budget_s: float | None = None, max_span_s: float = 3600.0,
+) -> Advance:
+    """:func:`advance` run after run until no camera is behind, or for at most ``budget_s`` of
+    wall time (then the caller comes back later). What the runs did together (``behind`` and
+    ``cameras`` are the last run's)."""
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    total: Advance | None = None
+    while True:
+        done = advance(conn, now, settle_s=settle_s, zone=zone, default_heartbeat_s=default_heartbeat_s,
+                       missed_heartbeats=missed_heartbeats, max_span_s=max_span_s)
+        if total is not None:
+            done.pieces += total.pieces
+            done.rewritten = sorted({*total.rewritten, *done.rewritten})
+            if total.touched_from is not None:
+                done.touched_from = min(total.touched_from, done.touched_from or total.touched_from)
+        total = done
+        if not done.behind or (deadline is not None and time.monotonic() > deadline):
+            return total
+
+
 def _plan(
-    conn: Conn, seen: Any, horizon: int, day_start: DayStart, default_heartbeat_s: int, missed_heartbeats: int
+    conn: Conn, seen: Any, horizon: int, day_start: DayStart, default_heartbeat_s: int, missed_heartbeats: int,
+    max_span: int,
 ) -> list[_Camera]:
     """The cameras to extend and where each run starts: its cursor, or earlier for late readings.
 
@@ -206,7 +247,8 @@ def _plan(
             rewrite = True
         else:
             start, rewrite = _us(row["upto"]), False
-        cameras.append(_Camera(row["site"], row["device"], timeout_us, start, rewrite, new=row["upto"] is None))
+        end = min(horizon, start + max_span)
+        cameras.append(_Camera(row["site"], row["device"], timeout_us, start, end, rewrite, new=row["upto"] is None))
     return cameras
 
 
@@ -216,6 +258,7 @@ def _arrays(cameras: Iterable[_Camera]) -> dict[str, Any]:
         "sites": [c.site for c in cameras],
         "devices": [c.device for c in cameras],
         "starts": [_at(c.start) for c in cameras],
+        "ends": [_at(c.end) for c in cameras],
         "timeouts": [c.timeout_us / _US for c in cameras],
     }
 
@@ -245,17 +288,17 @@ def _load_priors(conn: Conn, cameras: list[_Camera]) -> None:
         camera.prior_heard = row["heard"]
 
 
-def _load_beats(conn: Conn, cameras: list[_Camera], horizon: int) -> None:
-    """Each camera's heartbeats that arrived in [start - timeout, horizon)."""
+def _load_beats(conn: Conn, cameras: list[_Camera]) -> None:
+    """Each camera's heartbeats that arrived in [start - timeout, end)."""
     for camera, row in _per_camera(
         conn, cameras,
         "SELECT c.site, c.device, extract(epoch FROM r.received_at)::float8 AS arrival,"
         " extract(epoch FROM r.ts)::float8 AS ts, r.status = 'ok' AS ok"
-        " FROM unnest(%(sites)s::text[], %(devices)s::text[], %(starts)s::timestamptz[], %(timeouts)s::float8[])"
-        "   AS c(site, device, start, timeout_s)"
+        " FROM unnest(%(sites)s::text[], %(devices)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[],"
+        "   %(timeouts)s::float8[]) AS c(site, device, start, stop, timeout_s)"
         " JOIN readings r ON r.site = c.site AND r.device = c.device AND r.kind = 'camera'"
-        "   AND r.received_at >= c.start - c.timeout_s * interval '1 second' AND r.received_at < %(horizon)s",
-        {**_arrays(cameras), "horizon": _at(horizon)},
+        "   AND r.received_at >= c.start - c.timeout_s * interval '1 second' AND r.received_at < c.stop",
+        _arrays(cameras),
     ):
         camera.beats.append(Beat(row["arrival"], row["ts"], bool(row["ok"])))
 
@@ -291,8 +334,7 @@ def _start_cursors(conn: Conn, cameras: list[_Camera]) -> None:
 
 
 def _store(
-    conn: Conn, written: list[tuple[_Camera, Piece]], extended: list[tuple[_Camera, int]],
-    cameras: list[_Camera], horizon: int,
+    conn: Conn, written: list[tuple[_Camera, Piece]], extended: list[tuple[_Camera, int]], cameras: list[_Camera]
 ) -> None:
     if extended:
         with conn.cursor() as cur:
@@ -312,9 +354,9 @@ def _store(
     if cameras:
         conn.execute(
             "INSERT INTO timeline_cursors (site, device, upto)"
-            " SELECT site, device, %(horizon)s FROM unnest(%(sites)s::text[], %(devices)s::text[]) AS c(site, device)"
+            " SELECT * FROM unnest(%(sites)s::text[], %(devices)s::text[], %(ends)s::timestamptz[])"
             " ON CONFLICT (site, device) DO UPDATE SET upto = excluded.upto",
-            {**_arrays(cameras), "horizon": _at(horizon)},
+            _arrays(cameras),
         )
 
 

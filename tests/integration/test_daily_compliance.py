@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.auth import Role, create_token
-from gateway.compliance.rollup import advance, rollup
+from gateway.compliance.rollup import advance, catch_up, rollup
 from gateway.compliance.store import Thresholds, daily_compliance, site_compliance
 from gateway.config import Settings
 from gateway.runtime import Gateway
@@ -74,7 +74,7 @@ def kept(conn: Conn, site: str, days: int = DAYS) -> list[dict[str, Any]]:
 
 
 def run(conn: Conn, now: float) -> Any:
-    return advance(conn, now, settle_s=60, zone=ZONE, default_heartbeat_s=HEARTBEAT_S, missed_heartbeats=MISSED)
+    return catch_up(conn, now, settle_s=60, zone=ZONE, default_heartbeat_s=HEARTBEAT_S, missed_heartbeats=MISSED)
 
 
 @pytest.fixture
@@ -193,3 +193,23 @@ def test_api_daily_days_equal_the_compliance_of_each_day(gateway: Gateway) -> No
     school_b = Api(gateway.api_url, token).http
     assert school_b.get("/api/v1/sites/site-a/compliance/daily").status_code == 403
     assert school_b.get("/api/v1/sites/site-b/compliance/daily").status_code == 200
+
+
+@pytest.mark.usefixtures("history")
+def test_a_long_history_is_taken_in_over_bounded_runs(conn: Conn) -> None:
+    now, runs, shown = D0 + DAYS * DAY + 120, 0, []
+    while True:
+        done = advance(conn, now, settle_s=60, zone=ZONE, default_heartbeat_s=HEARTBEAT_S,
+                       missed_heartbeats=MISSED, max_span_s=6 * 3600)
+        runs += 1
+        shown.append(len(kept(conn, "site-a")))
+        if not done.behind:
+            break
+    # 6 hours a run, from the local midnight before the first heartbeats (the day before D0) to
+    # the horizon a minute after the fourth day: 5 days and 60 s, 21 runs.
+    assert runs == 21
+    assert shown == sorted(shown)  # the days appear as every camera has passed them
+    assert shown[-1] == DAYS
+    rollup(conn, zone=ZONE)
+    for site in ("site-a", "site-b"):
+        assert kept(conn, site) == [on_request(conn, site, FIRST + timedelta(days=n)) for n in range(DAYS)]

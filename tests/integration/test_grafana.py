@@ -22,7 +22,7 @@ import pytest
 import yaml
 from psycopg.types.json import Jsonb
 
-from gateway.compliance.rollup import advance, rollup
+from gateway.compliance.rollup import catch_up, rollup
 from gateway.store.db import connect
 
 pytestmark = pytest.mark.integration
@@ -286,7 +286,7 @@ def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(database_url) as conn:
         _seed(conn)
     with connect(database_url) as conn:  # the daily figures, kept as the supervisor keeps them
-        advance(conn, time.time() + 2 * 86_400, settle_s=0, zone="Asia/Shanghai", default_heartbeat_s=60,
+        catch_up(conn, time.time() + 2 * 86_400, settle_s=0, zone="Asia/Shanghai", default_heartbeat_s=60,
                 missed_heartbeats=3)
         rollup(conn, zone="Asia/Shanghai")
     with psycopg.connect(database_url) as conn:
