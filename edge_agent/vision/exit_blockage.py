@@ -15,9 +15,11 @@ Method (an abandoned-object detector with a dual background, see ``docs/edge-age
    an obstacle never fades into it, and a short-term one (``short_tau_s``) that absorbs
    whatever stands still for a few seconds.
 3. A pixel is *static foreground* when it differs from the long-term model but not from the
-   short-term one. Each pixel accumulates how long it has been static (seconds). It decays
-   slowly while something moves over it (a person passing in front of a parked cart) and is
-   reset when the background shows again (the object was taken away).
+   short-term one. Each pixel accumulates how long it has been static (seconds). While
+   something moves over it (a person passing in front of a parked cart), a pixel at rest for
+   ``settle_s`` holds its clock, and the time it was hidden is credited when it is seen at
+   rest again (the object was there all along); other pixels decay slowly. It is reset when
+   the background shows again (the object was taken away, or a person left the spot).
 4. Rigidity (off by default, ``motion_reset_px``): a person standing still sways; a box
    does not. A static blob with a little frame-to-frame motion next to it has the part near
    the motion reset. The bench showed it costs recall (people passing a parked bicycle reset
@@ -66,7 +68,7 @@ class BlockageParams:
     noise_k: float = 5.0  # ... and at least this many times the measured noise sigma
     short_tau_s: float = 1.5  # short-term background: absorbs anything still for ~2 s
     long_tau_s: float = 60.0  # long-term background: learns only where it sees background
-    occlusion_decay: float = 0.5  # accumulated static time lost per second while covered/moving
+    occlusion_decay: float = 0.5  # static time lost per second while covered, before settle_s at rest
     clear_s: float = 1.0  # background seen this long again at a pixel: the object there has gone
     motion_reset_px: int = 0  # moving working pixels next to a static blob that reset it (a sway; 0: off) ...
     sway_fraction: float = 0.5  # ... when the touching motion is at most this share of the blob's area
@@ -118,6 +120,7 @@ class ExitBlockageDetector:
         self._still_s: Floats = np.zeros(shape, np.float32)  # seconds without frame-to-frame motion
         self._bg_s: Floats = np.zeros(shape, np.float32)  # seconds the long-term background is seen
         self._fg_s: Floats = np.zeros(shape, np.float32)  # seconds the pixel has been foreground
+        self._hidden_s: Floats = np.zeros(shape, np.float32)  # seconds a pixel at rest has been covered
         self._last_ts: float | None = None
         self._moved_s = 0.0
         self._level = 0.0  # mean grey of the previous frame
@@ -146,6 +149,7 @@ class ExitBlockageDetector:
         self._still_s[:] = 0.0
         self._bg_s[:] = 0.0
         self._fg_s[:] = 0.0
+        self._hidden_s[:] = 0.0
         self._moved_s = 0.0
         self._blocked = False
 
@@ -224,9 +228,21 @@ class ExitBlockageDetector:
         new = static & (acc <= 0)
         acc[new] = np.minimum(np.minimum(still[new], fg_age[new]), p.credit_cap_s)
         acc[static & ~new] += dt
+        # Covered (something moves over it): a pixel at rest for settle_s holds its clock and
+        # keeps the time it was hidden, credited if it is seen at rest again (the object was still
+        # there behind the passer-by), dropped if the background shows (it was a person leaving
+        # their own footprint, or the object was taken away). Anything else loses evidence slowly.
         covered = fg_long & ~static
-        acc[covered] = np.maximum(acc[covered] - p.occlusion_decay * dt, 0.0)
+        hidden = self._hidden_s
+        held = covered & (acc >= p.settle_s)
+        hidden[held] += dt
+        back = static & (hidden > 0)
+        acc[back] += hidden[back]
+        hidden[back] = 0.0
+        fading = covered & ~held
+        acc[fading] = np.maximum(acc[fading] - p.occlusion_decay * dt, 0.0)
         acc[seen >= p.clear_s] = 0.0
+        hidden[seen >= p.clear_s] = 0.0
         self._reset_swaying(acc, motion)
         return True
 

@@ -33,6 +33,7 @@ def _floor() -> np.ndarray:
 
 FLOOR = _floor()
 BOX = np.random.default_rng(2).uniform(20, 60, (25, 30)).astype(np.float32)  # a dark, textured box
+CROWD = np.random.default_rng(3).uniform(10, 120, (45, 50)).astype(np.uint8)  # people close by, textured
 
 
 def render(ts: float, *, box_from: float | None = None, box_until: float = 1e9, gain: float = 1.0,
@@ -71,6 +72,26 @@ def test_box_left_becomes_blocked_only_after_persistence() -> None:
     assert first.blocked_since is not None
     assert first.blocked_since == pytest.approx(placed, abs=1.0)
     assert 0.05 < first.blocked_ratio <= 1.0
+
+
+def test_box_hidden_by_passers_by_keeps_its_clock() -> None:
+    # A crowd crosses in front of the box every 2 s, hiding all of it for about a second: the
+    # time it is hidden still counts once it is seen at rest again (it was there all along).
+    placed, persistence = 2.0, 10.0
+
+    def scene(ts: float) -> np.ndarray:
+        frame = render(ts, box_from=placed)
+        phase = ts % 2.0
+        if ts > placed + 3.0 and phase < 1.2:
+            x = round(30 + phase * 60)  # 50 pixels wide, moving 60 px/s: the box is hidden ~1 s
+            width = min(50, W - x)
+            frame[45:90, x:x + width] = CROWD[:, :width, None]
+        return frame
+
+    seen = list(run(scene, 24.0, persistence))
+    first = next((ts for ts, obs in seen if obs.state is ExitState.BLOCKED), None)
+    assert first is not None, "a box hidden now and then must still become blocked"
+    assert placed + persistence - 0.5 <= first <= placed + persistence + 2.0  # as for a box in plain view
 
 
 def test_box_removed_goes_back_to_clear() -> None:
