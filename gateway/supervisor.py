@@ -160,6 +160,7 @@ class Supervisor:
     def tick(self, now: float) -> None:
         """One round of the leader's time-based rules (public for tests and tools)."""
         self.sweep_silent(now)
+        self.sweep_unheard(now)
         self.escalate(now)
         self._periodic("problem sweep", self._settings.problem_sweep_s, now, self.sweep_problems)
         self._periodic("daily compliance", self._settings.compliance_timeline_every_s, now, self.keep_daily)
@@ -208,6 +209,41 @@ class Supervisor:
                 step = engine.evaluate_silence(
                     r["site"], r["device"], DeviceKind(r["kind"]),
                     last_seen=r["last_seen"], timeout_s=r["timeout_s"], now=now, alerts=alerts,
+                )
+                alerts = engine.apply(alerts, step)
+                changes += step
+            self._persist(conn, changes, now)
+
+    # Declared by an online agent, nothing ever stored, the timeout passed since the declaration,
+    # and no offline alert for it since that declaration (one resolved by hand is not raised again
+    # until the agent declares its devices anew).
+    _UNHEARD = """
+        SELECT d.site, d.id AS device, d.kind, extract(epoch FROM a.status_at)::float8 AS declared_at,
+               (coalesce(a.heartbeat_s, %(heartbeat_s)s) * %(missed)s)::float8 AS timeout_s
+        FROM devices d JOIN agents a ON a.site = d.site AND a.online
+        WHERE d.declared AND d.kind IN ('camera', 'smoke') AND d.site = ANY(coalesce(%(sites)s, ARRAY[d.site]))
+          AND a.status_at < %(now)s - coalesce(a.heartbeat_s, %(heartbeat_s)s) * %(missed)s * interval '1 second'
+          AND NOT EXISTS (SELECT 1 FROM device_state ds WHERE ds.site = d.site AND ds.device = d.id)
+          AND NOT EXISTS (SELECT 1 FROM alerts al WHERE al.site = d.site AND al.device = d.id
+                          AND al.kind IN ('camera_offline', 'detector_offline') AND al.opened_at >= a.status_at)
+    """
+
+    def sweep_unheard(self, now: float) -> None:
+        """camera_offline / detector_offline for declared devices that never sent anything."""
+        settings = self._settings
+        params: dict[str, Any] = {"now": from_epoch(now), "heartbeat_s": settings.default_heartbeat_s,
+                                  "missed": settings.missed_heartbeats, "sites": None}
+        with self._pool.connection() as conn, conn.transaction():
+            sites = sorted({r["site"] for r in conn.execute(self._UNHEARD, params)})
+            if not sites:
+                return
+            lock_sites(conn, sites)
+            alerts = alert_store.load_open(conn, sites)
+            changes: list[Change] = []
+            for r in conn.execute(self._UNHEARD, {**params, "sites": sites}).fetchall():  # again, sites locked
+                step = engine.evaluate_unheard(
+                    r["site"], r["device"], DeviceKind(r["kind"]), declared_at=r["declared_at"],
+                    timeout_s=r["timeout_s"], now=now, alerts=alerts,
                 )
                 alerts = engine.apply(alerts, step)
                 changes += step

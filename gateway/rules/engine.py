@@ -221,6 +221,19 @@ def evaluate_silence(
     return [Raise(key, {"last_seen": iso(last_seen), "timeout_s": timeout_s})]
 
 
+def evaluate_unheard(
+    site: str, device: str, kind: DeviceKind, *, declared_at: float, timeout_s: float, now: float, alerts: OpenAlerts
+) -> list[Change]:
+    """``camera_offline`` / ``detector_offline`` for a device its agent declared (at ``declared_at``)
+    that has sent nothing at all within the timeout since: silent from the start."""
+    return [
+        Raise(change.key, {"last_seen": None, "declared_at": iso(declared_at), "timeout_s": timeout_s})
+        for change in evaluate_silence(site, device, kind, last_seen=declared_at, timeout_s=timeout_s, now=now,
+                                       alerts=alerts)
+        if isinstance(change, Raise)
+    ]
+
+
 def evaluate_escalation(alert: OpenAlert, *, opened_at: float, now: float, after_s: float) -> list[Change]:
     """An open critical alert that no one acknowledged within ``after_s`` escalates, once."""
     if (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -216,6 +217,28 @@ def test_detector_offline_when_silent_and_cleared_when_it_reports(gateway: Gatew
     assert alert["severity"] == "major"
     agent.smoke("smoke-1", "normal")
     wait_state(api, alert["id"], "resolved")
+
+
+def test_declared_devices_that_never_report_are_offline(gateway: Gateway, agents: list[Agent]) -> None:
+    api, agent = start_site(gateway, agents, heartbeat_s=1)  # declares cam-1, smoke-1, exit-1; sends nothing
+    camera = wait_alert(api, "declared camera never heard", kind="camera_offline", site=SITE, device="cam-1")
+    smoke = wait_alert(api, "declared detector never heard", kind="detector_offline", site=SITE, device="smoke-1")
+    assert camera["detail"]["last_seen"] is None
+    assert camera["detail"]["timeout_s"] == pytest.approx(3.0)
+    assert datetime.fromisoformat(camera["detail"]["declared_at"]) <= datetime.fromisoformat(camera["opened_at"])
+    assert api.alert(kind="exit_blocked", site=SITE) is None  # exits have no heartbeat rule
+
+    agent.heartbeat("cam-1")  # its first message ends it
+    assert wait_state(api, camera["id"], "resolved")["resolved_by"] == "system"
+    # Resolved by hand while still silent: not raised again until the agent declares anew.
+    assert act(api, smoke["id"], "resolve", "detector removed, agent config to be fixed").status_code == 200
+    assert gateway.supervisor is not None
+    gateway.supervisor.sweep_unheard(time.time() + 600)
+    assert [a["id"] for a in api.alerts(site=SITE, kind="detector_offline", limit=1000)] == [smoke["id"]]
+    agent.birth(DEVICES)  # a new declaration (the agent reconnected)
+    again = wait_for(lambda: next((a for a in api.alerts(site=SITE, kind="detector_offline", limit=1000)
+                                   if a["id"] != smoke["id"]), None), what="raised again after a new declaration")
+    assert again["state"] == "open"
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from gateway.rules.engine import (
     evaluate_escalation,
     evaluate_reading,
     evaluate_silence,
+    evaluate_unheard,
     iso,
     refuse_resolve,
 )
@@ -657,6 +658,22 @@ def test_silence_raises_just_past_the_timeout(kind: DeviceKind, alert_kind: Aler
 @pytest.mark.parametrize("elapsed", [0.0, 10.0, 29.999, 30.0 - 1e-6, 30.0])
 def test_silence_up_to_the_timeout_raises_nothing(kind: DeviceKind, elapsed: float) -> None:
     assert evaluate_silence(SITE, "dev-1", kind, last_seen=T0, timeout_s=30.0, now=T0 + elapsed, alerts={}) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "alert_kind"),
+    [(DeviceKind.CAMERA, AlertKind.CAMERA_OFFLINE), (DeviceKind.SMOKE, AlertKind.DETECTOR_OFFLINE)],
+)
+def test_declared_and_never_heard_raises_past_the_timeout(kind: DeviceKind, alert_kind: AlertKind) -> None:
+    def unheard(now: float, alerts: OpenAlerts | None = None) -> list[Change]:
+        return evaluate_unheard(SITE, "dev-1", kind, declared_at=T0, timeout_s=30.0, now=now, alerts=alerts or {})
+
+    assert unheard(T0 + 30.0) == []
+    raised = unheard(T0 + 30.001)
+    assert raised == [Raise(key(alert_kind, "dev-1"), {"last_seen": None, "declared_at": iso(T0), "timeout_s": 30.0})]
+    assert unheard(T0 + 3600, apply({}, raised)) == []  # already open
+    assert evaluate_unheard(SITE, "exit-1", DeviceKind.EXIT, declared_at=T0, timeout_s=30.0, now=T0 + 3600,
+                            alerts={}) == []
 
 
 @pytest.mark.parametrize("kind", [DeviceKind.CAMERA, DeviceKind.SMOKE])
