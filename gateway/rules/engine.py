@@ -47,13 +47,20 @@ def _condition(
     detail: Mapping[str, Any],
     clears: bool,
     clear_reason: str,
+    tracked: tuple[str, ...] = (),
 ) -> list[Change]:
-    """Raise when the condition starts, count a repeat when it starts again while open, resolve when cleared."""
+    """Raise when the condition starts, count a repeat when it starts again while open, resolve when
+    cleared; while it keeps holding, a change of a ``tracked`` detail field (a frozen stream now lost)
+    updates the open alert (the other fields, such as fps, change with every message: not tracked)."""
     alert = alerts.get(key)
     if holds:
         if alert is None:
             return [Raise(key, detail)]
-        return [] if was_holding else [Repeat(key, detail)]
+        if not was_holding:
+            return [Repeat(key, detail)]
+        if any(alert.detail.get(f) != detail[f] for f in tracked):
+            return [Update(key, detail, "detail_changed")]
+        return []
     if clears and alert is not None:
         return [Resolve(key, clear_reason)]
     return []
@@ -78,6 +85,7 @@ def _camera(
         detail={"stream": hb.stream.value, "fps": hb.fps, "last_frame_ts": hb.last_frame_ts},
         clears=True,
         clear_reason="stream ok again",
+        tracked=("stream",),
     )
 
 
@@ -133,6 +141,7 @@ def _smoke(
         detail={"state": reading.state.value, "battery_pct": reading.battery_pct},
         clears=reading.state is SmokeState.NORMAL and not holds,
         clear_reason="detector normal and battery ok",
+        tracked=("state",),
     )
 
 

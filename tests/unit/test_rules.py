@@ -514,8 +514,12 @@ def test_camera_stream_fault_lifecycle() -> None:
     assert sim.feed(CAM, hb(StreamState.OK, ts=T0)) == []
     assert kinds(sim.feed(CAM, hb(StreamState.FROZEN, ts=T0 + 10))) == [("Raise", AlertKind.CAMERA_STREAM_FAULT)]
     assert sim.feed(CAM, hb(StreamState.FROZEN, ts=T0 + 20)) == []  # consecutive identical: no count
-    assert sim.feed(CAM, hb(StreamState.DARK, ts=T0 + 30)) == []  # still faulty: same alert, no count
+    # Still faulty, but now dark: the same alert, no count, its detail says dark.
+    changed = sim.feed(CAM, hb(StreamState.DARK, ts=T0 + 30))
+    assert kinds(changed) == [("Update", AlertKind.CAMERA_STREAM_FAULT)]
     assert sim.alerts[STREAM].count == 1
+    assert sim.alerts[STREAM].detail["stream"] == "dark"
+    assert sim.feed(CAM, hb(StreamState.DARK, ts=T0 + 35, fps=3.0)) == []  # only fps changed: nothing
     assert sim.feed(CAM, hb(StreamState.OK, ts=T0 + 40)) == [Resolve(STREAM, "stream ok again")]
     assert sim.alerts == {}
 
@@ -613,8 +617,12 @@ def test_detector_fault_counting() -> None:
     sim = Sim()
     sim.feed(SMOKE, smoke(SmokeState.FAULT, ts=T0))
     assert sim.feed(SMOKE, smoke(SmokeState.FAULT, ts=T0 + 1)) == []  # consecutive identical
-    assert sim.feed(SMOKE, smoke(SmokeState.TAMPER, ts=T0 + 2)) == []  # still holding
-    assert sim.feed(SMOKE, smoke(SmokeState.NORMAL, ts=T0 + 3, battery=10.0)) == []  # still holding (battery)
+    # Still holding, for another reason: no count, the detail follows.
+    assert sim.feed(SMOKE, smoke(SmokeState.TAMPER, ts=T0 + 2)) == [
+        Update(FAULT, {"state": "tamper", "battery_pct": 90.0}, "detail_changed")]
+    assert sim.feed(SMOKE, smoke(SmokeState.NORMAL, ts=T0 + 3, battery=10.0)) == [  # the battery now
+        Update(FAULT, {"state": "normal", "battery_pct": 10.0}, "detail_changed")]
+    assert sim.feed(SMOKE, smoke(SmokeState.NORMAL, ts=T0 + 3.5, battery=9.0)) == []  # battery level: not tracked
     assert sim.alerts[FAULT].count == 1
     sim.feed(SMOKE, smoke(SmokeState.TEST, ts=T0 + 4))  # stops holding, does not clear
     assert FAULT in sim.alerts
@@ -624,7 +632,7 @@ def test_detector_fault_counting() -> None:
 
 
 def test_detector_fault_was_holding_uses_previous_battery() -> None:
-    alerts = alerts_of(open_alert(AlertKind.DETECTOR_FAULT, SMOKE))
+    alerts = alerts_of(OpenAlert(FAULT, AlertState.OPEN, 1, {"state": "fault"}))  # open for a fault
     low_prev = DeviceStatus("normal", T0 - 1, 10.0)
     assert evaluate_reading(SITE, SMOKE, smoke(SmokeState.FAULT), low_prev, alerts) == []
     ok_prev = DeviceStatus("test", T0 - 1, 90.0)
