@@ -118,6 +118,7 @@ CREATE TABLE alert_history (
 );
 CREATE INDEX alert_history_alert ON alert_history (alert_id, id);
 CREATE INDEX alert_history_unrelayed ON alert_history (id) WHERE NOT relayed;
+CREATE INDEX alert_history_at ON alert_history (at);
 
 CREATE TABLE dead_letters (
     id              bigserial PRIMARY KEY,
