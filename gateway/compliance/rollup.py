@@ -84,6 +84,7 @@ class Advance:
 
     horizon: float
     behind: int = 0  # cameras not brought up to the horizon by this run (each run writes at most max_span_s)
+    furthest_behind: float | None = None  # where the camera furthest behind now stands (epoch s)
     cameras: int = 0
     pieces: int = 0
     rewritten: list[tuple[str, str]] = field(default_factory=list)  # cameras rewritten after late readings
@@ -173,9 +174,7 @@ def advance(
     if result.rewritten:
         log.info("compliance timeline rewritten after late readings: %s", result.rewritten)
     if result.behind:
-        oldest = min(c.end for c in cameras)
-        log.info("compliance timeline catching up: %d cameras behind, the furthest at %s", result.behind,
-                 _at(oldest).isoformat())
+        result.furthest_behind = min(c.end for c in cameras) / _US
     return result
 
 
@@ -188,6 +187,7 @@ def catch_up(
     ``cameras`` are the last run's)."""
     deadline = None if budget_s is None else time.monotonic() + budget_s
     total: Advance | None = None
+    runs = 0
     while True:
         done = advance(conn, now, settle_s=settle_s, zone=zone, default_heartbeat_s=default_heartbeat_s,
                        missed_heartbeats=missed_heartbeats, max_span_s=max_span_s)
@@ -196,8 +196,11 @@ def catch_up(
             done.rewritten = sorted({*total.rewritten, *done.rewritten})
             if total.touched_from is not None:
                 done.touched_from = min(total.touched_from, done.touched_from or total.touched_from)
-        total = done
+        total, runs = done, runs + 1
         if not done.behind or (deadline is not None and time.monotonic() > deadline):
+            if done.behind and done.furthest_behind is not None:
+                log.info("compliance timeline catching up: %d cameras behind after %d runs, the furthest at %s",
+                         done.behind, runs, from_epoch(done.furthest_behind).isoformat())
             return total
 
 
