@@ -865,17 +865,11 @@ async function loadCompliance(siteId) {
   }
   panel.replaceChildren(h("p", { class: "muted", testid: "compliance-status", dataset: { available: "loading" } },
     t("inspector.loading")));
-  let compliance = null;
-  try {
-    compliance = await api(`${API}/sites/${encodeURIComponent(siteId)}/compliance`);
-  } catch {
-    compliance = null;
-  }
+  const base = `${API}/sites/${encodeURIComponent(siteId)}/compliance`;
+  const [compliance, daily] = await Promise.all([api(base).catch(() => null), api(`${base}/daily`).catch(() => null)]);
   if ($("inspector-site").value !== siteId) return;
   if (compliance) {
-    panel.replaceChildren(
-      h("h2", { testid: "compliance-status", dataset: { available: "true" } }, t("inspector.available")),
-      h("pre", { class: "json" }, JSON.stringify(compliance, null, 2)));
+    panel.replaceChildren(...complianceView(compliance, daily));
     return;
   }
   let devices = [];
@@ -897,6 +891,47 @@ async function loadCompliance(siteId) {
     h("ul", { class: "problems" }, ...open.map((a) => h("li", {},
       badge(`sev sev-${a.severity}`, t(`severity.${a.severity}`)), " ", kindText(a.kind), " · ",
       a.device ?? t("alert.site-level"), " · ", formatTime(a.opened_at)))));
+}
+
+function percent(share) {
+  return `${(share * 100).toFixed(share >= 0.99 && share < 1 ? 2 : 1)} %`;
+}
+
+function seconds(value) {
+  return value === null || value === undefined ? "–" : `${value < 10 ? value.toFixed(2) : Math.round(value)} s`;
+}
+
+function verdictBadge(compliant, extra = {}) {
+  return badge(compliant ? "st-ok" : "st-noncompliant", t(compliant ? "compliance.yes" : "compliance.no"), extra);
+}
+
+/* GET /sites/{site}/compliance (the last 24 h) and /compliance/daily (the last 7 local days): docs/compliance.md */
+function complianceView(c, daily) {
+  const cameras = h("table", { class: "grid", testid: "compliance-cameras" },
+    h("thead", {}, h("tr", {}, ...["camera", "online", "outages", "longest", "p50", "p95"].map(
+      (col) => h("th", {}, t(`compliance.col.${col}`))))),
+    h("tbody", {}, ...c.cameras.map((cam) => h("tr", { testid: "compliance-camera", dataset: { device: cam.device } },
+      h("td", {}, cam.device), h("td", {}, percent(cam.online_share)), h("td", {}, String(cam.outages)),
+      h("td", {}, seconds(cam.longest_outage_s)), h("td", {}, seconds(cam.delay_p50_s)),
+      h("td", {}, seconds(cam.delay_p95_s))))));
+  const view = [
+    h("h2", { testid: "compliance-status", dataset: { available: "true" } }, t("inspector.available"), " ",
+      verdictBadge(c.compliant, { testid: "compliance-verdict", dataset: { compliant: String(c.compliant) } })),
+    h("p", { class: "muted" }, t("compliance.period", {
+      from: formatTime(c.from), to: formatTime(c.to), reporting: c.cameras_reporting, required: c.cameras_required,
+    })),
+    h("ul", { class: "problems" }, ...c.reasons.map((reason) => h("li", { testid: "compliance-reason" }, reason))),
+    c.cameras.length ? cameras : h("p", { class: "muted" }, t("compliance.no-cameras")),
+  ];
+  if (daily) {
+    view.push(h("h3", {}, t("compliance.daily", { zone: daily.time_zone })),
+      h("table", { class: "grid", testid: "compliance-daily" },
+        h("thead", {}, h("tr", {}, ...["date", "verdict", "reasons"].map((col) => h("th", {}, t(`compliance.col.${col}`))))),
+        h("tbody", {}, ...[...daily.days].reverse().map((day) => h("tr", {
+          testid: "compliance-day", dataset: { date: day.date, compliant: String(day.compliant) },
+        }, h("td", {}, day.date), h("td", {}, verdictBadge(day.compliant)), h("td", {}, day.reasons.join("；")))))));
+  }
+  return view;
 }
 
 // ------------------------------------------------------------------ problem list (docs/problems.md)

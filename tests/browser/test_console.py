@@ -249,11 +249,18 @@ def test_smoke_alarm_appears_live_and_acknowledge_reaches_a_second_console(
     expect(brigade.get_by_test_id("timeline-item")).to_have_count(2)  # fire alarm, detector fault
     shot(brigade, "site-detail-zh")
 
-    # Inspector view: compliance is not served yet; the panel says so.
+    # Inspector view: site A requires 2 cameras and has none: not compliant, and why; its kept
+    # daily figures (the timeline runs as the gateway starts) say the same for each past day.
     inspector.get_by_test_id("tab-inspector").click()
     inspector.get_by_test_id("inspector-site").select_option(SITE_A)
     status = inspector.get_by_test_id("compliance-status")
-    expect(status).to_have_attribute("data-available", re.compile("true|false"), timeout=LIVE_S)
+    expect(status).to_have_attribute("data-available", "true", timeout=LIVE_S)
+    expect(inspector.get_by_test_id("compliance-verdict")).to_have_attribute("data-compliant", "false")
+    expect(inspector.get_by_test_id("compliance-verdict")).to_have_text("不合规")
+    expect(inspector.get_by_test_id("compliance-reason")).to_have_text(["0 of 2 required cameras reporting"])
+    days = inspector.get_by_test_id("compliance-day")
+    expect(days).to_have_count(7)
+    expect(inspector.locator('[data-testid="compliance-day"][data-compliant="false"]')).to_have_count(7)
     shot(inspector, "inspector-zh")
 
     # English, and back; the choice is remembered.
