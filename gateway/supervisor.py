@@ -25,7 +25,7 @@ from gateway.compliance.daily import local_days
 from gateway.config import Settings
 from gateway.problems import store as problem_store
 from gateway.rules import engine
-from gateway.rules.model import Change
+from gateway.rules.model import Change, OpenAlerts
 from gateway.store import alerts as alert_store
 from gateway.store.db import ALERT_CHANNEL, Conn, connect, from_epoch, lock_sites
 from gateway.store.migrate import timescale_available
@@ -231,42 +231,43 @@ class Supervisor:
     def sweep_unheard(self, now: float) -> None:
         """camera_offline / detector_offline for declared devices that never sent anything."""
         settings = self._settings
-        params: dict[str, Any] = {"now": from_epoch(now), "heartbeat_s": settings.default_heartbeat_s,
-                                  "missed": settings.missed_heartbeats, "sites": None}
+        params = {"now": from_epoch(now), "heartbeat_s": settings.default_heartbeat_s,
+                  "missed": settings.missed_heartbeats}
+        self._sweep_locked(now, self._UNHEARD, params, lambda r, alerts: engine.evaluate_unheard(
+            r["site"], r["device"], DeviceKind(r["kind"]), declared_at=r["declared_at"], timeout_s=r["timeout_s"],
+            now=now, alerts=alerts,
+        ))
+
+    def escalate(self, now: float) -> None:
+        """Escalate open critical alerts no one acknowledged within ``escalate_after_s``."""
+        query = (
+            f"SELECT {alert_store.COLUMNS} FROM alerts WHERE state = 'open' AND severity = 'critical'"
+            " AND opened_at <= %(cutoff)s AND NOT (detail ? 'escalated')"
+            " AND site = ANY(coalesce(%(sites)s, ARRAY[site]))"
+        )
+        self._sweep_locked(now, query, {"cutoff": from_epoch(now - self._settings.escalate_after_s)},
+                           lambda row, _alerts: engine.evaluate_escalation(
+                               alert_store.open_alert(row), opened_at=row["opened_at"].timestamp(), now=now,
+                               after_s=self._settings.escalate_after_s,
+                           ))
+
+    def _sweep_locked(
+        self, now: float, query: str, params: dict[str, Any], evaluate: Callable[[Any, OpenAlerts], list[Change]]
+    ) -> None:
+        """Find the rows of ``query`` (its ``%(sites)s`` NULL: every site), lock their sites, find them
+        again under the lock (only those sites), evaluate each against the sites' open alerts (kept
+        up to date as changes are made) and persist the changes."""
         with self._pool.connection() as conn, conn.transaction():
-            sites = sorted({r["site"] for r in conn.execute(self._UNHEARD, params)})
+            sites = sorted({r["site"] for r in conn.execute(query, {**params, "sites": None})})
             if not sites:
                 return
             lock_sites(conn, sites)
             alerts = alert_store.load_open(conn, sites)
             changes: list[Change] = []
-            for r in conn.execute(self._UNHEARD, {**params, "sites": sites}).fetchall():  # again, sites locked
-                step = engine.evaluate_unheard(
-                    r["site"], r["device"], DeviceKind(r["kind"]), declared_at=r["declared_at"],
-                    timeout_s=r["timeout_s"], now=now, alerts=alerts,
-                )
+            for row in conn.execute(query, {**params, "sites": sites}).fetchall():
+                step = evaluate(row, alerts)
                 alerts = engine.apply(alerts, step)
                 changes += step
-            self._persist(conn, changes, now)
-
-    def escalate(self, now: float) -> None:
-        """Escalate open critical alerts no one acknowledged within ``escalate_after_s``."""
-        cutoff = from_epoch(now - self._settings.escalate_after_s)
-        query = (
-            f"SELECT {alert_store.COLUMNS} FROM alerts WHERE state = 'open' AND severity = 'critical'"
-            " AND opened_at <= %s AND NOT (detail ? 'escalated')"
-        )
-        with self._pool.connection() as conn, conn.transaction():
-            sites = sorted({r["site"] for r in conn.execute(query, (cutoff,))})
-            if not sites:
-                return
-            lock_sites(conn, sites)
-            changes: list[Change] = []
-            for row in conn.execute(query, (cutoff,)).fetchall():  # again, now that the sites are locked
-                changes += engine.evaluate_escalation(
-                    alert_store.open_alert(row), opened_at=row["opened_at"].timestamp(), now=now,
-                    after_s=self._settings.escalate_after_s,
-                )
             self._persist(conn, changes, now)
 
     def sweep_problems(self, now: float) -> problem_store.SweepResult:
