@@ -31,6 +31,11 @@ from gateway.compliance.timeline import _US, Beat, CameraFigures, _coverage, _s,
 DayStart = Callable[[int], int]  # microseconds -> the start (µs) of the day containing it
 
 
+def micros(value: datetime) -> int:
+    """An aware datetime as whole microseconds since the epoch (the timeline's unit)."""
+    return round(value.timestamp() * _US)
+
+
 def local_days(zone: str) -> tuple[DayStart, DayStart]:
     """(start of the day containing t, start of the next day) in time zone ``zone``, in µs."""
     tz = ZoneInfo(zone)

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.compliance.daily import DayFigures, DayStart, Piece, Prior, local_days, timeline_pieces
+from gateway.compliance.daily import DayFigures, DayStart, Piece, Prior, local_days, micros, timeline_pieces
 from gateway.compliance.timeline import _US, Beat
 from gateway.store.db import Conn, from_epoch
 
@@ -104,10 +104,6 @@ class _Camera:
     prior_until: int | None = None
     prior_heard: bool = False
     beats: list[Beat] = field(default_factory=list)
-
-
-def _us(value: Any) -> int:
-    return round(float(value.timestamp()) * _US)
 
 
 def _at(us: int) -> Any:
@@ -242,14 +238,14 @@ def _plan(
     for row in rows:
         timeout_us = round(row["timeout_s"] * _US)
         if row["upto"] is None:  # first heard of: the timeline begins at the start of that day
-            start, rewrite = day_start(_us(row["first"])), False
+            start, rewrite = day_start(micros(row["first"])), False
         elif row["first"] is not None and row["first"] < row["upto"]:  # committed after a run passed it
-            late, piece = _us(row["first"]), row["first_piece"]
+            late, piece = micros(row["first"]), row["first_piece"]
             # From the piece it falls in; before the timeline's first piece, from the start of its day.
-            start = _us(piece) if piece is not None and _us(piece) <= late else day_start(late)
+            start = micros(piece) if piece is not None and micros(piece) <= late else day_start(late)
             rewrite = True
         else:
-            start, rewrite = _us(row["upto"]), False
+            start, rewrite = micros(row["upto"]), False
         end = min(horizon, start + max_span)
         cameras.append(_Camera(row["site"], row["device"], timeout_us, start, end, rewrite, new=row["upto"] is None))
     return cameras
@@ -285,9 +281,9 @@ def _load_priors(conn: Conn, cameras: list[_Camera]) -> None:
         "   ORDER BY t.until DESC LIMIT 1) p",
         _arrays(cameras),
     ):
-        since = None if row["outage_since"] is None else _us(row["outage_since"])
-        camera.prior = Prior(_us(row["since"]), row["online"], since)
-        camera.prior_until = _us(row["until"])
+        since = None if row["outage_since"] is None else micros(row["outage_since"])
+        camera.prior = Prior(micros(row["since"]), row["online"], since)
+        camera.prior_until = micros(row["until"])
         camera.prior_heard = row["heard"]
 
 
@@ -373,12 +369,12 @@ def rollup(conn: Conn, *, zone: str) -> int:
         row = conn.execute("SELECT horizon, materialized_until FROM timeline_progress FOR UPDATE").fetchone()
         if row is None or row["horizon"] is None:
             return 0
-        complete_until = day_start(_us(row["horizon"]))
+        complete_until = day_start(micros(row["horizon"]))
         if row["materialized_until"] is not None:
-            lo = _us(row["materialized_until"])
+            lo = micros(row["materialized_until"])
         else:
             first = conn.execute("SELECT min(since) AS since FROM camera_timeline").fetchone()
-            lo = day_start(_us(first["since"])) if first and first["since"] is not None else complete_until
+            lo = day_start(micros(first["since"])) if first and first["since"] is not None else complete_until
         written = 0
         if lo < complete_until:
             span = {"lo": _at(lo), "hi": _at(complete_until), "zone": zone}
@@ -426,7 +422,7 @@ def daily_rows(
         (
             row["device"],
             DayFigures(
-                day=_us(row["day"]),
+                day=micros(row["day"]),
                 online_us=int(row["online_us"]),
                 outages=int(row["outages"]),
                 longest_outage_us=int(row["longest_outage_us"]),

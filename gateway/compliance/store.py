@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.compliance.daily import DayFigures, absent_day
+from gateway.compliance.daily import DayFigures, absent_day, micros
 from gateway.compliance.rollup import daily_rows, is_continuous_aggregate
 from gateway.compliance.timeline import Beat, CameraFigures, Verdict, camera_figures, verdict
 from gateway.store.db import Conn, rfc3339
@@ -210,14 +210,14 @@ def daily_compliance(
         bounds.append((start.astimezone(UTC), end.astimezone(UTC)))
     figures: dict[tuple[str, int], DayFigures] = {}
     if bounds:
-        rows = daily_rows(conn, site, _micro(bounds[0][0]), _micro(bounds[-1][1]), zone=zone,
+        rows = daily_rows(conn, site, micros(bounds[0][0]), micros(bounds[-1][1]), zone=zone,
                           continuous=is_continuous_aggregate(conn))
         figures = {(device, f.day): f for device, f in rows}
     days = []
     for start, end in bounds:
-        period = _micro(end) - _micro(start)
+        period = micros(end) - micros(start)
         cameras = [
-            figures.get((device, _micro(start)), absent_day(_micro(start), period)).camera(device, period)
+            figures.get((device, micros(start)), absent_day(micros(start), period)).camera(device, period)
             for device in head["cameras"]
         ]
         days.append(SiteCompliance(
@@ -227,7 +227,3 @@ def daily_compliance(
                             online_share=thresholds.online_share, delay_p50_s=thresholds.delay_p50_s),
         ))
     return DailyCompliance(site=site, zone=zone, days=days, complete_until=horizon)
-
-
-def _micro(value: datetime) -> int:
-    return round(value.timestamp() * 1_000_000)
