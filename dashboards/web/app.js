@@ -1124,6 +1124,8 @@ function switchLang() {
 
 function init() {
   setLang(localStorage.getItem(KEY.lang) || "zh-CN");
+  // Both problem tables have the same columns: one header in index.html, copied before translating.
+  $("site-problems-table").tHead.replaceWith($("problems-table").tHead.cloneNode(true));
   applyStatic();
   updateTitle();
   $("login-form").addEventListener("submit", (event) => {
