@@ -552,6 +552,19 @@ def test_inspector_closes_an_overdue_problem_with_a_note(
     page.get_by_test_id("problems-section").scroll_into_view_if_needed()
     shot(page, "inspector-problems-zh")
 
+    # The site's page lists it too, under the same (translated) column headings.
+    page.get_by_test_id("tab-sites").click()
+    page.locator(f'[data-testid="site-row"][data-site="{SITE_A}"]').click()
+    site_rows = page.locator('[data-testid="site-problems-table"] [data-testid="problem-row"]')
+    expect(site_rows.filter(has_text="安全出口堵塞")).to_have_count(1, timeout=LIVE_S)
+    headings = page.locator('[data-testid="problems-table"] thead th').all_inner_texts()
+    assert len(headings) == 8
+    assert headings[0] == "编号"
+    expect(page.locator('[data-testid="site-problems-table"] thead th')).to_have_text(headings)
+    page.get_by_test_id("tab-inspector").click()
+    page.get_by_test_id("inspector-site").select_option(SITE_A)
+    expect(row_a).to_have_count(1, timeout=LIVE_S)
+
     # Close it with a note (the console prompts for it); the list refreshes and the default filter drops it.
     notes: list[str] = []
 
