@@ -10,8 +10,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -22,6 +23,9 @@ from gateway.auth import Role, create_token
 from gateway.store.db import Conn, connect, from_epoch
 from protocol import ALERTS_FILTER, MessageType, device_topic, status_topic
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 T = TypeVar("T")
@@ -307,3 +311,41 @@ def insert_heartbeats(
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             rows,
         )
+
+
+@dataclass
+class TwoSites:
+    """Sites A and B (A in Xihu, B in Binjiang), an agent each that declared the same devices,
+    the admin's API and a token per role (the institution's for site A)."""
+
+    gateway: Gateway
+    admin: Api
+    agent_a: Agent
+    agent_b: Agent
+    tokens: dict[str, str]
+
+    def api(self, who: str) -> Api:
+        return Api(self.gateway.api_url, self.tokens[who])
+
+    def http(self, who: str) -> httpx.Client:
+        return self.api(who).http
+
+
+@contextlib.contextmanager
+def two_sites(
+    gateway: Gateway, devices: list[dict[str, Any]], *, site_a: str, site_b: str, **site_fields: Any
+) -> Iterator[TwoSites]:
+    admin = Api(gateway.api_url)
+    admin.put_site(site_a, name="A school", city="Hangzhou", county="Xihu", **site_fields)
+    admin.put_site(site_b, name="B school", city="Hangzhou", county="Binjiang", **site_fields)
+    tokens = role_tokens(gateway.settings.database_url, site_a)
+    agent_a = Agent(gateway.settings.mqtt_url, site_a)
+    agent_b = Agent(gateway.settings.mqtt_url, site_b)
+    try:
+        agent_a.birth(devices)
+        agent_b.birth(devices)
+        yield TwoSites(gateway, admin, agent_a, agent_b, tokens)
+    finally:
+        for agent in (agent_a, agent_b):
+            with contextlib.suppress(Exception):
+                agent.close()

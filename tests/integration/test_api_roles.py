@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -13,7 +11,8 @@ import pytest
 
 from gateway.runtime import Gateway
 from gateway.store.db import connect
-from tests.support import Agent, Api, SseReader, role_tokens, wait_for
+from tests.support import Agent, SseReader, two_sites, wait_for
+from tests.support import TwoSites as World
 
 pytestmark = pytest.mark.integration
 
@@ -33,32 +32,10 @@ DEVICES: list[dict[str, Any]] = [
 # --------------------------------------------------------------------------- helpers
 
 
-@dataclass
-class World:
-    gateway: Gateway
-    admin: Api
-    agent_a: Agent
-    agent_b: Agent
-    tokens: dict[str, str]
-
-    def api(self, who: str) -> Api:
-        return Api(self.gateway.api_url, self.tokens[who])
-
-
 @pytest.fixture
 def world(gateway: Gateway) -> Iterator[World]:
-    admin = Api(gateway.api_url)
-    admin.put_site(SITE_A, name="A school", city="Hangzhou", county="Xihu", cameras_required=0)
-    admin.put_site(SITE_B, name="B school", city="Hangzhou", county="Binjiang", cameras_required=0)
-    tokens = role_tokens(gateway.settings.database_url, SITE_A)
-    agent_a = Agent(gateway.settings.mqtt_url, SITE_A)
-    agent_b = Agent(gateway.settings.mqtt_url, SITE_B)
-    agent_a.birth(DEVICES)
-    agent_b.birth(DEVICES)
-    yield World(gateway, admin, agent_a, agent_b, tokens)
-    for agent in (agent_a, agent_b):
-        with contextlib.suppress(Exception):
-            agent.close()
+    with two_sites(gateway, DEVICES, site_a=SITE_A, site_b=SITE_B, cameras_required=0) as sites:
+        yield sites
 
 
 def alarm(world: World, agent: Agent, device: str = "smoke-1") -> dict[str, Any]:

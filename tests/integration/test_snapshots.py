@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +16,8 @@ from gateway.api.snapshots import LATEST_SNAPSHOT_SQL
 from gateway.runtime import Gateway
 from gateway.store.db import connect
 from protocol import MessageType, device_topic
-from tests.support import Agent, Api, role_tokens, wait_for
+from tests.support import Agent, two_sites, wait_for
+from tests.support import TwoSites as World
 
 pytestmark = pytest.mark.integration
 
@@ -40,32 +39,10 @@ def jpeg(width: int, height: int, value: int) -> bytes:
     return encoded.tobytes()
 
 
-@dataclass
-class World:
-    gateway: Gateway
-    admin: Api
-    agent_a: Agent
-    agent_b: Agent
-    tokens: dict[str, str]
-
-    def http(self, who: str) -> httpx.Client:
-        return Api(self.gateway.api_url, self.tokens[who]).http
-
-
 @pytest.fixture
 def world(gateway: Gateway) -> Iterator[World]:
-    admin = Api(gateway.api_url)
-    admin.put_site(SITE_A, name="A school", city="Hangzhou", county="Xihu")
-    admin.put_site(SITE_B, name="B school", city="Hangzhou", county="Binjiang")
-    tokens = role_tokens(gateway.settings.database_url, SITE_A)
-    agent_a = Agent(gateway.settings.mqtt_url, SITE_A)
-    agent_b = Agent(gateway.settings.mqtt_url, SITE_B)
-    agent_a.birth(DEVICES)
-    agent_b.birth(DEVICES)
-    yield World(gateway, admin, agent_a, agent_b, tokens)
-    for agent in (agent_a, agent_b):
-        with contextlib.suppress(Exception):
-            agent.close()
+    with two_sites(gateway, DEVICES, site_a=SITE_A, site_b=SITE_B) as sites:
+        yield sites
 
 
 def path(site: str, device: str) -> str:
