@@ -27,7 +27,7 @@ from gateway.problems import store as problem_store
 from gateway.rules import engine
 from gateway.rules.model import Change, OpenAlerts
 from gateway.store import alerts as alert_store
-from gateway.store.db import ALERT_CHANNEL, Conn, connect, from_epoch, lock_sites
+from gateway.store.db import AGENT_TIMEOUT_S, ALERT_CHANNEL, Conn, connect, from_epoch, lock_sites
 from gateway.store.migrate import timescale_available
 from protocol import DeviceKind, alert_topic
 from protocol.mqtt import new_client
@@ -217,12 +217,12 @@ class Supervisor:
     # Declared by an online agent, nothing ever stored, the timeout passed since the declaration,
     # and no offline alert for it since that declaration (one resolved by hand is not raised again
     # until the agent declares its devices anew).
-    _UNHEARD = """
+    _UNHEARD = f"""
         SELECT d.site, d.id AS device, d.kind, extract(epoch FROM a.status_at)::float8 AS declared_at,
-               (coalesce(a.heartbeat_s, %(heartbeat_s)s) * %(missed)s)::float8 AS timeout_s
+               {AGENT_TIMEOUT_S} AS timeout_s
         FROM devices d JOIN agents a ON a.site = d.site AND a.online
         WHERE d.declared AND d.kind IN ('camera', 'smoke') AND d.site = ANY(coalesce(%(sites)s, ARRAY[d.site]))
-          AND a.status_at < %(now)s - coalesce(a.heartbeat_s, %(heartbeat_s)s) * %(missed)s * interval '1 second'
+          AND a.status_at < %(now)s - {AGENT_TIMEOUT_S} * interval '1 second'
           AND NOT EXISTS (SELECT 1 FROM device_state ds WHERE ds.site = d.site AND ds.device = d.id)
           AND NOT EXISTS (SELECT 1 FROM alerts al WHERE al.site = d.site AND al.device = d.id
                           AND al.kind IN ('camera_offline', 'detector_offline') AND al.opened_at >= a.status_at)
@@ -231,8 +231,8 @@ class Supervisor:
     def sweep_unheard(self, now: float) -> None:
         """camera_offline / detector_offline for declared devices that never sent anything."""
         settings = self._settings
-        params = {"now": from_epoch(now), "heartbeat_s": settings.default_heartbeat_s,
-                  "missed": settings.missed_heartbeats}
+        params = {"now": from_epoch(now), "default_heartbeat_s": settings.default_heartbeat_s,
+                  "missed_heartbeats": settings.missed_heartbeats}
         self._sweep_locked(now, self._UNHEARD, params, lambda r, alerts: engine.evaluate_unheard(
             r["site"], r["device"], DeviceKind(r["kind"]), declared_at=r["declared_at"], timeout_s=r["timeout_s"],
             now=now, alerts=alerts,

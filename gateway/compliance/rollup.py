@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway.compliance.daily import DayFigures, DayStart, Piece, Prior, local_days, micros, timeline_pieces
 from gateway.compliance.timeline import _US, Beat
-from gateway.store.db import Conn, from_epoch
+from gateway.store.db import AGENT_TIMEOUT_S, Conn, from_epoch
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def _plan(
             SELECT coalesce(c.site, f.site) AS site, coalesce(c.device, f.device) AS device, c.upto, f.first
             FROM timeline_cursors c FULL JOIN fresh f ON f.site = c.site AND f.device = c.device
         )
-        SELECT cameras.*, (coalesce(a.heartbeat_s, %(default_heartbeat_s)s) * %(missed)s)::float8 AS timeout_s,
+        SELECT cameras.*, {AGENT_TIMEOUT_S} AS timeout_s,
                (SELECT min(t.since) FROM camera_timeline t WHERE t.site = cameras.site
                    AND t.device = cameras.device AND t.until > cameras.first) AS first_piece
         FROM cameras JOIN devices d ON d.site = cameras.site AND d.id = cameras.device
@@ -232,7 +232,7 @@ def _plan(
         ORDER BY site, device
         """,
         {"seen": None if seen is None else str(seen), "default_heartbeat_s": default_heartbeat_s,
-         "missed": missed_heartbeats},
+         "missed_heartbeats": missed_heartbeats},
     ).fetchall()
     cameras = []
     for row in rows:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from gateway.compliance.daily import DayFigures, absent_day, micros
 from gateway.compliance.rollup import daily_rows, is_continuous_aggregate
 from gateway.compliance.timeline import Beat, CameraFigures, Verdict, camera_figures, verdict
-from gateway.store.db import Conn, rfc3339
+from gateway.store.db import AGENT_TIMEOUT_S, Conn, rfc3339
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +28,9 @@ class Thresholds:
 
 # One row per camera heartbeat; a camera without heartbeats gives one row with a NULL arrival,
 # a site without cameras one row with a NULL device, an unknown site no row at all.
-_QUERY = """
+_QUERY = f"""
 WITH site AS (
-    SELECT s.id, s.cameras_required,
-           coalesce(a.heartbeat_s, %(default_heartbeat_s)s) * %(missed_heartbeats)s AS timeout_s
+    SELECT s.id, s.cameras_required, {AGENT_TIMEOUT_S} AS timeout_s
     FROM sites s LEFT JOIN agents a ON a.site = s.id
     WHERE %(site)s::text IS NULL OR s.id = %(site)s
 )
@@ -190,11 +189,11 @@ def daily_compliance(
     what :func:`site_compliance` gives for it; days past the timeline's horizon are left out.
     None for an unknown site."""
     head = conn.execute(
-        "SELECT s.cameras_required, coalesce(a.heartbeat_s, %s) * %s AS timeout_s,"
+        f"SELECT s.cameras_required, {AGENT_TIMEOUT_S} AS timeout_s,"
         " (SELECT horizon FROM timeline_progress) AS horizon,"
         " array(SELECT id FROM devices WHERE site = s.id AND kind = 'camera' ORDER BY id) AS cameras"
-        " FROM sites s LEFT JOIN agents a ON a.site = s.id WHERE s.id = %s",
-        (default_heartbeat_s, missed_heartbeats, site),
+        " FROM sites s LEFT JOIN agents a ON a.site = s.id WHERE s.id = %(site)s",
+        {"default_heartbeat_s": default_heartbeat_s, "missed_heartbeats": missed_heartbeats, "site": site},
     ).fetchone()
     if head is None:
         return None

@@ -10,6 +10,10 @@ from psycopg_pool import ConnectionPool
 
 Conn = psycopg.Connection[DictRow]
 
+# A site's liveness timeout in seconds (DESIGN section 5), in queries that join its agent as ``a``:
+# the agent's announced heartbeat_s (the default when it never said one) x the missed heartbeats.
+AGENT_TIMEOUT_S = "(coalesce(a.heartbeat_s, %(default_heartbeat_s)s) * %(missed_heartbeats)s)::float8"
+
 # Channel carrying alert_history ids as they commit (API SSE hubs and the relay listen).
 ALERT_CHANNEL = "sg_alert_changes"
 
