@@ -1,9 +1,20 @@
-"""One ingest batch: validate, store, evaluate rules, all in one transaction.
+"""One ingest batch: load what it needs, decide in pure code, write it, in one transaction.
 
-The batch is acknowledged to the broker only after this commits, so a gateway
-killed at any instant loses nothing; readings are idempotent on
-``(site, device, boot, seq, ts)``, so a redelivered batch is stored once and
-raises no alert twice (rules only see readings inserted by this transaction).
+The shape is load → decide → write:
+
+* **load** (a fixed handful of statements, whatever the number of devices): the batch's
+  known sites, locked; the kinds, latest states, agents and open alerts of what it touches;
+  the readings staged by COPY and inserted, so that only new ones reach the rules;
+* **decide** (no SQL): device kinds, agent status, the alert rules, each device's newest
+  state — the :class:`Decision`;
+* **write** (again set-based): new devices, agents, ``device_state`` from a staged COPY,
+  snapshots, alert changes, dead letters.
+
+The batch is acknowledged to the broker only after this commits, so a gateway killed at any
+instant loses nothing; readings are idempotent on ``(site, device, boot, seq, ts)``, so a
+redelivered batch is stored once and raises no alert twice (the rules only see readings
+inserted by this transaction). Each payload is serialised once (pydantic's JSON) and that
+text goes to both ``readings`` and ``device_state``.
 """
 
 from __future__ import annotations
@@ -18,17 +29,20 @@ from psycopg.types.json import Jsonb
 
 from gateway import metrics
 from gateway.rules import engine
-from gateway.rules.model import AlertKey, Change, DeviceStatus, OpenAlert
+from gateway.rules.model import AlertKey, Change, DeviceStatus, OpenAlert, OpenAlerts
 from gateway.store import alerts as alert_store
-from gateway.store.db import Conn, from_epoch, lock_sites
+from gateway.store.db import Conn, from_epoch
 from protocol import AgentStatus, DeviceKind, Heartbeat, Reading, Rejection, RejectReason, Snapshot, Topic, decode
 
 log = logging.getLogger(__name__)
 
 EXCERPT_BYTES = 1024
 _READING_COLUMNS = ("ts", "received_at", "site", "device", "kind", "boot", "seq", "status", "payload")
-_Key = tuple[str, str, str, int, datetime]
 _READING_TYPES = ("timestamptz", "timestamptz", "text", "text", "text", "text", "int8", "text", "jsonb")
+_STATE_COLUMNS = ("site", "device", "last_seen", "last_ts", "boot", "seq", "status", "reading", "deadline")
+_STATE_TYPES = ("text", "text", "timestamptz", "timestamptz", "text", "int8", "text", "jsonb", "timestamptz")
+_Key = tuple[str, str, str, int, datetime]
+_DeviceKey = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,36 +73,56 @@ class BatchResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Staged:
-    message: Inbound
-    topic: Topic
-    reading: Reading
-
-    @property
-    def device(self) -> str:
-        assert self.topic.device is not None
-        return self.topic.device
-
-    @property
-    def key(self) -> _Key:
-        # timestamptz keeps microseconds: compare at that precision, as stored.
-        return (self.topic.site, self.device, self.reading.boot, self.reading.seq, from_epoch(self.reading.ts))
-
-
-@dataclass(frozen=True, slots=True)
 class Rules:
     missed_heartbeats: int = 3
     default_heartbeat_s: int = 60
     battery_low_pct: float = 20.0
 
 
-def _status_of(reading: Reading) -> str:
-    return reading.stream.value if isinstance(reading, Heartbeat) else reading.state.value
+@dataclass(slots=True)
+class _Staged:
+    """A decoded reading on its way to the tables; ``json`` is its one serialisation."""
+
+    message: Inbound
+    site: str
+    device: str
+    reading: Reading
+    json: str
+
+    @property
+    def key(self) -> _Key:
+        # timestamptz keeps microseconds: compare at that precision, as stored.
+        r = self.reading
+        return (self.site, self.device, r.boot, r.seq, from_epoch(r.ts))
+
+    @property
+    def status(self) -> str:
+        r = self.reading
+        return r.stream.value if isinstance(r, Heartbeat) else r.state.value
 
 
-def _device_status(reading: Reading) -> DeviceStatus:
-    battery = getattr(reading, "battery_pct", None)
-    return DeviceStatus(_status_of(reading), reading.ts, battery)
+@dataclass
+class _Loaded:
+    """Everything the deciding step may read, loaded once per batch."""
+
+    sites: set[str]
+    kinds: dict[_DeviceKey, str]
+    agents: dict[str, dict[str, Any]]
+    open_alerts: dict[AlertKey, OpenAlert]
+    states: dict[_DeviceKey, DeviceStatus] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    """What one batch writes, decided without touching the database."""
+
+    new_devices: dict[_DeviceKey, str] = field(default_factory=dict)
+    declared: list[tuple[str, str, str, str | None, str | None]] = field(default_factory=list)
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    readings: list[_Staged] = field(default_factory=list)
+    snapshots: list[tuple[Inbound, Topic, Snapshot]] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    states: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def excerpt(payload: bytes) -> str:
@@ -108,6 +142,18 @@ def store_dead_letters(conn: Conn, dead: Sequence[DeadLetter]) -> None:
                             len(d.message.payload)))
 
 
+def _json(text: str) -> Jsonb:
+    """Already-serialised JSON for a jsonb column (no second dump)."""
+    return Jsonb(text, dumps=_as_is)
+
+
+def _as_is(text: Any) -> str:
+    return str(text)
+
+
+_Decoded = tuple[Inbound, Topic, AgentStatus | Reading | Snapshot]
+
+
 class BatchProcessor:
     """Turns a list of inbound messages into stored rows, dead letters and alert changes."""
 
@@ -116,7 +162,7 @@ class BatchProcessor:
 
     def process(self, conn: Conn, messages: Sequence[Inbound]) -> BatchResult:
         result = BatchResult()
-        decoded: list[tuple[Inbound, Topic, AgentStatus | Reading | Snapshot]] = []
+        decoded: list[_Decoded] = []
         for message in messages:
             try:
                 topic, payload = decode(message.topic, message.payload)
@@ -125,220 +171,265 @@ class BatchProcessor:
                 continue
             decoded.append((message, topic, payload))
         with conn.transaction():
-            self._store(conn, decoded, result)
+            if decoded:
+                self._store(conn, decoded, result)
             store_dead_letters(conn, result.dead)
         return result
 
-    def _store(
-        self, conn: Conn, decoded: list[tuple[Inbound, Topic, AgentStatus | Reading | Snapshot]], result: BatchResult
-    ) -> None:
-        sites = sorted({topic.site for _, topic, _ in decoded})
-        known = {r["id"] for r in conn.execute("SELECT id FROM sites WHERE id = ANY(%s)", (sites,))}
-        sites = [s for s in sites if s in known]
-        lock_sites(conn, sites)
-        kinds = {
-            (r["site"], r["id"]): r["kind"]
-            for r in conn.execute("SELECT site, id, kind FROM devices WHERE site = ANY(%s)", (sites,))
-        }
-        agents = {r["site"]: r for r in conn.execute("SELECT * FROM agents WHERE site = ANY(%s)", (sites,))}
-        open_alerts = alert_store.load_open(conn, sites)
-        staged: list[_Staged] = []
-        snapshots: list[tuple[Inbound, Topic, Snapshot]] = []
-        new_devices: dict[tuple[str, str], str] = {}
-        changes: list[Change] = []
-        for message, topic, payload in decoded:
-            if topic.site not in known:
-                result.dead.append(
-                    DeadLetter(message, RejectReason.UNKNOWN_SITE.value, f"site {topic.site!r} is not registered")
-                )
-            elif isinstance(payload, AgentStatus):
-                status_changes = self._agent_status(conn, topic.site, payload, message, agents, kinds, open_alerts)
-                open_alerts = engine.apply(open_alerts, status_changes)
-                changes += status_changes
-            else:
-                assert topic.device is not None
-                device_key = (topic.site, topic.device)
-                expected = DeviceKind.EXIT if isinstance(payload, Snapshot) else payload.kind
-                kind = kinds.get(device_key)
-                if kind is not None and kind != expected and not isinstance(payload, Snapshot):
-                    result.dead.append(DeadLetter(
-                        message, "wrong_device_kind",
-                        f"device {topic.device!r} of site {topic.site!r} is a {kind}, it cannot send {topic.type}",
-                    ))
-                    continue
-                if kind is None:
-                    kinds[device_key] = new_devices[device_key] = expected.value
-                if isinstance(payload, Snapshot):
-                    snapshots.append((message, topic, payload))
-                else:
-                    staged.append(_Staged(message, topic, payload))
-        if new_devices:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO devices (site, id, kind) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                    [(s, d, k) for (s, d), k in new_devices.items()],
-                )
-        inserted = self._insert_readings(conn, staged)
-        result.duplicates = len(staged) - len(inserted)
-        result.accepted = len(decoded) - len(staged) + len(inserted)
-        fresh = self._first_inserted(staged, inserted)
-        changes += self._evaluate(conn, fresh, open_alerts)
-        self._upsert_device_state(conn, fresh, agents)
-        if snapshots:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO snapshots (site, device, received_at, jpeg) VALUES (%s, %s, %s, %s)",
-                    [(t.site, t.device, from_epoch(m.received_at), s.jpeg) for m, t, s in snapshots],
-                )
-        at = from_epoch(max((m.received_at for m, _, _ in decoded), default=0.0))
-        result.alerts = alert_store.persist(conn, changes, at)
-
-    def _agent_status(
-        self,
-        conn: Conn,
-        site: str,
-        status: AgentStatus,
-        message: Inbound,
-        agents: dict[str, Any],
-        kinds: dict[tuple[str, str], str],
-        open_alerts: dict[AlertKey, OpenAlert],
-    ) -> list[Change]:
-        current = agents.get(site)
-        changes = engine.evaluate_agent_status(
-            site,
-            online=status.online,
-            boot=status.boot,
-            current_boot=current["boot"] if current else None,
-            currently_online=current["online"] if current else None,
-            alerts=open_alerts,
+    def _store(self, conn: Conn, decoded: list[_Decoded], result: BatchResult) -> None:
+        loaded = _load(conn, decoded)
+        decision = Decision()
+        _classify(decoded, loaded, decision, result)
+        _write_devices(conn, decision)
+        inserted = _insert_readings(conn, decision.readings)
+        fresh = _first_inserted(decision.readings, inserted)
+        result.duplicates = len(decision.readings) - len(fresh)
+        result.accepted = len(decision.readings) - result.duplicates + len(decision.snapshots) + sum(
+            isinstance(p, AgentStatus) for _, t, p in decoded if t.site in loaded.sites
         )
-        stale_will = not status.online and current is not None and current["online"] and current["boot"] != status.boot
-        if stale_will:
-            return changes
-        at = from_epoch(status.ts if status.ts is not None else message.received_at)
-        row = conn.execute(
-            "INSERT INTO agents (site, online, boot, agent_version, heartbeat_s, status_at)"
-            " VALUES (%(site)s, %(online)s, %(boot)s, %(version)s, %(hb)s, %(at)s)"
-            " ON CONFLICT (site) DO UPDATE SET online = excluded.online, boot = excluded.boot,"
-            " agent_version = coalesce(excluded.agent_version, agents.agent_version),"
-            " heartbeat_s = coalesce(excluded.heartbeat_s, agents.heartbeat_s), status_at = excluded.status_at"
-            " RETURNING *",
-            {"site": site, "online": status.online, "boot": status.boot, "version": status.agent_version,
-             "hb": status.heartbeat_s, "at": at},
-        ).fetchone()
-        agents[site] = row
-        if status.devices:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO devices (site, id, kind, name, location, declared) VALUES (%s, %s, %s, %s, %s, true)"
-                    " ON CONFLICT (site, id) DO UPDATE SET kind = excluded.kind, name = excluded.name,"
-                    " location = excluded.location, declared = true",
-                    [(site, d.id, d.kind.value, d.name, d.location) for d in status.devices],
-                )
-            for d in status.devices:
-                kinds[(site, d.id)] = d.kind.value
-        return changes
+        loaded.states = _load_states(conn, fresh)
+        self._decide_readings(fresh, loaded, decision)
+        _write_states(conn, decision.states)
+        _write_snapshots(conn, decision.snapshots)
+        at = from_epoch(max(m.received_at for m, _, _ in decoded))
+        result.alerts = alert_store.persist(conn, decision.changes, at)
 
-    @staticmethod
-    def _insert_readings(conn: Conn, staged: list[_Staged]) -> set[_Key]:
-        if not staged:
-            return set()
-        conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS readings_in"
-            " (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        with conn.cursor() as cur:
-            columns = ", ".join(_READING_COLUMNS)
-            with cur.copy(f"COPY readings_in ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(list(_READING_TYPES))
-                for s in staged:
-                    r = s.reading
-                    copy.write_row((
-                        from_epoch(r.ts), from_epoch(s.message.received_at), s.topic.site, s.device, r.kind.value,
-                        r.boot, r.seq, _status_of(r), Jsonb(r.model_dump(mode="json")),
-                    ))
-            rows = cur.execute(
-                f"INSERT INTO readings ({columns}) SELECT {columns} FROM readings_in"
-                " ON CONFLICT DO NOTHING RETURNING site, device, boot, seq, ts"
-            ).fetchall()
-        return {(r["site"], r["device"], r["boot"], r["seq"], r["ts"]) for r in rows}
+    # decide (pure) ------------------------------------------------------------------------
 
-    @staticmethod
-    def _first_inserted(staged: list[_Staged], inserted: set[_Key]) -> list[_Staged]:
-        """Readings this transaction stored, each once, in arrival order."""
-        fresh = []
-        remaining = set(inserted)
-        for s in staged:
-            if s.key in remaining:
-                remaining.discard(s.key)
-                fresh.append(s)
-        return fresh
-
-    def _evaluate(self, conn: Conn, fresh: list[_Staged], open_alerts: dict[AlertKey, OpenAlert]) -> list[Change]:
-        if not fresh:
-            return []
-        devices = sorted({(s.topic.site, s.device) for s in fresh})
-        prev: dict[tuple[str, str], DeviceStatus] = {
-            (r["site"], r["device"]): DeviceStatus(r["status"], r["ts"], r["battery"])
-            for r in conn.execute(
-                "SELECT site, device, status, extract(epoch FROM last_ts)::float8 AS ts,"
-                " (reading->>'battery_pct')::float8 AS battery FROM device_state"
-                " WHERE (site, device) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-                ([s for s, _ in devices], [d for _, d in devices]),
-            )
-        }
-        changes: list[Change] = []
+    def _decide_readings(self, fresh: list[_Staged], loaded: _Loaded, decision: Decision) -> None:
+        """The rules over the new readings in arrival order, then each device's newest state."""
+        states = dict(loaded.states)
+        alerts: OpenAlerts = loaded.open_alerts
+        latest: dict[_DeviceKey, _Staged] = {}
+        last_seen: dict[_DeviceKey, float] = {}
         for s in fresh:
-            device_key = (s.topic.site, s.device)
-            before = prev.get(device_key)
-            step, open_alerts = engine.evaluate(
-                s.topic.site, s.device, s.reading, before, open_alerts, battery_low_pct=self._rules.battery_low_pct
+            device_key = (s.site, s.device)
+            before = states.get(device_key)
+            step, alerts = engine.evaluate(
+                s.site, s.device, s.reading, before, alerts, battery_low_pct=self._rules.battery_low_pct
             )
-            changes += step
+            decision.changes += step
             if before is None or s.reading.ts >= before.ts:
-                prev[device_key] = _device_status(s.reading)
-        return changes
-
-    def _upsert_device_state(self, conn: Conn, fresh: list[_Staged], agents: dict[str, Any]) -> None:
-        """Once per device per batch: newest state by ``ts``, ``last_seen`` by arrival."""
-        latest: dict[tuple[str, str], _Staged] = {}
-        for s in fresh:
-            key = (s.topic.site, s.device)
-            if key not in latest or s.reading.ts >= latest[key].reading.ts:
-                latest[key] = s
-        if not latest:
-            return
-        last_seen: dict[tuple[str, str], float] = {}
-        for s in fresh:
-            key = (s.topic.site, s.device)
-            last_seen[key] = max(last_seen.get(key, 0.0), s.message.received_at)
+                states[device_key] = DeviceStatus(s.status, s.reading.ts, getattr(s.reading, "battery_pct", None))
+            if device_key not in latest or s.reading.ts >= latest[device_key].reading.ts:
+                latest[device_key] = s
+            last_seen[device_key] = max(last_seen.get(device_key, 0.0), s.message.received_at)
             metrics.INGEST_LAG.observe(max(0.0, s.message.received_at - s.reading.ts))
-        rows = []
-        for key, s in latest.items():
-            agent = agents.get(s.topic.site)
+        agents = {**loaded.agents, **decision.agents}
+        for device_key, s in latest.items():
+            agent = agents.get(s.site)
             heartbeat_s = (agent["heartbeat_s"] if agent else None) or self._rules.default_heartbeat_s
-            seen = last_seen[key]
+            seen = last_seen[device_key]
             r = s.reading
-            rows.append((
-                key[0], key[1], from_epoch(seen), from_epoch(r.ts), r.boot, r.seq, _status_of(r),
-                Jsonb(r.model_dump(mode="json")), from_epoch(seen + heartbeat_s * self._rules.missed_heartbeats),
+            decision.states.append((
+                s.site, s.device, from_epoch(seen), from_epoch(r.ts), r.boot, r.seq, s.status, _json(s.json),
+                from_epoch(seen + heartbeat_s * self._rules.missed_heartbeats),
             ))
+
+
+def _classify(decoded: list[_Decoded], loaded: _Loaded, decision: Decision, result: BatchResult) -> None:
+    """Sort each message: unknown site or wrong kind (dead), agent status, reading or snapshot."""
+    kinds = loaded.kinds
+    for message, topic, payload in decoded:
+        if topic.site not in loaded.sites:
+            result.dead.append(
+                DeadLetter(message, RejectReason.UNKNOWN_SITE.value, f"site {topic.site!r} is not registered")
+            )
+        elif isinstance(payload, AgentStatus):
+            _decide_agent_status(topic.site, payload, message, loaded, decision)
+        else:
+            assert topic.device is not None
+            device_key = (topic.site, topic.device)
+            expected = DeviceKind.EXIT if isinstance(payload, Snapshot) else payload.kind
+            kind = kinds.get(device_key)
+            if kind is not None and kind != expected and not isinstance(payload, Snapshot):
+                result.dead.append(DeadLetter(
+                    message, "wrong_device_kind",
+                    f"device {topic.device!r} of site {topic.site!r} is a {kind}, it cannot send {topic.type}",
+                ))
+                continue
+            if kind is None:
+                kinds[device_key] = decision.new_devices[device_key] = expected.value
+            if isinstance(payload, Snapshot):
+                decision.snapshots.append((message, topic, payload))
+            else:
+                decision.readings.append(_Staged(message, topic.site, topic.device, payload,
+                                                 payload.model_dump_json()))
+
+
+def _decide_agent_status(
+    site: str, status: AgentStatus, message: Inbound, loaded: _Loaded, decision: Decision
+) -> None:
+    """Agent status in arrival order: its alert changes and the agent row it leaves."""
+    current = decision.agents.get(site) or loaded.agents.get(site)
+    changes = engine.evaluate_agent_status(
+        site,
+        online=status.online,
+        boot=status.boot,
+        current_boot=current["boot"] if current else None,
+        currently_online=current["online"] if current else None,
+        alerts=loaded.open_alerts,
+    )
+    loaded.open_alerts = engine.apply(loaded.open_alerts, changes)
+    decision.changes += changes
+    stale_will = not status.online and current is not None and current["online"] and current["boot"] != status.boot
+    if stale_will:
+        return
+    decision.agents[site] = {
+        "site": site,
+        "online": status.online,
+        "boot": status.boot,
+        "agent_version": status.agent_version or (current["agent_version"] if current else None),
+        "heartbeat_s": status.heartbeat_s or (current["heartbeat_s"] if current else None),
+        "status_at": from_epoch(status.ts if status.ts is not None else message.received_at),
+    }
+    for d in status.devices or ():
+        decision.declared.append((site, d.id, d.kind.value, d.name, d.location))
+        loaded.kinds[(site, d.id)] = d.kind.value
+        decision.new_devices.pop((site, d.id), None)
+
+
+def _first_inserted(staged: list[_Staged], inserted: set[_Key]) -> list[_Staged]:
+    """Readings this transaction stored, each once, in arrival order."""
+    fresh = []
+    remaining = set(inserted)
+    for s in staged:
+        key = s.key
+        if key in remaining:
+            remaining.discard(key)
+            fresh.append(s)
+    return fresh
+
+
+# load and write (SQL, set-based) ----------------------------------------------------------
+
+
+def _load(conn: Conn, decoded: list[_Decoded]) -> _Loaded:
+    sites = sorted({topic.site for _, topic, _ in decoded})
+    # The known sites, locked (ordered by lock key: see db.lock_sites), in one statement.
+    known = {
+        r["id"] for r in conn.execute(
+            "SELECT id, pg_advisory_xact_lock(1, hashtext(id)) FROM"
+            " (SELECT id FROM sites WHERE id = ANY(%s) ORDER BY hashtext(id)) AS s",
+            (sites,),
+        )
+    }
+    pairs = sorted({(t.site, t.device) for _, t, _ in decoded if t.device is not None and t.site in known})
+    kinds = {
+        (r["site"], r["id"]): r["kind"]
+        for r in conn.execute(
+            "SELECT d.site, d.id, d.kind FROM devices d"
+            " JOIN unnest(%s::text[], %s::text[]) AS p(site, id) USING (site, id)",
+            ([s for s, _ in pairs], [d for _, d in pairs]),
+        )
+    } if pairs else {}
+    agents = {r["site"]: dict(r) for r in conn.execute(
+        "SELECT site, online, boot, agent_version, heartbeat_s, status_at FROM agents WHERE site = ANY(%s)",
+        (list(known),),
+    )}
+    return _Loaded(known, kinds, agents, alert_store.load_open(conn, known))
+
+
+def _load_states(conn: Conn, fresh: list[_Staged]) -> dict[_DeviceKey, DeviceStatus]:
+    """The latest stored state of each device with a new reading (before this batch's)."""
+    if not fresh:
+        return {}
+    pairs = sorted({(s.site, s.device) for s in fresh})
+    return {
+        (r["site"], r["device"]): DeviceStatus(r["status"], r["ts"], r["battery"])
+        for r in conn.execute(
+            "SELECT s.site, s.device, s.status, extract(epoch FROM s.last_ts)::float8 AS ts,"
+            " (s.reading->>'battery_pct')::float8 AS battery FROM device_state s"
+            " JOIN unnest(%s::text[], %s::text[]) AS p(site, device) USING (site, device)",
+            ([s for s, _ in pairs], [d for _, d in pairs]),
+        )
+    }
+
+
+def _write_devices(conn: Conn, decision: Decision) -> None:
+    for site, row in decision.agents.items():
+        conn.execute(
+            "INSERT INTO agents (site, online, boot, agent_version, heartbeat_s, status_at)"
+            " VALUES (%(site)s, %(online)s, %(boot)s, %(agent_version)s, %(heartbeat_s)s, %(status_at)s)"
+            " ON CONFLICT (site) DO UPDATE SET online = excluded.online, boot = excluded.boot,"
+            " agent_version = excluded.agent_version, heartbeat_s = excluded.heartbeat_s,"
+            " status_at = excluded.status_at",
+            {**row, "site": site},
+        )
+    if decision.declared:
+        # A device listed twice in one status: the last listing wins (one row per key).
+        last = {(row[0], row[1]): row for row in decision.declared}
+        columns = list(zip(*last.values(), strict=True))
+        conn.execute(
+            "INSERT INTO devices (site, id, kind, name, location, declared)"
+            " SELECT *, true FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+            " ON CONFLICT (site, id) DO UPDATE SET kind = excluded.kind, name = excluded.name,"
+            " location = excluded.location, declared = true",
+            [list(c) for c in columns],
+        )
+    if decision.new_devices:
+        items = list(decision.new_devices.items())
+        conn.execute(
+            "INSERT INTO devices (site, id, kind) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])"
+            " ON CONFLICT DO NOTHING",
+            ([s for (s, _), _ in items], [d for (_, d), _ in items], [k for _, k in items]),
+        )
+
+
+def _staging(conn: Conn, name: str, like: str) -> None:
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (LIKE {like} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+
+
+def _insert_readings(conn: Conn, staged: list[_Staged]) -> set[_Key]:
+    if not staged:
+        return set()
+    _staging(conn, "readings_in", "readings")
+    columns = ", ".join(_READING_COLUMNS)
+    with conn.cursor() as cur:
+        with cur.copy(f"COPY readings_in ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(_READING_TYPES))
+            for s in staged:
+                r = s.reading
+                copy.write_row((
+                    from_epoch(r.ts), from_epoch(s.message.received_at), s.site, s.device, r.kind.value,
+                    r.boot, r.seq, s.status, _json(s.json),
+                ))
+        rows = cur.execute(
+            f"INSERT INTO readings ({columns}) SELECT {columns} FROM readings_in"
+            " ON CONFLICT DO NOTHING RETURNING site, device, boot, seq, ts"
+        ).fetchall()
+    return {(r["site"], r["device"], r["boot"], r["seq"], r["ts"]) for r in rows}
+
+
+def _write_states(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
+    """Once per device per batch, one statement: newest state by ``ts``, ``last_seen`` by arrival."""
+    if not rows:
+        return
+    _staging(conn, "device_state_in", "device_state")
+    columns = ", ".join(_STATE_COLUMNS)
+    newer = "excluded.last_ts >= device_state.last_ts"
+    kept = ", ".join(
+        f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE device_state.{c} END"
+        for c in ("last_ts", "boot", "seq", "status", "reading")
+    )
+    with conn.cursor() as cur:
+        with cur.copy(f"COPY device_state_in ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(_STATE_TYPES))
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            f"INSERT INTO device_state ({columns}) SELECT {columns} FROM device_state_in"
+            " ON CONFLICT (site, device) DO UPDATE SET"
+            " last_seen = greatest(device_state.last_seen, excluded.last_seen),"
+            " deadline = greatest(device_state.deadline, excluded.deadline),"
+            f" offline = false, {kept}"
+        )
+
+
+def _write_snapshots(conn: Conn, snapshots: Sequence[tuple[Inbound, Topic, Snapshot]]) -> None:
+    if snapshots:
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO device_state (site, device, last_seen, last_ts, boot, seq, status, reading, deadline)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (site, device) DO UPDATE SET"
-                " last_seen = greatest(device_state.last_seen, excluded.last_seen),"
-                " deadline = greatest(device_state.deadline, excluded.deadline),"
-                " offline = false,"
-                " last_ts = CASE WHEN excluded.last_ts >= device_state.last_ts THEN excluded.last_ts"
-                "   ELSE device_state.last_ts END,"
-                " boot = CASE WHEN excluded.last_ts >= device_state.last_ts THEN excluded.boot"
-                "   ELSE device_state.boot END,"
-                " seq = CASE WHEN excluded.last_ts >= device_state.last_ts THEN excluded.seq ELSE device_state.seq END,"
-                " status = CASE WHEN excluded.last_ts >= device_state.last_ts THEN excluded.status"
-                "   ELSE device_state.status END,"
-                " reading = CASE WHEN excluded.last_ts >= device_state.last_ts THEN excluded.reading"
-                "   ELSE device_state.reading END",
-                rows,
+                "INSERT INTO snapshots (site, device, received_at, jpeg) VALUES (%s, %s, %s, %s)",
+                [(t.site, t.device, from_epoch(m.received_at), s.jpeg) for m, t, s in snapshots],
             )

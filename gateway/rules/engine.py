@@ -180,6 +180,9 @@ def evaluate_reading(
     return _exit(site, device, reading, prev, stale, alerts)
 
 
+_COMPOUND_INPUTS = frozenset({AlertKind.FIRE_ALARM, AlertKind.EXIT_BLOCKED})
+
+
 def evaluate_compound(site: str, alerts: OpenAlerts) -> list[Change]:
     """``fire_alarm_exit_blocked``: a fire alarm open at the site while one of its exits is blocked."""
     detectors = sorted(k.device or "" for k in alerts if k.site == site and k.kind is AlertKind.FIRE_ALARM)
@@ -299,9 +302,13 @@ def evaluate(
     alerts: OpenAlerts,
     *,
     battery_low_pct: float = 20.0,
-) -> tuple[list[Change], dict[AlertKey, OpenAlert]]:
+) -> tuple[list[Change], OpenAlerts]:
     """A reading's own changes followed by the site-level compound rule, and the alerts after both."""
     changes = evaluate_reading(site, device, reading, prev, alerts, battery_low_pct=battery_low_pct)
+    if not any(c.key.kind in _COMPOUND_INPUTS for c in changes):
+        # The compound rule reads only fire alarms and blocked exits: nothing for it to redo. This
+        # keeps a routine reading from scanning every open alert of the batch's sites.
+        return changes, apply(alerts, changes) if changes else alerts
     after = apply(alerts, changes)
     compound = evaluate_compound(site, after)
     return changes + compound, apply(after, compound)
