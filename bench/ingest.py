@@ -1,118 +1,248 @@
-"""Ingest throughput: messages/s one ingest process stores, against a bare paho consumer.
+"""Ingest throughput on a province-shaped feed: 1 and 2 ingest workers against a bare paho consumer.
 
-    .venv/bin/python -m bench.ingest [--messages 50000] [--sites 50] [--batch-size 1000]
+    .venv/bin/python -m bench.ingest [--messages 200000] [--sites 500] [--workers 1 2] [--profile FILE]
 
-Starts a private Mosquitto and PostgreSQL on free ports. A publisher process sends
-readings at QoS 1 with bounded in-flight messages (every publish's result checked).
-Two consumers are measured in the same run against the same broker and feed:
+Starts a private Mosquitto and PostgreSQL on free ports. The feed is province-shaped
+(``simulators.load.province_plan``): 500 sites x 20 devices (4 cameras, 13 smoke detectors,
+3 exits) = 10,000 devices, each message from the next device in turn, QoS 1.
+
+Each consumer is measured the same way, on the same feed: it connects once to create its
+persistent session, goes away, the feed is published into the broker's queue for it, and
+the consumer comes back and drains it (a gateway returning after an outage). The clock runs
+from its return until the last message is counted (peer) or stored (gateway). Publishing
+first keeps the publisher's CPU out of the figure on this 2-core machine.
 
 * peer: a bare paho MQTT 5 subscriber that only counts (the ceiling of one paho process);
-* gateway: the real ingest service (validate, COPY, rules, device state, manual ack).
+* gateway: ``safeguard ingest`` processes (both lanes: validate, COPY, rules, device state,
+  manual ack after commit) on one shared subscription, 1 and then 2 of them.
 
-It prints messages/s for both and the ratio gateway/peer.
+It prints messages/s for each and the ratio to the peer. ``--profile FILE`` samples the
+first worker of the 1-worker run with py-spy and prints where its time goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import os
+import re
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
 
-from gateway.config import Settings
 from gateway.devservers import MosquittoServer, PostgresServer
-from gateway.ingest.service import IngestService
-from gateway.store.db import connect, open_pool
+from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol import SUBSCRIPTION
 from protocol.mqtt import MqttEndpoint, MqttVersion, connect_properties, new_client
-from simulators.load import LoadPlan, site_id
-from simulators.load import finish as finish_load
-from simulators.load import start as start_load
+from simulators.load import LoadPlan, province_plan, site_id
+from simulators.load import run as run_load
+
+SESSION_EXPIRY_S = 600
+_FRAME_FILE = re.compile(r" \((?:[^()]*/)?([^/():]+):\d+\)")
 
 
-def measure_peer(url: str, sites: int, messages: int) -> float:
-    endpoint = MqttEndpoint.parse(url)
+@dataclass(frozen=True, slots=True)
+class Stack:
+    mqtt_url: str
+    database_url: str
+
+
+def publish_backlog(plan: LoadPlan) -> None:
+    report = run_load(plan)
+    if report.failed or report.published != plan.messages:
+        raise SystemExit(f"publisher: {report.published} of {plan.messages} acknowledged, {report.failed} failed")
+
+
+# peer ---------------------------------------------------------------------------------------
+
+
+def measure_peer(stack: Stack, plan: LoadPlan) -> float:
+    endpoint = MqttEndpoint.parse(stack.mqtt_url)
     received = 0
     done = threading.Event()
-    subscribed = threading.Event()
 
     def on_message(_c: mqtt.Client, _u: object, _m: mqtt.MQTTMessage) -> None:
         nonlocal received
         received += 1
-        if received >= messages:
+        if received >= plan.messages:
             done.set()
 
-    client = new_client(endpoint, "bench-peer", MqttVersion.V5)
-    client.on_message = on_message
-    client.on_subscribe = lambda *_a: subscribed.set()
-    client.on_connect = lambda c, *_a: c.subscribe(SUBSCRIPTION, qos=1)
-    client.connect(endpoint.host, endpoint.port, properties=connect_properties(session_expiry_s=0,
-                                                                              receive_maximum=2000))
-    client.loop_start()
-    subscribed.wait(10)
+    def session() -> mqtt.Client:
+        subscribed = threading.Event()
+        client = new_client(endpoint, "bench-peer", MqttVersion.V5)
+        client.on_message = on_message
+        client.on_subscribe = lambda *_a: subscribed.set()
+        client.on_connect = lambda c, *_a: c.subscribe(SUBSCRIPTION, qos=1)
+        props = connect_properties(session_expiry_s=SESSION_EXPIRY_S, receive_maximum=2000)
+        client.connect(endpoint.host, endpoint.port, clean_start=False, properties=props)
+        client.loop_start()
+        subscribed.wait(10)
+        return client
+
+    first = session()
+    first.disconnect()
+    first.loop_stop()
+    publish_backlog(plan)
     start = time.perf_counter()
-    load = start_load(LoadPlan(url, messages, sites))
-    done.wait(600)
+    client = session()
+    done.wait(900)
     elapsed = time.perf_counter() - start
-    finish_load(*load)
     client.disconnect()
     client.loop_stop()
-    return messages / elapsed
+    return received / elapsed
 
 
-def measure_gateway(url: str, database_url: str, sites: int, messages: int, batch_size: int) -> tuple[float, float]:
-    settings = Settings(mqtt_url=url, database_url=database_url, batch_size=batch_size, batch_interval_s=0.05)
-    pool = open_pool(database_url, max_size=4)
-    ingest = IngestService(settings, pool)
-    ingest.start()
-    ingest.wait_connected(10)
-    start = time.perf_counter()
-    load = start_load(LoadPlan(url, messages, sites))
-    stored = 0
+# gateway workers ----------------------------------------------------------------------------
+
+
+class Worker:
+    """One ``safeguard ingest`` process; ``connected`` once both its lanes are."""
+
+    def __init__(self, stack: Stack, worker_id: str, group: str) -> None:
+        env = {**os.environ, "SAFEGUARD_MQTT_URL": stack.mqtt_url, "SAFEGUARD_DATABASE_URL": stack.database_url,
+               "SAFEGUARD_MQTT_SHARED_GROUP": group, "SAFEGUARD_MQTT_SESSION_EXPIRY_S": str(SESSION_EXPIRY_S),
+               "SAFEGUARD_INGEST_WORKER_ID": worker_id}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "--log-level", "INFO", "ingest"],
+            env=env, stderr=subprocess.PIPE, text=True,
+        )
+        self._lanes = 0
+        self.connected = threading.Event()
+        threading.Thread(target=self._read_log, daemon=True).start()
+
+    def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if "lane connected" in line:
+                self._lanes += 1
+                if self._lanes >= 2:
+                    self.connected.set()
+            elif "ERROR" in line or "Traceback" in line:
+                sys.stderr.write(f"worker: {line}")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+
+@contextmanager
+def workers(stack: Stack, count: int, run: str) -> Iterator[list[Worker]]:
+    started = [Worker(stack, f"{run}-{i}", run) for i in range(count)]
+    try:
+        for w in started:
+            if not w.connected.wait(30):
+                raise SystemExit("an ingest worker did not connect within 30 s")
+        yield started
+    finally:
+        for w in started:
+            w.stop()
+
+
+def stored(database_url: str) -> int:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        while stored < messages:
-            time.sleep(0.05)
-            row = conn.execute("SELECT count(*) FROM readings").fetchone()
-            stored = row[0] if row else 0
-            if time.perf_counter() - start > 600:
-                break
-    elapsed = time.perf_counter() - start
-    report = finish_load(*load)
-    if report.failed:
-        print(f"publisher: {report.failed} publishes failed")
-    ingest.stop()
-    pool.close()
-    return stored / elapsed, elapsed
+        row = conn.execute("SELECT count(*) FROM readings").fetchone()
+    return int(row[0]) if row else 0
+
+
+def measure_gateway(stack: Stack, plan: LoadPlan, count: int, profile: Path | None) -> float:
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE readings, device_state, dead_letters")
+    run = f"w{count}"
+    with workers(stack, count, run):
+        pass  # the sessions now exist; the workers are away while the feed is published
+    publish_backlog(plan)
+    start = time.perf_counter()
+    with workers(stack, count, run) as running:
+        sampler = _start_profile(running[0].proc.pid, profile) if profile else None
+        while stored(stack.database_url) < plan.messages and time.perf_counter() - start < 900:
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - start
+        if sampler is not None:
+            sampler.send_signal(signal.SIGINT)
+            sampler.wait(timeout=60)
+    n = stored(stack.database_url)
+    if n != plan.messages:
+        print(f"gateway x{count}: stored {n} of {plan.messages}")
+    return n / elapsed
+
+
+# profile ------------------------------------------------------------------------------------
+
+
+def _start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [str(py_spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--threads",
+         "--output", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def summarise_profile(path: Path, top: int = 15) -> list[str]:
+    """Share of samples per function: self (the frame running) and total (anywhere on the stack)."""
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [_FRAME_FILE.sub(r" (\1)", f) for f in stack.split(";")]  # "func (path/file.py:12)" -> file
+        samples += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            total[frame] += n
+    lines = [f"py-spy: {samples} samples (all threads); self / total share of samples:"]
+    for frame, n in own.most_common(top):
+        lines.append(f"  {100 * n / samples:5.1f} % / {100 * total[frame] / samples:5.1f} %  {frame}")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=50_000)
-    parser.add_argument("--sites", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--sites", type=int, default=500)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--profile", type=Path, help="write py-spy raw samples of the 1-worker run here")
     args = parser.parse_args()
+    plan = province_plan("", args.messages, args.sites, processes=2)
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
         root = Path(tmp)
-        with PostgresServer(root / "pg") as pg, MosquittoServer(root / "mqtt") as broker:
+        with PostgresServer(root / "pg", fast=True) as pg, \
+                MosquittoServer(root / "mqtt", max_queued_messages=args.messages * 2) as broker:
             with psycopg.connect(pg.url, autocommit=True) as admin:
                 admin.execute("CREATE DATABASE bench")
-            database_url = pg.url_for("bench")
-            with connect(database_url) as conn:
+            stack = Stack(broker.url, pg.url_for("bench"))
+            with connect(stack.database_url) as conn:
                 migrate(conn)
-                upsert_sites(conn, [SiteRecord(id=site_id(LoadPlan('', 0, args.sites), i)) for i in range(args.sites)])
+                upsert_sites(conn, [SiteRecord(id=site_id(plan, i)) for i in range(args.sites)])
                 conn.commit()
-            peer = measure_peer(broker.url, args.sites, args.messages)
-            rate, elapsed = measure_gateway(broker.url, database_url, args.sites, args.messages, args.batch_size)
-    print(f"messages: {args.messages} from {args.sites} sites x 4 cameras, QoS 1, MQTT 5, batch {args.batch_size}")
-    print(f"peer (bare paho subscriber, counts only): {peer:,.0f} msg/s")
-    print(f"gateway ingest (validate + COPY + rules + state + ack): {rate:,.0f} msg/s ({elapsed:.1f} s)")
-    print(f"ratio gateway/peer: {rate / peer:.2f}")
+            plan = province_plan(broker.url, args.messages, args.sites, processes=2)
+            devices = args.sites * plan.devices_per_site
+            print(f"feed: {args.messages:,} messages, {args.sites} sites x {plan.devices_per_site} devices"
+                  f" = {devices:,} devices ({plan.cameras} cameras, {plan.smoke} smoke, {plan.exits} exits),"
+                  " each message the next device, QoS 1, MQTT 5; drained from the broker's queue")
+            peer = measure_peer(stack, plan)
+            print(f"peer (bare paho subscriber, counts only): {peer:,.0f} msg/s")
+            for count in args.workers:
+                profile = args.profile if count == args.workers[0] else None
+                rate = measure_gateway(stack, plan, count, profile)
+                print(f"gateway, {count} ingest worker(s): {rate:,.0f} msg/s; ratio to peer {rate / peer:.2f}")
+    if args.profile and args.profile.exists():
+        print("\n".join(summarise_profile(args.profile)))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     roles = {"serve": (True, True, True), "ingest": (True, False, False), "supervise": (False, True, False),
              "api": (False, False, True)}[args.command]
-    settings = _settings(args)
+    if getattr(args, "workers", 1) > 1:
+        return cmd_ingest_workers(args)
+    overrides = {"ingest_worker_id": args.worker_id} if getattr(args, "worker_id", None) else {}
+    settings = load_settings(Path(args.config) if args.config else None, **overrides)
     gateway = Gateway(settings, ingest=roles[0], supervise=roles[1], api=roles[2])
     gateway.start()
     if gateway.api is not None:
@@ -43,6 +46,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _wait_for_signal()
     finally:
         gateway.stop()
+    return 0
+
+
+def cmd_ingest_workers(args: argparse.Namespace) -> int:
+    """``safeguard ingest --workers N``: N ingest processes on one shared subscription.
+
+    Each child has a stable worker id (host name and index), so a child that dies is restarted
+    under the same id and resumes its MQTT sessions: what it had not acknowledged is delivered
+    to it again. Stops them all on SIGINT/SIGTERM.
+    """
+    import socket  # noqa: PLC0415 - only this command needs them
+    import subprocess  # noqa: PLC0415
+
+    settings = _settings(args)  # validate before starting anything
+    env = dict(os.environ)
+    env.setdefault("SAFEGUARD_MQTT_SHARED_GROUP", settings.mqtt_shared_group or "gateway")
+    base = settings.ingest_worker_id or socket.gethostname()
+    command = [sys.executable, "-m", "gateway.cli", "--log-level", args.log_level, "ingest"]
+    if args.config:
+        command += ["--config", args.config]
+    log = logging.getLogger("safeguard")
+
+    def spawn(index: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, env={**env, "SAFEGUARD_INGEST_WORKER_ID": f"{base}-{index}"})  # noqa: S603 - our own interpreter and module
+
+    children = [spawn(i) for i in range(args.workers)]
+    log.info("%d ingest workers started (%s-0 .. %s-%d)", args.workers, base, base, args.workers - 1)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        for index, child in enumerate(children):
+            if child.poll() is not None:
+                log.warning("ingest worker %s-%d exited with %s; restarting it", base, index, child.returncode)
+                children[index] = spawn(index)
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.wait(timeout=40)
     return 0
 
 
@@ -356,7 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     for name, text in (("serve", "ingest + supervisor + API in one process"), ("ingest", "MQTT ingest worker"),
                        ("supervise", "leader-elected supervisor"), ("api", "HTTP API")):
-        with_config(sub.add_parser(name, help=text)).set_defaults(func=cmd_serve)
+        role = with_config(sub.add_parser(name, help=text))
+        role.set_defaults(func=cmd_serve)
+        if name == "ingest":
+            role.add_argument("--workers", type=int, default=1,
+                              help="run N ingest processes on a shared subscription (default 1)")
+            role.add_argument("--worker-id", help="this worker's stable id (default: the host name with a"
+                              " shared group); distinct per process")
     with_config(sub.add_parser("migrate", help="create or upgrade the schema")).set_defaults(func=cmd_migrate)
     sites = sub.add_parser("sites", help="site registry").add_subparsers(dest="sites_command", required=True)
     imp = with_config(sites.add_parser("import", help="register sites from a CSV file"))

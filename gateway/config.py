@@ -50,9 +50,16 @@ class Settings(BaseSettings):
     default_heartbeat_s: int = Field(60, ge=1)  # GB/T 28181 keep-alive when the agent did not say
     escalate_after_s: float = Field(60.0, gt=0)
     battery_low_pct: float = Field(20.0, ge=0, le=100)
-    # Ingest batching: a batch is written when it is this big or this old.
+    # Ingest batching (routine lane: camera heartbeats): a batch is written when it is this big or
+    # this old. The alarm lane (smoke, exit, agent status) writes small batches at once.
     batch_size: int = Field(1000, ge=1, le=60_000)
     batch_interval_s: float = Field(0.1, gt=0, le=10)
+    alarm_batch_size: int = Field(500, ge=1, le=60_000)
+    alarm_batch_interval_s: float = Field(0.02, gt=0, le=10)
+    # This ingest worker's stable name, distinct per process (several on one host or across hosts
+    # share mqtt_shared_group): its MQTT sessions are named after it, so a restarted worker
+    # resumes them. Unset: the host name when a shared group is set.
+    ingest_worker_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     sweep_interval_s: float = Field(2.0, gt=0)
     readings_retention_days: int = Field(90, ge=1)
     dead_letter_retention_days: int = Field(90, ge=1)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 RECEIVED = Counter("sg_messages_received_total", "MQTT messages received by ingest")
-ACCEPTED = Counter("sg_messages_accepted_total", "Messages validated and stored (duplicates included)")
+ACCEPTED = Counter(
+    "sg_messages_accepted_total", "Messages validated and stored (received = accepted + duplicate + rejected)"
+)
 DUPLICATES = Counter("sg_messages_duplicate_total", "Readings already stored (same site, device, boot, seq)")
 REJECTED = Counter("sg_messages_rejected_total", "Messages sent to the dead-letter store", ["reason"])
 BATCH_WRITE = Histogram(

@@ -25,12 +25,14 @@ from protocol.messages import (
 )
 from protocol.topics import (
     ALERTS_FILTER,
+    ROUTINE_FILTERS,
     SUBSCRIPTION,
     MessageType,
     Topic,
     alert_topic,
     device_topic,
     is_alert_topic,
+    is_routine_topic,
     parse_topic,
     status_topic,
     valid_id,
@@ -39,6 +41,7 @@ from protocol.topics import (
 __all__ = [
     "ALERTS_FILTER",
     "MAX_PAYLOAD_BYTES",
+    "ROUTINE_FILTERS",
     "SUBSCRIPTION",
     "AgentStatus",
     "DeclaredDevice",
@@ -59,6 +62,7 @@ __all__ = [
     "decode",
     "device_topic",
     "is_alert_topic",
+    "is_routine_topic",
     "parse_topic",
     "status_topic",
     "valid_id",

@@ -18,6 +18,11 @@ from enum import StrEnum
 
 PREFIX = "sg/v1"
 SUBSCRIPTION = f"{PREFIX}/#"
+# Routine traffic (camera heartbeats, snapshots) has its own ingest lane, so that safety-critical
+# messages (smoke, exit, agent status) never queue behind it: at the broker, in a batch.
+ROUTINE_FILTERS = (f"{PREFIX}/+/+/heartbeat", f"{PREFIX}/+/+/snapshot")
+_ROUTINE_TYPES = frozenset({"heartbeat", "snapshot"})
+_PREFIX_SLASH = f"{PREFIX}/"
 ALERTS_FILTER = f"{PREFIX}/alerts/#"
 _ALERTS_LEVEL = "alerts"
 _AGENT_DEVICE = "agent"
@@ -94,6 +99,12 @@ def is_alert_topic(topic: str) -> bool:
     """True for the gateway's own outbound alert topics (which ingest ignores)."""
     levels = topic.split("/")
     return len(levels) == 4 and "/".join(levels[:3]) == f"{PREFIX}/{_ALERTS_LEVEL}"
+
+
+def is_routine_topic(topic: str) -> bool:
+    """True exactly when ``topic`` matches one of :data:`ROUTINE_FILTERS` (MQTT's ``+`` rules)."""
+    levels = topic.split("/")
+    return len(levels) == 5 and topic.startswith(_PREFIX_SLASH) and levels[4] in _ROUTINE_TYPES
 
 
 def parse_topic(topic: str) -> Topic:

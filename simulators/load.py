@@ -1,9 +1,14 @@
 """Load generator: many virtual sites over several processes at a target message rate.
 
-Each process owns a slice of the sites and publishes camera heartbeats at QoS 1 with
-a bounded number of messages in flight, checking every publish's result (paho refuses
-silently past its message-id limit). The report gives the rate actually achieved and
-how many publishes failed.
+Each process owns a slice of the sites and publishes at QoS 1 with a bounded number of
+messages in flight, checking every publish's result (paho refuses silently past its
+message-id limit). The report gives the rate actually achieved and how many publishes
+failed.
+
+By default every site has ``cameras`` cameras sending heartbeats. A province-shaped plan
+(``smoke``/``exits`` > 0) gives each site cameras, smoke detectors and exits and sends
+each message from the next device in turn, so nearly every message in a batch is a
+different device, as in real traffic (~170,000 devices in a province).
 """
 
 from __future__ import annotations
@@ -32,7 +37,17 @@ class LoadPlan:
     rate: float | None = None  # messages/s over all processes; None: as fast as possible
     version: MqttVersion = MqttVersion.V5
     site_prefix: str = "s"
+    smoke: int = 0  # smoke detectors per site (province-shaped feed when > 0)
+    exits: int = 0  # exits per site
 
+    @property
+    def devices_per_site(self) -> int:
+        return self.cameras + self.smoke + self.exits
+
+
+def province_plan(url: str, messages: int, sites: int = 500, **options: object) -> LoadPlan:
+    """10,000 devices over 500 sites by default: 4 cameras, 13 smoke detectors, 3 exits each."""
+    return LoadPlan(url, messages, sites, cameras=4, smoke=13, exits=3, **options)  # type: ignore[arg-type]
 
 @dataclass(frozen=True, slots=True)
 class LoadReport:
@@ -69,9 +84,8 @@ def _worker(plan: LoadPlan, part: int, results: multiprocessing.Queue[tuple[int,
             if delay > 0:
                 time.sleep(delay)
         site = site_id(plan, my_sites[n % len(my_sites)])
-        device = f"cam-{(n // len(my_sites)) % plan.cameras + 1}"
-        payload = {"ts": time.time(), "boot": boot, "seq": n, "stream": "ok", "fps": 10.0, "last_frame_ts": None}
-        info = client.publish(device_topic(site, device, MessageType.HEARTBEAT), json.dumps(payload), qos=1)
+        topic, payload = _message(plan, site, (n // len(my_sites)) % plan.devices_per_site, boot, n)
+        info = client.publish(topic, json.dumps(payload), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             failed += 1
             continue
@@ -82,6 +96,21 @@ def _worker(plan: LoadPlan, part: int, results: multiprocessing.Queue[tuple[int,
     results.put((published, failed, time.monotonic() - started))
     client.disconnect()
     client.loop_stop()
+
+
+def _message(plan: LoadPlan, site: str, index: int, boot: str, seq: int) -> tuple[str, dict[str, object]]:
+    """The routine message of device ``index`` of ``site``: cameras, then smoke detectors, then exits."""
+    now = time.time()
+    base: dict[str, object] = {"ts": now, "boot": boot, "seq": seq}
+    if index < plan.cameras:
+        topic = device_topic(site, f"cam-{index + 1}", MessageType.HEARTBEAT)
+        return topic, {**base, "stream": "ok", "fps": 10.0, "last_frame_ts": now}
+    index -= plan.cameras
+    if index < plan.smoke:
+        topic = device_topic(site, f"smoke-{index + 1}", MessageType.SMOKE)
+        return topic, {**base, "state": "normal", "battery_pct": 90.0, "obscuration_pct": 0.0}
+    topic = device_topic(site, f"exit-{index - plan.smoke + 1}", MessageType.EXIT)
+    return topic, {**base, "state": "clear", "blocked_ratio": 0.0, "blocked_since": None}
 
 
 def _settle(pending: list[mqtt.MQTTMessageInfo], published: int, failed: int) -> tuple[int, int]:

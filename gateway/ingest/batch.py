@@ -20,10 +20,11 @@ text goes to both ``readings`` and ``device_state``.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg.types.json import Jsonb
 
@@ -45,9 +46,8 @@ _Key = tuple[str, str, str, int, datetime]
 _DeviceKey = tuple[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A message as the paho callback handed it off."""
+class Inbound(NamedTuple):
+    """A message as the paho callback handed it off (a tuple: the cheapest object to build there)."""
 
     topic: str
     payload: bytes
@@ -88,17 +88,17 @@ class _Staged:
     device: str
     reading: Reading
     json: str
+    ts: datetime = field(init=False)  # timestamptz keeps microseconds: compare at that precision, as stored
+    status: str = field(init=False)  # stream (camera) or state (smoke, exit)
+
+    def __post_init__(self) -> None:
+        r = self.reading
+        self.ts = from_epoch(r.ts)
+        self.status = r.stream.value if isinstance(r, Heartbeat) else r.state.value
 
     @property
     def key(self) -> _Key:
-        # timestamptz keeps microseconds: compare at that precision, as stored.
-        r = self.reading
-        return (self.site, self.device, r.boot, r.seq, from_epoch(r.ts))
-
-    @property
-    def status(self) -> str:
-        r = self.reading
-        return r.stream.value if isinstance(r, Heartbeat) else r.state.value
+        return (self.site, self.device, self.reading.boot, self.reading.seq, self.ts)
 
 
 @dataclass
@@ -222,7 +222,7 @@ class BatchProcessor:
             seen = last_seen[device_key]
             r = s.reading
             decision.states.append((
-                s.site, s.device, from_epoch(seen), from_epoch(r.ts), r.boot, r.seq, s.status, _json(s.json),
+                s.site, s.device, from_epoch(seen), s.ts, r.boot, r.seq, s.status, _json(s.json),
                 from_epoch(seen + heartbeat_s * self._rules.missed_heartbeats),
             ))
 
@@ -376,8 +376,15 @@ def _write_devices(conn: Conn, decision: Decision) -> None:
         )
 
 
+_STAGED_ON: dict[str, weakref.WeakSet[Conn]] = {}  # staging table -> the connections that have it
+
+
 def _staging(conn: Conn, name: str, like: str) -> None:
-    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (LIKE {like} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+    """A session's temp staging table, created once per connection (not a statement per batch)."""
+    having = _STAGED_ON.setdefault(name, weakref.WeakSet())
+    if conn not in having:
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (LIKE {like} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        having.add(conn)
 
 
 def _insert_readings(conn: Conn, staged: list[_Staged]) -> set[_Key]:
@@ -391,7 +398,7 @@ def _insert_readings(conn: Conn, staged: list[_Staged]) -> set[_Key]:
             for s in staged:
                 r = s.reading
                 copy.write_row((
-                    from_epoch(r.ts), from_epoch(s.message.received_at), s.site, s.device, r.kind.value,
+                    s.ts, from_epoch(s.message.received_at), s.site, s.device, r.kind.value,
                     r.boot, r.seq, s.status, _json(s.json),
                 ))
         rows = cur.execute(

@@ -1,8 +1,20 @@
-"""The MQTT side of ingest: a persistent session handing messages to one worker thread.
+"""The MQTT side of ingest: two lanes, each a persistent session handing messages to a worker.
 
-The paho callback only enqueues (STYLE habit 1). The worker forms batches by size
-and by age, writes each in one transaction, and only then acknowledges the
-messages (paho manual ack), so nothing is lost if the process dies mid-batch.
+* the **alarm lane** takes everything but routine traffic: smoke, exit, agent status, and
+  anything off-contract (to be dead-lettered). Small, quick batches. It acknowledges camera
+  heartbeats and snapshots at once without reading them (the routine lane has them);
+* the **routine lane** takes camera heartbeats and snapshots (``protocol.ROUTINE_FILTERS``),
+  in large batches.
+
+Each lane is its own MQTT session, so the broker queues an alarm apart from a heartbeat
+backlog, and its own worker thread and transactions, so an alarm never waits in a batch of
+heartbeats (DESIGN section 2, "Alarms first"). The paho callback only appends (STYLE habit 1).
+A worker forms batches by size and by age, writes each in one transaction, and only then
+acknowledges its messages, all together (paho manual ack), so nothing is lost if the process
+dies mid-batch.
+
+Several processes share the stream through MQTT 5 shared subscriptions; each needs a
+distinct, stable worker id, from which both lanes' client ids are made.
 """
 
 from __future__ import annotations
@@ -12,6 +24,9 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,7 +37,7 @@ from gateway import metrics
 from gateway.config import Settings
 from gateway.ingest.batch import BatchProcessor, BatchResult, DeadLetter, Inbound, Rules, store_dead_letters
 from gateway.store.db import Conn
-from protocol import SUBSCRIPTION, is_alert_topic
+from protocol import ROUTINE_FILTERS, SUBSCRIPTION, is_alert_topic, is_routine_topic
 from protocol.mqtt import MqttVersion, connect_properties, new_client
 
 log = logging.getLogger(__name__)
@@ -30,14 +45,41 @@ log = logging.getLogger(__name__)
 _RETRY_DELAYS_S = (0.5, 1, 2, 5, 10)
 
 
-class IngestService:
-    def __init__(self, settings: Settings, pool: ConnectionPool[Conn], *, client_id: str | None = None) -> None:
+class Lane(StrEnum):
+    ALARM = "alarm"
+    ROUTINE = "routine"
+
+
+@dataclass(frozen=True, slots=True)
+class LanePlan:
+    lane: Lane
+    client_id: str
+    filters: Sequence[str]
+    batch_size: int
+    batch_interval_s: float
+
+
+def lane_plans(settings: Settings, worker_id: str | None = None) -> list[LanePlan]:
+    """Both lanes' sessions; ids are stable per worker (a restarted worker resumes its sessions)."""
+    worker = worker_id or settings.ingest_worker_id
+    if worker is None and settings.mqtt_shared_group:
+        worker = socket.gethostname()  # one worker per host unless told otherwise
+    base = f"{settings.mqtt_client_id}-{worker}" if worker else settings.mqtt_client_id
+    return [
+        LanePlan(Lane.ALARM, f"{base}-alarm", (SUBSCRIPTION,), settings.alarm_batch_size,
+                 settings.alarm_batch_interval_s),
+        LanePlan(Lane.ROUTINE, f"{base}-ingest", ROUTINE_FILTERS, settings.batch_size, settings.batch_interval_s),
+    ]
+
+
+class _LaneWorker:
+    """One lane: a paho client (persistent session, manual ack) and the thread writing its batches."""
+
+    def __init__(self, settings: Settings, pool: ConnectionPool[Conn], plan: LanePlan) -> None:
         self._settings = settings
         self._pool = pool
-        # Workers sharing a subscription need distinct, stable ids (one persistent session each).
-        suffix = f"-{socket.gethostname()}" if settings.mqtt_shared_group else ""
-        self._client_id = client_id or f"{settings.mqtt_client_id}-ingest{suffix}"
-        self._queue: queue.Queue[Inbound] = queue.Queue()
+        self.plan = plan
+        self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self._processor = BatchProcessor(
             Rules(settings.missed_heartbeats, settings.default_heartbeat_s, settings.battery_low_pct)
         )
@@ -46,15 +88,16 @@ class IngestService:
         self._generation = 0
         self._worker: threading.Thread | None = None
         self._client: mqtt.Client | None = None
+        self._skip = is_routine_topic if plan.lane is Lane.ALARM else None  # routine traffic: the other lane's
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
     def start(self) -> None:
-        settings = self._settings
+        settings, plan = self._settings, self.plan
         endpoint = settings.mqtt
-        client = new_client(endpoint, self._client_id, settings.mqtt_version, persistent=True, manual_ack=True)
+        client = new_client(endpoint, plan.client_id, settings.mqtt_version, persistent=True, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -63,16 +106,16 @@ class IngestService:
             # Receive Maximum >= batch size, or Mosquitto stops at 20 unacked messages (DESIGN section 2).
             props = connect_properties(
                 session_expiry_s=settings.mqtt_session_expiry_s,
-                receive_maximum=min(65_535, max(100, settings.batch_size * 2)),
+                receive_maximum=min(65_535, max(2_000, plan.batch_size * 10)),
             )
             client.connect_async(endpoint.host, endpoint.port, keepalive=30, clean_start=False, properties=props)
         else:
             client.connect_async(endpoint.host, endpoint.port, keepalive=30)
         self._client = client
-        self._worker = threading.Thread(target=self._run, name="ingest-worker", daemon=True)
+        self._worker = threading.Thread(target=self._run, name=f"ingest-{plan.lane}", daemon=True)
         self._worker.start()
         client.loop_start()
-        log.info("ingest connecting to %s as %s", endpoint, self._client_id)
+        log.info("ingest %s lane connecting to %s as %s", plan.lane, endpoint, plan.client_id)
 
     def stop(self) -> None:
         """Finish the batch in hand, then disconnect; unacknowledged messages stay with the broker."""
@@ -89,29 +132,31 @@ class IngestService:
 
     # paho callbacks: hand off, nothing else -------------------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
-            log.error("broker refused the ingest connection: %s", reason)
+            log.error("broker refused the ingest %s lane: %s", self.plan.lane, reason)
             return
         self._generation += 1
         group = self._settings.mqtt_shared_group
-        client.subscribe(f"$share/{group}/{SUBSCRIPTION}" if group else SUBSCRIPTION, qos=1)
+        if self.plan.lane is Lane.ROUTINE and SUBSCRIPTION not in self.plan.filters:
+            # A session kept from before the lanes subscribed to everything: drop that filter.
+            client.unsubscribe([f"$share/{group}/{SUBSCRIPTION}" if group else SUBSCRIPTION])
+        client.subscribe([(f"$share/{group}/{f}" if group else f, 1) for f in self.plan.filters])
         self._connected.set()
-        log.info("ingest connected (session present: %s)", getattr(_flags, "session_present", None))
+        log.info("ingest %s lane connected (session present: %s)", self.plan.lane,
+                 getattr(flags, "session_present", None))
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._connected.clear()
         if not self._stopping.is_set():
-            log.warning("ingest lost the broker (%s); paho reconnects", reason)
+            log.warning("ingest %s lane lost the broker (%s); paho reconnects", self.plan.lane, reason)
 
     def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if is_alert_topic(message.topic):  # our own output
-            client.ack(message.mid, message.qos)
+        topic = message.topic
+        if (self._skip is not None and self._skip(topic)) or is_alert_topic(topic):
+            client.ack(message.mid, message.qos)  # the routine lane's, or our own output
             return
-        metrics.RECEIVED.inc()
-        self._queue.put(
-            Inbound(message.topic, bytes(message.payload), time.time(), message.mid, message.qos, self._generation)
-        )
+        self._queue.put(Inbound(topic, bytes(message.payload), time.time(), message.mid, message.qos, self._generation))
 
     # worker --------------------------------------------------------------------------------
 
@@ -121,8 +166,14 @@ class IngestService:
         except queue.Empty:
             return []
         batch = [first]
-        deadline = time.monotonic() + self._settings.batch_interval_s
-        while len(batch) < self._settings.batch_size:
+        limit = self.plan.batch_size
+        deadline = time.monotonic() + self.plan.batch_interval_s
+        while len(batch) < limit:
+            try:  # whatever is already waiting joins at once; then wait up to the batch's age
+                batch.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -136,6 +187,7 @@ class IngestService:
         while not self._stopping.is_set():
             batch = self._next_batch()
             if batch:
+                metrics.RECEIVED.inc(len(batch))  # here, not per message on paho's thread
                 self._write_until_done(batch)
 
     def _write_until_done(self, batch: list[Inbound]) -> None:
@@ -147,12 +199,13 @@ class IngestService:
                 # Database away: keep the batch unacknowledged and retry; the broker holds the rest.
                 metrics.STORE_ERRORS.inc()
                 delay = _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)]
-                log.warning("ingest batch of %d not stored (%s); retrying in %.1fs", len(batch), exc, delay)
+                log.warning("ingest %s batch of %d not stored (%s); retrying in %.1fs",
+                            self.plan.lane, len(batch), exc, delay)
                 attempt += 1
                 if self._stopping.wait(delay):
                     return
                 continue
-            self._account(result)
+            _account(result)
             self._ack(batch)
             return
 
@@ -179,7 +232,7 @@ class IngestService:
                 one = self._processor.process(conn, [message])
             except psycopg.OperationalError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # a message the database refuses: dead-letter it, keep the rest
                 log.exception("message on %s could not be stored", message.topic)
                 dead = DeadLetter(message, "storage_rejected", f"could not be stored: {exc}".strip())
                 with conn.transaction():
@@ -191,21 +244,47 @@ class IngestService:
             total.alerts += one.alerts
         return total
 
-    @staticmethod
-    def _account(result: BatchResult) -> None:
-        metrics.ACCEPTED.inc(result.accepted)
-        metrics.DUPLICATES.inc(result.duplicates)
-        for dead in result.dead:
-            metrics.REJECTED.labels(dead.code).inc()
-            log.warning("rejected %s: %s: %s", dead.message.topic, dead.code, dead.reason)
-        for recorded in result.alerts:
-            metrics.ALERT_CHANGES.labels(recorded.alert["kind"], recorded.alert["state"]).inc()
-
     def _ack(self, batch: list[Inbound]) -> None:
         client = self._client
         if client is None:
             return
+        generation = self._generation
         for message in batch:
             # A mid belongs to one connection; after a reconnect the broker redelivers instead.
-            if message.qos > 0 and message.generation == self._generation:
+            if message.qos > 0 and message.generation == generation:
                 client.ack(message.mid, message.qos)
+
+
+def _account(result: BatchResult) -> None:
+    metrics.ACCEPTED.inc(result.accepted)
+    metrics.DUPLICATES.inc(result.duplicates)
+    for dead in result.dead:
+        metrics.REJECTED.labels(dead.code).inc()
+        log.warning("rejected %s: %s: %s", dead.message.topic, dead.code, dead.reason)
+    for recorded in result.alerts:
+        metrics.ALERT_CHANGES.labels(recorded.alert["kind"], recorded.alert["state"]).inc()
+
+
+class IngestService:
+    """Both lanes of one ingest worker (``safeguard ingest``, or inside ``safeguard serve``)."""
+
+    def __init__(
+        self, settings: Settings, pool: ConnectionPool[Conn], *, worker_id: str | None = None
+    ) -> None:
+        self.lanes = [_LaneWorker(settings, pool, plan) for plan in lane_plans(settings, worker_id)]
+
+    @property
+    def connected(self) -> bool:
+        return all(lane.connected for lane in self.lanes)
+
+    def start(self) -> None:
+        for lane in self.lanes:
+            lane.start()
+
+    def stop(self) -> None:
+        for lane in self.lanes:
+            lane.stop()
+
+    def wait_connected(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(lane.wait_connected(max(0.0, deadline - time.monotonic())) for lane in self.lanes)

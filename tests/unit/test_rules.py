@@ -126,7 +126,7 @@ class Sim:
         before = self.prev.get((site, device))
         changes, after = evaluate(site, device, reading, before, self.alerts, battery_low_pct=self.battery_low_pct)
         assert after == apply(self.alerts, changes)
-        self.alerts = after
+        self.alerts = dict(after)
         if before is None or reading.ts >= before.ts:
             self.prev[(site, device)] = status_of(reading)
         return changes
