@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
 import signal
 import subprocess
@@ -40,7 +39,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import psycopg
 
-from gateway.devservers import MosquittoServer, PostgresServer
+from gateway.devservers import IngestProcess, MosquittoServer, PostgresServer
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
@@ -107,43 +106,14 @@ def measure_peer(stack: Stack, plan: LoadPlan) -> float:
 # gateway workers ----------------------------------------------------------------------------
 
 
-class Worker:
-    """One ``safeguard ingest`` process; ``connected`` once both its lanes are."""
-
-    def __init__(self, stack: Stack, worker_id: str, group: str) -> None:
-        env = {**os.environ, "SAFEGUARD_MQTT_URL": stack.mqtt_url, "SAFEGUARD_DATABASE_URL": stack.database_url,
-               "SAFEGUARD_MQTT_SHARED_GROUP": group, "SAFEGUARD_MQTT_SESSION_EXPIRY_S": str(SESSION_EXPIRY_S),
-               "SAFEGUARD_INGEST_WORKER_ID": worker_id}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "--log-level", "INFO", "ingest"],
-            env=env, stderr=subprocess.PIPE, text=True,
-        )
-        self._lanes = 0
-        self.connected = threading.Event()
-        threading.Thread(target=self._read_log, daemon=True).start()
-
-    def _read_log(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            if "lane connected" in line:
-                self._lanes += 1
-                if self._lanes >= 2:
-                    self.connected.set()
-            elif "ERROR" in line or "Traceback" in line:
-                sys.stderr.write(f"worker: {line}")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-
-
 @contextmanager
-def workers(stack: Stack, count: int, run: str) -> Iterator[list[Worker]]:
-    started = [Worker(stack, f"{run}-{i}", run) for i in range(count)]
+def workers(stack: Stack, count: int, run: str) -> Iterator[list[IngestProcess]]:
+    env = {"SAFEGUARD_MQTT_SESSION_EXPIRY_S": str(SESSION_EXPIRY_S)}
+    started = [IngestProcess(stack.mqtt_url, stack.database_url, f"{run}-{i}", group=run, env=env)
+               for i in range(count)]
     try:
         for w in started:
-            if not w.connected.wait(30):
-                raise SystemExit("an ingest worker did not connect within 30 s")
+            w.wait_connected(30)
         yield started
     finally:
         for w in started:

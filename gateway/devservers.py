@@ -43,7 +43,9 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -630,3 +632,51 @@ class MosquittoServer(_ChildServer):
         """Stop (if running) and start again on the same port."""
         self.stop()
         self.start()
+
+
+class IngestProcess:
+    """``safeguard ingest`` as a child process (bench and tests: N workers, a worker killed).
+
+    ``connected`` is set once both of its lanes logged their connection.
+    """
+
+    def __init__(self, mqtt_url: str, database_url: str, worker_id: str, *, group: str = "gateway",
+                 env: dict[str, str] | None = None) -> None:
+        self.worker_id = worker_id
+        child_env = {**_clean_env(), "SAFEGUARD_MQTT_URL": mqtt_url, "SAFEGUARD_DATABASE_URL": database_url,
+                     "SAFEGUARD_MQTT_SHARED_GROUP": group, "SAFEGUARD_INGEST_WORKER_ID": worker_id, **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "--log-level", "INFO", "ingest"],
+            env=child_env, stderr=subprocess.PIPE, text=True,
+        )
+        self.connected = threading.Event()
+        self.errors: list[str] = []
+        self._lanes = 0
+        threading.Thread(target=self._read_log, name=f"log-{worker_id}", daemon=True).start()
+
+    def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if "lane connected" in line:
+                self._lanes += 1
+                if self._lanes >= 2:
+                    self.connected.set()
+            elif "ERROR" in line or "Traceback" in line:
+                self.errors.append(line)
+                log.warning("ingest %s: %s", self.worker_id, line.rstrip())
+
+    def wait_connected(self, timeout: float = 30.0) -> None:
+        if not self.connected.wait(timeout):
+            raise DevServerError(f"ingest worker {self.worker_id} did not connect within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        """SIGTERM: the worker finishes its batch in hand and disconnects."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; whatever it had not acknowledged stays with the broker."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)

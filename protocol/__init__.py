@@ -24,24 +24,24 @@ from protocol.messages import (
     decode,
 )
 from protocol.topics import (
+    ALARM_FILTERS,
     ALERTS_FILTER,
-    ROUTINE_FILTERS,
     SUBSCRIPTION,
     MessageType,
     Topic,
     alert_topic,
     device_topic,
+    is_alarm_topic,
     is_alert_topic,
-    is_routine_topic,
     parse_topic,
     status_topic,
     valid_id,
 )
 
 __all__ = [
+    "ALARM_FILTERS",
     "ALERTS_FILTER",
     "MAX_PAYLOAD_BYTES",
-    "ROUTINE_FILTERS",
     "SUBSCRIPTION",
     "AgentStatus",
     "DeclaredDevice",
@@ -61,8 +61,8 @@ __all__ = [
     "alert_topic",
     "decode",
     "device_topic",
+    "is_alarm_topic",
     "is_alert_topic",
-    "is_routine_topic",
     "parse_topic",
     "status_topic",
     "valid_id",

@@ -18,10 +18,10 @@ from enum import StrEnum
 
 PREFIX = "sg/v1"
 SUBSCRIPTION = f"{PREFIX}/#"
-# Routine traffic (camera heartbeats, snapshots) has its own ingest lane, so that safety-critical
-# messages (smoke, exit, agent status) never queue behind it: at the broker, in a batch.
-ROUTINE_FILTERS = (f"{PREFIX}/+/+/heartbeat", f"{PREFIX}/+/+/snapshot")
-_ROUTINE_TYPES = frozenset({"heartbeat", "snapshot"})
+# Safety-critical messages (smoke, exit, agent status) have their own ingest lane, so that they
+# never queue behind routine traffic (camera heartbeats): not at the broker, not in a batch.
+ALARM_FILTERS = (f"{PREFIX}/+/+/smoke", f"{PREFIX}/+/+/exit", f"{PREFIX}/+/+/status")
+_ALARM_TYPES = frozenset({"smoke", "exit", "status"})
 _PREFIX_SLASH = f"{PREFIX}/"
 ALERTS_FILTER = f"{PREFIX}/alerts/#"
 _ALERTS_LEVEL = "alerts"
@@ -101,10 +101,10 @@ def is_alert_topic(topic: str) -> bool:
     return len(levels) == 4 and "/".join(levels[:3]) == f"{PREFIX}/{_ALERTS_LEVEL}"
 
 
-def is_routine_topic(topic: str) -> bool:
-    """True exactly when ``topic`` matches one of :data:`ROUTINE_FILTERS` (MQTT's ``+`` rules)."""
+def is_alarm_topic(topic: str) -> bool:
+    """True exactly when ``topic`` matches one of :data:`ALARM_FILTERS` (MQTT's ``+`` rules)."""
     levels = topic.split("/")
-    return len(levels) == 5 and topic.startswith(_PREFIX_SLASH) and levels[4] in _ROUTINE_TYPES
+    return len(levels) == 5 and topic.startswith(_PREFIX_SLASH) and levels[4] in _ALARM_TYPES
 
 
 def parse_topic(topic: str) -> Topic:

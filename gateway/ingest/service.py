@@ -1,10 +1,13 @@
 """The MQTT side of ingest: two lanes, each a persistent session handing messages to a worker.
 
-* the **alarm lane** takes everything but routine traffic: smoke, exit, agent status, and
-  anything off-contract (to be dead-lettered). Small, quick batches. It acknowledges camera
-  heartbeats and snapshots at once without reading them (the routine lane has them);
-* the **routine lane** takes camera heartbeats and snapshots (``protocol.ROUTINE_FILTERS``),
-  in large batches.
+* the **alarm lane** takes smoke, exit and agent status (``protocol.ALARM_FILTERS``), in small,
+  quick batches. Nothing else reaches its session, so at the broker no heartbeat backlog can
+  stand in front of an alarm;
+* the **routine lane** takes everything else: camera heartbeats, snapshots, and anything
+  off-contract (to be dead-lettered), in large batches. Its session (``sg/v1/#``) also
+  receives the alarm lane's messages; it acknowledges those at once without reading them.
+  That costs paho time on safety traffic twice, the price of an alarm lane that nothing
+  routine can ever delay (MQTT has no "all but" filter).
 
 Each lane is its own MQTT session, so the broker queues an alarm apart from a heartbeat
 backlog, and its own worker thread and transactions, so an alarm never waits in a batch of
@@ -37,7 +40,7 @@ from gateway import metrics
 from gateway.config import Settings
 from gateway.ingest.batch import BatchProcessor, BatchResult, DeadLetter, Inbound, Rules, store_dead_letters
 from gateway.store.db import Conn
-from protocol import ROUTINE_FILTERS, SUBSCRIPTION, is_alert_topic, is_routine_topic
+from protocol import ALARM_FILTERS, SUBSCRIPTION, is_alarm_topic, is_alert_topic
 from protocol.mqtt import MqttVersion, connect_properties, new_client
 
 log = logging.getLogger(__name__)
@@ -66,9 +69,9 @@ def lane_plans(settings: Settings, worker_id: str | None = None) -> list[LanePla
         worker = socket.gethostname()  # one worker per host unless told otherwise
     base = f"{settings.mqtt_client_id}-{worker}" if worker else settings.mqtt_client_id
     return [
-        LanePlan(Lane.ALARM, f"{base}-alarm", (SUBSCRIPTION,), settings.alarm_batch_size,
+        LanePlan(Lane.ALARM, f"{base}-alarm", ALARM_FILTERS, settings.alarm_batch_size,
                  settings.alarm_batch_interval_s),
-        LanePlan(Lane.ROUTINE, f"{base}-ingest", ROUTINE_FILTERS, settings.batch_size, settings.batch_interval_s),
+        LanePlan(Lane.ROUTINE, f"{base}-ingest", (SUBSCRIPTION,), settings.batch_size, settings.batch_interval_s),
     ]
 
 
@@ -88,7 +91,8 @@ class _LaneWorker:
         self._generation = 0
         self._worker: threading.Thread | None = None
         self._client: mqtt.Client | None = None
-        self._skip = is_routine_topic if plan.lane is Lane.ALARM else None  # routine traffic: the other lane's
+        self._skip = is_alarm_topic if plan.lane is Lane.ROUTINE else None  # the alarm lane's messages
+        self.accepted = 0  # messages this lane stored (its share of a shared subscription)
 
     @property
     def connected(self) -> bool:
@@ -138,9 +142,6 @@ class _LaneWorker:
             return
         self._generation += 1
         group = self._settings.mqtt_shared_group
-        if self.plan.lane is Lane.ROUTINE and SUBSCRIPTION not in self.plan.filters:
-            # A session kept from before the lanes subscribed to everything: drop that filter.
-            client.unsubscribe([f"$share/{group}/{SUBSCRIPTION}" if group else SUBSCRIPTION])
         client.subscribe([(f"$share/{group}/{f}" if group else f, 1) for f in self.plan.filters])
         self._connected.set()
         log.info("ingest %s lane connected (session present: %s)", self.plan.lane,
@@ -154,7 +155,7 @@ class _LaneWorker:
     def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         topic = message.topic
         if (self._skip is not None and self._skip(topic)) or is_alert_topic(topic):
-            client.ack(message.mid, message.qos)  # the routine lane's, or our own output
+            client.ack(message.mid, message.qos)  # the alarm lane's, or our own output
             return
         self._queue.put(Inbound(topic, bytes(message.payload), time.time(), message.mid, message.qos, self._generation))
 
@@ -206,6 +207,7 @@ class _LaneWorker:
                     return
                 continue
             _account(result)
+            self.accepted += result.accepted
             self._ack(batch)
             return
 

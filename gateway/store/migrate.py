@@ -27,7 +27,8 @@ def migration_files() -> list[Path]:
 
 
 def timescale_available(conn: Conn) -> bool:
-    row = conn.execute("SELECT count(*) AS n FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+    row = conn.execute("SELECT count(*) AS n FROM pg_available_extensions WHERE name = 'timescaledb'"
+        " AND current_setting('shared_preload_libraries') LIKE '%%timescaledb%%'").fetchone()
     return bool(row and row["n"])
 
 

@@ -1,0 +1,192 @@
+"""Alarms first and several ingest workers, against a real Mosquitto and PostgreSQL.
+
+* the alarm lane: a smoke alarm published after a flood of camera heartbeats is stored and
+  raised while the heartbeats are still being stored (one session for everything would
+  deliver it last);
+* two ingest workers on one shared subscription store a mixed feed exactly once, each
+  taking a share;
+* a worker SIGKILLed mid-load and restarted under its id loses nothing and duplicates
+  nothing: what it had not acknowledged is delivered again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gateway.config import Settings
+from gateway.devservers import IngestProcess, MosquittoServer
+from gateway.runtime import Gateway
+from gateway.store.db import connect
+from gateway.store.sites import SiteRecord, upsert_sites
+from protocol import MessageType, device_topic
+from simulators.load import LoadPlan, finish, province_plan, site_id, start
+from simulators.load import run as run_load
+from tests.support import Agent, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def scalar(database_url: str, sql: str, *params: Any) -> int:
+    with connect(database_url) as conn:
+        row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return int(next(iter(row.values())))
+
+
+def register(database_url: str, sites: list[str]) -> None:
+    with connect(database_url) as conn:
+        upsert_sites(conn, [SiteRecord(id=s) for s in sites])
+        conn.commit()
+
+
+def duplicates(database_url: str) -> int:
+    return scalar(database_url, "SELECT count(*) FROM (SELECT 1 FROM readings"
+                                " GROUP BY site, device, boot, seq HAVING count(*) > 1) AS d")
+
+
+@pytest.fixture
+def big_broker(tmp_path: Any) -> Iterator[MosquittoServer]:
+    """A broker that queues a whole flood for an absent gateway (the shipped config raises the limit too)."""
+    server = MosquittoServer(tmp_path / "mosquitto-big", max_queued_messages=200_000)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_alarm_is_raised_while_a_heartbeat_flood_is_still_being_stored(
+    settings: Settings, big_broker: MosquittoServer
+) -> None:
+    flood = 20_000
+    plan = LoadPlan(big_broker.url, flood, sites=50, cameras=4, processes=2)
+    sites = [site_id(plan, i) for i in range(plan.sites)]
+    register(settings.database_url, [*sites, "site-fire"])
+    settings = settings.model_copy(update={"mqtt_url": big_broker.url})
+    gateway = Gateway(settings, supervise=False, api=False)
+    gateway.start()  # the sessions exist; the gateway goes away while the flood arrives
+    assert gateway.ingest is not None
+    assert gateway.ingest.wait_connected(10)
+    gateway.stop()
+
+    report = run_load(plan)
+    assert report.published == flood
+    assert report.failed == 0
+    agent = Agent(big_broker.url, "site-fire")
+    try:
+        agent.smoke("smoke-1", "alarm")  # published last, behind every heartbeat
+    finally:
+        agent.close()
+
+    gateway = Gateway(settings, supervise=False, api=False)
+    gateway.start()
+    try:
+        def heartbeats_when_alarm_raised() -> int | None:
+            with connect(settings.database_url) as conn:
+                row = conn.execute(
+                    "SELECT (SELECT count(*) FROM alerts WHERE kind = 'fire_alarm') AS alarms,"
+                    " (SELECT count(*) FROM readings WHERE kind = 'camera') AS beats"
+                ).fetchone()
+            assert row is not None
+            return row["beats"] + 1 if row["alarms"] else None  # +1: zero stored is an answer too
+
+        stored_then = wait_for(heartbeats_when_alarm_raised, timeout=120, what="the fire alarm") - 1
+        wait_for(lambda: scalar(settings.database_url, "SELECT count(*) FROM readings WHERE kind = 'camera'")
+                 >= flood, timeout=300, what="the whole flood stored")
+    finally:
+        gateway.stop()
+    assert stored_then < flood, "the alarm waited for the whole heartbeat flood"
+    assert duplicates(settings.database_url) == 0
+
+
+def test_two_workers_share_the_stream_and_store_it_once(settings: Settings, mosquitto: MosquittoServer) -> None:
+    plan = province_plan(mosquitto.url, 4_000, sites=20, processes=2)
+    register(settings.database_url, [site_id(plan, i) for i in range(plan.sites)])
+    workers = []
+    for index in range(2):
+        worker_settings = settings.model_copy(update={"mqtt_shared_group": "gateway",
+                                                      "ingest_worker_id": f"w{index}"})
+        gateway = Gateway(worker_settings, supervise=False, api=False)
+        gateway.start()
+        workers.append(gateway)
+    try:
+        for gateway in workers:
+            assert gateway.ingest is not None
+            assert gateway.ingest.wait_connected(10)
+        ids = {lane.plan.client_id for gw in workers if gw.ingest for lane in gw.ingest.lanes}
+        assert len(ids) == 4, ids  # two lanes per worker, every session its own
+        report = run_load(plan)
+        assert report.published == plan.messages
+        wait_for(lambda: scalar(settings.database_url, "SELECT count(*) FROM readings") >= plan.messages,
+                 timeout=120, what="every reading stored")
+        shares = [sum(lane.accepted for lane in gw.ingest.lanes) for gw in workers if gw.ingest]
+    finally:
+        for gateway in workers:
+            gateway.stop()
+    assert scalar(settings.database_url, "SELECT count(*) FROM readings") == plan.messages
+    assert duplicates(settings.database_url) == 0
+    assert all(share > 0 for share in shares), shares
+    assert sum(shares) == plan.messages
+    devices = plan.sites * plan.devices_per_site
+    assert scalar(settings.database_url, "SELECT count(*) FROM device_state") == devices
+
+
+def test_worker_killed_mid_load_loses_nothing_and_raises_once(
+    settings: Settings, big_broker: MosquittoServer
+) -> None:
+    url, database_url = big_broker.url, settings.database_url
+    plan = province_plan(url, 30_000, sites=50, processes=2)
+    register(database_url, [site_id(plan, i) for i in range(plan.sites)] + ["site-fire"])
+    group = f"g{uuid.uuid4().hex[:6]}"
+    workers = [IngestProcess(url, database_url, f"{group}-{i}", group=group) for i in range(2)]
+    try:
+        for worker in workers:
+            worker.wait_connected()
+        with contextlib.closing(_Alarmist(url)) as alarmist:
+            alarmist.alarm()
+            load = start(plan)
+            wait_for(lambda: scalar(database_url, "SELECT count(*) FROM readings") > plan.messages // 5,
+                     timeout=120, what="a fifth of the load stored")
+            workers[0].kill()
+            stored_at_kill = scalar(database_url, "SELECT count(*) FROM readings")
+            alarmist.alarm()  # the same detector still in alarm: the same alert, counted again
+            workers[0] = IngestProcess(url, database_url, f"{group}-0", group=group)  # its successor
+            workers[0].wait_connected()
+            report = finish(*load)
+            assert report.published == plan.messages
+            assert report.failed == 0
+            total = plan.messages + alarmist.sent
+            wait_for(lambda: scalar(database_url, "SELECT count(*) FROM readings") >= total,
+                     timeout=300, what="every reading stored")
+            time.sleep(1.0)  # any stray redelivery arrives, then count again
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert stored_at_kill < plan.messages, "the kill was not mid-load"
+    assert scalar(database_url, "SELECT count(*) FROM readings") == total
+    assert duplicates(database_url) == 0
+    assert scalar(database_url, "SELECT count(*) FROM alerts WHERE kind = 'fire_alarm'") == 1
+    assert all(not w.errors for w in workers), [w.errors for w in workers]
+
+
+class _Alarmist:
+    """A detector in alarm at site-fire, sent as its agent would (boot, growing seq)."""
+
+    def __init__(self, url: str) -> None:
+        self._agent = Agent(url, "site-fire")
+        self.sent = 0
+
+    def alarm(self) -> None:
+        self._agent.publish_raw(device_topic("site-fire", "smoke-1", MessageType.SMOKE), json.dumps(
+            {"ts": time.time(), "boot": self._agent.boot, "seq": self.sent, "state": "alarm",
+             "battery_pct": 90.0, "obscuration_pct": 12.0}))
+        self.sent += 1
+
+    def close(self) -> None:
+        self._agent.close()
+
