@@ -22,6 +22,7 @@ distinct, stable worker id, from which both lanes' client ids are made.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import socket
@@ -82,7 +83,10 @@ class _LaneWorker:
         self._settings = settings
         self._pool = pool
         self.plan = plan
-        self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Inbound | None] = queue.SimpleQueue()  # None: "look at the urgent ones"
+        # Alarm lane: what may raise an alert (an alarm, a fault, a blocked exit, agent status) goes
+        # ahead of the routine "still normal" readings of the same lane, in its own small batches.
+        self._urgent: collections.deque[Inbound] | None = collections.deque() if plan.lane is Lane.ALARM else None
         self._processor = BatchProcessor(
             Rules(settings.missed_heartbeats, settings.default_heartbeat_s, settings.battery_low_pct)
         )
@@ -157,31 +161,46 @@ class _LaneWorker:
         if (self._skip is not None and self._skip(topic)) or is_alert_topic(topic):
             client.ack(message.mid, message.qos)  # the alarm lane's, or our own output
             return
-        self._queue.put(Inbound(topic, bytes(message.payload), time.time(), message.mid, message.qos, self._generation))
+        inbound = Inbound(topic, bytes(message.payload), time.time(), message.mid, message.qos, self._generation)
+        if self._urgent is not None and _urgent(inbound.payload):
+            self._urgent.append(inbound)
+            self._queue.put(None)  # wakes a worker waiting for the next batch
+        else:
+            self._queue.put(inbound)
 
     # worker --------------------------------------------------------------------------------
 
+    def _take_urgent(self) -> list[Inbound]:
+        urgent = self._urgent
+        batch: list[Inbound] = []
+        while urgent and len(batch) < self.plan.batch_size:
+            batch.append(urgent.popleft())
+        return batch
+
     def _next_batch(self) -> list[Inbound]:
+        """Urgent messages first, alone; else a batch by size and age, cut short when one arrives."""
+        if urgent := self._take_urgent():
+            return urgent
         try:
             first = self._queue.get(timeout=0.2)
         except queue.Empty:
             return []
-        batch = [first]
+        batch = [first] if first is not None else []
         limit = self.plan.batch_size
         deadline = time.monotonic() + self.plan.batch_interval_s
-        while len(batch) < limit:
+        while len(batch) < limit and not self._urgent:
             try:  # whatever is already waiting joins at once; then wait up to the batch's age
-                batch.append(self._queue.get_nowait())
-                continue
+                item = self._queue.get_nowait()
             except queue.Empty:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._queue.get(timeout=remaining))
-            except queue.Empty:
-                break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is not None:
+                batch.append(item)
         return batch
 
     def _run(self) -> None:
@@ -255,6 +274,18 @@ class _LaneWorker:
             # A mid belongs to one connection; after a reconnect the broker redelivers instead.
             if message.qos > 0 and message.generation == generation:
                 client.ack(message.mid, message.qos)
+
+
+_ROUTINE_STATES = (b'"normal"', b'"clear"')
+
+
+def _urgent(payload: bytes) -> bool:
+    """A smoke or exit reading that is not plainly normal / clear, or an agent status.
+
+    A byte search, not a parse (this runs on paho's thread): a payload it misjudges is only
+    ordered differently, never handled differently, and the rules judge by ``ts``.
+    """
+    return not any(state in payload for state in _ROUTINE_STATES)
 
 
 def _account(result: BatchResult) -> None:

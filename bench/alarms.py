@@ -1,0 +1,181 @@
+"""Fire alarm latency under load: publish -> SSE and publish -> sg/v1/alerts/{site}.
+
+    .venv/bin/python -m bench.alarms [--duration 60] [--rate 5700] [--storm]
+
+Starts a private Mosquitto and PostgreSQL on free ports and ``safeguard serve`` (ingest,
+supervisor, API) as a child process. A province-shaped background feed runs at ``--rate``
+msg/s (500 sites x 20 devices, each message the next device). Once a second, a smoke
+detector never seen before raises ``alarm``; the bench listens on the API's SSE stream and
+on ``sg/v1/alerts/#`` and prints, for each path, p50 / p99 / max of the delay from publish to
+the alert, and how many alarms were not seen within 10 s.
+
+``--storm``: instead of the steady feed, 200 agents reconnect at once and flush a 10-minute
+backlog each (17 devices, one message per 30 s: 68,000 messages as fast as the publishers
+go) while the live alarms go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+
+from gateway.devservers import MosquittoServer, PostgresServer, free_port
+from gateway.store.db import connect
+from gateway.store.migrate import migrate
+from gateway.store.sites import SiteRecord, upsert_sites
+from protocol import ALERTS_FILTER, MessageType, device_topic
+from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
+from simulators.load import LoadPlan, finish, province_plan, site_id, start
+
+TOKEN = "bench-admin-token-0123456789"
+ALARM_SITE = "alarm-site"
+SEEN_WITHIN_S = 10.0
+
+
+class Watch:
+    """When each live alarm was published and when each path first showed it."""
+
+    def __init__(self) -> None:
+        self.published: dict[str, float] = {}
+        self.sse: dict[str, float] = {}
+        self.mqtt: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def seen(self, path: dict[str, float], alert: dict[str, object]) -> None:
+        device = alert.get("device")
+        if alert.get("kind") == "fire_alarm" and isinstance(device, str) and device.startswith("live-"):
+            with self.lock:
+                path.setdefault(device, time.time())
+
+    def figures(self, path: dict[str, float]) -> str:
+        delays = sorted(path[d] - t for d, t in self.published.items() if d in path)
+        missed = sum(1 for d, t in self.published.items() if d not in path or path[d] - t > SEEN_WITHIN_S)
+        if not delays:
+            return f"no alarm seen of {len(self.published)}"
+        p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
+        return (f"p50 {statistics.median(delays) * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms,"
+                f" max {delays[-1] * 1000:,.0f} ms; {missed} of {len(self.published)} not seen within"
+                f" {SEEN_WITHIN_S:.0f} s")
+
+
+def follow_sse(api: str, watch: Watch, stop: threading.Event) -> None:
+    with contextlib.suppress(httpx.HTTPError):  # the gateway goes away at the end
+        _read_sse(api, watch, stop)
+
+
+def _read_sse(api: str, watch: Watch, stop: threading.Event) -> None:
+    with httpx.Client(timeout=httpx.Timeout(5.0, read=None)) as client, client.stream(
+        "GET", f"{api}/api/v1/alerts/stream", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as response:
+        for line in response.iter_lines():
+            if stop.is_set():
+                return
+            if line.startswith("data:"):
+                watch.seen(watch.sse, json.loads(line[5:]))
+
+
+def follow_mqtt(url: str, watch: Watch) -> mqtt.Client:
+    endpoint = MqttEndpoint.parse(url)
+    client = new_client(endpoint, "bench-dispatch", MqttVersion.V5)
+    client.on_connect = lambda c, *_a: c.subscribe(ALERTS_FILTER, qos=1)
+    client.on_message = lambda _c, _u, m: watch.seen(watch.mqtt, json.loads(m.payload))
+    client.connect(endpoint.host, endpoint.port)
+    client.loop_start()
+    return client
+
+
+def raise_alarms(url: str, watch: Watch, duration: float) -> None:
+    endpoint = MqttEndpoint.parse(url)
+    client = new_client(endpoint, "bench-alarms", MqttVersion.V5)
+    client.connect(endpoint.host, endpoint.port)
+    client.loop_start()
+    boot = f"b{os.getpid()}"
+    deadline = time.monotonic() + duration
+    n = 0
+    while time.monotonic() < deadline:
+        device = f"live-{n}"
+        payload = {"ts": time.time(), "boot": boot, "seq": 0, "state": "alarm", "battery_pct": 90.0,
+                   "obscuration_pct": 15.0}
+        watch.published[device] = time.time()
+        info = client.publish(device_topic(ALARM_SITE, device, MessageType.SMOKE), json.dumps(payload), qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise SystemExit(f"alarm publish refused: rc={info.rc}")
+        n += 1
+        time.sleep(1.0)
+    client.disconnect()
+    client.loop_stop()
+
+
+def serve(mqtt_url: str, database_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SAFEGUARD_MQTT_URL": mqtt_url, "SAFEGUARD_DATABASE_URL": database_url,
+           "SAFEGUARD_API_PORT": str(port), "SAFEGUARD_BOOTSTRAP_TOKEN": TOKEN}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve"], env=env)
+    api = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{api}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("safeguard serve did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of live alarms")
+    parser.add_argument("--rate", type=float, default=5700.0, help="background msg/s (steady mode)")
+    parser.add_argument("--storm", action="store_true", help="200 agents flushing a 10-minute backlog each")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
+        root = Path(tmp)
+        with PostgresServer(root / "pg", fast=True) as pg, \
+                MosquittoServer(root / "mqtt", max_queued_messages=1_000_000) as broker:
+            database_url = pg.url
+            if args.storm:
+                plan = LoadPlan(broker.url, 200 * 17 * 20, sites=200, cameras=4, smoke=10, exits=3, processes=2)
+                what = "reconnect storm: 200 agents x 17 devices x 20 messages (10 min at 30 s), flat out"
+            else:
+                plan = province_plan(broker.url, int(args.rate * (args.duration + 5)), processes=2, rate=args.rate)
+                what = f"background {args.rate:,.0f} msg/s, {plan.sites} sites x {plan.devices_per_site} devices"
+            with connect(database_url) as conn:
+                migrate(conn)
+                upsert_sites(conn, [SiteRecord(id=site_id(plan, i)) for i in range(plan.sites)]
+                             + [SiteRecord(id=ALARM_SITE)])
+                conn.commit()
+            port = free_port()
+            gateway = serve(broker.url, database_url, port)
+            watch = Watch()
+            stop = threading.Event()
+            threading.Thread(target=follow_sse, args=(f"http://127.0.0.1:{port}", watch, stop), daemon=True).start()
+            dispatch = follow_mqtt(broker.url, watch)
+            time.sleep(1.0)
+            load = start(plan)
+            raise_alarms(broker.url, watch, args.duration)
+            report = finish(*load)
+            time.sleep(SEEN_WITHIN_S)  # the last alarms get their 10 s
+            stop.set()
+            dispatch.loop_stop()
+            gateway.terminate()
+            gateway.wait(timeout=60)
+    print(f"{what}; published {report.published:,} at {report.rate:,.0f} msg/s; one new alarm a second"
+          f" for {args.duration:.0f} s")
+    print(f"alarm -> SSE:                  {watch.figures(watch.sse)}")
+    print(f"alarm -> sg/v1/alerts/{{site}}: {watch.figures(watch.mqtt)}")
+
+
+if __name__ == "__main__":
+    main()
