@@ -20,11 +20,12 @@ Thread-safe: one connection, every call under one lock.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Self
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # == len(_MIGRATIONS)
 _ACK_CHUNK = 500  # SQLite's default limit on bound parameters is far above; keeps statements small
 
 
@@ -63,28 +64,81 @@ _TIER = {
     Kind.STATUS: _Tier.PROTECTED,
 }
 
+
+class _Lane(IntEnum):
+    """Send order (module doc): lowest lane first, oldest first within a lane."""
+
+    CURRENT_ALARM = 0  # a device's newest entry, an alarm
+    CURRENT = 1  # a device's newest entry, anything else
+    SAFETY = 2
+    SNAPSHOT = 3
+    HEARTBEAT = 4
+
+
+_LANE = {
+    Kind.ALARM: _Lane.SAFETY,
+    Kind.STATUS: _Lane.SAFETY,
+    Kind.STATE: _Lane.SAFETY,
+    Kind.SNAPSHOT: _Lane.SNAPSHOT,
+    Kind.HEARTBEAT: _Lane.HEARTBEAT,
+}
+
+
+def _lane(kind: Kind, *, current: bool) -> _Lane:
+    if not current:
+        return _LANE[kind]
+    return _Lane.CURRENT_ALARM if kind is Kind.ALARM else _Lane.CURRENT
+
+
 # ----------------------------------------------------------------------------- named SQL
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,  -- only grows: id order is put order
-    topic   TEXT    NOT NULL,
-    payload BLOB    NOT NULL,
-    retain  INTEGER NOT NULL,
-    kind    TEXT    NOT NULL,
-    tier    INTEGER NOT NULL,                   -- drop order when full (_Tier)
-    created REAL    NOT NULL                    -- epoch seconds of the put
-);
-CREATE INDEX IF NOT EXISTS outbox_tier ON outbox (tier, id);
-CREATE TABLE IF NOT EXISTS dropped (
-    kind TEXT PRIMARY KEY,
-    n    INTEGER NOT NULL
-);
-"""
+# An entry's own lane from its kind, in SQL (built from _LANE: one mapping).
+_OWN_LANE = "CASE kind " + " ".join(f"WHEN '{k.value}' THEN {int(v)}" for k, v in _LANE.items()) + " END"
+
+_MIGRATIONS = (
+    # 1: the first outbox (FIFO by id).
+    """
+    CREATE TABLE IF NOT EXISTS outbox (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,  -- only grows: id order is put order
+        topic   TEXT    NOT NULL,
+        payload BLOB    NOT NULL,
+        retain  INTEGER NOT NULL,
+        kind    TEXT    NOT NULL,
+        tier    INTEGER NOT NULL,                   -- drop order when full (_Tier)
+        created REAL    NOT NULL                    -- epoch seconds of the put
+    );
+    CREATE INDEX IF NOT EXISTS outbox_tier ON outbox (tier, id);
+    CREATE TABLE IF NOT EXISTS dropped (
+        kind TEXT PRIMARY KEY,
+        n    INTEGER NOT NULL
+    );
+    """,
+    # 2: send order by lane (issue 10). Entries of a version 1 file carry no device, so they
+    # take their kind's lane (safety before snapshots before heartbeats) and none is current.
+    f"""
+    ALTER TABLE outbox ADD COLUMN lane INTEGER NOT NULL DEFAULT {int(_Lane.SAFETY)};  -- send order (_Lane)
+    ALTER TABLE outbox ADD COLUMN state_of TEXT;  -- the device whose state this is (smoke, exit), or NULL
+    UPDATE outbox SET lane = {_OWN_LANE};
+    CREATE INDEX IF NOT EXISTS outbox_lane ON outbox (lane, id);
+    """,
+)
 _TOTALS = "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox"
-_INSERT = "INSERT INTO outbox (topic, payload, retain, kind, tier, created) VALUES (?, ?, ?, ?, ?, ?)"
-_PEEK = "SELECT id, topic, payload, retain, kind, created FROM outbox WHERE id > ? ORDER BY id LIMIT ?"
-_VICTIM = "SELECT id, kind, length(payload) FROM outbox WHERE tier = ? ORDER BY id LIMIT 1"
+_INSERT = (
+    "INSERT INTO outbox (topic, payload, retain, kind, tier, lane, state_of, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The previous current entry of a device goes back to its own lane (walks lanes 0-1 only: one row per device).
+_DEMOTE = f"UPDATE outbox SET lane = {_OWN_LANE} WHERE lane <= {int(_Lane.CURRENT)} AND state_of = ?"
+_COLUMNS = "id, topic, payload, retain, kind, created"
+_PEEK = f"SELECT {_COLUMNS} FROM outbox WHERE id > ? ORDER BY id LIMIT ?"
+# Walks the (lane, id) index from its start; the skipped ids (in flight, a window's worth) are passed as
+# one JSON array, so their number is not bounded by SQLite's limit on parameters.
+_PEEK_PRIORITY = (
+    f"SELECT {_COLUMNS} FROM outbox WHERE id NOT IN (SELECT value FROM json_each(?)) ORDER BY lane, id LIMIT ?"
+)
+# A device's current state is never dropped: the newest word on it is what matters after an outage.
+_VICTIM = (
+    f"SELECT id, kind, length(payload) FROM outbox WHERE tier = ? AND lane > {int(_Lane.CURRENT)} ORDER BY id LIMIT 1"
+)
 _DELETE_ONE = "DELETE FROM outbox WHERE id = ?"
 _COUNT_DROP = "INSERT INTO dropped (kind, n) VALUES (?, 1) ON CONFLICT (kind) DO UPDATE SET n = n + 1"
 _DROPPED = "SELECT kind, n FROM dropped"
@@ -108,7 +162,7 @@ class OutboxClosed(RuntimeError):
 
 
 class Outbox:
-    """A bounded, durable FIFO of MQTT messages in one SQLite file.
+    """A bounded, durable queue of MQTT messages in one SQLite file, read in send order.
 
     ``max_messages`` and ``max_bytes`` (payload bytes) bound the size; see the module
     docstring for the policy when full. Use as a context manager or call
@@ -148,8 +202,11 @@ class Outbox:
                     raise sqlite3.DatabaseError(
                         f"{self.path} has outbox schema {version}, newer than this agent's {SCHEMA_VERSION}"
                     )
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                for step in range(version, SCHEMA_VERSION):
+                    # One transaction per step, the version bumped inside it: a crash leaves a whole step.
+                    db.executescript(f"BEGIN IMMEDIATE; {_MIGRATIONS[step]}; PRAGMA user_version={step + 1}; COMMIT;")
+                    if version:
+                        log.info("outbox %s migrated to schema %d", self.path, step + 1)
                 count, size = db.execute(_TOTALS).fetchone()
             except BaseException:
                 db.close()
@@ -180,14 +237,31 @@ class Outbox:
 
     # ------------------------------------------------------------------ the interface
 
-    def put(self, topic: str, payload: bytes, *, retain: bool = False, kind: Kind | str = Kind.STATE) -> int:
-        """Append a message; returns its id once it is on disk. May drop older entries (module doc)."""
+    def put(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        kind: Kind | str = Kind.STATE,
+        state_of: str | None = None,
+    ) -> int:
+        """Append a message; returns its id once it is on disk. May drop older entries (module doc).
+
+        ``state_of``: the device whose current safety state this message is (a smoke or exit
+        reading); the newest such entry of each device is sent first (module doc).
+        """
         kind = Kind(kind)
+        lane = _lane(kind, current=state_of is not None)
         with self._lock:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
             try:
-                cursor = db.execute(_INSERT, (topic, payload, int(retain), kind.value, _TIER[kind], time.time()))
+                if state_of is not None:
+                    db.execute(_DEMOTE, (state_of,))
+                cursor = db.execute(
+                    _INSERT, (topic, payload, int(retain), kind.value, _TIER[kind], lane, state_of, time.time())
+                )
                 entry_id = cursor.lastrowid
                 assert entry_id is not None
                 count, size = self._count + 1, self._bytes + len(payload)
@@ -208,10 +282,10 @@ class Outbox:
                 if victim is not None:
                     break
             if victim is None:
-                # Only alarms and status left: losing one is worse than using more disk.
+                # Only alarms, status and current states left: losing one is worse than using more disk.
                 self._overflows += 1
                 log.error(
-                    "OUTBOX FULL of alarms/status: %s holds %d messages, %d bytes (bounds %d, %d); "
+                    "OUTBOX FULL of alarms/status/current states: %s holds %d messages, %d bytes (bounds %d, %d); "
                     "growing beyond the bound rather than dropping an alarm -- is the broker reachable?",
                     self.path, count, size, self.max_messages, self.max_bytes,
                 )
@@ -224,9 +298,18 @@ class Outbox:
         return count, size
 
     def peek(self, n: int, *, after: int = 0) -> list[Entry]:
-        """Up to ``n`` oldest entries with an id above ``after``, oldest first; removes nothing."""
+        """Up to ``n`` oldest entries with an id above ``after``, in put order; removes nothing."""
+        return self._select(_PEEK, (after, n))
+
+    def peek_priority(self, n: int, *, skip: Collection[int] = ()) -> list[Entry]:
+        """Up to ``n`` entries in send order (module doc), leaving out the ids in ``skip`` (the
+        ones already in flight); removes nothing. Each call sees the lanes as they are now, so an
+        alarm put since the last call comes before the heartbeats that were waiting."""
+        return self._select(_PEEK_PRIORITY, (json.dumps(list(skip)), n))
+
+    def _select(self, sql: str, params: tuple[object, ...]) -> list[Entry]:
         with self._lock:
-            rows = self._conn().execute(_PEEK, (after, n)).fetchall()
+            rows = self._conn().execute(sql, params).fetchall()
         return [Entry(int(i), str(t), bytes(p), bool(r), str(k), float(c)) for i, t, p, r, k, c in rows]
 
     def ack(self, ids: Iterable[int]) -> int:
@@ -273,5 +356,5 @@ class Outbox:
 
     @property
     def overflows(self) -> int:
-        """Puts (since open) that left the outbox above its bound because only alarms/status remained."""
+        """Puts (since open) that left the outbox above its bound: only undroppable entries remained."""
         return self._overflows

@@ -11,13 +11,18 @@ Flow (issue 3, point 5; DESIGN section 3)::
 - One drain thread owns the connection. Per connection it creates a fresh paho client (so
   paho holds no stale in-flight messages of its own that it would resend after
   a reconnect, out of our order), waits for a successful CONNACK, publishes the retained
-  birth, then publishes from the outbox head in id order with at most ``window``
-  messages unacknowledged, where window = min(max_in_flight, the broker's MQTT 5 Receive
-  Maximum). paho numbers messages with 16-bit ids and refuses a publish whose id is still
-  in flight (``info.rc`` = MQTT_ERR_QUEUE_SIZE, nothing raised), hence the bound.
+  birth, then publishes the outbox in send order (``Outbox.peek_priority``: each smoke and
+  exit device's current state, alarms first, then the other alarms and states, snapshots,
+  heartbeats; DESIGN section 2 "Alarms first") with at most ``window`` messages
+  unacknowledged, where window = min(max_in_flight, the broker's MQTT 5 Receive Maximum).
+  paho numbers messages with 16-bit ids and refuses a publish whose id is still in flight
+  (``info.rc`` = MQTT_ERR_QUEUE_SIZE, nothing raised), hence the bound.
+- Every time there is room in the window the drain asks the outbox again for the first
+  entries in send order that are not in flight, so an alarm put while a backlog drains
+  waits for one window at most, not for the heartbeats queued before it.
 - An entry leaves the outbox only when its PUBACK arrived. After a reconnect (or an
-  agent restart over the same file) everything not acknowledged is sent again from the
-  head, in order. Duplicates are possible and harmless: the gateway stores each
+  agent restart over the same file) everything not acknowledged is sent again, in send
+  order. Duplicates are possible and harmless: the gateway stores each
   ``(site, device, boot, seq)`` once. An MQTT 5 PUBACK with a failure reason (an ACL
   refusal) is final: the entry is deleted, logged and counted, not resent forever.
 - paho callbacks only hand off (a queue and an event); the outbox is touched by the
@@ -68,6 +73,8 @@ MAX_MID = 65_535  # MQTT packet identifiers are 16 bits, 0 is not used
 # CONNACK reasons after which retrying cannot help (MQTT 5 codes 134/135; 3.1.1 return codes 4/5).
 _AUTH_FAILURES = frozenset({"Bad user name or password", "Not authorized"})
 _WAKE_S = 1.0  # the drain thread's longest sleep when nothing wakes it (a safety net, not polling)
+# Readings that state a device's safety state: the newest one per device goes first after an outage.
+_STATE_TYPES = frozenset({MessageType.SMOKE, MessageType.EXIT})
 
 
 class PublisherError(RuntimeError):
@@ -261,7 +268,7 @@ class Publisher:
             reading = model.model_validate_json(payload)
             if kind is None:
                 kind = _default_kind(reading)
-            self.outbox.put(topic, payload, kind=kind)
+            self.outbox.put(topic, payload, kind=kind, state_of=device if message_type in _STATE_TYPES else None)
             self._seq[device] = seq  # consumed only once the message is safely queued
         self._wake.set()
         return seq
@@ -350,9 +357,8 @@ class Publisher:
         return conn
 
     def _serve(self, conn: _Connection) -> None:
-        """Birth, then drain the outbox from its head until the connection is lost or we stop."""
+        """Birth, then drain the outbox in send order until the connection is lost or we stop."""
         self._publish(conn, self.status_topic, self._status(online=True), retain=True, entry_id=None)
-        cursor = 0  # highest outbox id handed to this connection
         while not conn.lost.is_set():
             self._wake.clear()
             self._take_acks(conn)
@@ -361,10 +367,12 @@ class Publisher:
                 return
             room = self._window - len(self._in_flight)
             if room > 0:
-                for entry in self.outbox.peek(room, after=cursor):
+                # Not a cursor: an entry put since the last peek may belong ahead of the ones
+                # left (a live alarm). In-flight entries stay in the outbox until their PUBACK.
+                in_flight = [i for i in self._in_flight.values() if i is not None]
+                for entry in self.outbox.peek_priority(room, skip=in_flight):
                     if not self._publish(conn, entry.topic, entry.payload, retain=entry.retain, entry_id=entry.id):
                         break
-                    cursor = entry.id
             self._wake.wait(_WAKE_S)
 
     def _publish(self, conn: _Connection, topic: str, payload: bytes, *, retain: bool, entry_id: int | None) -> bool:

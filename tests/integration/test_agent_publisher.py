@@ -1,6 +1,9 @@
 """The edge agent's publisher against a real Mosquitto and the real gateway (issue 3, points 5-6).
 
-- the broker stopped for a while: every reading arrives after it returns, once, in order;
+- the broker stopped for a while: every reading arrives after it returns, once, in order
+  (each smoke/exit device's current state first);
+- after an outage the current safety state (an alarm put last) goes before the heartbeat
+  backlog, and a live alarm during the flush does not wait for the rest of it (issue 10);
 - the agent process SIGKILLed: ``agent_offline`` at the gateway through the Last Will;
 - an agent killed with messages in its outbox: the next start delivers them;
 - in-flight messages never exceed the bound.
@@ -110,6 +113,12 @@ def queue_offline(path: Path, site: str, count: int) -> str:
 
 def heartbeat(publisher: Publisher, device: str = "cam-1") -> int:
     return publisher.send(device, MessageType.HEARTBEAT, {"stream": "ok", "fps": 10.0, "last_frame_ts": time.time()})
+
+
+def first_deliveries(seen: list[tuple[str, str, int]], device: str | None = None) -> list[tuple[str, str, int]]:
+    """Arrivals (of ``device``) in the order each was first delivered; a resend after a reconnect
+    may repeat a message, but order is only about first deliveries."""
+    return list(dict.fromkeys(m for m in seen if device is None or m[0] == device))
 
 
 def stored(database_url: str, site: str) -> list[tuple[str, str, int]]:
@@ -280,14 +289,9 @@ def test_broker_stopped_for_a_while_every_reading_arrives_once_in_order(
         return len(set(seen)) >= 300
 
     wait_for(all_seen, what="the watcher to see 300 readings")
-    for device in ("cam-1", "smoke-1", "exit-1"):
-        order = [seq for d, _b, seq in seen if d == device]
-        # In order: never a seq beyond the next new one (a resend may repeat older ones).
-        highest = -1
-        for seq in order:
-            assert seq <= highest + 1, f"{device}: seq {seq} arrived before {highest + 1}"
-            highest = max(highest, seq)
-        assert list(dict.fromkeys(order)) == list(range(100))
+    assert [seq for _d, _b, seq in first_deliveries(seen, "cam-1")] == list(range(100))
+    for device in ("smoke-1", "exit-1"):  # the current state (seq 99) first, then the rest in order
+        assert [seq for _d, _b, seq in first_deliveries(seen, device)] == [99, *range(99)]
     stats = pub.stats()
     assert stats.acked == 300
     assert stats.refused == 0
@@ -435,12 +439,97 @@ def test_broker_stopped_mid_drain_unacknowledged_messages_are_resent_in_order(
         return len(set(seen)) >= 2_000
 
     wait_for(all_seen, what="the watcher to see 2,000 readings")
-    highest = -1
-    for _d, _b, seq in seen:
-        assert seq <= highest + 1, f"seq {seq} arrived before {highest + 1}"
-        highest = max(highest, seq)
+    assert [seq for _d, _b, seq in first_deliveries(seen)] == list(range(2_000))
     assert pub.stats().connects >= 2
     assert pub.stats().max_in_flight_seen <= 10
+
+
+def test_after_an_outage_the_current_safety_state_goes_before_the_heartbeat_backlog(
+    mosquitto: MosquittoServer, tmp_path: Path, cleanup: list[Any]
+) -> None:
+    """2,000 heartbeats and 10 minutes of smoke/exit readings queued while the broker is down, a
+    fire alarm put last: each device's current state arrives first (the alarm first of all), then
+    the older states, then the heartbeat backlog, each message once (DESIGN section 2)."""
+    site = new_site()
+    watcher = DeviceWatcher(mosquitto.url, site)
+    cleanup.append(watcher)
+    outbox = Outbox(tmp_path / "outbox.sqlite").open()
+    cleanup.append(outbox)
+    pub = make_publisher(mosquitto.url, site, outbox)
+    cleanup.append(pub)
+    pub.start()
+    assert pub.wait_connected(10)
+
+    mosquitto.stop()
+    wait_for(lambda: not pub.connected, timeout=10, what="the publisher to notice the broker is gone")
+    states: list[tuple[str, str, int]] = []  # safety lane, in put order
+    repeats: list[tuple[str, str, int]] = []  # heartbeat lane (camera heartbeats, repeats), in put order
+    for i in range(2_000):
+        repeats.append(("cam-1", pub.boot, heartbeat(pub)))
+        if i % 100 == 0:  # every 30 s of a 10-minute outage
+            states.append(("smoke-1", pub.boot, pub.send("smoke-1", MessageType.SMOKE, {"state": "normal"})))
+            # smoke-2 repeats an unchanged state as the agent's ticker does: heartbeat kind.
+            seq = pub.send("smoke-2", MessageType.SMOKE, {"state": "normal"}, kind=Kind.HEARTBEAT)
+            repeats.append(("smoke-2", pub.boot, seq))
+            for device, state in (("exit-1", "blocked" if i >= 1_500 else "clear"), ("exit-2", "clear")):
+                seq = pub.send(device, MessageType.EXIT, {"state": state, "blocked_ratio": 0.0})
+                states.append((device, pub.boot, seq))
+    alarm = ("smoke-1", pub.boot, pub.send("smoke-1", MessageType.SMOKE, {"state": "alarm"}))  # put last
+    total = len(states) + len(repeats) + 1
+    assert len(outbox) == total == 2_081
+    mosquitto.start()
+
+    wait_for(lambda: len(outbox) == 0, timeout=60, what="the outbox to drain")
+    seen: list[tuple[str, str, int]] = []
+
+    def all_seen() -> bool:
+        seen.extend(watcher.take())
+        return len(set(seen)) >= total
+
+    wait_for(all_seen, timeout=30, what=f"the watcher to see {total} readings")
+    assert len(seen) == len(set(seen)) == total  # each exactly once
+    smoke_2 = next(m for m in reversed(repeats) if m[0] == "smoke-2")
+    current = [alarm, smoke_2, states[-2], states[-1]]  # smoke-1 (the alarm), smoke-2, exit-1, exit-2
+    assert seen[:4] == current
+    assert seen == current + [m for m in states + repeats if m not in current]
+
+
+def test_a_live_alarm_during_the_flush_does_not_wait_for_the_heartbeat_backlog(
+    mosquitto: MosquittoServer, tmp_path: Path, cleanup: list[Any]
+) -> None:
+    site = new_site()
+    path = tmp_path / "outbox.sqlite"
+    backlog = 3_000
+    boot = queue_offline(path, site, backlog)
+    watcher = DeviceWatcher(mosquitto.url, site)
+    cleanup.append(watcher)
+    outbox = Outbox(path).open()
+    cleanup.append(outbox)
+    window = 10
+    pub = make_publisher(mosquitto.url, site, outbox, version=MqttVersion.V311, max_in_flight=window)
+    cleanup.append(pub)
+    pub.start()
+    deadline = time.monotonic() + 20
+    while pub.stats().acked < 200:  # the flush is under way
+        assert time.monotonic() < deadline, "the drain did not start"
+        time.sleep(0.002)
+    alarm = ("smoke-1", pub.boot, pub.send("smoke-1", MessageType.SMOKE, {"state": "alarm"}))
+    # Heartbeats published by now; at most one window more can go before the next peek sees the alarm.
+    published = pub.stats().published - 1  # the birth is not a heartbeat
+    assert published + window < backlog, "the alarm should be put while most of the backlog waits"
+
+    wait_for(lambda: len(outbox) == 0, timeout=60, what="the outbox to drain")
+    seen: list[tuple[str, str, int]] = []
+
+    def all_seen() -> bool:
+        seen.extend(watcher.take())
+        return len(set(seen)) >= backlog + 1
+
+    wait_for(all_seen, timeout=30, what="the watcher to see the backlog and the alarm")
+    assert len(seen) == len(set(seen)) == backlog + 1  # each exactly once
+    ahead = seen.index(alarm)
+    assert ahead <= published + window, f"the alarm waited behind {ahead} heartbeats"
+    assert [seq for _d, b, seq in seen if b == boot] == list(range(backlog))  # the backlog still in order
 
 
 class PasswordMosquitto(PersistentMosquitto):

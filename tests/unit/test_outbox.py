@@ -1,15 +1,17 @@
-"""The durable outbox: order, acknowledgement, reopening, and the policy when full."""
+"""The durable outbox: order, send order (alarms first), acknowledgement, reopening, migration,
+and the policy when full."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from edge_agent.outbox import Kind, Outbox, OutboxClosed
+from edge_agent import outbox as outbox_module
+from edge_agent.outbox import SCHEMA_VERSION, Kind, Outbox, OutboxClosed
 
 
 @pytest.fixture
@@ -25,6 +27,31 @@ def box(path: Path) -> Iterator[Outbox]:
 
 def topics(outbox: Outbox) -> list[str]:
     return [e.topic for e in outbox.peek(10_000)]
+
+
+def send_order(outbox: Outbox) -> list[str]:
+    return [e.topic for e in outbox.peek_priority(10_000)]
+
+
+def reading(box: Outbox, device: str, n: int, kind: Kind = Kind.STATE) -> int:
+    """A smoke or exit reading of ``device`` (its topic names it and its number)."""
+    return box.put(f"{device}/{n}", b"r", kind=kind, state_of=device)
+
+
+def drain(box: Outbox, window: int, between: Callable[[int], None] = lambda _sent: None) -> list[str]:
+    """What the publisher does: keep ``window`` entries in flight, peeked in send order without
+    the ones in flight, the oldest in flight acknowledged first; ``between(n)`` runs before every
+    peek with the number sent so far (puts while draining). Returns the topics in sending order."""
+    sent: list[str] = []
+    in_flight: list[int] = []
+    while True:
+        between(len(sent))
+        for entry in box.peek_priority(window - len(in_flight), skip=in_flight):
+            sent.append(entry.topic)
+            in_flight.append(entry.id)
+        if not in_flight:
+            return sent
+        box.ack([in_flight.pop(0)])
 
 
 def test_peek_is_oldest_first_and_removes_nothing(box: Outbox) -> None:
@@ -181,3 +208,191 @@ def test_concurrent_puts_and_acks_keep_the_books_straight(path: Path) -> None:
         assert box.size_bytes == 0
         assert len(acked) == len(set(acked)) == 800
         assert acked == sorted(acked)  # the consumer saw them in id order
+
+
+# --------------------------------------------------------------------------- send order
+
+
+def test_send_order_current_state_alarms_first_then_safety_snapshots_heartbeats(box: Outbox) -> None:
+    box.put("hb/1", b"x", kind=Kind.HEARTBEAT)
+    reading(box, "smoke-1", 0)
+    reading(box, "exit-1", 0)
+    box.put("hb/2", b"x", kind=Kind.HEARTBEAT)
+    box.put("snap/1", b"x", kind=Kind.SNAPSHOT)
+    box.put("cam-1/frozen", b"x", kind=Kind.STATE)  # a camera's stream fault: a state, no current state
+    reading(box, "exit-1", 1)
+    reading(box, "smoke-2", 0, Kind.HEARTBEAT)  # a periodic repeat is still the detector's current state
+    box.put("status", b"x", kind=Kind.STATUS)
+    box.put("hb/3", b"x", kind=Kind.HEARTBEAT)
+    reading(box, "smoke-1", 1, Kind.ALARM)  # put last
+    assert send_order(box) == [
+        "smoke-1/1",  # current states, the alarm first
+        "exit-1/1", "smoke-2/0",
+        "smoke-1/0", "exit-1/0", "cam-1/frozen", "status",  # the other alarms, states, status: oldest first
+        "snap/1",
+        "hb/1", "hb/2", "hb/3",
+    ]
+    assert topics(box)[-1] == "smoke-1/1"  # put order itself is unchanged
+    assert box.peek_priority(2) == box.peek_priority(2)  # removes nothing
+
+
+def test_only_heartbeats_go_in_put_order(box: Outbox) -> None:
+    for i in range(300):
+        box.put(f"hb/{i}", b"x", kind=Kind.HEARTBEAT)
+    assert send_order(box) == topics(box) == [f"hb/{i}" for i in range(300)]
+    assert drain(box, window=20) == [f"hb/{i}" for i in range(300)]
+    assert len(box) == 0
+
+
+def test_only_alarms_each_device_newest_first_then_the_rest_oldest_first(box: Outbox) -> None:
+    for n in range(4):
+        for device in ("smoke-1", "smoke-2", "smoke-3"):
+            reading(box, device, n, Kind.ALARM)
+    box.put("alarm/no-device", b"x", kind=Kind.ALARM)
+    assert send_order(box) == [
+        "smoke-1/3", "smoke-2/3", "smoke-3/3",
+        *(f"{d}/{n}" for n in range(3) for d in ("smoke-1", "smoke-2", "smoke-3")),
+        "alarm/no-device",
+    ]
+
+
+def test_a_device_with_many_states_has_one_current_entry(box: Outbox, path: Path) -> None:
+    for n in range(500):
+        reading(box, "exit-1", n)
+        box.put(f"hb/{n}", b"x", kind=Kind.HEARTBEAT)
+    order = send_order(box)
+    assert order[0] == "exit-1/499"
+    assert order[1:500] == [f"exit-1/{n}" for n in range(499)]
+    assert order[500:] == [f"hb/{n}" for n in range(500)]
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT count(*) FROM outbox WHERE lane <= 1").fetchone()[0] == 1
+
+
+def test_entries_put_while_draining_go_ahead_of_the_heartbeat_backlog(box: Outbox) -> None:
+    for i in range(200):
+        box.put(f"hb/{i}", b"x", kind=Kind.HEARTBEAT)
+    reading(box, "smoke-1", 0)
+
+    def live(sent: int) -> None:
+        # After the first window, one entry is sent per acknowledgement: each count comes once.
+        if sent == 60:  # mid-drain: a fire alarm, a camera's fault, a heartbeat
+            reading(box, "smoke-1", 1, Kind.ALARM)
+            box.put("cam-1/frozen", b"x", kind=Kind.STATE)
+            box.put("hb/live", b"x", kind=Kind.HEARTBEAT)
+        if sent == 61:
+            reading(box, "smoke-1", 2)  # back to normal while the alarm is in flight
+
+    sent = drain(box, window=10, between=live)
+    assert sorted(sent) == sorted({*(f"hb/{i}" for i in range(200)), "hb/live", "cam-1/frozen",
+                                   "smoke-1/0", "smoke-1/1", "smoke-1/2"})  # each once
+    assert sent[0] == "smoke-1/0"
+    assert sent[1:60] == [f"hb/{i}" for i in range(59)]
+    # Each goes with the very next peek, ahead of the 141 heartbeats left: the alarm, then the
+    # detector's newer state (current), then the camera's fault (a state).
+    assert sent[60:63] == ["smoke-1/1", "smoke-1/2", "cam-1/frozen"]
+    assert sent[63:-1] == [f"hb/{i}" for i in range(59, 200)]
+    assert sent[-1] == "hb/live"  # a live heartbeat waits behind the heartbeat backlog
+    assert len(box) == 0
+
+
+def test_reopened_mid_drain_sends_everything(path: Path) -> None:
+    with Outbox(path) as box:
+        for i in range(100):
+            box.put(f"hb/{i}", b"x", kind=Kind.HEARTBEAT)
+            if i % 10 == 0:
+                reading(box, f"smoke-{i % 3}", i)
+        first = box.peek_priority(30)
+        box.ack(e.id for e in first[:20])  # the agent dies with 10 in flight
+        in_flight = [e.topic for e in first[20:]]
+        expected_rest = [e.topic for e in box.peek_priority(10_000)]
+    with Outbox(path) as box:
+        rest = drain(box, window=7)
+    assert rest == expected_rest  # the same send order after a restart, the in-flight ones again
+    assert rest[:10] == in_flight
+    assert sorted([e.topic for e in first[:20]] + rest) == sorted(
+        [f"hb/{i}" for i in range(100)] + [f"smoke-{i % 3}/{i}" for i in range(0, 100, 10)]
+    )
+
+
+def test_current_state_is_never_dropped(path: Path) -> None:
+    with Outbox(path, max_messages=3) as box:
+        reading(box, "exit-1", 0)  # the oldest entry, but exit-1's current state
+        box.put("state/x", b"x", kind=Kind.STATE)
+        box.put("hb/1", b"x", kind=Kind.HEARTBEAT)
+        box.put("state/y", b"x", kind=Kind.STATE)  # over: the heartbeat goes
+        assert topics(box) == ["exit-1/0", "state/x", "state/y"]
+        box.put("state/z", b"x", kind=Kind.STATE)  # over: the oldest state that is no one's current one
+        assert topics(box) == ["exit-1/0", "state/y", "state/z"]
+        reading(box, "exit-1", 1)  # exit-1/0 is no longer current: it goes
+        assert topics(box) == ["state/y", "state/z", "exit-1/1"]
+        assert box.dropped() == {"heartbeat": 1, "state": 2}
+        reading(box, "smoke-1", 0, Kind.HEARTBEAT)  # a current state, even of kind heartbeat: state/y goes
+        assert topics(box) == ["state/z", "exit-1/1", "smoke-1/0"]
+
+
+def test_peek_priority_walks_the_lane_index(box: Outbox) -> None:
+    """Fast with 100,000 entries: no sort, the (lane, id) index is read from its start."""
+    query = "EXPLAIN QUERY PLAN " + outbox_module._PEEK_PRIORITY
+    plan = " ".join(str(row[3]) for row in box._conn().execute(query, ("[1]", 10)))
+    assert "USING INDEX outbox_lane" in plan
+    assert "TEMP B-TREE" not in plan
+
+
+# --------------------------------------------------------------------------- schema
+
+# What the previous agent (outbox schema 1) left on disk: its DDL, verbatim.
+_SCHEMA_V1 = """
+CREATE TABLE outbox (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic   TEXT    NOT NULL,
+    payload BLOB    NOT NULL,
+    retain  INTEGER NOT NULL,
+    kind    TEXT    NOT NULL,
+    tier    INTEGER NOT NULL,
+    created REAL    NOT NULL
+);
+CREATE INDEX outbox_tier ON outbox (tier, id);
+CREATE TABLE dropped (kind TEXT PRIMARY KEY, n INTEGER NOT NULL);
+PRAGMA user_version = 1;
+"""
+
+
+def schema(path: Path) -> tuple[object, ...]:
+    with sqlite3.connect(path) as db:
+        return (
+            db.execute("PRAGMA user_version").fetchone()[0],
+            [row[1:] for row in db.execute("PRAGMA table_info(outbox)")],
+            sorted(db.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index'").fetchall()),
+        )
+
+
+def test_an_outbox_of_schema_1_is_migrated(tmp_path: Path) -> None:
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.executescript(_SCHEMA_V1)
+        rows = [("hb/1", "heartbeat", 0), ("smoke-1/0", "state", 1), ("snap/1", "snapshot", 1),
+                ("hb/2", "heartbeat", 0), ("smoke-1/1", "alarm", 2), ("exit-1/0", "state", 1)]
+        db.executemany("INSERT INTO outbox (topic, payload, retain, kind, tier, created) VALUES (?, X'70', 0, ?, ?, 0)",
+                       rows)
+        db.execute("INSERT INTO dropped VALUES ('heartbeat', 7)")
+    with Outbox(old) as box:
+        assert len(box) == 6
+        assert box.dropped() == {"heartbeat": 7}
+        # Version 1 entries name no device: none is current, each takes its kind's lane.
+        assert send_order(box) == ["smoke-1/0", "smoke-1/1", "exit-1/0", "snap/1", "hb/1", "hb/2"]
+        newer = reading(box, "smoke-1", 2)
+        assert newer > 6
+        assert send_order(box)[0] == "smoke-1/2"
+    with Outbox(old) as box:  # opening again changes nothing
+        assert len(box) == 7
+    fresh = tmp_path / "fresh.sqlite"
+    Outbox(fresh).open().close()
+    assert schema(old) == schema(fresh)  # one schema, however the file was made
+    assert schema(fresh)[0] == SCHEMA_VERSION
+
+
+def test_an_outbox_of_a_newer_agent_is_refused(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(sqlite3.DatabaseError, match="newer than this agent"):
+        Outbox(path).open()
