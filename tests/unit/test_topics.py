@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from protocol import (
+    ALARM_FILTERS,
     ALERTS_FILTER,
     SUBSCRIPTION,
     MessageType,
     Topic,
     alert_topic,
     device_topic,
+    is_alarm_topic,
     is_alert_topic,
     parse_topic,
     status_topic,
@@ -325,3 +327,20 @@ def test_builders_refuse_reserved_ids() -> None:
         status_topic("alerts")
     with pytest.raises(ValueError, match="reserved"):
         device_topic("site-1", "agent", MessageType.HEARTBEAT)
+
+
+# The routine lane acknowledges, unread, exactly what the alarm lane's filters give the alarm
+# lane: is_alarm_topic must agree with the broker's matching, or a message is lost or doubled.
+LANE_TOPICS = [
+    "sg/v1/s/smoke-1/smoke", "sg/v1/s/exit-1/exit", "sg/v1/s/agent/status", "sg/v1/s/cam-1/status",
+    "sg/v1/s/cam-1/heartbeat", "sg/v1/s/cam-1/snapshot", "sg/v1/s/cam-1/video", "sg/v1/s//smoke",
+    "sg/v1/s/d/smoke/extra", "sg/v1/s/smoke", "sg/v1/smoke", "sg/v1/alerts/s", "sg/v2/s/d/smoke",
+    "sgx/v1/s/d/smoke", "sg/v1/s/d/smokey", "sg/v1/s/d/Smoke", "x/sg/v1/s/d/smoke", "sg/v1/s/d/",
+]
+
+
+@pytest.mark.parametrize("topic", LANE_TOPICS)
+def test_is_alarm_topic_matches_the_alarm_lane_filters_as_the_broker_does(topic: str) -> None:
+    from paho.mqtt.client import topic_matches_sub  # noqa: PLC0415 - the broker-side rule, as paho implements it
+
+    assert is_alarm_topic(topic) == any(topic_matches_sub(f, topic) for f in ALARM_FILTERS)
