@@ -170,10 +170,14 @@ class BatchProcessor:
                 result.dead.append(DeadLetter(message, exc.code.value, exc.detail))
                 continue
             decoded.append((message, topic, payload))
-        with conn.transaction():
-            if decoded:
-                self._store(conn, decoded, result)
-            store_dead_letters(conn, result.dead)
+        try:
+            with conn.transaction():
+                if decoded:
+                    self._store(conn, decoded, result)
+                store_dead_letters(conn, result.dead)
+        except BaseException:
+            _forget_staging(conn)  # a staging table created in a rolled-back transaction is gone
+            raise
         return result
 
     def _store(self, conn: Conn, decoded: list[_Decoded], result: BatchResult) -> None:
@@ -377,6 +381,11 @@ def _write_devices(conn: Conn, decision: Decision) -> None:
 
 
 _STAGED_ON: dict[str, weakref.WeakSet[Conn]] = {}  # staging table -> the connections that have it
+
+
+def _forget_staging(conn: Conn) -> None:
+    for having in _STAGED_ON.values():
+        having.discard(conn)
 
 
 def _staging(conn: Conn, name: str, like: str) -> None:
