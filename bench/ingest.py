@@ -1,6 +1,7 @@
 """Ingest throughput on a province-shaped feed: 1 and 2 ingest workers against a bare paho consumer.
 
-    .venv/bin/python -m bench.ingest [--messages 200000] [--sites 500] [--workers 1 2] [--profile FILE]
+    .venv/bin/python -m bench.ingest [--messages 200000] [--sites 500] [--workers 1 2] [--exact-filters]
+                                     [--profile FILE]
 
 Starts a private Mosquitto and PostgreSQL on free ports. The feed is province-shaped
 (``simulators.load.province_plan``): 500 sites x 20 devices (4 cameras, 13 smoke detectors,
@@ -107,8 +108,9 @@ def measure_peer(stack: Stack, plan: LoadPlan) -> float:
 
 
 @contextmanager
-def workers(stack: Stack, count: int, run: str) -> Iterator[list[IngestProcess]]:
-    env = {"SAFEGUARD_MQTT_SESSION_EXPIRY_S": str(SESSION_EXPIRY_S)}
+def workers(stack: Stack, count: int, run: str, catch_all: bool) -> Iterator[list[IngestProcess]]:
+    env = {"SAFEGUARD_MQTT_SESSION_EXPIRY_S": str(SESSION_EXPIRY_S),
+           "SAFEGUARD_INGEST_CATCH_ALL": "true" if catch_all else "false"}
     started = [IngestProcess(stack.mqtt_url, stack.database_url, f"{run}-{i}", group=run, env=env)
                for i in range(count)]
     try:
@@ -126,15 +128,15 @@ def stored(database_url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def measure_gateway(stack: Stack, plan: LoadPlan, count: int, profile: Path | None) -> float:
+def measure_gateway(stack: Stack, plan: LoadPlan, count: int, catch_all: bool, profile: Path | None) -> float:
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE readings, device_state, dead_letters")
-    run = f"w{count}"
-    with workers(stack, count, run):
+    run = f"w{count}{'c' if catch_all else 'x'}"
+    with workers(stack, count, run, catch_all):
         pass  # the sessions now exist; the workers are away while the feed is published
     publish_backlog(plan)
     start = time.perf_counter()
-    with workers(stack, count, run) as running:
+    with workers(stack, count, run, catch_all) as running:
         sampler = _start_profile(running[0].proc.pid, profile) if profile else None
         while stored(stack.database_url) < plan.messages and time.perf_counter() - start < 900:
             time.sleep(0.2)
@@ -187,6 +189,8 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=500)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--profile", type=Path, help="write py-spy raw samples of the 1-worker run here")
+    parser.add_argument("--exact-filters", action="store_true",
+                        help="also measure ingest_catch_all: false (the routine lane without sg/v1/#)")
     args = parser.parse_args()
     plan = province_plan("", args.messages, args.sites, processes=2)
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
@@ -207,10 +211,13 @@ def main() -> None:
                   " each message the next device, QoS 1, MQTT 5; drained from the broker's queue")
             peer = measure_peer(stack, plan)
             print(f"peer (bare paho subscriber, counts only): {peer:,.0f} msg/s")
-            for count in args.workers:
-                profile = args.profile if count == args.workers[0] else None
-                rate = measure_gateway(stack, plan, count, profile)
-                print(f"gateway, {count} ingest worker(s): {rate:,.0f} msg/s; ratio to peer {rate / peer:.2f}")
+            for catch_all in (True, False) if args.exact_filters else (True,):
+                for count in args.workers:
+                    first = count == args.workers[0] and catch_all
+                    rate = measure_gateway(stack, plan, count, catch_all, args.profile if first else None)
+                    filters = "sg/v1/# catch-all" if catch_all else "exact filters"
+                    print(f"gateway, {count} ingest worker(s), {filters}: {rate:,.0f} msg/s;"
+                          f" ratio to peer {rate / peer:.2f}")
     if args.profile and args.profile.exists():
         print("\n".join(summarise_profile(args.profile)))
 

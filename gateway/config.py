@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # share mqtt_shared_group): its MQTT sessions are named after it, so a restarted worker
     # resumes them. Unset: the host name when a shared group is set.
     ingest_worker_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # The routine lane subscribes to sg/v1/# so that any off-contract topic is dead-lettered; that
+    # delivers every safety message to it a second time (acknowledged unread). Off: exact filters,
+    # for a broker whose ACL already refuses off-contract topics (deploy/mosquitto/acl).
+    ingest_catch_all: bool = True
     sweep_interval_s: float = Field(2.0, gt=0)
     readings_retention_days: int = Field(90, ge=1)
     dead_letter_retention_days: int = Field(90, ge=1)

@@ -26,6 +26,7 @@ from protocol.messages import (
 from protocol.topics import (
     ALARM_FILTERS,
     ALERTS_FILTER,
+    ROUTINE_FILTERS,
     SUBSCRIPTION,
     MessageType,
     Topic,
@@ -42,6 +43,7 @@ __all__ = [
     "ALARM_FILTERS",
     "ALERTS_FILTER",
     "MAX_PAYLOAD_BYTES",
+    "ROUTINE_FILTERS",
     "SUBSCRIPTION",
     "AgentStatus",
     "DeclaredDevice",

@@ -8,6 +8,8 @@ only. The protocol version is therefore a setting of every client.
 from __future__ import annotations
 
 import ssl
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote, urlsplit
@@ -86,3 +88,20 @@ def connect_properties(*, session_expiry_s: int, receive_maximum: int) -> Proper
     props.SessionExpiryInterval = session_expiry_s
     props.ReceiveMaximum = receive_maximum
     return props
+
+
+_PUBACK = 0x40  # MQTT control packet type 4, flags 0: the same in 3.1.1 and 5
+
+
+def ack_all(client: mqtt.Client, mids: Sequence[int]) -> None:
+    """Acknowledge QoS 1 messages (``manual_ack`` clients) in one packet write.
+
+    paho's ``ack()`` queues every PUBACK as its own packet: a wake-up of its network thread and a
+    ``send()`` each, which a profile of the ingest worker put at ~15 % of its samples. A PUBACK is
+    four bytes (type, length 2, packet id; in MQTT 5 reason "success" may be left out), so the
+    acknowledgements of a batch go as one concatenated write through paho's own outgoing queue
+    (an internal of paho 2.x, pinned below 3; the integration tests acknowledge through it).
+    """
+    if mids:
+        blob = struct.pack(f"!{len(mids)}I", *((_PUBACK << 24) | (2 << 16) | mid for mid in mids))
+        client._packet_queue(_PUBACK, blob, 0, 0)  # paho internal: see above

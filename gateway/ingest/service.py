@@ -5,9 +5,10 @@
   stand in front of an alarm;
 * the **routine lane** takes everything else: camera heartbeats, snapshots, and anything
   off-contract (to be dead-lettered), in large batches. Its session (``sg/v1/#``) also
-  receives the alarm lane's messages; it acknowledges those at once without reading them.
-  That costs paho time on safety traffic twice, the price of an alarm lane that nothing
-  routine can ever delay (MQTT has no "all but" filter).
+  receives the alarm lane's messages; it acknowledges those unread, in bulk. That costs
+  paho time on safety traffic twice, the price of an alarm lane that nothing routine can
+  ever delay (MQTT has no "all but" filter). Where the broker's ACL refuses off-contract
+  topics, ``ingest_catch_all: false`` gives it exact filters instead (``ROUTINE_FILTERS``).
 
 Each lane is its own MQTT session, so the broker queues an alarm apart from a heartbeat
 backlog, and its own worker thread and transactions, so an alarm never waits in a batch of
@@ -41,8 +42,8 @@ from gateway import metrics
 from gateway.config import Settings
 from gateway.ingest.batch import BatchProcessor, BatchResult, DeadLetter, Inbound, Rules, store_dead_letters
 from gateway.store.db import Conn
-from protocol import ALARM_FILTERS, SUBSCRIPTION, is_alarm_topic, is_alert_topic
-from protocol.mqtt import MqttVersion, connect_properties, new_client
+from protocol import ALARM_FILTERS, ROUTINE_FILTERS, SUBSCRIPTION, is_alarm_topic, is_alert_topic
+from protocol.mqtt import MqttVersion, ack_all, connect_properties, new_client
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def lane_plans(settings: Settings, worker_id: str | None = None) -> list[LanePla
     return [
         LanePlan(Lane.ALARM, f"{base}-alarm", ALARM_FILTERS, settings.alarm_batch_size,
                  settings.alarm_batch_interval_s),
-        LanePlan(Lane.ROUTINE, f"{base}-ingest", (SUBSCRIPTION,), settings.batch_size, settings.batch_interval_s),
+        LanePlan(Lane.ROUTINE, f"{base}-ingest", (SUBSCRIPTION,) if settings.ingest_catch_all else ROUTINE_FILTERS,
+                 settings.batch_size, settings.batch_interval_s),
     ]
 
 
@@ -95,8 +97,11 @@ class _LaneWorker:
         self._generation = 0
         self._worker: threading.Thread | None = None
         self._client: mqtt.Client | None = None
-        self._skip = is_alarm_topic if plan.lane is Lane.ROUTINE else None  # the alarm lane's messages
+        # With sg/v1/# the routine lane also gets the alarm lane's messages: skipped, acknowledged unread.
+        self._skip = is_alarm_topic if SUBSCRIPTION in plan.filters else None
         self.accepted = 0  # messages this lane stored (its share of a shared subscription)
+        # Messages this lane does not handle, to acknowledge in bulk from the worker: (generation, mid).
+        self._unread: collections.deque[tuple[int, int]] = collections.deque()
 
     @property
     def connected(self) -> bool:
@@ -159,7 +164,8 @@ class _LaneWorker:
     def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         topic = message.topic
         if (self._skip is not None and self._skip(topic)) or is_alert_topic(topic):
-            client.ack(message.mid, message.qos)  # the alarm lane's, or our own output
+            if message.qos == 1:  # the alarm lane's, or our own output: acknowledged unread, in bulk
+                self._unread.append((self._generation, message.mid))
             return
         inbound = Inbound(topic, bytes(message.payload), time.time(), message.mid, message.qos, self._generation)
         if self._urgent is not None and _urgent(inbound.payload):
@@ -205,6 +211,7 @@ class _LaneWorker:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
+            self._ack_unread()
             batch = self._next_batch()
             if batch:
                 metrics.RECEIVED.inc(len(batch))  # here, not per message on paho's thread
@@ -266,14 +273,22 @@ class _LaneWorker:
         return total
 
     def _ack(self, batch: list[Inbound]) -> None:
-        client = self._client
-        if client is None:
-            return
+        # A mid belongs to one connection; after a reconnect the broker redelivers instead.
         generation = self._generation
-        for message in batch:
-            # A mid belongs to one connection; after a reconnect the broker redelivers instead.
-            if message.qos > 0 and message.generation == generation:
-                client.ack(message.mid, message.qos)
+        self._send_acks([m.mid for m in batch if m.qos == 1 and m.generation == generation])
+
+    def _ack_unread(self) -> None:
+        unread, generation = self._unread, self._generation
+        mids = []
+        while unread:
+            of, mid = unread.popleft()
+            if of == generation:
+                mids.append(mid)
+        self._send_acks(mids)
+
+    def _send_acks(self, mids: list[int]) -> None:
+        if self._client is not None and self.connected:
+            ack_all(self._client, mids)
 
 
 _ROUTINE_STATES = (b'"normal"', b'"clear"')

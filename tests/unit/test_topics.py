@@ -7,6 +7,7 @@ import pytest
 from protocol import (
     ALARM_FILTERS,
     ALERTS_FILTER,
+    ROUTINE_FILTERS,
     SUBSCRIPTION,
     MessageType,
     Topic,
@@ -344,3 +345,17 @@ def test_is_alarm_topic_matches_the_alarm_lane_filters_as_the_broker_does(topic:
     from paho.mqtt.client import topic_matches_sub  # noqa: PLC0415 - the broker-side rule, as paho implements it
 
     assert is_alarm_topic(topic) == any(topic_matches_sub(f, topic) for f in ALARM_FILTERS)
+
+
+@pytest.mark.parametrize("topic", LANE_TOPICS)
+def test_exact_routine_filters_never_overlap_the_alarm_lane_and_miss_only_unknown_types(topic: str) -> None:
+    from paho.mqtt.client import topic_matches_sub  # noqa: PLC0415 - the broker-side rule, as paho implements it
+
+    alarm = any(topic_matches_sub(f, topic) for f in ALARM_FILTERS)
+    routine = sum(topic_matches_sub(f, topic) for f in ROUTINE_FILTERS)
+    assert routine <= 1  # one subscription per message: no second copy
+    assert not (alarm and routine)
+    levels = topic.split("/")
+    unknown_type = len(levels) == 5 and levels[4] not in {"smoke", "exit", "status", "heartbeat", "snapshot"}
+    if topic.startswith("sg/v1/") and not unknown_type:
+        assert alarm or routine, topic
