@@ -1,7 +1,7 @@
 """Ingest throughput on a province-shaped feed: 1 and 2 ingest workers against a bare paho consumer.
 
-    .venv/bin/python -m bench.ingest [--messages 200000] [--sites 500] [--workers 1 2] [--exact-filters]
-                                     [--profile FILE]
+    .venv/bin/python -m bench.ingest [--messages 200000] [--sites 500] [--workers 1 2]
+                                     [--filters catch-all|exact|both] [--profile FILE]
 
 Starts a private Mosquitto and PostgreSQL on free ports. The feed is province-shaped
 (``simulators.load.province_plan``): 500 sites x 20 devices (4 cameras, 13 smoke detectors,
@@ -17,14 +17,17 @@ first keeps the publisher's CPU out of the figure on this 2-core machine.
 * gateway: ``safeguard ingest`` processes (both lanes: validate, COPY, rules, device state,
   manual ack after commit) on one shared subscription, 1 and then 2 of them.
 
-It prints messages/s for each and the ratio to the peer. ``--profile FILE`` samples the
-first worker of the 1-worker run with py-spy and prints where its time goes.
+It prints messages/s and CPU per message for each, and the ratio to the peer, with the
+routine lane on ``sg/v1/#`` (the default) and on exact filters (``ingest_catch_all: false``).
+``--profile FILE`` samples the first worker of the first run with py-spy and prints where
+its time goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import signal
 import subprocess
@@ -54,6 +57,15 @@ _FRAME_FILE = re.compile(r" \((?:[^()]*/)?([^/():]+):\d+\)")
 
 
 @dataclass(frozen=True, slots=True)
+class Figure:
+    rate: float  # messages/s
+    cpu_per_message: float  # CPU seconds of the consumer's process(es) per message
+
+    def __str__(self) -> str:
+        return f"{self.rate:,.0f} msg/s, {self.cpu_per_message * 1e6:,.0f} µs CPU per message"
+
+
+@dataclass(frozen=True, slots=True)
 class Stack:
     mqtt_url: str
     database_url: str
@@ -68,7 +80,7 @@ def publish_backlog(plan: LoadPlan) -> None:
 # peer ---------------------------------------------------------------------------------------
 
 
-def measure_peer(stack: Stack, plan: LoadPlan) -> float:
+def measure_peer(stack: Stack, plan: LoadPlan) -> Figure:
     endpoint = MqttEndpoint.parse(stack.mqtt_url)
     received = 0
     done = threading.Event()
@@ -95,13 +107,13 @@ def measure_peer(stack: Stack, plan: LoadPlan) -> float:
     first.disconnect()
     first.loop_stop()
     publish_backlog(plan)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     client = session()
     done.wait(900)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     client.disconnect()
     client.loop_stop()
-    return received / elapsed
+    return Figure(received / elapsed, cpu / max(received, 1))
 
 
 # gateway workers ----------------------------------------------------------------------------
@@ -128,26 +140,34 @@ def stored(database_url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def measure_gateway(stack: Stack, plan: LoadPlan, count: int, catch_all: bool, profile: Path | None) -> float:
+def measure_gateway(stack: Stack, plan: LoadPlan, count: int, catch_all: bool, profile: Path | None) -> Figure:
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE readings, device_state, dead_letters")
     run = f"w{count}{'c' if catch_all else 'x'}"
     with workers(stack, count, run, catch_all):
         pass  # the sessions now exist; the workers are away while the feed is published
     publish_backlog(plan)
-    start = time.perf_counter()
     with workers(stack, count, run, catch_all) as running:
+        # From their connection (start-up excluded): the broker starts sending the queue then.
+        start, cpu0 = time.perf_counter(), sum(_cpu_seconds(w.proc.pid) for w in running)
         sampler = _start_profile(running[0].proc.pid, profile) if profile else None
         while stored(stack.database_url) < plan.messages and time.perf_counter() - start < 900:
             time.sleep(0.2)
         elapsed = time.perf_counter() - start
+        cpu = sum(_cpu_seconds(w.proc.pid) for w in running) - cpu0
         if sampler is not None:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(timeout=60)
     n = stored(stack.database_url)
     if n != plan.messages:
         print(f"gateway x{count}: stored {n} of {plan.messages}")
-    return n / elapsed
+    return Figure(n / elapsed, cpu / max(n, 1))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # profile ------------------------------------------------------------------------------------
@@ -189,8 +209,9 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=500)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--profile", type=Path, help="write py-spy raw samples of the 1-worker run here")
-    parser.add_argument("--exact-filters", action="store_true",
-                        help="also measure ingest_catch_all: false (the routine lane without sg/v1/#)")
+    parser.add_argument("--filters", choices=["catch-all", "exact", "both"], default="both",
+                        help="the routine lane's subscription: sg/v1/# (ingest_catch_all, the default setting),"
+                             " the exact filters (ingest_catch_all: false), or both (default)")
     args = parser.parse_args()
     plan = province_plan("", args.messages, args.sites, processes=2)
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
@@ -210,14 +231,15 @@ def main() -> None:
                   f" = {devices:,} devices ({plan.cameras} cameras, {plan.smoke} smoke, {plan.exits} exits),"
                   " each message the next device, QoS 1, MQTT 5; drained from the broker's queue")
             peer = measure_peer(stack, plan)
-            print(f"peer (bare paho subscriber, counts only): {peer:,.0f} msg/s")
-            for catch_all in (True, False) if args.exact_filters else (True,):
+            print(f"peer (bare paho subscriber, counts only): {peer}")
+            modes = {"catch-all": (True,), "exact": (False,), "both": (True, False)}[args.filters]
+            for catch_all in modes:
                 for count in args.workers:
-                    first = count == args.workers[0] and catch_all
-                    rate = measure_gateway(stack, plan, count, catch_all, args.profile if first else None)
+                    first = count == args.workers[0] and catch_all == modes[0]
+                    figure = measure_gateway(stack, plan, count, catch_all, args.profile if first else None)
                     filters = "sg/v1/# catch-all" if catch_all else "exact filters"
-                    print(f"gateway, {count} ingest worker(s), {filters}: {rate:,.0f} msg/s;"
-                          f" ratio to peer {rate / peer:.2f}")
+                    print(f"gateway, {count} ingest worker(s), {filters}: {figure};"
+                          f" ratio to peer {figure.rate / peer.rate:.2f}")
     if args.profile and args.profile.exists():
         print("\n".join(summarise_profile(args.profile)))
 
