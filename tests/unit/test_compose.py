@@ -1,0 +1,28 @@
+"""docker-compose.yml speaks the gateway's settings: every SAFEGUARD_* variable it sets is one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from gateway.config import Settings
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+
+
+def test_every_safeguard_variable_in_compose_is_a_setting() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    names = {f"SAFEGUARD_{field.upper()}" for field in Settings.model_fields}
+    used = {key for service in compose["services"].values() for key in (service.get("environment") or {})
+            if key.startswith("SAFEGUARD_")}
+    assert used, "no SAFEGUARD_* variables found: the compose file changed shape"
+    assert used <= names, sorted(used - names)
+
+
+def test_the_ingest_service_runs_two_workers_with_stable_ids_on_exact_filters() -> None:
+    ingest = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]["ingest"]
+    assert ingest["command"] == ["ingest", "--workers", "2"]
+    assert ingest["hostname"]  # worker ids come from it; a container id would change on re-creation
+    settings = Settings(ingest_catch_all=ingest["environment"]["SAFEGUARD_INGEST_CATCH_ALL"])
+    assert settings.ingest_catch_all is False
