@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.api.deps import ConnDep, PrincipalDep, check_site, require
 from gateway.api.live import AlertHub
 from gateway.auth import MAY_ACT_ON_ALERTS, Principal, Role
+from gateway.rules import engine
 from gateway.rules.model import AlertKind, AlertState, Severity
 from gateway.store import alerts as alert_store
 from gateway.store.db import Conn, from_epoch, rfc3339
@@ -214,14 +215,13 @@ def get_alert(alert_id: int, conn: ConnDep, principal: PrincipalDep) -> dict[str
     return _visible_alert(conn, principal, alert_id)
 
 
-def _act(
-    step: Callable[..., list[alert_store.Recorded]], alert_id: int, conn: Conn, principal: Principal, body: Note | None
-) -> dict[str, Any]:
+def _act(step: alert_store.Step, alert_id: int, conn: Conn, principal: Principal, body: Note | None) -> dict[str, Any]:
     _visible_alert(conn, principal, alert_id)
     if principal.role not in MAY_ACT_ON_ALERTS:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {principal.role} may not change alerts")
     try:
-        step(conn, alert_id, from_epoch(time.time()), principal.name, body.note if body else None)
+        alert_store.operator_step(conn, alert_id, step, from_epoch(time.time()), principal.name,
+                                  body.note if body else None)
     except alert_store.AlertConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     return alert_store.get(conn, alert_id)
@@ -231,14 +231,14 @@ def _act(
 def ack_alert(
     alert_id: int, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
 ) -> dict[str, Any]:
-    return _act(alert_store.acknowledge, alert_id, conn, principal, body)
+    return _act(engine.acknowledge, alert_id, conn, principal, body)
 
 
 @router.post("/alerts/{alert_id}/resolve")
 def resolve_alert(
     alert_id: int, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
 ) -> dict[str, Any]:
-    return _act(alert_store.resolve, alert_id, conn, principal, body)
+    return _act(engine.resolve_by_hand, alert_id, conn, principal, body)
 
 
 @router.get("/dead-letters", dependencies=[require(Role.ADMIN)])

@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.rules.model import (
     SEVERITY,
+    Acknowledge,
     AlertKey,
     AlertKind,
     AlertState,
@@ -267,10 +268,39 @@ def evaluate_acknowledged(alert: OpenAlert) -> list[Change]:
 
 
 def refuse_resolve(alert: OpenAlert) -> str | None:
-    """Why a manual resolve is refused (HTTP 409), or None when it is allowed."""
-    if alert.key.kind is AlertKind.FIRE_ALARM and not alert.acknowledged:
+    """Why a manual resolve is refused (HTTP 409), or None when it is allowed (DESIGN section 4)."""
+    if alert.acknowledged:
+        return None
+    if alert.key.kind is AlertKind.FIRE_ALARM:
         return "a fire alarm must be acknowledged before it is resolved"
+    if SEVERITY[alert.key.kind] is Severity.CRITICAL:
+        return f"a critical alert ({alert.key.kind}) must be acknowledged before it is resolved by hand"
     return None
+
+
+class StepRefused(Exception):
+    """An operator's step that the alert's state does not allow (HTTP 409)."""
+
+
+def acknowledge(alert: OpenAlert, alerts: OpenAlerts) -> list[Change]:
+    """An operator acknowledges ``alert``: the step, what follows it, then the site's compound rule."""
+    if alert.acknowledged:
+        raise StepRefused("the alert is already acknowledged")
+    step: list[Change] = [Acknowledge(alert.key)]
+    after = apply(alerts, step)
+    follow = evaluate_acknowledged(after[alert.key])
+    after = apply(after, follow)
+    compound = evaluate_compound(alert.key.site, after)
+    return step + follow + compound
+
+
+def resolve_by_hand(alert: OpenAlert, alerts: OpenAlerts) -> list[Change]:
+    """An operator resolves ``alert`` (refused for an unacknowledged critical one), then the compound rule."""
+    refusal = refuse_resolve(alert)
+    if refusal:
+        raise StepRefused(refusal)
+    step: list[Change] = [Resolve(alert.key, "resolved by hand", by_hand=True)]
+    return step + evaluate_compound(alert.key.site, apply(alerts, step))
 
 
 def apply(alerts: OpenAlerts, changes: Iterable[Change]) -> dict[AlertKey, OpenAlert]:
@@ -289,6 +319,8 @@ def apply(alerts: OpenAlerts, changes: Iterable[Change]) -> dict[AlertKey, OpenA
                 result[change.key] = OpenAlert(
                     change.key, current.state, current.count, {**current.detail, **change.detail}
                 )
+            case Acknowledge() if current is not None:
+                result[change.key] = OpenAlert(change.key, AlertState.ACKNOWLEDGED, current.count, current.detail)
             case Resolve():
                 result.pop(change.key, None)
     return result

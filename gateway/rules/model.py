@@ -103,10 +103,18 @@ class Update:
 
 
 @dataclass(frozen=True, slots=True)
+class Acknowledge:
+    """An operator acknowledged the open alert ``key`` (who and when are the store's)."""
+
+    key: AlertKey
+
+
+@dataclass(frozen=True, slots=True)
 class Resolve:
     key: AlertKey
     reason: str
+    by_hand: bool = False  # an operator's step (who is the store's), not a condition that ended
 
 
-Change = Raise | Repeat | Update | Resolve
+Change = Raise | Repeat | Update | Acknowledge | Resolve
 OpenAlerts = Mapping[AlertKey, OpenAlert]

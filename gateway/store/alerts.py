@@ -1,4 +1,7 @@
-"""Alerts in PostgreSQL: load the open ones, persist rule changes and lifecycle steps.
+"""Alerts in PostgreSQL: load the open ones, persist the changes the rules decided.
+
+The store decides nothing: every change (a rule's, or an operator's acknowledge or resolve,
+decided by ``rules.engine.acknowledge`` / ``resolve_by_hand``) comes in as a ``Change``.
 
 Every change writes one ``alert_history`` row holding the alert as the API shows it
 and notifies ``sg_alert_changes`` with that row's id: API processes push it over SSE,
@@ -7,21 +10,23 @@ the supervisor leader relays it to ``sg/v1/alerts/{site}``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from gateway.rules import engine
+from gateway.rules.engine import StepRefused
 from gateway.rules.model import (
     SEVERITY,
+    Acknowledge,
     AlertKey,
     AlertKind,
     AlertState,
     Change,
     OpenAlert,
+    OpenAlerts,
     Raise,
     Repeat,
     Resolve,
@@ -102,6 +107,12 @@ def _write(conn: Conn, change: Change, at: datetime, by: str, note: str | None) 
             f" RETURNING {COLUMNS}",
             {**params, "severity": SEVERITY[change.key.kind].value, "detail": Jsonb(dict(change.detail))},
         ).fetchone()
+    if isinstance(change, Acknowledge):
+        return conn.execute(
+            f"UPDATE alerts SET state = 'acknowledged', acknowledged_at = %(at)s, acknowledged_by = %(by)s,"
+            f" updated_at = %(at)s WHERE {_BY_KEY} RETURNING {COLUMNS}",
+            params,
+        ).fetchone()
     if isinstance(change, Repeat | Update):
         bump = "count = count + 1," if isinstance(change, Repeat) else ""
         return conn.execute(
@@ -125,6 +136,8 @@ def _action(change: Change) -> str:
             return "repeated"
         case Update():
             return change.action
+        case Acknowledge():
+            return "acknowledged"
         case Resolve():
             return "resolved"
 
@@ -143,21 +156,31 @@ def record_history(
     return Recorded(history["id"], alert)
 
 
+def _by_operator(change: Change) -> bool:
+    return isinstance(change, Acknowledge) or (isinstance(change, Resolve) and change.by_hand)
+
+
 def persist(
     conn: Conn, changes: Iterable[Change], at: datetime, *, by: str = SYSTEM, note: str | None = None
 ) -> list[Recorded]:
-    """Write rule changes (inside the caller's transaction, with the site locked)."""
+    """Write changes (inside the caller's transaction, with the site locked).
+
+    ``by`` and ``note`` are the operator's, for the operator's own steps; what follows from them
+    (a fire alarm resolving, the compound rule) is the system's.
+    """
     recorded = []
     for change in changes:
-        row = _write(conn, change, at, by, note)
+        actor, said = (by, note) if _by_operator(change) else (SYSTEM, None)
+        row = _write(conn, change, at, actor, said)
         if row is None:  # the alert changed under us; the site lock makes this a bug, not a race
             raise AlertConflict(f"no unresolved alert for {change.key}")
         reason = change.reason if isinstance(change, Resolve) else None
-        recorded.append(record_history(conn, row, _action(change), at, by, note or reason))
+        recorded.append(record_history(conn, row, _action(change), at, actor, said or reason))
     return recorded
 
 
-def _locked_alert(conn: Conn, alert_id: int) -> Mapping[str, Any]:
+def _locked_alert(conn: Conn, alert_id: int) -> tuple[OpenAlert, dict[AlertKey, OpenAlert]]:
+    """The unresolved alert ``alert_id`` and its site's open alerts, with the site locked."""
     row = conn.execute("SELECT site FROM alerts WHERE id = %s", (alert_id,)).fetchone()
     if row is None:
         raise AlertNotFound(f"alert {alert_id} not found")
@@ -166,42 +189,22 @@ def _locked_alert(conn: Conn, alert_id: int) -> Mapping[str, Any]:
     assert row is not None
     if row["state"] == AlertState.RESOLVED:
         raise AlertConflict(f"alert {alert_id} is already resolved")
-    return row
+    return open_alert(row), load_open(conn, [row["site"]])
 
 
-def _follow_up(conn: Conn, site: str, changes: list[Change], at: datetime) -> list[Recorded]:
-    """Apply consequences of a lifecycle step, then the site's compound rule."""
-    recorded = persist(conn, changes, at)
-    compound = engine.evaluate_compound(site, load_open(conn, [site]))
-    return recorded + persist(conn, compound, at)
+Step = Callable[[OpenAlert, OpenAlerts], list[Change]]
 
 
-def acknowledge(conn: Conn, alert_id: int, at: datetime, by: str, note: str | None) -> list[Recorded]:
-    """Acknowledge an open alert; a fire alarm whose detector is already normal then resolves."""
+def operator_step(conn: Conn, alert_id: int, decide: Step, at: datetime, by: str, note: str | None) -> list[Recorded]:
+    """Load the alert and its site's open alerts, let ``decide`` (``rules.engine.acknowledge`` or
+    ``resolve_by_hand``) say what changes, write them: one transaction, the site locked."""
     with conn.transaction():
-        row = _locked_alert(conn, alert_id)
-        if row["state"] == AlertState.ACKNOWLEDGED:
-            raise AlertConflict(f"alert {alert_id} is already acknowledged")
-        acked = conn.execute(
-            f"UPDATE alerts SET state = 'acknowledged', acknowledged_at = %s, acknowledged_by = %s, updated_at = %s"
-            f" WHERE id = %s RETURNING {COLUMNS}",
-            (at, by, at, alert_id),
-        ).fetchone()
-        assert acked is not None
-        recorded = [record_history(conn, acked, "acknowledged", at, by, note)]
-        return recorded + _follow_up(conn, row["site"], engine.evaluate_acknowledged(open_alert(acked)), at)
-
-
-def resolve(conn: Conn, alert_id: int, at: datetime, by: str, note: str | None) -> list[Recorded]:
-    """Resolve by hand; refused (409) for a fire alarm not yet acknowledged."""
-    with conn.transaction():
-        row = _locked_alert(conn, alert_id)
-        alert = open_alert(row)
-        refusal = engine.refuse_resolve(alert)
-        if refusal:
-            raise AlertConflict(refusal)
-        recorded = persist(conn, [Resolve(alert.key, "resolved by hand")], at, by=by, note=note)
-        return recorded + _follow_up(conn, row["site"], [], at)
+        alert, alerts = _locked_alert(conn, alert_id)
+        try:
+            changes = decide(alert, alerts)
+        except StepRefused as exc:
+            raise AlertConflict(f"alert {alert_id}: {exc}") from None
+        return persist(conn, changes, at, by=by, note=note)
 
 
 def get(conn: Conn, alert_id: int) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from gateway.rules.engine import (
+    StepRefused,
+    acknowledge,
     apply,
     evaluate,
     evaluate_acknowledged,
@@ -20,10 +22,12 @@ from gateway.rules.engine import (
     evaluate_unheard,
     iso,
     refuse_resolve,
+    resolve_by_hand,
 )
 from gateway.rules.model import (
     SEVERITY,
     SITE_LEVEL_KINDS,
+    Acknowledge,
     AlertKey,
     AlertKind,
     AlertState,
@@ -132,13 +136,12 @@ class Sim:
         return changes
 
     def ack(self, k: AlertKey) -> list[Change]:
-        """An operator acknowledges ``k``; the follow-up rules run as the store runs them."""
-        self.alerts[k] = replace(self.alerts[k], state=AlertState.ACKNOWLEDGED)
-        changes = evaluate_acknowledged(self.alerts[k])
+        """An operator acknowledges ``k``: what follows the step (the step itself left out)."""
+        changes = acknowledge(self.alerts[k], self.alerts)
+        assert changes[0] == Acknowledge(k)
         self.alerts = apply(self.alerts, changes)
-        compound = evaluate_compound(k.site, self.alerts)
-        self.alerts = apply(self.alerts, compound)
-        return changes + compound
+        assert k not in self.alerts or self.alerts[k].acknowledged  # acknowledged, or resolved by what followed
+        return changes[1:]
 
     def silence(self, device: str, kind: DeviceKind, *, last_seen: float, timeout_s: float, now: float) -> list[Change]:
         changes = evaluate_silence(
@@ -332,10 +335,26 @@ def test_fire_alarm_manual_resolve_refused_before_ack_allowed_after() -> None:
     assert refuse_resolve(replace(unacked, state=AlertState.ACKNOWLEDGED)) is None
 
 
-@pytest.mark.parametrize("kind", [k for k in AlertKind if k is not AlertKind.FIRE_ALARM])
+@pytest.mark.parametrize("kind", [k for k in AlertKind if SEVERITY[k] is not Severity.CRITICAL])
 def test_manual_resolve_of_other_kinds_is_allowed_unacknowledged(kind: AlertKind) -> None:
     device = None if kind in SITE_LEVEL_KINDS else "dev-1"
     assert refuse_resolve(open_alert(kind, device)) is None
+
+
+def test_manual_resolve_of_any_unacknowledged_critical_alert_is_refused() -> None:
+    # DESIGN section 4: "and so does a manual resolve of any critical alert that no one acknowledged".
+    compound = open_alert(AlertKind.FIRE_ALARM_EXIT_BLOCKED, None)
+    assert refuse_resolve(compound) is not None
+    with pytest.raises(StepRefused):
+        resolve_by_hand(compound, {compound.key: compound})
+    acked = replace(compound, state=AlertState.ACKNOWLEDGED)
+    assert resolve_by_hand(acked, {acked.key: acked}) == [Resolve(acked.key, "resolved by hand", by_hand=True)]
+
+
+def test_acknowledging_twice_is_refused() -> None:
+    alert = replace(open_alert(AlertKind.EXIT_BLOCKED, "exit-1"), state=AlertState.ACKNOWLEDGED)
+    with pytest.raises(StepRefused):
+        acknowledge(alert, {alert.key: alert})
 
 
 def test_fire_alarm_alarm_normal_alarm_before_ack_counts_two() -> None:
