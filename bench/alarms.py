@@ -51,6 +51,7 @@ class Watch:
         self.published: dict[str, float] = {}
         self.sse: dict[str, float] = {}
         self.mqtt: dict[str, float] = {}
+        self.arrived: dict[str, float] = {}  # at the gateway's ingest (the alert's opened_at)
         self.lock = threading.Lock()
 
     def seen(self, path: dict[str, float], alert: dict[str, object]) -> None:
@@ -65,9 +66,12 @@ class Watch:
         if not delays:
             return f"no alarm seen of {len(self.published)}"
         p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
+        first = min(self.published.values())
+        worst = sorted(((path[d] - t, t - first) for d, t in self.published.items() if d in path), reverse=True)[:3]
         return (f"p50 {statistics.median(delays) * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms,"
                 f" max {delays[-1] * 1000:,.0f} ms; {missed} of {len(self.published)} not seen within"
-                f" {SEEN_WITHIN_S:.0f} s")
+                f" {SEEN_WITHIN_S:.0f} s; worst: " + ", ".join(f"{d * 1000:,.0f} ms (alarm at +{at:.0f} s)"
+                                                             for d, at in worst))
 
 
 def follow_sse(api: str, watch: Watch, stop: threading.Event) -> None:
@@ -118,6 +122,13 @@ def raise_alarms(url: str, watch: Watch, duration: float) -> None:
     client.loop_stop()
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def serve(mqtt_url: str, database_url: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SAFEGUARD_MQTT_URL": mqtt_url, "SAFEGUARD_DATABASE_URL": database_url,
            "SAFEGUARD_API_PORT": str(port), "SAFEGUARD_BOOTSTRAP_TOKEN": TOKEN}
@@ -163,10 +174,17 @@ def main() -> None:
             threading.Thread(target=follow_sse, args=(f"http://127.0.0.1:{port}", watch, stop), daemon=True).start()
             dispatch = follow_mqtt(broker.url, watch)
             time.sleep(1.0)
+            rss = [_rss_mb(gateway.pid)]
             load = start(plan)
             raise_alarms(broker.url, watch, args.duration)
+            rss.append(_rss_mb(gateway.pid))
             report = finish(*load)
             time.sleep(SEEN_WITHIN_S)  # the last alarms get their 10 s
+            with connect(database_url) as conn:  # opened_at is the alarm's arrival at the gateway
+                watch.arrived = {r["device"]: r["at"] for r in conn.execute(
+                    "SELECT device, extract(epoch FROM opened_at)::float8 AS at FROM alerts"
+                    " WHERE kind = 'fire_alarm' AND site = %s", (ALARM_SITE,))}
+            rss.append(_rss_mb(gateway.pid))
             stop.set()
             dispatch.loop_stop()
             gateway.terminate()
@@ -175,6 +193,9 @@ def main() -> None:
           f" for {args.duration:.0f} s")
     print(f"alarm -> SSE:                  {watch.figures(watch.sse)}")
     print(f"alarm -> sg/v1/alerts/{{site}}: {watch.figures(watch.mqtt)}")
+    print(f"of which publish -> ingest:    {watch.figures(watch.arrived)}")
+    print(f"gateway RSS: {rss[0]:.0f} MB before the load, {rss[1]:.0f} MB at the end of the alarms,"
+          f" {rss[2]:.0f} MB {SEEN_WITHIN_S:.0f} s later")
 
 
 if __name__ == "__main__":
