@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as mqtt
 
-from gateway.devservers import MosquittoServer, PostgresServer, free_port
+from gateway.devservers import IngestProcess, MosquittoServer, PostgresServer, free_port
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
@@ -129,9 +129,11 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def serve(mqtt_url: str, database_url: str, port: int) -> subprocess.Popen[bytes]:
+def serve(mqtt_url: str, database_url: str, port: int, *, split_lanes: bool) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SAFEGUARD_MQTT_URL": mqtt_url, "SAFEGUARD_DATABASE_URL": database_url,
            "SAFEGUARD_API_PORT": str(port), "SAFEGUARD_BOOTSTRAP_TOKEN": TOKEN}
+    if split_lanes:
+        env["SAFEGUARD_INGEST_LANES"] = '["routine"]'  # the alarm lane runs in a process of its own
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve"], env=env)
     api = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -150,6 +152,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of live alarms")
     parser.add_argument("--rate", type=float, default=5700.0, help="background msg/s (steady mode)")
     parser.add_argument("--storm", action="store_true", help="200 agents flushing a 10-minute backlog each")
+    parser.add_argument("--split-lanes", action="store_true",
+                        help="the alarm lane in a process of its own (safeguard ingest --lane alarm)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
         root = Path(tmp)
@@ -168,7 +172,11 @@ def main() -> None:
                              + [SiteRecord(id=ALARM_SITE)])
                 conn.commit()
             port = free_port()
-            gateway = serve(broker.url, database_url, port)
+            gateway = serve(broker.url, database_url, port, split_lanes=args.split_lanes)
+            alarm_lane = IngestProcess(broker.url, database_url, "alarms", group="", lane="alarm") \
+                if args.split_lanes else None
+            if alarm_lane is not None:
+                alarm_lane.wait_connected()
             watch = Watch()
             stop = threading.Event()
             threading.Thread(target=follow_sse, args=(f"http://127.0.0.1:{port}", watch, stop), daemon=True).start()
@@ -189,6 +197,8 @@ def main() -> None:
             dispatch.loop_stop()
             gateway.terminate()
             gateway.wait(timeout=60)
+            if alarm_lane is not None:
+                alarm_lane.stop()
     print(f"{what}; published {report.published:,} at {report.rate:,.0f} msg/s; one new alarm a second"
           f" for {args.duration:.0f} s")
     print(f"alarm -> SSE:                  {watch.figures(watch.sse)}")

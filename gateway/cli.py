@@ -36,7 +36,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
              "api": (False, False, True)}[args.command]
     if getattr(args, "workers", 1) > 1:
         return cmd_ingest_workers(args)
-    overrides = {"ingest_worker_id": args.worker_id} if getattr(args, "worker_id", None) else {}
+    overrides: dict[str, Any] = {"ingest_worker_id": args.worker_id} if getattr(args, "worker_id", None) else {}
+    if getattr(args, "lane", None):
+        overrides["ingest_lanes"] = {args.lane}
     settings = load_settings(Path(args.config) if args.config else None, **overrides)
     gateway = Gateway(settings, ingest=roles[0], supervise=roles[1], api=roles[2])
     gateway.start()
@@ -66,6 +68,8 @@ def cmd_ingest_workers(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "gateway.cli", "--log-level", args.log_level, "ingest"]
     if args.config:
         command += ["--config", args.config]
+    if args.lane:
+        command += ["--lane", args.lane]
     log = logging.getLogger("safeguard")
 
     def spawn(index: int) -> subprocess.Popen[bytes]:
@@ -405,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help="run N ingest processes on a shared subscription (default 1)")
             role.add_argument("--worker-id", help="this worker's stable id (default: the host name with a"
                               " shared group); distinct per process")
+            role.add_argument("--lane", choices=["alarm", "routine"],
+                              help="run only this lane (default: both); one process per lane keeps the alarm"
+                                   " lane's interpreter free of routine work")
     with_config(sub.add_parser("migrate", help="create or upgrade the schema")).set_defaults(func=cmd_migrate)
     sites = sub.add_parser("sites", help="site registry").add_subparsers(dest="sites_command", required=True)
     imp = with_config(sites.add_parser("import", help="register sites from a CSV file"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # delivers every safety message to it a second time (acknowledged unread). Off: exact filters,
     # for a broker whose ACL already refuses off-contract topics (deploy/mosquitto/acl).
     ingest_catch_all: bool = True
+    # The lanes this ingest process runs (both by default). Each lane in a process of its own
+    # (`safeguard ingest --lane alarm`, `--lane routine`) gives the alarm lane its own interpreter:
+    # no routine work shares its GIL (docs/operations.md, "Ingest: two lanes").
+    ingest_lanes: frozenset[Literal["alarm", "routine"]] = frozenset({"alarm", "routine"})
     sweep_interval_s: float = Field(2.0, gt=0)
     readings_retention_days: int = Field(90, ge=1)
     dead_letter_retention_days: int = Field(90, ge=1)
@@ -108,6 +112,13 @@ class Settings(BaseSettings):
         if any(days < 0 for days in value.values()):
             raise ValueError("deadlines must be whole days >= 0")
         return {**DEFAULT_PROBLEM_DEADLINE_DAYS, **value}  # a partial mapping overrides the defaults
+
+    @field_validator("ingest_lanes")
+    @classmethod
+    def _some_lane(cls, value: frozenset[str]) -> frozenset[str]:
+        if not value:
+            raise ValueError("at least one of alarm, routine")
+        return value
 
     @field_validator("problem_timezone")
     @classmethod

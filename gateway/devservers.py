@@ -641,16 +641,17 @@ class MosquittoServer(_ChildServer):
 class IngestProcess:
     """``safeguard ingest`` as a child process (bench and tests: N workers, a worker killed).
 
-    ``connected`` is set once both of its lanes logged their connection.
+    ``connected`` is set once its lanes (both, or ``lane``) logged their connection.
     """
 
     def __init__(self, mqtt_url: str, database_url: str, worker_id: str, *, group: str = "gateway",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, lane: str | None = None) -> None:
         self.worker_id = worker_id
+        self._expected_lanes = 1 if lane else 2
         child_env = {**_clean_env(), "SAFEGUARD_MQTT_URL": mqtt_url, "SAFEGUARD_DATABASE_URL": database_url,
                      "SAFEGUARD_MQTT_SHARED_GROUP": group, "SAFEGUARD_INGEST_WORKER_ID": worker_id, **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "--log-level", "INFO", "ingest"],
+            [sys.executable, "-m", "gateway.cli", "--log-level", "INFO", "ingest", *(["--lane", lane] if lane else [])],
             env=child_env, stderr=subprocess.PIPE, text=True,
         )
         self.connected = threading.Event()
@@ -663,7 +664,7 @@ class IngestProcess:
         for line in self.proc.stderr:
             if "lane connected" in line:
                 self._lanes += 1
-                if self._lanes >= 2:
+                if self._lanes >= self._expected_lanes:
                     self.connected.set()
             elif "ERROR" in line or "Traceback" in line:
                 self.errors.append(line)

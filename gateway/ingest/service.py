@@ -65,17 +65,18 @@ class LanePlan:
 
 
 def lane_plans(settings: Settings, worker_id: str | None = None) -> list[LanePlan]:
-    """Both lanes' sessions; ids are stable per worker (a restarted worker resumes its sessions)."""
+    """The lanes' sessions (``ingest_lanes``); ids are stable per worker (a restarted worker resumes them)."""
     worker = worker_id or settings.ingest_worker_id
     if worker is None and settings.mqtt_shared_group:
         worker = socket.gethostname()  # one worker per host unless told otherwise
     base = f"{settings.mqtt_client_id}-{worker}" if worker else settings.mqtt_client_id
-    return [
+    plans = [
         LanePlan(Lane.ALARM, f"{base}-alarm", ALARM_FILTERS, settings.alarm_batch_size,
                  settings.alarm_batch_interval_s),
         LanePlan(Lane.ROUTINE, f"{base}-ingest", (SUBSCRIPTION,) if settings.ingest_catch_all else ROUTINE_FILTERS,
                  settings.batch_size, settings.batch_interval_s),
     ]
+    return [p for p in plans if p.lane.value in settings.ingest_lanes]
 
 
 class _LaneWorker:

@@ -190,3 +190,32 @@ class _Alarmist:
     def close(self) -> None:
         self._agent.close()
 
+
+
+def test_lanes_in_processes_of_their_own_store_what_each_is_for(settings: Settings, mosquitto: MosquittoServer) -> None:
+    url, database_url = mosquitto.url, settings.database_url
+    register(database_url, ["site-split"])
+    alarm = IngestProcess(url, database_url, "split", group="", lane="alarm")
+    try:
+        alarm.wait_connected()
+        agent = Agent(url, "site-split")
+        try:
+            agent.heartbeat("cam-1")
+            agent.smoke("smoke-1", "alarm")
+            wait_for(lambda: scalar(database_url, "SELECT count(*) FROM alerts WHERE kind = 'fire_alarm'"),
+                     what="the alarm lane's fire alarm")
+            assert scalar(database_url, "SELECT count(*) FROM readings WHERE kind = 'camera'") == 0
+            routine = IngestProcess(url, database_url, "split", group="", lane="routine")
+            try:
+                routine.wait_connected()
+                agent.heartbeat("cam-1")
+                wait_for(lambda: scalar(database_url, "SELECT count(*) FROM readings WHERE kind = 'camera'") >= 1,
+                         what="the routine lane's heartbeat")
+            finally:
+                routine.stop()
+        finally:
+            agent.close()
+    finally:
+        alarm.stop()
+    assert scalar(database_url, "SELECT count(*) FROM readings WHERE kind = 'smoke'") == 1
+    assert alarm.errors == []

@@ -20,9 +20,14 @@ def test_every_safeguard_variable_in_compose_is_a_setting() -> None:
     assert used <= names, sorted(used - names)
 
 
-def test_the_ingest_service_runs_two_workers_with_stable_ids_on_exact_filters() -> None:
-    ingest = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]["ingest"]
-    assert ingest["command"] == ["ingest", "--workers", "2"]
-    assert ingest["hostname"]  # worker ids come from it; a container id would change on re-creation
-    settings = Settings(ingest_catch_all=ingest["environment"]["SAFEGUARD_INGEST_CATCH_ALL"])
-    assert settings.ingest_catch_all is False
+def test_each_lane_has_its_own_ingest_service_with_stable_ids_on_exact_filters() -> None:
+    services = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]
+    lanes = {}
+    for name in ("ingest-alarm", "ingest"):
+        service = services[name]
+        command = service["command"]
+        lanes[command[command.index("--lane") + 1]] = name
+        assert service["hostname"]  # worker ids come from it; a container id would change on re-creation
+        settings = Settings(ingest_catch_all=service["environment"]["SAFEGUARD_INGEST_CATCH_ALL"])
+        assert settings.ingest_catch_all is False
+    assert set(lanes) == {"alarm", "routine"}

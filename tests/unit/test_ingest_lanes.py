@@ -60,3 +60,10 @@ def test_every_worker_and_lane_has_its_own_stable_session() -> None:
     ids = [p.client_id for w in ("h-0", "h-1") for p in lane_plans(settings, w)]
     assert len(set(ids)) == 4
     assert ids == [p.client_id for w in ("h-0", "h-1") for p in lane_plans(settings, w)]  # same again
+
+
+def test_a_process_may_run_one_lane() -> None:
+    assert [p.lane for p in lane_plans(Settings(ingest_lanes=frozenset({"alarm"})))] == [Lane.ALARM]
+    assert [p.lane for p in lane_plans(Settings(ingest_lanes=frozenset({"routine"})))] == [Lane.ROUTINE]
+    with pytest.raises(ValueError, match="at least one"):
+        Settings(ingest_lanes=frozenset())
