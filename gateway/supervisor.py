@@ -28,7 +28,7 @@ from gateway.rules import engine
 from gateway.rules.model import Change, OpenAlerts
 from gateway.store import alerts as alert_store
 from gateway.store.db import AGENT_TIMEOUT_S, ALERT_CHANNEL, Conn, connect, from_epoch, lock_sites
-from gateway.store.migrate import timescale_available
+from gateway.store.migrate import retention_policies
 from protocol import DeviceKind, alert_topic
 from protocol.mqtt import new_client
 
@@ -305,9 +305,13 @@ class Supervisor:
         """Retention: raw readings (plain PostgreSQL only; TimescaleDB has a policy) and dead letters."""
         counts: dict[str, Any] = {}
         with self._pool.connection() as conn, conn.transaction():
-            if not timescale_available(conn):
-                cutoff = from_epoch(now - self._settings.readings_retention_days * 86_400)
+            # What the schema has, not what the server offers: a database migrated before TimescaleDB
+            # was installed has no policy until it is migrated again, and is pruned here meanwhile.
+            policies = retention_policies(conn)
+            cutoff = from_epoch(now - self._settings.readings_retention_days * 86_400)
+            if "readings" not in policies:
                 counts["readings"] = conn.execute("DELETE FROM readings WHERE ts < %s", (cutoff,)).rowcount
+            if "camera_timeline" not in policies:
                 counts["camera_timeline"] = conn.execute(
                     "DELETE FROM camera_timeline WHERE until < %s", (cutoff,)
                 ).rowcount  # the daily figures rolled up from it stay
