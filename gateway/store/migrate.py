@@ -63,6 +63,17 @@ def retention_policies(conn: Conn) -> set[str]:
     )}
 
 
+def apply_timescale(conn: Conn, *, retention_days: int, day_zone: str) -> None:
+    """The TimescaleDB features over the plain schema (idempotent; inside the caller's transaction)."""
+    log.info("TimescaleDB available: hypertables, compression, retention %d days", retention_days)
+    conn.execute("SELECT set_config('safeguard.retention_days', %s, true)", (str(retention_days),))
+    apply_script(conn, _HERE / "timescale.sql")
+    if not is_continuous_aggregate(conn):
+        log.info("compliance_daily: a continuous aggregate, days from midnight in %s", day_zone)
+        for statement in continuous_aggregate_sql(day_zone):
+            conn.execute(statement)
+
+
 def migrate(conn: Conn, *, retention_days: int = 90, day_zone: str = "Asia/Shanghai") -> list[str]:
     """Apply pending migrations; return the versions applied now (empty when up to date)."""
     applied_now: list[str] = []
@@ -82,13 +93,7 @@ def migrate(conn: Conn, *, retention_days: int = 90, day_zone: str = "Asia/Shang
             conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
             applied_now.append(version)
         if timescale_available(conn):
-            log.info("TimescaleDB available: hypertable, compression, retention %d days", retention_days)
-            conn.execute("SELECT set_config('safeguard.retention_days', %s, true)", (str(retention_days),))
-            apply_script(conn, _HERE / "timescale.sql")
-            if not is_continuous_aggregate(conn):
-                log.info("compliance_daily: a continuous aggregate, days from midnight in %s", day_zone)
-                for statement in continuous_aggregate_sql(day_zone):
-                    conn.execute(statement)
+            apply_timescale(conn, retention_days=retention_days, day_zone=day_zone)
         else:
             log.info("TimescaleDB not available: plain PostgreSQL tables, readings pruned by the supervisor")
     return applied_now

@@ -1,5 +1,6 @@
--- Applied after the migrations when TimescaleDB is usable, as one script (gateway/store/migrate.py
--- never splits it, so comments and literals may hold semicolons). Idempotent: it runs on every
+-- Applied after the migrations when TimescaleDB is usable; as one script: gateway/store/migrate.py
+-- never splits it, so comments and literals may hold semicolons (this one does; the test suite
+-- applies it on TimescaleDB, so a split would fail there). Idempotent: it runs on every
 -- `safeguard migrate`. migrate.py sets safeguard.retention_days (readings_retention_days) for the
 -- transaction.
 CREATE EXTENSION IF NOT EXISTS timescaledb;
