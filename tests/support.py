@@ -279,6 +279,17 @@ def terminate_backends(database_url: str) -> int:
     return int(row[0])
 
 
+def run_timescale_jobs(database_url: str, proc_name: str) -> int:
+    """Run now every TimescaleDB job of ``proc_name`` (``policy_retention``, ``policy_compression``), as its
+    scheduler would (the test servers run none by themselves). Returns how many ran."""
+    with psycopg.connect(database_url, autocommit=True) as conn:  # run_job cannot run in a transaction
+        jobs = [row[0] for row in conn.execute(
+            "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = %s ORDER BY job_id", (proc_name,))]
+        for job in jobs:
+            conn.execute("CALL run_job(%s)", (job,))
+    return len(jobs)
+
+
 def role_tokens(database_url: str, institution_site: str) -> dict[str, str]:
     """One token per role (the institution's for ``institution_site``), keyed by role name."""
     with connect(database_url) as conn:

@@ -72,6 +72,8 @@ def apply_timescale(conn: Conn, *, retention_days: int, day_zone: str) -> None:
         log.info("compliance_daily: a continuous aggregate, days from midnight in %s", day_zone)
         for statement in continuous_aggregate_sql(day_zone):
             conn.execute(statement)
+    # Databases migrated before the rollup materialised the aggregate had a refresh policy (see there).
+    conn.execute("SELECT remove_continuous_aggregate_policy('compliance_daily', if_exists => true)")
 
 
 def migrate(conn: Conn, *, retention_days: int = 90, day_zone: str = "Asia/Shanghai") -> list[str]:

@@ -20,7 +20,7 @@ from gateway.runtime import Gateway
 from gateway.store.db import Conn, connect
 from tests.support import ADMIN_TOKEN, Api, insert_heartbeats
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.storage]
 
 ZONE = "Asia/Shanghai"
 TZ = ZoneInfo(ZONE)
@@ -114,8 +114,8 @@ def test_kept_days_equal_the_figures_on_request(conn: Conn) -> None:
     assert kept(conn, "site-a") == before
     # Rows for cameras heard from: site-a cam-1 and cam-2 every day, cam-3 from the third, cam-4
     # never (its days are offline throughout without a row), site-b cam-1 every day.
-    rows = conn.execute("SELECT count(*) AS n FROM compliance_daily WHERE day >= %s",
-                        (datetime.fromtimestamp(D0, UTC),)).fetchone()
+    rows = conn.execute("SELECT count(*) AS n FROM compliance_daily WHERE day >= %s AND day < %s",
+                        (datetime.fromtimestamp(D0, UTC), datetime.fromtimestamp(D0 + DAYS * DAY, UTC))).fetchone()
     assert rows == {"n": 4 + 4 + 2 + 4}
 
 
