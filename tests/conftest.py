@@ -131,11 +131,6 @@ class _Servers:
             pytest.fail(f"the {storage} server or its template failed to start earlier: {self._broken[storage]}",
                         pytrace=False)
         if storage not in self._servers:
-            if storage == TIMESCALE and not timescaledb_available():
-                message = f"{TIMESCALE_SKIPPED}: {TIMESCALE_HOW} (server binaries: {find_postgres_bindir()})"
-                if _required():
-                    pytest.fail(f"SAFEGUARD_REQUIRE_TIMESCALE is set, but {message}", pytrace=False)
-                pytest.skip(message)
             # Not under pytest's basetemp: another pytest session resets that to 0700, and the server
             # runs as the unprivileged `postgres` user when we are root.
             root = Path(tempfile.mkdtemp(prefix=f"safeguard-test-pg-{storage}-"))
@@ -170,8 +165,15 @@ def _pg_servers() -> Iterator[_Servers]:
 
 @pytest.fixture
 def storage(request: pytest.FixtureRequest) -> str:
-    """The storage path this test runs on: ``plain`` or ``timescale``."""
-    return str(getattr(request, "param", _default_storage()))
+    """The storage path this test runs on: ``plain`` or ``timescale`` (skipped, or failed under
+    SAFEGUARD_REQUIRE_TIMESCALE, where TimescaleDB is not installed)."""
+    storage = str(getattr(request, "param", _default_storage()))
+    if storage == TIMESCALE and not timescaledb_available():
+        message = f"{TIMESCALE_SKIPPED}: {TIMESCALE_HOW} (server binaries: {find_postgres_bindir()})"
+        if _required():
+            pytest.fail(f"SAFEGUARD_REQUIRE_TIMESCALE is set, but {message}", pytrace=False)
+        pytest.skip(message)
+    return storage
 
 
 @pytest.fixture
