@@ -8,12 +8,15 @@ The rest of the storage-facing suite runs on both paths (tests marked ``storage`
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import yaml
 
 from gateway.runtime import Gateway
 from gateway.store.db import connect, from_epoch
@@ -159,3 +162,14 @@ def test_ingest_into_a_compressed_chunk_stores_a_redelivery_once(gateway: Gatewa
         assert api.dead_letters() == []
     finally:
         agent.close()
+
+
+def test_the_compose_stack_runs_the_versions_tested_here(database_url: str) -> None:
+    """docker-compose.yml pins TimescaleDB and PostgreSQL to what this suite runs on (docs/operations.md)."""
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text(encoding="utf-8"))
+    image = compose["services"]["timescaledb"]["image"]
+    match = re.fullmatch(r"timescale/timescaledb:(\d+\.\d+\.\d+)-pg(\d+)", image)
+    assert match, f"{image}: pin a TimescaleDB version and a PostgreSQL major, not latest"
+    ((version, server),) = _rows(database_url, "SELECT extversion, current_setting('server_version_num')::int / 10000"
+                                               " FROM pg_extension WHERE extname = 'timescaledb'")
+    assert (match[1], int(match[2])) == (version, server)
