@@ -62,12 +62,17 @@ __all__ = [
     "find_mosquitto",
     "find_postgres_bindir",
     "free_port",
+    "timescaledb_available",
 ]
 
 log = logging.getLogger(__name__)
 
 _PG_INSTALL_HINT = (
     "Install them: apt-get install postgresql  (or: dnf install postgresql-server / brew install postgresql@15)"
+)
+_TSDB_INSTALL_HINT = (
+    "Install it: ../shared/tools/install-timescaledb where that folder exists, or the timescaledb-2-postgresql-<major>"
+    " package from packagecloud.io/timescale (docs/operations.md)"
 )
 _MOSQUITTO_INSTALL_HINT = "Install it: apt-get install mosquitto  (or: dnf install mosquitto / brew install mosquitto)"
 _MOSQUITTO_CANDIDATES = (
@@ -146,6 +151,37 @@ def find_postgres_bindir() -> Path:
         "PostgreSQL server binaries not found (looked in PATH, pg_config --bindir, "
         f"/usr/lib/postgresql/*/bin). {_PG_INSTALL_HINT}"
     )
+
+
+def _pg_config_dir(bindir: Path, option: str, debian: Path) -> Path:
+    """``pg_config --<option>`` of the server in ``bindir``; Debian's layout when pg_config is not
+    installed (it comes with the -dev package)."""
+    pg_config = bindir / "pg_config"
+    if _is_executable(pg_config):
+        try:
+            out = subprocess.run(
+                [str(pg_config), f"--{option}"], capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.debug("pg_config --%s failed: %s", option, exc)
+        else:
+            if out:
+                return Path(out)
+    return debian
+
+
+def timescaledb_available(bindir: Path | None = None) -> bool:
+    """Whether the TimescaleDB extension is installed for the PostgreSQL server in ``bindir``
+    (default: :func:`find_postgres_bindir`), so that ``PostgresServer(..., timescale=True)`` can
+    load it. False when there is no server at all."""
+    try:
+        bindir = bindir or find_postgres_bindir()
+    except ServerNotFound:
+        return False
+    major = bindir.parent.name  # /usr/lib/postgresql/<major>/bin on Debian; only used for its fallbacks
+    libdir = _pg_config_dir(bindir, "pkglibdir", bindir.parent / "lib")
+    sharedir = _pg_config_dir(bindir, "sharedir", Path("/usr/share/postgresql") / major)
+    return (libdir / "timescaledb.so").is_file() and (sharedir / "extension" / "timescaledb.control").is_file()
 
 
 def find_mosquitto() -> Path:
@@ -365,14 +401,25 @@ class PostgresServer(_ChildServer):
     Authentication is ``trust`` for the superuser ``postgres``; the server listens on
     ``host:port`` only, with its unix socket inside ``data_dir``. ``fast=True`` turns off
     durability (fsync, synchronous_commit, full_page_writes) for tests.
+
+    ``timescale=True`` preloads TimescaleDB (``shared_preload_libraries``; telemetry off), so that
+    ``CREATE EXTENSION timescaledb`` works; :func:`timescaledb_available` tells whether it is
+    installed (:class:`ServerNotFound` on start if not). ``timescale_jobs=False`` also stops its
+    background job scheduler, so no policy (compression, retention, aggregate refresh) runs on its
+    own: tests run them by hand, at the moment they choose.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", fast: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", fast: bool = False, *,
+        timescale: bool = False, timescale_jobs: bool = True,
+    ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
         self.port = port
         self.host = host
         self.fast = fast
+        self.timescale = timescale
+        self.timescale_jobs = timescale_jobs
         self._socket_tmp: Path | None = None
 
     # -- public API ------------------------------------------------------------------
@@ -394,6 +441,8 @@ class PostgresServer(_ChildServer):
         if self.running:
             return
         bindir = find_postgres_bindir()
+        if self.timescale and not timescaledb_available(bindir):
+            raise ServerNotFound(f"TimescaleDB is not installed for the PostgreSQL in {bindir}. {_TSDB_INSTALL_HINT}")
         run_as = _RunAs.for_postgres()
         self._prepare_data_dir(run_as)
         if not (self.data_dir / "PG_VERSION").exists():
@@ -411,6 +460,12 @@ class PostgresServer(_ChildServer):
         ]  # fmt: skip
         if self.fast:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        if self.timescale:
+            args += ["-c", "shared_preload_libraries=timescaledb", "-c", "timescaledb.telemetry_level=off"]
+            if not self.timescale_jobs:
+                # No scheduler: no worker connects to a database on its own (CREATE DATABASE ... TEMPLATE
+                # needs its template unused), and no policy runs behind a test's back.
+                args += ["-c", "timescaledb.max_background_workers=0"]
 
         log.info("starting PostgreSQL (%s) on %s:%d, data in %s", bindir, self.host, self.port, self.data_dir)
         log_offset = _log_size(self.log_path)

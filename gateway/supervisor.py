@@ -21,14 +21,13 @@ from psycopg_pool import ConnectionPool
 
 from gateway import metrics
 from gateway.compliance import rollup
-from gateway.compliance.daily import local_days
 from gateway.config import Settings
 from gateway.problems import store as problem_store
 from gateway.rules import engine
 from gateway.rules.model import Change, OpenAlerts
 from gateway.store import alerts as alert_store
 from gateway.store.db import AGENT_TIMEOUT_S, ALERT_CHANNEL, Conn, connect, from_epoch, lock_sites
-from gateway.store.migrate import timescale_available
+from gateway.store.migrate import retention_policies
 from protocol import DeviceKind, alert_topic
 from protocol.mqtt import new_client
 
@@ -284,8 +283,8 @@ class Supervisor:
         return result
 
     def keep_daily(self, now: float) -> rollup.Advance:
-        """Extend the compliance timeline; roll up the finished days (plain PostgreSQL) or refresh
-        the continuous aggregate over days rewritten after late readings (TimescaleDB).
+        """Extend the compliance timeline; materialise the finished days, and again those rewritten
+        after late readings (:func:`rollup.rollup`: the table, or the continuous aggregate).
 
         Taking in a long history takes many runs: they go on for up to ``_CATCH_UP_S`` per call,
         and again on the next call, so that the alert sweeps are never held up for long."""
@@ -294,20 +293,20 @@ class Supervisor:
             done = rollup.catch_up(conn, now, settle_s=settings.compliance_settle_s, zone=settings.problem_timezone,
                                    default_heartbeat_s=settings.default_heartbeat_s,
                                    missed_heartbeats=settings.missed_heartbeats, budget_s=_CATCH_UP_S)
-            if not rollup.is_continuous_aggregate(conn):
-                rollup.rollup(conn, zone=settings.problem_timezone)
-            elif done.touched_from is not None:
-                day_start, _ = local_days(settings.problem_timezone)
-                rollup.refresh_continuous_aggregate(conn, day_start(done.touched_from), round(done.horizon * 1e6))
+            rollup.rollup(conn, zone=settings.problem_timezone)
         return done
 
     def prune(self, now: float) -> dict[str, Any]:
         """Retention: raw readings (plain PostgreSQL only; TimescaleDB has a policy) and dead letters."""
         counts: dict[str, Any] = {}
         with self._pool.connection() as conn, conn.transaction():
-            if not timescale_available(conn):
-                cutoff = from_epoch(now - self._settings.readings_retention_days * 86_400)
+            # What the schema has, not what the server offers: a database migrated before TimescaleDB
+            # was installed has no policy until it is migrated again, and is pruned here meanwhile.
+            policies = retention_policies(conn)
+            cutoff = from_epoch(now - self._settings.readings_retention_days * 86_400)
+            if "readings" not in policies:
                 counts["readings"] = conn.execute("DELETE FROM readings WHERE ts < %s", (cutoff,)).rowcount
+            if "camera_timeline" not in policies:
                 counts["camera_timeline"] = conn.execute(
                     "DELETE FROM camera_timeline WHERE until < %s", (cutoff,)
                 ).rowcount  # the daily figures rolled up from it stay

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -277,6 +280,40 @@ def terminate_backends(database_url: str) -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def safeguard(*args: str, database_url: str | None = None, env: dict[str, str] | None = None,
+              ) -> subprocess.CompletedProcess[str]:
+    """Run the ``safeguard`` command line in a process of its own, with no ``SAFEGUARD_*`` setting but ours."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")} | (env or {})
+    if database_url:
+        environ["SAFEGUARD_DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=environ, timeout=60,
+        check=False,
+    )
+
+
+def compressed_chunks(database_url: str, table: str = "readings") -> tuple[int, int]:
+    """(compressed, all) chunks of the hypertable ``table``."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE is_compressed), count(*) FROM timescaledb_information.chunks"
+            " WHERE hypertable_name = %s", (table,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def run_timescale_jobs(database_url: str, proc_name: str) -> int:
+    """Run now every TimescaleDB job of ``proc_name`` (``policy_retention``, ``policy_compression``), as its
+    scheduler would (the test servers run none by themselves). Returns how many ran."""
+    with psycopg.connect(database_url, autocommit=True) as conn:  # run_job cannot run in a transaction
+        jobs = [row[0] for row in conn.execute(
+            "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = %s ORDER BY job_id", (proc_name,))]
+        for job in jobs:
+            conn.execute("CALL run_job(%s)", (job,))
+    return len(jobs)
 
 
 def role_tokens(database_url: str, institution_site: str) -> dict[str, str]:

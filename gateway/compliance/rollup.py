@@ -4,10 +4,13 @@ The leader supervisor extends every camera's timeline (:mod:`gateway.compliance.
 settled horizon a minute behind now; the per-day figures are one ``GROUP BY`` over it:
 
 - with TimescaleDB, ``compliance_daily`` is a continuous aggregate of :data:`DAILY_QUERY`
-  (real-time, so the days not materialised yet are aggregated on read);
+  (real-time, so what reads it directly, as Grafana does, sees the days not materialised yet);
 - on plain PostgreSQL, the same query with ``date_trunc`` in place of ``time_bucket`` fills the
-  ``compliance_daily`` table day by day (the scheduled rollup), and days it has not
-  materialised yet are aggregated on read, as TimescaleDB does.
+  ``compliance_daily`` table.
+
+Either way :func:`rollup` materialises the days every camera's timeline has passed (INSERT, or a
+refresh of the aggregate), and :func:`daily_rows` reads those as stored and aggregates the others
+on read: the same code reads both paths.
 
 Readings committed after the run that should have seen them (a late commit) are found by their
 transaction id; the camera's timeline is rewritten from that heartbeat on, and the days touched
@@ -57,7 +60,11 @@ def daily_query(bucket: str, where: str = "") -> str:
 
 
 def continuous_aggregate_sql(zone: str) -> list[str]:
-    """Statements turning ``compliance_daily`` into a real-time continuous aggregate (TimescaleDB 2.8+)."""
+    """Statements turning ``compliance_daily`` into a real-time continuous aggregate (TimescaleDB 2.8+).
+
+    No refresh policy: :func:`rollup` materialises each day once every camera's timeline has passed
+    it, and again after a rewrite; a policy on a clock would materialise days the timeline has not
+    finished yet (a supervisor behind), and they would read wrong until the next refresh."""
     quoted = "'" + zone.replace("'", "''") + "'"
     bucket = f"time_bucket(INTERVAL '1 day', since, {quoted})"
     return [
@@ -65,8 +72,6 @@ def continuous_aggregate_sql(zone: str) -> list[str]:
         "CREATE MATERIALIZED VIEW compliance_daily"
         " WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS"
         + daily_query(bucket) + " WITH NO DATA",
-        "SELECT add_continuous_aggregate_policy('compliance_daily', start_offset => INTERVAL '30 days',"
-        " end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '15 minutes')",
     ]
 
 
@@ -360,11 +365,14 @@ def _store(
 
 
 def rollup(conn: Conn, *, zone: str) -> int:
-    """Plain PostgreSQL: materialise the days every cursor has passed (again for rewritten days).
+    """Materialise the days every cursor has passed (again for rewritten days): INSERT into the
+    ``compliance_daily`` table on plain PostgreSQL, a refresh of the continuous aggregate over the
+    same days on TimescaleDB. ``timeline_progress.materialized_until`` records how far, on both.
 
     Returns the number of (camera, day) rows written.
     """
     day_start, _ = local_days(zone)
+    continuous = is_continuous_aggregate(conn)
     with conn.transaction():
         row = conn.execute("SELECT horizon, materialized_until FROM timeline_progress FOR UPDATE").fetchone()
         if row is None or row["horizon"] is None:
@@ -375,49 +383,55 @@ def rollup(conn: Conn, *, zone: str) -> int:
         else:
             first = conn.execute("SELECT min(since) AS since FROM camera_timeline").fetchone()
             lo = day_start(micros(first["since"])) if first and first["since"] is not None else complete_until
+        span = {"lo": _at(lo), "hi": _at(complete_until), "zone": zone, "read": row["materialized_until"]}
         written = 0
-        if lo < complete_until:
-            span = {"lo": _at(lo), "hi": _at(complete_until), "zone": zone}
+        if lo < complete_until and not continuous:
             conn.execute("DELETE FROM compliance_daily WHERE day >= %(lo)s AND day < %(hi)s", span)
             written = conn.execute(
                 f"INSERT INTO compliance_daily ({COLUMNS})"
                 + daily_query(PLAIN_BUCKET, "WHERE since >= %(lo)s AND since < %(hi)s"),
                 span,
             ).rowcount
+    if lo < complete_until and continuous:
+        _refresh_continuous_aggregate(conn, span["lo"], span["hi"])
+        counted = conn.execute("SELECT count(*) AS n FROM compliance_daily WHERE day >= %(lo)s AND day < %(hi)s",
+                               span).fetchone()
+        written = int(counted["n"]) if counted else 0
+    with conn.transaction():
+        # Not past a lower mark a timeline run set meanwhile (TimescaleDB refreshes outside the
+        # locking transaction): the next rollup materialises those rewritten days again.
         conn.execute(
-            "UPDATE timeline_progress SET materialized_until = greatest(materialized_until, %s)", (_at(complete_until),)
+            "UPDATE timeline_progress SET materialized_until = greatest(materialized_until, %(hi)s)"
+            " WHERE materialized_until IS NOT DISTINCT FROM %(read)s::timestamptz",
+            span,
         )
     return written
 
 
-def refresh_continuous_aggregate(conn: Conn, start: int, end: int) -> None:
-    """TimescaleDB: materialise [start, end) again after a rewrite (cannot run in a transaction)."""
+def _refresh_continuous_aggregate(conn: Conn, start: Any, end: Any) -> None:
+    """TimescaleDB: materialise the days in [start, end) (cannot run in a transaction block)."""
     conn.commit()
     autocommit = conn.autocommit
     conn.autocommit = True
     try:
-        conn.execute("CALL refresh_continuous_aggregate('compliance_daily', %s, %s)", (_at(start), _at(end)))
+        conn.execute("CALL refresh_continuous_aggregate('compliance_daily', %s, %s)", (start, end))
     finally:
         conn.autocommit = autocommit
 
 
-def daily_rows(
-    conn: Conn, site: str, start: int, end: int, *, zone: str, continuous: bool
-) -> list[tuple[str, DayFigures]]:
-    """(device, figures) of ``site`` for the days starting in [start, end); on plain PostgreSQL
-    the days the rollup has not materialised yet are aggregated here, as TimescaleDB does."""
+def daily_rows(conn: Conn, site: str, start: int, end: int, *, zone: str) -> list[tuple[str, DayFigures]]:
+    """(device, figures) of ``site`` for the days starting in [start, end): the days materialised
+    by :func:`rollup` as stored, the others aggregated here from the timeline (on both paths, so a
+    day rewritten after late readings reads right before it is materialised again)."""
     span = {"site": site, "lo": _at(start), "hi": _at(end), "zone": zone}
-    stored = f"SELECT {COLUMNS} FROM compliance_daily WHERE site = %(site)s AND day >= %(lo)s AND day < %(hi)s"
-    if continuous:
-        query = stored
-    else:
-        query = (
-            stored + " AND day < coalesce((SELECT materialized_until FROM timeline_progress), '-infinity')"
-            " UNION ALL "
-            + daily_query(PLAIN_BUCKET, "WHERE site = %(site)s AND since >= greatest(%(lo)s,"
-                          " coalesce((SELECT materialized_until FROM timeline_progress), '-infinity'))"
-                          " AND since < %(hi)s")
-        )
+    query = (
+        f"SELECT {COLUMNS} FROM compliance_daily WHERE site = %(site)s AND day >= %(lo)s AND day < %(hi)s"
+        " AND day < coalesce((SELECT materialized_until FROM timeline_progress), '-infinity')"
+        " UNION ALL "
+        + daily_query(PLAIN_BUCKET, "WHERE site = %(site)s AND since >= greatest(%(lo)s,"
+                      " coalesce((SELECT materialized_until FROM timeline_progress), '-infinity'))"
+                      " AND since < %(hi)s")
+    )
     return [
         (
             row["device"],

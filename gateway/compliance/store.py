@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.compliance.daily import DayFigures, absent_day, micros
-from gateway.compliance.rollup import daily_rows, is_continuous_aggregate
+from gateway.compliance.rollup import daily_rows
 from gateway.compliance.timeline import Beat, CameraFigures, Verdict, camera_figures, verdict
 from gateway.store.db import AGENT_TIMEOUT_S, Conn, rfc3339
 
@@ -209,8 +209,7 @@ def daily_compliance(
         bounds.append((start.astimezone(UTC), end.astimezone(UTC)))
     figures: dict[tuple[str, int], DayFigures] = {}
     if bounds:
-        rows = daily_rows(conn, site, micros(bounds[0][0]), micros(bounds[-1][1]), zone=zone,
-                          continuous=is_continuous_aggregate(conn))
+        rows = daily_rows(conn, site, micros(bounds[0][0]), micros(bounds[-1][1]), zone=zone)
         figures = {(device, f.day): f for device, f in rows}
     days = []
     for start, end in bounds:

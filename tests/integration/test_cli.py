@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.auth import Role, authenticate
 from gateway.store.db import connect
+from tests.support import safeguard
 
 pytestmark = pytest.mark.integration
-
-
-def safeguard(*args: str, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
-    if database_url:
-        env["SAFEGUARD_DATABASE_URL"] = database_url
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
 
 
 def test_migrate_twice_is_a_no_op(database_url: str) -> None:

@@ -18,7 +18,7 @@ from gateway.runtime import Gateway
 from gateway.store.db import Conn, connect
 from tests.support import ADMIN_TOKEN, Api, insert_heartbeats
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.storage]
 
 D = datetime(2025, 3, 1, tzinfo=UTC)  # the day under test
 DAY = 86_400

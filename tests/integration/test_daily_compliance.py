@@ -1,5 +1,6 @@
-"""Daily compliance kept by the timeline and the rollup (plain PostgreSQL) equals, day by day,
-the compliance computed on request from the raw heartbeats, on a real PostgreSQL."""
+"""Daily compliance kept by the timeline and the rollup equals, day by day, the compliance computed on
+request from the raw heartbeats, on a real PostgreSQL: plain (the rollup's table) and TimescaleDB (a
+continuous aggregate), with late commits, and on TimescaleDB over compressed chunks."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.auth import Role, create_token
-from gateway.compliance.rollup import advance, catch_up, rollup
+from gateway.compliance.rollup import COLUMNS, PLAIN_BUCKET, advance, catch_up, daily_query, rollup
 from gateway.compliance.store import Thresholds, daily_compliance, site_compliance
 from gateway.config import Settings
 from gateway.runtime import Gateway
 from gateway.store.db import Conn, connect
-from tests.support import ADMIN_TOKEN, Api, insert_heartbeats
+from tests.support import ADMIN_TOKEN, Api, compressed_chunks, insert_heartbeats, run_timescale_jobs
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.storage]
 
 ZONE = "Asia/Shanghai"
 TZ = ZoneInfo(ZONE)
@@ -114,8 +115,8 @@ def test_kept_days_equal_the_figures_on_request(conn: Conn) -> None:
     assert kept(conn, "site-a") == before
     # Rows for cameras heard from: site-a cam-1 and cam-2 every day, cam-3 from the third, cam-4
     # never (its days are offline throughout without a row), site-b cam-1 every day.
-    rows = conn.execute("SELECT count(*) AS n FROM compliance_daily WHERE day >= %s",
-                        (datetime.fromtimestamp(D0, UTC),)).fetchone()
+    rows = conn.execute("SELECT count(*) AS n FROM compliance_daily WHERE day >= %s AND day < %s",
+                        (datetime.fromtimestamp(D0, UTC), datetime.fromtimestamp(D0 + DAYS * DAY, UTC))).fetchone()
     assert rows == {"n": 4 + 4 + 2 + 4}
 
 
@@ -213,3 +214,121 @@ def test_a_long_history_is_taken_in_over_bounded_runs(conn: Conn) -> None:
     rollup(conn, zone=ZONE)
     for site in ("site-a", "site-b"):
         assert kept(conn, site) == [on_request(conn, site, FIRST + timedelta(days=n)) for n in range(DAYS)]
+
+
+# --- the continuous aggregate (TimescaleDB), and late commits on both paths ----------------------------------
+
+
+def _materialised(conn: Conn) -> list[dict[str, Any]]:
+    """compliance_daily's rows for the days the rollup materialised (the aggregate's, on TimescaleDB)."""
+    return conn.execute(
+        f"SELECT {COLUMNS} FROM compliance_daily WHERE day < (SELECT materialized_until FROM timeline_progress)"
+        " ORDER BY site, device, day"
+    ).fetchall()
+
+
+def _plain_rollup(conn: Conn) -> list[dict[str, Any]]:
+    """The plain rollup's query (date_trunc) over the same timeline and days."""
+    return conn.execute(
+        f"SELECT * FROM ({daily_query(PLAIN_BUCKET)}) d"
+        " WHERE day < (SELECT materialized_until FROM timeline_progress) ORDER BY site, device, day",
+        {"zone": ZONE},
+    ).fetchall()
+
+
+@pytest.mark.timescale_only
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_aggregate_equals_the_plain_rollup_and_the_figures_on_request(conn: Conn, seed: int) -> None:
+    """Random histories written in random runs: the continuous aggregate (time_bucket with the zone)
+    holds, row for row, what the plain rollup's query (date_trunc) gives, and each day read equals the
+    day computed on request from the raw heartbeats."""
+    rng = random.Random(seed)
+    add_site(conn, "site-r", ["cam-1", "cam-2", "cam-3"], heartbeat_s=rng.choice([15, 30, 60]), required=3)
+    for camera in ("cam-1", "cam-2", "cam-3"):
+        first = D0 - rng.uniform(0, 7200) + rng.choice([0, DAY])
+        insert_heartbeats(conn, "site-r", camera, beats(rng, first, D0 + DAYS * DAY - rng.uniform(0, DAY), 30),
+                          delay=rng.uniform(0, 15), stream=rng.choice(["ok", "ok", "ok", "frozen"]))
+    conn.commit()
+    now = D0
+    while now < D0 + (DAYS + 1) * DAY:
+        now += rng.uniform(60, 40_000)
+        run(conn, now)
+        if rng.random() < 0.5:
+            rollup(conn, zone=ZONE)
+    rollup(conn, zone=ZONE)
+    materialised = _materialised(conn)
+    assert len(materialised) >= 3 * (DAYS - 1)
+    assert materialised == _plain_rollup(conn)
+    assert kept(conn, "site-r") == [on_request(conn, "site-r", FIRST + timedelta(days=n)) for n in range(DAYS)]
+
+
+@pytest.mark.timescale_only
+@pytest.mark.usefixtures("history")
+def test_compressed_readings_answer_the_same(conn: Conn, database_url: str) -> None:
+    """Readings in compressed chunks (the compression policy's work after 7 days) give the same timeline,
+    the same kept days and the same figures on request; a late reading into a compressed chunk rewrites
+    its day as on the plain path."""
+    days = [FIRST + timedelta(days=n) for n in range(DAYS)]
+    expected = {site: [on_request(conn, site, day) for day in days] for site in ("site-a", "site-b")}
+    conn.commit()  # compressing a chunk takes an exclusive lock: no reader of it may stay in a transaction
+    assert run_timescale_jobs(database_url, "policy_compression") == 1
+    compressed, chunks = compressed_chunks(database_url)
+    assert compressed == chunks >= DAYS
+    run(conn, D0 + DAYS * DAY + 120)
+    rollup(conn, zone=ZONE)
+    for site, figures in expected.items():
+        assert [on_request(conn, site, day) for day in days] == figures
+        assert kept(conn, site) == figures
+    insert_heartbeats(conn, "site-b", "cam-1", [D0 + 40_000 + 0.5, D0 + 40_090], delay=1, stream="dark")
+    conn.commit()
+    assert run(conn, D0 + DAYS * DAY + 600).rewritten == [("site-b", "cam-1")]
+    rollup(conn, zone=ZONE)
+    after = kept(conn, "site-b")
+    assert after == [on_request(conn, "site-b", day) for day in days]
+    assert after[0] != expected["site-b"][0]
+
+
+@pytest.mark.usefixtures("history")
+def test_a_commit_late_after_a_database_outage_is_reflected(conn: Conn, database_url: str, storage: str) -> None:
+    """An ingest transaction held up (a database outage) commits after the runs that should have seen its
+    heartbeats: the kept days show them at once (aggregated on read until materialised again), and on
+    TimescaleDB the aggregate read directly shows them too: real-time for a day not materialised yet, after
+    the rollup's refresh for one that was."""
+    run(conn, D0 + 3 * DAY + 120)
+    rollup(conn, zone=ZONE)  # days 1 to 3 materialised; the fourth is still running
+    before = kept(conn, "site-b", days=3)
+    with connect(database_url) as held:
+        # Stored while the runs go on, committed only after them: its txid is older than their snapshots.
+        insert_heartbeats(held, "site-b", "cam-1", [D0 + 40_000 + 0.5, D0 + 40_090], delay=1, stream="dark")
+        insert_heartbeats(held, "site-b", "cam-1", [D0 + 3 * DAY + 1_000.5, D0 + 3 * DAY + 1_090], delay=1,
+                          stream="dark")
+        run(conn, D0 + 3 * DAY + 600)
+        assert kept(conn, "site-b", days=3) == before  # not committed yet: nothing to see
+        held.commit()
+    direct_before = _direct(conn, "site-b", DAYS)
+    done = run(conn, D0 + 3 * DAY + 900)
+    assert done.rewritten == [("site-b", "cam-1")]
+    days = [FIRST + timedelta(days=n) for n in range(3)]
+    after = kept(conn, "site-b", days=3)
+    assert after == [on_request(conn, "site-b", day) for day in days]  # before any rollup
+    assert after[0]["cameras"][0]["outages"] == before[0]["cameras"][0]["outages"] + 1
+    if storage == "timescale":
+        direct = _direct(conn, "site-b", DAYS)
+        assert direct[3] != direct_before[3]  # the running day: real-time aggregation, no refresh
+        assert direct[0] == direct_before[0]  # a materialised day: as it was until the rollup refreshes it
+        rollup(conn, zone=ZONE)
+        direct = _direct(conn, "site-b", DAYS)
+        assert direct[0] != direct_before[0]
+        assert direct[0]["outages"] == after[0]["cameras"][0]["outages"]
+    rollup(conn, zone=ZONE)
+    assert kept(conn, "site-b", days=3) == after
+
+
+def _direct(conn: Conn, site: str, days: int) -> list[dict[str, Any]]:
+    """compliance_daily read as Grafana reads it (on TimescaleDB: the real-time aggregate), for cam-1."""
+    rows = conn.execute(
+        "SELECT day, online_us, outages, heartbeats FROM compliance_daily WHERE site = %s AND device = 'cam-1'"
+        " AND day >= %s AND day < %s ORDER BY day",
+        (site, datetime.fromtimestamp(D0, UTC), datetime.fromtimestamp(D0 + days * DAY, UTC)),
+    ).fetchall()
+    return list(rows)

@@ -81,6 +81,21 @@ def test_postgres_restart_keeps_port(tmp_path: Path) -> None:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+@pytest.mark.timescale_only
+def test_postgres_with_timescale_preloads_it_and_can_keep_its_jobs_off(tmp_path: Path, storage: str) -> None:
+    """(``storage``: this is the TimescaleDB half, skipped where it is not installed.)"""
+    assert devservers.timescaledb_available()
+    assert not devservers.timescaledb_available(tmp_path / "no-such-bin")
+    for jobs, workers in ((True, "16"), (False, "0")):
+        with PostgresServer(tmp_path / f"pg-{jobs}", fast=True, timescale=True, timescale_jobs=jobs) as server, \
+                psycopg.connect(server.url, autocommit=True) as conn:
+            assert conn.execute("SHOW shared_preload_libraries").fetchone() == ("timescaledb",)
+            assert conn.execute("SHOW timescaledb.telemetry_level").fetchone() == ("off",)
+            assert conn.execute("SHOW timescaledb.max_background_workers").fetchone() == (workers,)
+            conn.execute("CREATE EXTENSION timescaledb")
+            assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+
+
 # --------------------------------------------------------------------------- Mosquitto
 
 

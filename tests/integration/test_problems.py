@@ -19,7 +19,7 @@ from gateway.store.db import Conn, connect, open_pool
 from gateway.supervisor import Supervisor
 from tests.support import ADMIN_TOKEN, role_tokens
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.storage]
 
 T = datetime(2025, 3, 10, 8, 0, tzinfo=UTC)
 MIN, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)

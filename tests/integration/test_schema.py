@@ -1,18 +1,23 @@
-"""`safeguard migrate` gives exactly the declared schema (gateway/store/schema.sql) and is idempotent."""
+"""`safeguard migrate` gives exactly the declared schema (gateway/store/schema.sql, plus the TimescaleDB features
+on that path) and is idempotent: run twice, and from two processes at once, on both storage paths."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from gateway.devservers import PostgresServer
 from gateway.store.db import connect
-from gateway.store.migrate import migrate, migration_files
+from gateway.store.migrate import apply_script, apply_timescale, migrate, migration_files
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.storage]
 
 SCHEMA_SQL = Path(__file__).resolve().parents[2] / "gateway" / "store" / "schema.sql"
 
@@ -26,11 +31,38 @@ _CATALOG = {
     "indexes": """SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'
                   AND tablename <> 'schema_migrations' ORDER BY 1, 2""",
 }
+# What TimescaleDB keeps about the schema (ids left out: they differ between databases).
+_TIMESCALE_CATALOG = {
+    "hypertables": """SELECT hypertable_name, num_dimensions, compression_enabled
+                      FROM timescaledb_information.hypertables ORDER BY 1""",
+    "dimensions": """SELECT hypertable_name, column_name, time_interval FROM timescaledb_information.dimensions
+                     ORDER BY 1, 2""",
+    "compression": """SELECT hypertable_name, attname, segmentby_column_index, orderby_column_index, orderby_asc
+                      FROM timescaledb_information.compression_settings ORDER BY 1, 2""",
+    "jobs": """SELECT proc_name, coalesce(hypertable_name, ''), schedule_interval,
+                      config - 'hypertable_id' - 'mat_hypertable_id'
+               FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL ORDER BY 1, 2""",
+    "continuous_aggregates": """SELECT view_name, materialized_only, view_definition
+                                FROM timescaledb_information.continuous_aggregates ORDER BY 1""",
+}
+
+
+def _has_timescale(conn: psycopg.Connection[Any]) -> bool:
+    return conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone() == (1,)
 
 
 def _catalog(url: str) -> dict[str, list[tuple[object, ...]]]:
     with psycopg.connect(url) as conn:
-        return {name: conn.execute(query).fetchall() for name, query in _CATALOG.items()}  # type: ignore[call-overload, unused-ignore]  # str query: flagged or not by psycopg version
+        queries = {**_CATALOG, **(_TIMESCALE_CATALOG if _has_timescale(conn) else {})}
+        return {name: conn.execute(query).fetchall() for name, query in queries.items()}  # type: ignore[call-overload, unused-ignore]  # str query: flagged or not by psycopg version
+
+
+def _job_ids(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        if not _has_timescale(conn):
+            return []
+        return conn.execute("SELECT job_id, proc_name, hypertable_name FROM timescaledb_information.jobs"
+                            " ORDER BY 1").fetchall()
 
 
 def _fresh_db(pg: PostgresServer) -> str:
@@ -40,21 +72,55 @@ def _fresh_db(pg: PostgresServer) -> str:
     return pg.url_for(name)
 
 
-def test_migrations_equal_declared_schema(pg_server: PostgresServer) -> None:
-    migrated, declared = _fresh_db(pg_server), _fresh_db(pg_server)
+def _declared(pg: PostgresServer, storage: str) -> str:
+    """schema.sql, and on TimescaleDB its features as migrate adds them (the same function)."""
+    url = _fresh_db(pg)
+    with connect(url) as conn:
+        apply_script(conn, SCHEMA_SQL)
+        if storage == "timescale":
+            apply_timescale(conn, retention_days=90, day_zone="Asia/Shanghai")
+        conn.commit()
+    return url
+
+
+def test_migrations_equal_declared_schema(pg_server: PostgresServer, storage: str) -> None:
+    migrated, declared = _fresh_db(pg_server), _declared(pg_server, storage)
     with connect(migrated) as conn:
         assert migrate(conn) == [p.stem for p in migration_files()]
         conn.commit()
-    with psycopg.connect(declared) as conn:
-        conn.execute(SCHEMA_SQL.read_text(encoding="utf-8"))  # type: ignore[call-overload, unused-ignore]  # str query: flagged or not by psycopg version
     expected, actual = _catalog(declared), _catalog(migrated)
     assert actual["columns"], "the schema has no tables"
+    assert ("hypertables" in actual) == (storage == "timescale")
     assert actual == expected
 
 
 def test_migrate_is_idempotent(database_url: str) -> None:
-    before = _catalog(database_url)
+    before, jobs = _catalog(database_url), _job_ids(database_url)
     with connect(database_url) as conn:
         assert migrate(conn) == []
         conn.commit()
     assert _catalog(database_url) == before
+    assert _job_ids(database_url) == jobs  # the policies were left alone, not dropped and added again
+
+
+def test_migrate_from_two_processes_at_once(pg_server: PostgresServer, storage: str) -> None:
+    url, declared = _fresh_db(pg_server), _declared(pg_server, storage)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")} | {"SAFEGUARD_DATABASE_URL": url}
+    procs = [subprocess.Popen([sys.executable, "-m", "gateway.cli", "migrate"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    assert [code for code, _, _ in results] == [0, 0], results
+    # One applied the migrations; the other waited for the lock and found the schema up to date.
+    assert sorted("schema up to date" in err for _, _, err in results) == [False, True], results
+    assert _catalog(url) == _catalog(declared)
+
+
+def test_a_script_is_applied_whole(database_url: str, tmp_path: Path) -> None:
+    """Semicolons in comments and literals do not split a script (issue 12: timescale.sql failed so)."""
+    script = tmp_path / "script.sql"
+    script.write_text("-- a comment; with a semicolon\nCREATE TABLE t (note text);\n"
+                      "/* another; one */ INSERT INTO t VALUES ('a; b');\nINSERT INTO t VALUES ($$c;d$$);\n",
+                      encoding="utf-8")
+    with connect(database_url) as conn:
+        apply_script(conn, script)
+        assert [r["note"] for r in conn.execute("SELECT note FROM t ORDER BY note")] == ["a; b", "c;d"]
