@@ -33,9 +33,10 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from bench.storage import add_storage_option, chosen_storages
 from gateway.compliance.rollup import catch_up, rollup
 from gateway.compliance.store import Thresholds, compliance_by_site, daily_compliance
-from gateway.devservers import PostgresServer, timescaledb_available
+from gateway.devservers import PostgresServer
 from gateway.store.db import Conn, connect
 from gateway.store.migrate import migrate
 
@@ -152,22 +153,13 @@ def bench(storage: str, args: argparse.Namespace) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--storage", choices=["plain", "timescale", "both"], default=None,
-                        help="storage path(s) to measure (default: both when TimescaleDB is installed, else plain)")
+    add_storage_option(parser)
     parser.add_argument("--sites", type=int, default=50)
     parser.add_argument("--cameras", type=int, default=4)
     parser.add_argument("--days", type=int, default=2)
     parser.add_argument("--runs-per-day", type=int, default=24)
     args = parser.parse_args()
-    available = timescaledb_available()
-    choice = args.storage or ("both" if available else "plain")
-    if choice != "plain" and not available:
-        parser.error("TimescaleDB is not installed for this machine's PostgreSQL"
-                     " (../shared/tools/install-timescaledb, or docs/operations.md)")
-    if args.storage is None and not available:
-        print("TimescaleDB is not installed: measuring plain PostgreSQL only")
-    storages = ["plain", "timescale"] if choice == "both" else [choice]
-    failed = [storage for storage in storages if not bench(storage, args)]
+    failed = [storage for storage in chosen_storages(parser, args) if not bench(storage, args)]
     if failed:
         raise SystemExit(f"the kept figures differ from the figures on request ({', '.join(failed)})")
 

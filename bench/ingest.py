@@ -1,9 +1,11 @@
 """Ingest throughput on a province-shaped feed: 1 and 2 ingest workers against a bare paho consumer.
 
     .venv/bin/python -m bench.ingest [--messages 200000] [--sites 500] [--workers 1 2]
-                                     [--filters catch-all|exact|both] [--profile FILE]
+                                     [--filters catch-all|exact|both] [--storage plain|timescale|both]
+                                     [--profile FILE]
 
-Starts a private Mosquitto and PostgreSQL on free ports. The feed is province-shaped
+Starts a private Mosquitto and PostgreSQL on free ports, per storage path (plain PostgreSQL,
+and TimescaleDB when it is installed: ``--storage``). The feed is province-shaped
 (``simulators.load.province_plan``): 500 sites x 20 devices (4 cameras, 13 smoke detectors,
 3 exits) = 10,000 devices, each message from the next device in turn, QoS 1.
 
@@ -43,6 +45,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import psycopg
 
+from bench.storage import add_storage_option, chosen_storages
 from gateway.devservers import IngestProcess, MosquittoServer, PostgresServer
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
@@ -212,11 +215,22 @@ def main() -> None:
     parser.add_argument("--filters", choices=["catch-all", "exact", "both"], default="both",
                         help="the routine lane's subscription: sg/v1/# (ingest_catch_all, the default setting),"
                              " the exact filters (ingest_catch_all: false), or both (default)")
+    add_storage_option(parser)
     args = parser.parse_args()
+    for storage in chosen_storages(parser, args):
+        bench(storage, args)
+    if args.profile and args.profile.exists():
+        print("\n".join(summarise_profile(args.profile)))
+
+
+def bench(storage: str, args: argparse.Namespace) -> None:
+    """Every configuration on one storage path, each against the peer of the same run."""
     plan = province_plan("", args.messages, args.sites, processes=2)
+    timescale = storage == "timescale"
+    print(f"--- {storage}: PostgreSQL{' + TimescaleDB' if timescale else ''}")
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
         root = Path(tmp)
-        with PostgresServer(root / "pg", fast=True) as pg, \
+        with PostgresServer(root / "pg", fast=True, timescale=timescale, timescale_jobs=False) as pg, \
                 MosquittoServer(root / "mqtt", max_queued_messages=args.messages * 2) as broker:
             with psycopg.connect(pg.url, autocommit=True) as admin:
                 admin.execute("CREATE DATABASE bench")
@@ -235,13 +249,11 @@ def main() -> None:
             modes = {"catch-all": (True,), "exact": (False,), "both": (True, False)}[args.filters]
             for catch_all in modes:
                 for count in args.workers:
-                    first = count == args.workers[0] and catch_all == modes[0]
+                    first = count == args.workers[0] and catch_all == modes[0] and storage == "plain"
                     figure = measure_gateway(stack, plan, count, catch_all, args.profile if first else None)
                     filters = "sg/v1/# catch-all" if catch_all else "exact filters"
                     print(f"gateway, {count} ingest worker(s), {filters}: {figure};"
                           f" ratio to peer {figure.rate / peer.rate:.2f}")
-    if args.profile and args.profile.exists():
-        print("\n".join(summarise_profile(args.profile)))
 
 
 if __name__ == "__main__":

@@ -104,6 +104,7 @@ def test_alarm_is_raised_while_a_heartbeat_flood_is_still_being_stored(
     assert duplicates(settings.database_url) == 0
 
 
+@pytest.mark.storage  # set-based writes into readings and device_state: on both storage paths
 def test_two_workers_share_the_stream_and_store_it_once(settings: Settings, mosquitto: MosquittoServer) -> None:
     plan = province_plan(mosquitto.url, 4_000, sites=20, processes=2)
     register(settings.database_url, [site_id(plan, i) for i in range(plan.sites)])
