@@ -205,6 +205,23 @@ time.sleep(3600)
 """
 
 
+def publishing_offline(
+    mosquitto: MosquittoServer, site: str, tmp_path: Path, cleanup: list[Any]
+) -> tuple[DeviceWatcher, Outbox, Publisher]:
+    """A watcher of ``site``, and its publisher connected once, then the broker stopped under it."""
+    watcher = DeviceWatcher(mosquitto.url, site)
+    cleanup.append(watcher)
+    outbox = Outbox(tmp_path / "outbox.sqlite").open()
+    cleanup.append(outbox)
+    pub = make_publisher(mosquitto.url, site, outbox)
+    cleanup.append(pub)
+    pub.start()
+    assert pub.wait_connected(10)
+    mosquitto.stop()
+    wait_for(lambda: not pub.connected, timeout=10, what="the publisher to notice the broker is gone")
+    return watcher, outbox, pub
+
+
 def start_agent_process(url: str, site: str, outbox: Path, mode: str, n: int) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", RUNNER, url, site, str(outbox), mode, str(n)],
@@ -254,17 +271,7 @@ def test_broker_stopped_for_a_while_every_reading_arrives_once_in_order(
 ) -> None:
     site = new_site()
     Api(gateway.api_url).put_site(site)
-    watcher = DeviceWatcher(mosquitto.url, site)
-    cleanup.append(watcher)
-    outbox = Outbox(tmp_path / "outbox.sqlite").open()
-    cleanup.append(outbox)
-    pub = make_publisher(mosquitto.url, site, outbox)
-    cleanup.append(pub)
-    pub.start()
-    assert pub.wait_connected(10)
-
-    mosquitto.stop()
-    wait_for(lambda: not pub.connected, timeout=10, what="the publisher to notice the broker is gone")
+    watcher, outbox, pub = publishing_offline(mosquitto, site, tmp_path, cleanup)
     for i in range(100):
         heartbeat(pub)
         pub.send("smoke-1", MessageType.SMOKE, {"state": "alarm" if i == 50 else "normal", "battery_pct": 90.0})
@@ -451,17 +458,7 @@ def test_after_an_outage_the_current_safety_state_goes_before_the_heartbeat_back
     fire alarm put last: each device's current state arrives first (the alarm first of all), then
     the older states, then the heartbeat backlog, each message once (DESIGN section 2)."""
     site = new_site()
-    watcher = DeviceWatcher(mosquitto.url, site)
-    cleanup.append(watcher)
-    outbox = Outbox(tmp_path / "outbox.sqlite").open()
-    cleanup.append(outbox)
-    pub = make_publisher(mosquitto.url, site, outbox)
-    cleanup.append(pub)
-    pub.start()
-    assert pub.wait_connected(10)
-
-    mosquitto.stop()
-    wait_for(lambda: not pub.connected, timeout=10, what="the publisher to notice the broker is gone")
+    watcher, outbox, pub = publishing_offline(mosquitto, site, tmp_path, cleanup)
     states: list[tuple[str, str, int]] = []  # safety lane, in put order
     repeats: list[tuple[str, str, int]] = []  # heartbeat lane (camera heartbeats, repeats), in put order
     for i in range(2_000):
