@@ -117,7 +117,8 @@ class _LaneWorker:
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         if settings.mqtt_version is MqttVersion.V5:
-            # Receive Maximum >= batch size, or Mosquitto stops at 20 unacked messages (DESIGN section 2).
+            # Receive Maximum well above the batch size: Mosquitto stops at 20 unacked messages
+            # otherwise (DESIGN section 2), and the lane keeps receiving while a batch commits.
             props = connect_properties(
                 session_expiry_s=settings.mqtt_session_expiry_s,
                 receive_maximum=min(65_535, max(2_000, plan.batch_size * 10)),
@@ -136,6 +137,7 @@ class _LaneWorker:
         self._stopping.set()
         if self._worker is not None:
             self._worker.join(timeout=30)
+        self._ack_unread()  # what we skip need not come back after the restart
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
