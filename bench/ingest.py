@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.ingest [--messages 200000] [--sites 500] [--workers 1 2]
                                      [--filters catch-all|exact|both] [--storage plain|timescale|both]
-                                     [--profile FILE]
+                                     [--mqtt-version 5|3.1.1] [--profile FILE]
 
 Starts a private Mosquitto and PostgreSQL on free ports, per storage path (plain PostgreSQL,
 and TimescaleDB when it is installed: ``--storage``). The feed is province-shaped
@@ -72,6 +72,7 @@ class Figure:
 class Stack:
     mqtt_url: str
     database_url: str
+    version: MqttVersion
 
 
 def publish_backlog(plan: LoadPlan) -> None:
@@ -96,12 +97,15 @@ def measure_peer(stack: Stack, plan: LoadPlan) -> Figure:
 
     def session() -> mqtt.Client:
         subscribed = threading.Event()
-        client = new_client(endpoint, "bench-peer", MqttVersion.V5)
+        client = new_client(endpoint, "bench-peer", stack.version, persistent=True)
         client.on_message = on_message
         client.on_subscribe = lambda *_a: subscribed.set()
         client.on_connect = lambda c, *_a: c.subscribe(SUBSCRIPTION, qos=1)
-        props = connect_properties(session_expiry_s=SESSION_EXPIRY_S, receive_maximum=2000)
-        client.connect(endpoint.host, endpoint.port, clean_start=False, properties=props)
+        if stack.version is MqttVersion.V5:
+            props = connect_properties(session_expiry_s=SESSION_EXPIRY_S, receive_maximum=2000)
+            client.connect(endpoint.host, endpoint.port, clean_start=False, properties=props)
+        else:
+            client.connect(endpoint.host, endpoint.port)
         client.loop_start()
         subscribed.wait(10)
         return client
@@ -124,7 +128,7 @@ def measure_peer(stack: Stack, plan: LoadPlan) -> Figure:
 
 @contextmanager
 def workers(stack: Stack, count: int, run: str, catch_all: bool) -> Iterator[list[IngestProcess]]:
-    env = {"SAFEGUARD_MQTT_SESSION_EXPIRY_S": str(SESSION_EXPIRY_S),
+    env = {"SAFEGUARD_MQTT_SESSION_EXPIRY_S": str(SESSION_EXPIRY_S), "SAFEGUARD_MQTT_VERSION": stack.version.value,
            "SAFEGUARD_INGEST_CATCH_ALL": "true" if catch_all else "false"}
     started = [IngestProcess(stack.mqtt_url, stack.database_url, f"{run}-{i}", group=run, env=env)
                for i in range(count)]
@@ -215,6 +219,9 @@ def main() -> None:
     parser.add_argument("--filters", choices=["catch-all", "exact", "both"], default="both",
                         help="the routine lane's subscription: sg/v1/# (ingest_catch_all, the default setting),"
                              " the exact filters (ingest_catch_all: false), or both (default)")
+    parser.add_argument("--mqtt-version", choices=["5", "3.1.1"], default="5",
+                        help="for the peer and the gateway alike (the broker runs without an in-flight"
+                             " limit, as deploy/mosquitto/mosquitto.conf)")
     add_storage_option(parser)
     args = parser.parse_args()
     for storage in chosen_storages(parser, args):
@@ -231,10 +238,11 @@ def bench(storage: str, args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
         root = Path(tmp)
         with PostgresServer(root / "pg", fast=True, timescale=timescale, timescale_jobs=False) as pg, \
-                MosquittoServer(root / "mqtt", max_queued_messages=args.messages * 2) as broker:
+                MosquittoServer(root / "mqtt", max_queued_messages=args.messages * 2,
+                                max_inflight_messages=0) as broker:  # as deploy/mosquitto/mosquitto.conf
             with psycopg.connect(pg.url, autocommit=True) as admin:
                 admin.execute("CREATE DATABASE bench")
-            stack = Stack(broker.url, pg.url_for("bench"))
+            stack = Stack(broker.url, pg.url_for("bench"), MqttVersion(args.mqtt_version))
             with connect(stack.database_url) as conn:
                 migrate(conn)
                 upsert_sites(conn, [SiteRecord(id=site_id(plan, i)) for i in range(args.sites)])
@@ -243,7 +251,7 @@ def bench(storage: str, args: argparse.Namespace) -> None:
             devices = args.sites * plan.devices_per_site
             print(f"feed: {args.messages:,} messages, {args.sites} sites x {plan.devices_per_site} devices"
                   f" = {devices:,} devices ({plan.cameras} cameras, {plan.smoke} smoke, {plan.exits} exits),"
-                  " each message the next device, QoS 1, MQTT 5; drained from the broker's queue")
+                  f" each message the next device, QoS 1, MQTT {args.mqtt_version}; drained from the broker's queue")
             peer = measure_peer(stack, plan)
             print(f"peer (bare paho subscriber, counts only): {peer}")
             modes = {"catch-all": (True,), "exact": (False,), "both": (True, False)}[args.filters]

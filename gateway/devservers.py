@@ -580,14 +580,18 @@ class MosquittoServer(_ChildServer):
         host: str = "127.0.0.1",
         max_queued_messages: int = 100_000,
         auth: tuple[Path, Path] | None = None,
+        max_inflight_messages: int = 20,
     ) -> None:
-        """``auth``: a password file and an ACL file; anonymous clients are then refused."""
+        """``auth``: a password file and an ACL file; anonymous clients are then refused.
+        ``max_inflight_messages``: unacknowledged QoS 1 messages towards an MQTT 3.1.1 client (0: no
+        limit, as the shipped production config); MQTT 5 clients set their own Receive Maximum."""
         super().__init__()
         self.work_dir = Path(work_dir)
         self.port = port
         self.host = host
         self.max_queued_messages = max_queued_messages
         self.auth = auth
+        self.max_inflight_messages = max_inflight_messages
 
     @property
     def config_path(self) -> Path:
@@ -615,6 +619,7 @@ class MosquittoServer(_ChildServer):
                   ["allow_anonymous false", f"password_file {self.auth[0]}", f"acl_file {self.auth[1]}"]),
                 "persistence false",
                 f"max_queued_messages {self.max_queued_messages}",
+                f"max_inflight_messages {self.max_inflight_messages}",
                 "max_queued_bytes 0",
                 "log_dest stderr",
                 "log_type error",
