@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -220,3 +226,42 @@ def test_lanes_in_processes_of_their_own_store_what_each_is_for(settings: Settin
         alarm.stop()
     assert scalar(database_url, "SELECT count(*) FROM readings WHERE kind = 'smoke'") == 1
     assert alarm.errors == []
+
+
+def test_ingest_workers_command_runs_restarts_and_stops_its_children(
+    settings: Settings, mosquitto: MosquittoServer
+) -> None:
+    """``safeguard ingest --workers 2``: two children on a shared subscription with stable ids; a
+    child that dies is started again under its id; SIGTERM stops them all."""
+    env = {**os.environ, "SAFEGUARD_MQTT_URL": mosquitto.url, "SAFEGUARD_DATABASE_URL": settings.database_url,
+           "SAFEGUARD_MQTT_CLIENT_ID": "gw-pool", "SAFEGUARD_INGEST_WORKER_ID": "pool"}
+    env.pop("SAFEGUARD_MQTT_SHARED_GROUP", None)
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "ingest", "--workers", "2"], env=env,
+        stderr=subprocess.PIPE, text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(parent.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        def connected(worker: str) -> int:
+            return sum(f"as gw-pool-{worker}-" in line and "connecting" in line for line in lines)
+
+        wait_for(lambda: connected("pool-0") >= 2 and connected("pool-1") >= 2, what="both children's lanes")
+        children = _children(parent.pid)
+        assert len(children) == 2, children
+        os.kill(children[0], signal.SIGKILL)
+        wait_for(lambda: any("restarting it" in line for line in lines), what="the dead child restarted")
+        wait_for(lambda: len(_children(parent.pid)) == 2, what="two children again")
+        last = _children(parent.pid)
+        assert children[0] not in last
+    finally:
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=60)
+    assert parent.returncode == 0
+    assert [pid for pid in last if Path(f"/proc/{pid}").exists()] == []  # none outlives the parent
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text(encoding="ascii").split()] if path.exists() else []
