@@ -4,7 +4,7 @@ The shape is load → decide → write:
 
 * **load** (a fixed handful of statements, whatever the number of devices): the batch's
   known sites, locked; the kinds, latest states, agents and open alerts of what it touches;
-  the readings staged by COPY and inserted, so that only new ones reach the rules;
+  then the readings staged by COPY and inserted, so that only new ones reach the rules;
 * **decide** (no SQL): device kinds, agent status, the alert rules, each device's newest
   state — the :class:`Decision`;
 * **write** (again set-based): new devices, agents, ``device_state`` from a staged COPY,
@@ -32,7 +32,7 @@ from gateway import metrics
 from gateway.rules import engine
 from gateway.rules.model import AlertKey, Change, DeviceStatus, OpenAlert, OpenAlerts
 from gateway.store import alerts as alert_store
-from gateway.store.db import Conn, from_epoch
+from gateway.store.db import Conn, from_epoch, lock_sites
 from protocol import AgentStatus, DeviceKind, Heartbeat, Reading, Rejection, RejectReason, Snapshot, Topic, decode
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class _Loaded:
     kinds: dict[_DeviceKey, str]
     agents: dict[str, dict[str, Any]]
     open_alerts: dict[AlertKey, OpenAlert]
-    states: dict[_DeviceKey, DeviceStatus] = field(default_factory=dict)
+    states: dict[_DeviceKey, DeviceStatus]  # latest stored state per device, before this batch
 
 
 @dataclass
@@ -191,7 +191,6 @@ class BatchProcessor:
         result.accepted = len(decision.readings) - result.duplicates + len(decision.snapshots) + sum(
             isinstance(p, AgentStatus) for _, t, p in decoded if t.site in loaded.sites
         )
-        loaded.states = _load_states(conn, fresh)
         self._decide_readings(fresh, loaded, decision)
         _write_states(conn, decision.states)
         _write_snapshots(conn, decision.snapshots)
@@ -309,45 +308,26 @@ def _first_inserted(staged: list[_Staged], inserted: set[_Key]) -> list[_Staged]
 
 
 def _load(conn: Conn, decoded: list[_Decoded]) -> _Loaded:
-    sites = sorted({topic.site for _, topic, _ in decoded})
-    # The known sites, locked (ordered by lock key: see db.lock_sites), in one statement.
-    known = {
-        r["id"] for r in conn.execute(
-            "SELECT id, pg_advisory_xact_lock(1, hashtext(id)) FROM"
-            " (SELECT id FROM sites WHERE id = ANY(%s) ORDER BY hashtext(id)) AS s",
-            (sites,),
-        )
-    }
+    known = lock_sites(conn, (topic.site for _, topic, _ in decoded))
     pairs = sorted({(t.site, t.device) for _, t, _ in decoded if t.device is not None and t.site in known})
-    kinds = {
-        (r["site"], r["id"]): r["kind"]
+    kinds: dict[_DeviceKey, str] = {}
+    states: dict[_DeviceKey, DeviceStatus] = {}
+    if pairs:  # each device's kind and latest stored state (before this batch), in one query
         for r in conn.execute(
-            "SELECT d.site, d.id, d.kind FROM devices d"
-            " JOIN unnest(%s::text[], %s::text[]) AS p(site, id) USING (site, id)",
+            "SELECT d.site, d.id, d.kind, s.status, extract(epoch FROM s.last_ts)::float8 AS ts,"
+            " (s.reading->>'battery_pct')::float8 AS battery FROM devices d"
+            " JOIN unnest(%s::text[], %s::text[]) AS p(site, id) USING (site, id)"
+            " LEFT JOIN device_state s ON s.site = d.site AND s.device = d.id",
             ([s for s, _ in pairs], [d for _, d in pairs]),
-        )
-    } if pairs else {}
+        ):
+            kinds[(r["site"], r["id"])] = r["kind"]
+            if r["status"] is not None:
+                states[(r["site"], r["id"])] = DeviceStatus(r["status"], r["ts"], r["battery"])
     agents = {r["site"]: dict(r) for r in conn.execute(
         "SELECT site, online, boot, agent_version, heartbeat_s, status_at FROM agents WHERE site = ANY(%s)",
         (list(known),),
     )}
-    return _Loaded(known, kinds, agents, alert_store.load_open(conn, known))
-
-
-def _load_states(conn: Conn, fresh: list[_Staged]) -> dict[_DeviceKey, DeviceStatus]:
-    """The latest stored state of each device with a new reading (before this batch's)."""
-    if not fresh:
-        return {}
-    pairs = sorted({(s.site, s.device) for s in fresh})
-    return {
-        (r["site"], r["device"]): DeviceStatus(r["status"], r["ts"], r["battery"])
-        for r in conn.execute(
-            "SELECT s.site, s.device, s.status, extract(epoch FROM s.last_ts)::float8 AS ts,"
-            " (s.reading->>'battery_pct')::float8 AS battery FROM device_state s"
-            " JOIN unnest(%s::text[], %s::text[]) AS p(site, device) USING (site, device)",
-            ([s for s, _ in pairs], [d for _, d in pairs]),
-        )
-    }
+    return _Loaded(known, kinds, agents, alert_store.load_open(conn, known), states)
 
 
 def _write_devices(conn: Conn, decision: Decision) -> None:

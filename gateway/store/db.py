@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import psycopg
@@ -47,16 +48,21 @@ def from_epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def lock_sites(conn: Conn, sites: list[str]) -> None:
-    """Serialise alert evaluation per site across ingest workers, API and supervisor.
+def lock_sites(conn: Conn, sites: Iterable[str]) -> set[str]:
+    """Serialise alert evaluation per site across ingest workers, API and supervisor; return
+    which of ``sites`` are registered (locked all the same: an unknown name's lock is harmless).
 
     One statement whatever the number of sites (a batch touches hundreds). Locks are taken in
     the order of their keys, so that two transactions never wait on each other in a cycle (two
     sites whose names hash alike share a key: sorting by name alone could still cross).
     """
-    if sites:
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(1, k) FROM"
-            " (SELECT DISTINCT hashtext(s) AS k FROM unnest(%s::text[]) AS s ORDER BY k) AS keys",
-            (list(set(sites)),),
-        )
+    names = list(set(sites))
+    if not names:
+        return set()
+    rows = conn.execute(
+        "SELECT k.s, EXISTS (SELECT 1 FROM sites WHERE id = k.s) AS registered"
+        " FROM (SELECT s, pg_advisory_xact_lock(1, hashtext(s)) FROM"
+        "  (SELECT s FROM unnest(%s::text[]) AS s ORDER BY hashtext(s)) AS ordered) AS k",
+        (names,),
+    ).fetchall()
+    return {r["s"] for r in rows if r["registered"]}
