@@ -22,11 +22,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(Path(args.config) if args.config else None)
 
 
-def _wait_for_signal() -> None:
+def _wait_for_signal(tick: Callable[[], None] | None = None, every_s: float = 1.0) -> None:
+    """Block until SIGINT or SIGTERM; meanwhile call ``tick`` every ``every_s`` if given."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    while not stop.wait(every_s if tick else None):
+        if tick is not None:
+            tick()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -77,14 +80,14 @@ def cmd_ingest_workers(args: argparse.Namespace) -> int:
 
     children = [spawn(i) for i in range(args.workers)]
     log.info("%d ingest workers started (%s-0 .. %s-%d)", args.workers, base, base, args.workers - 1)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(1.0):
+
+    def restart_the_dead() -> None:
         for index, child in enumerate(children):
             if child.poll() is not None:
                 log.warning("ingest worker %s-%d exited with %s; restarting it", base, index, child.returncode)
                 children[index] = spawn(index)
+
+    _wait_for_signal(restart_the_dead)
     for child in children:
         child.terminate()
     for child in children:
