@@ -386,3 +386,17 @@ def two_sites(
         for agent in (agent_a, agent_b):
             with contextlib.suppress(Exception):
                 agent.close()
+
+
+def scalar(database_url: str, sql: str, *params: Any) -> int:
+    """The single number a query answers (a count, mostly)."""
+    with connect(database_url) as conn:
+        row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return int(next(iter(row.values())))
+
+
+def duplicate_readings(database_url: str) -> int:
+    """Readings stored more than once: the contract's key is (site, device, boot, seq)."""
+    return scalar(database_url, "SELECT count(*) FROM (SELECT 1 FROM readings"
+                                " GROUP BY site, device, boot, seq HAVING count(*) > 1) AS d")

@@ -34,27 +34,15 @@ from gateway.store.sites import SiteRecord, upsert_sites
 from protocol import MessageType, device_topic
 from simulators.load import LoadPlan, finish, province_plan, site_id, start
 from simulators.load import run as run_load
-from tests.support import Agent, wait_for
+from tests.support import Agent, duplicate_readings, scalar, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def scalar(database_url: str, sql: str, *params: Any) -> int:
-    with connect(database_url) as conn:
-        row = conn.execute(sql, params).fetchone()
-    assert row is not None
-    return int(next(iter(row.values())))
 
 
 def register(database_url: str, sites: list[str]) -> None:
     with connect(database_url) as conn:
         upsert_sites(conn, [SiteRecord(id=s) for s in sites])
         conn.commit()
-
-
-def duplicates(database_url: str) -> int:
-    return scalar(database_url, "SELECT count(*) FROM (SELECT 1 FROM readings"
-                                " GROUP BY site, device, boot, seq HAVING count(*) > 1) AS d")
 
 
 @pytest.fixture
@@ -107,7 +95,7 @@ def test_alarm_is_raised_while_a_heartbeat_flood_is_still_being_stored(
     finally:
         gateway.stop()
     assert stored_then < flood, "the alarm waited for the whole heartbeat flood"
-    assert duplicates(settings.database_url) == 0
+    assert duplicate_readings(settings.database_url) == 0
 
 
 @pytest.mark.storage  # set-based writes into readings and device_state: on both storage paths
@@ -136,7 +124,7 @@ def test_two_workers_share_the_stream_and_store_it_once(settings: Settings, mosq
         for gateway in workers:
             gateway.stop()
     assert scalar(settings.database_url, "SELECT count(*) FROM readings") == plan.messages
-    assert duplicates(settings.database_url) == 0
+    assert duplicate_readings(settings.database_url) == 0
     assert all(share > 0 for share in shares), shares
     assert sum(shares) == plan.messages
     devices = plan.sites * plan.devices_per_site
@@ -176,7 +164,7 @@ def test_worker_killed_mid_load_loses_nothing_and_raises_once(
             worker.stop()
     assert stored_at_kill < plan.messages, "the kill was not mid-load"
     assert scalar(database_url, "SELECT count(*) FROM readings") == total
-    assert duplicates(database_url) == 0
+    assert duplicate_readings(database_url) == 0
     assert scalar(database_url, "SELECT count(*) FROM alerts WHERE kind = 'fire_alarm'") == 1
     assert all(not w.errors for w in workers), [w.errors for w in workers]
 

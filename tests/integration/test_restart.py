@@ -14,14 +14,12 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from gateway.config import Settings
 from gateway.runtime import Gateway
-from gateway.store.db import connect
-from tests.support import Agent, AlertSubscriber, Api, terminate_backends, wait_for
+from tests.support import Agent, AlertSubscriber, Api, duplicate_readings, scalar, terminate_backends, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -60,13 +58,6 @@ class Publisher(threading.Thread):
                 time.sleep(self.pause_s)
         except BaseException as exc:  # noqa: BLE001 - reported to the test
             self.error = exc
-
-
-def scalar(database_url: str, sql: str, *params: Any) -> int:
-    with connect(database_url) as conn:
-        row = conn.execute(sql, params).fetchone()
-    assert row is not None
-    return int(next(iter(row.values())))
 
 
 @pytest.fixture
@@ -125,10 +116,7 @@ def test_restart_mid_stream_stores_every_reading_once(settings: Settings, gatewa
                 "SELECT count(*) FROM readings WHERE site = %s AND device = %s", SITE, camera,
             )
             assert per_device == N // len(CAMERAS), camera
-        assert scalar(
-            database_url,
-            "SELECT count(*) FROM (SELECT 1 FROM readings GROUP BY site, device, boot, seq HAVING count(*) > 1) d",
-        ) == 0
+        assert duplicate_readings(database_url) == 0
         assert scalar(database_url, "SELECT count(*) FROM readings WHERE kind = 'smoke'") == 2
 
         # One alert per key: nothing raised twice by redelivered messages.
