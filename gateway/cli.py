@@ -10,16 +10,28 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
+from gateway import demo_settings
 from gateway.config import ConfigError, Settings, load_settings
-from protocol.mqtt import MqttVersion
+from protocol.mqtt import BrokerUnavailable, MqttEndpoint, MqttVersion, negotiate_version
+
+if TYPE_CHECKING:
+    from gateway.store.db import Conn
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(Path(args.config) if args.config else None)
+def _settings(args: argparse.Namespace, *, demo: bool = True) -> Settings:
+    """``--config`` if given; else, for tools (``demo``), the running demo's settings if there is one."""
+    if args.config:
+        return load_settings(Path(args.config))
+    if demo and (published := demo_settings.running()) is not None:
+        sys.stderr.write(f"using the running demo's settings ({published})\n")
+        return load_settings(published)
+    return load_settings(None)
 
 
 def _wait_for_signal(tick: Callable[[], None] | None = None, every_s: float = 1.0) -> None:
@@ -64,7 +76,7 @@ def cmd_ingest_workers(args: argparse.Namespace) -> int:
     import socket  # noqa: PLC0415 - only this command needs them
     import subprocess  # noqa: PLC0415
 
-    settings = _settings(args)  # validate before starting anything
+    settings = _settings(args, demo=False)  # validate before starting anything
     env = dict(os.environ)
     env.setdefault("SAFEGUARD_MQTT_SHARED_GROUP", settings.mqtt_shared_group or "gateway")
     base = settings.ingest_worker_id or socket.gethostname()
@@ -133,8 +145,16 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def _mqtt(args: argparse.Namespace) -> tuple[str, MqttVersion]:
+    """The broker and its protocol version: as told (option, config, environment), else asked of it."""
     settings = _settings(args)
-    return args.mqtt_url or settings.mqtt_url, MqttVersion(args.mqtt_version or settings.mqtt_version)
+    url = args.mqtt_url or settings.mqtt_url
+    if args.mqtt_version and args.mqtt_version != "auto":
+        return url, MqttVersion(args.mqtt_version)
+    if args.mqtt_version is None and "mqtt_version" in settings.model_fields_set:
+        return url, settings.mqtt_version
+    version = negotiate_version(MqttEndpoint.parse(url))
+    sys.stderr.write(f"{url} speaks MQTT {version}\n")
+    return url, version
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -144,9 +164,15 @@ def cmd_record(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Path(args.file).open("w", encoding="utf-8") as out:
+    path = Path(args.file)
+    with path.open("w", encoding="utf-8") as out:
         recorder = Recorder(url, version, out, include_alerts=args.include_alerts)
-        recorder.start()
+        try:
+            recorder.start()
+        except BrokerUnavailable:
+            out.close()
+            path.unlink()  # no recording that looks like a quiet one
+            raise
         started = time.monotonic()
         while not stop.wait(1.0):
             sys.stderr.write(f"\rrecording {url}: {recorder.count} messages")
@@ -199,11 +225,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     watch = AlertWatch({s.id for s in scenario.sites}) if args.check else None
     sys.stderr.write(f"running {scenario.name!r}: {len(scenario.sites)} sites for {scenario.duration:g} s on {url}\n")
     seen = runner.run(watch, stop)
-    published = sum(a.published for a in runner.agents.values())
-    refused = sum(a.refused for a in runner.agents.values())
-    sys.stderr.write(f"published {published} messages, {refused} refused\n")
+    agents = runner.agents.values()
+    published = sum(a.published for a in agents)
+    undelivered = sum(a.refused + a.sent for a in agents) - published
+    offline = sum(not a.connected.is_set() for a in agents)
+    sys.stderr.write(f"published {published} messages (acknowledged by the broker), {undelivered} not delivered"
+                     + (f"; {offline} sites never connected" if offline else "") + "\n")
     if not args.check:
-        return 1 if refused else 0
+        return 1 if undelivered or offline else 0
     verdicts = judge(scenario, seen)
     print(format_table(scenario, verdicts))
     return 0 if all(v.ok for v in verdicts) else 1
@@ -260,11 +289,58 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return run_agent(config, stop)
 
 
-def _period(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
+def _period(args: argparse.Namespace, settings: Settings) -> tuple[datetime, datetime]:
+    """``--from``/``--to`` as an interval [start, end); the current month when neither is given.
+
+    Each takes a day (``2026-11-01``, a local day in ``problem_timezone``), a month (``2026-11``)
+    or an RFC 3339 time with its zone. ``--to`` with a day or month includes it (the interval ends
+    where it ends): ``--from 2026-11-01 --to 2026-11-30`` is all of November.
+    """
+    zone = ZoneInfo(settings.problem_timezone)
+    today = datetime.now(zone).date()
+    month = date(today.year, today.month, 1)
+    start = _instant(args.start, zone, end=False) if args.start else datetime.combine(month, time_of_day(), zone)
+    end = _instant(args.end, zone, end=True) if args.end else datetime.combine(_next_month(month), time_of_day(), zone)
+    if start >= end:
+        raise ValueError(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})")
+    return start, end
+
+
+def _instant(text: str, zone: ZoneInfo, *, end: bool) -> datetime:
+    option = "--to" if end else "--from"
+    try:
+        if len(text) == 7:  # a month: YYYY-MM
+            first = date.fromisoformat(f"{text}-01")
+            return datetime.combine(_next_month(first) if end else first, time_of_day(), zone)
+        if len(text) == 10:  # a day: YYYY-MM-DD
+            day = date.fromisoformat(text)
+            return datetime.combine(day + timedelta(days=1) if end else day, time_of_day(), zone)
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: give a day (2026-11-01), a month (2026-11) or a time with its zone"
+                         " (2026-11-01T08:00:00+08:00)") from None
     if value.tzinfo is None:
-        raise ValueError(f"{text!r}: give a time zone, e.g. 2026-11-01T00:00:00+08:00")
+        raise ValueError(f"{option} {text!r}: give the time's zone, e.g. 2026-11-01T08:00:00+08:00")
     return value
+
+
+def _days(start: datetime, end: datetime) -> str:
+    """The period as people say it: its first and last day (``end`` is excluded)."""
+    last = end - timedelta(microseconds=1)
+    return f"{start:%Y-%m-%d} ~ {last:%Y-%m-%d}"
+
+
+def _next_month(first: date) -> date:
+    return date(first.year + first.month // 12, first.month % 12 + 1, 1)
+
+
+def _check_places(conn: Conn, city: str | None, county: str | None) -> None:
+    """An unknown city or county is a mistake to report, not an empty report."""
+    from gateway.store.sites import unknown_place  # noqa: PLC0415 - psycopg only for database commands
+
+    problem = unknown_place(conn, city=city, county=county)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def cmd_inspect_compliance(args: argparse.Namespace) -> int:
@@ -273,10 +349,9 @@ def cmd_inspect_compliance(args: argparse.Namespace) -> int:
     from gateway.store.db import connect  # noqa: PLC0415
 
     settings = _settings(args)
-    start, end = _period(args.start), _period(args.end)
-    if start >= end:
-        raise ValueError("--from must be before --to")
+    start, end = _period(args, settings)
     with connect(settings.database_url) as conn:
+        _check_places(conn, args.city, args.county)
         rows = ledger_rows(conn, start, end, city=args.city, county=args.county, settings=settings)
     failing = [r for r in rows if r.compliant is False]
     out = sys.stdout
@@ -295,16 +370,15 @@ def cmd_inspect_report(args: argparse.Namespace) -> int:
     from gateway.store.db import connect  # noqa: PLC0415
 
     settings = _settings(args)
-    start, end = _period(args.start), _period(args.end)
-    if start >= end:
-        raise ValueError("--from must be before --to")
+    start, end = _period(args, settings)
     out = Path(args.out)
     kind = out.suffix.lower().lstrip(".")
     with connect(settings.database_url) as conn:
+        _check_places(conn, args.city, getattr(args, "county", None))
         if args.inspect_command == "ledger":
             rows = ledger_report.ledger_rows(conn, start, end, city=args.city, county=args.county, settings=settings)
             writers = {"csv": lambda: ledger_report.ledger_csv(rows),
-                       "xlsx": lambda: ledger_report.ledger_xlsx(rows, title=f"工作台账 {args.start} ~ {args.end}")}
+                       "xlsx": lambda: ledger_report.ledger_xlsx(rows, title=f"工作台账 {_days(start, end)}")}
         else:
             if not args.city:
                 raise ValueError("the summary is per city: give --city")
@@ -328,8 +402,18 @@ def cmd_clips(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo  # noqa: PLC0415
 
-    return run_demo(Path(args.data_dir).resolve(), api_port=args.api_port, mqtt_port=args.mqtt_port,
-                    feed=not args.no_feed)
+    data_dir = Path(args.data_dir).resolve()
+    if args.reset and data_dir.exists():
+        if demo_settings.running(data_dir) is not None:
+            raise ValueError(f"a demo is running from {data_dir}: stop it (Ctrl-C) before --reset")
+        import shutil  # noqa: PLC0415 - only --reset needs it
+
+        shutil.rmtree(data_dir)
+        sys.stderr.write(f"removed {data_dir}: the demo starts from scratch\n")
+    return run_demo(data_dir, api_port=args.api_port, mqtt_port=args.mqtt_port, feed=not args.no_feed)
+
+
+_VERSION_HELP = "default: the configured mqtt_version if set, else what the broker speaks (5, then 3.1.1)"
 
 
 def _add_simulate(sim: argparse.ArgumentParser) -> None:
@@ -352,7 +436,7 @@ def _add_simulate(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--token", help="admin token for --api-url")
     sim.add_argument("--sites-csv", help="also write the sites to this CSV (for safeguard sites import)")
     sim.add_argument("--mqtt-url", help="broker (default: the configured mqtt_url)")
-    sim.add_argument("--mqtt-version", choices=["5", "3.1.1"], help="default: the configured mqtt_version")
+    sim.add_argument("--mqtt-version", choices=["5", "3.1.1", "auto"], help=_VERSION_HELP)
     sim.set_defaults(func=cmd_simulate)
 
 
@@ -375,8 +459,10 @@ def _add_agent_and_inspect(sub: Any, with_config: Callable[[argparse.ArgumentPar
                        ("ledger", "export the ledger (工作台账) for a period: .csv or .xlsx"),
                        ("summary", "a city's summary report for a period: .html, .csv or .xlsx")):
         report = with_config(inspect.add_parser(name, help=text))
-        report.add_argument("--from", dest="start", required=True, help="RFC 3339, e.g. 2026-11-01T00:00:00+08:00")
-        report.add_argument("--to", dest="end", required=True, help="RFC 3339 (end of the period, excluded)")
+        report.add_argument("--from", dest="start", help="a day (2026-11-01, local), a month (2026-11) or an"
+                            " RFC 3339 time; default: the start of this month")
+        report.add_argument("--to", dest="end", help="a day or month (included) or an RFC 3339 time (excluded);"
+                            " default: the end of this month")
         report.add_argument("--city")
         if name != "summary":
             report.add_argument("--county")
@@ -398,7 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     demo = sub.add_parser("demo", help="everything on embedded defaults, simulated sites included")
-    demo.add_argument("--data-dir", default=".safeguard/demo", help="where the demo keeps its database")
+    demo.add_argument("--data-dir", default=str(demo_settings.DEFAULT_DATA_DIR),
+                      help="where the demo keeps its database (the other commands find a demo running from the"
+                           " default one)")
+    demo.add_argument("--reset", action="store_true", help="delete the demo's data first (alerts, sites, tokens)")
     demo.add_argument("--api-port", type=int, default=8000, help="preferred API port (another if taken)")
     demo.add_argument("--mqtt-port", type=int, default=1883, help="preferred MQTT port (another if taken)")
     demo.add_argument("--no-feed", action="store_true", help="no simulated sites")
@@ -437,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = with_config(sub.add_parser(name, help=text))
         p.add_argument("file")
         p.add_argument("--mqtt-url", help="broker (default: the configured mqtt_url)")
-        p.add_argument("--mqtt-version", choices=["5", "3.1.1"], help="default: the configured mqtt_version")
+        p.add_argument("--mqtt-version", choices=["5", "3.1.1", "auto"], help=_VERSION_HELP)
         p.set_defaults(func=func)
         if name == "record":
             p.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
@@ -461,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         sys.stderr.write(f"safeguard: error: {exc}\n")
         return 2
+    except BrokerUnavailable as exc:
+        sys.stderr.write(f"safeguard: error: {exc}\n")
+        return 1
 
 
 if __name__ == "__main__":

@@ -80,3 +80,22 @@ def read_sites_csv(path: Path) -> list[SiteRecord]:
             seen.add(record.id)
             records.append(record)
     return records
+
+
+def unknown_place(conn: Conn, *, city: str | None, county: str | None) -> str | None:
+    """Why ``city``/``county`` match no registered site (a typo, another spelling), or None if they do."""
+    if city is None and county is None:
+        return None
+    row = conn.execute(
+        "SELECT bool_or(%(city)s::text IS NULL OR city = %(city)s) AS city_known,"
+        " bool_or((%(city)s::text IS NULL OR city = %(city)s) AND (%(county)s::text IS NULL OR county = %(county)s))"
+        " AS both_known FROM sites",
+        {"city": city, "county": county},
+    ).fetchone()
+    city_known, both_known = (row["city_known"], row["both_known"]) if row else (None, None)
+    if not city_known:
+        return f"no registered site is in city {city!r}"
+    if not both_known:
+        where = f" of city {city!r}" if city else ""
+        return f"no registered site is in county {county!r}{where}"
+    return None
