@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -56,29 +57,55 @@ class SiteCsvError(ValueError):
     """A bad sites CSV; the message names the line and the column."""
 
 
+# Excel on Chinese Windows saves CSV as GBK (GB 18030 is its superset); everything else as UTF-8,
+# often with a byte-order mark.
+_ENCODINGS = ("utf-8-sig", "gb18030")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SiteCsvError(f"{path}: {exc.strerror or exc}") from None
+    for encoding in _ENCODINGS:
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise SiteCsvError(f"{path}: not UTF-8 or GBK/GB 18030 text: save it as CSV UTF-8 (逗号分隔) and try again")
+
+
 def read_sites_csv(path: Path) -> list[SiteRecord]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"id"} - set(reader.fieldnames or ())
-        unknown = set(reader.fieldnames or ()) - set(CSV_COLUMNS)
-        if missing or unknown:
-            raise SiteCsvError(
-                f"{path}: header must use columns {', '.join(CSV_COLUMNS)} (id required);"
-                f" missing {sorted(missing)}, unknown {sorted(unknown)}"
-            )
-        records, seen = [], set()
-        for row in reader:
-            line = reader.line_num
-            values = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
-            try:
-                record = SiteRecord.model_validate(values)
-            except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                raise SiteCsvError(f"{path}, line {line}: {problems}") from None
-            if record.id in seen:
-                raise SiteCsvError(f"{path}, line {line}: site {record.id!r} appears twice")
-            seen.add(record.id)
-            records.append(record)
+    """Every row of a sites CSV, validated; raises SiteCsvError naming the line and the column."""
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    header = [name.strip() for name in reader.fieldnames or ()]
+    reader.fieldnames = header
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    unknown = [c for c in header if c not in CSV_COLUMNS]
+    if missing or unknown:
+        raise SiteCsvError(
+            f"{path}: line 1 must name the columns {','.join(CSV_COLUMNS)} (any order);"
+            f" missing {missing}, unknown {unknown}"
+        )
+    records, seen = [], set()
+    for row in reader:
+        line = reader.line_num
+        extra: list[str] = row.pop(None, None) or []  # type: ignore[assignment]  # DictReader: surplus fields
+        given = [v for v in row.values() if v is not None]  # and None for fields the row lacks
+        if extra or len(given) < len(header):
+            fields = len(given) + len(extra)
+            raise SiteCsvError(f"{path}, line {line}: {fields} fields, the header has {len(header)}"
+                               f" ({','.join(header)}); an empty value is an empty field between commas")
+        values = {k: v for k, v in row.items() if v != ""}
+        try:
+            record = SiteRecord.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise SiteCsvError(f"{path}, line {line}: {problems}") from None
+        if record.id in seen:
+            raise SiteCsvError(f"{path}, line {line}: site {record.id!r} appears twice")
+        seen.add(record.id)
+        records.append(record)
     return records
 
 
