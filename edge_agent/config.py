@@ -152,8 +152,10 @@ def load_agent_config(path: Path) -> AgentConfig:
         raise AgentConfigError(f"{where}: not valid YAML: {what}") from None
     except yaml.YAMLError as exc:
         raise AgentConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise AgentConfigError(f"{path}:1: expected the agent's settings (site:, broker:, cameras:, ...) as a mapping")
     try:
-        config = AgentConfig.model_validate(data if data is not None else {}, context={"defer_references": True})
+        config = AgentConfig.model_validate(data, context={"defer_references": True})
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as time_of_day
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,16 +131,67 @@ def cmd_sites_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sites_delete(args: argparse.Namespace) -> int:
+    from gateway.store.db import connect  # noqa: PLC0415
+    from gateway.store.sites import purge_site  # noqa: PLC0415
+
+    if not args.yes:
+        raise ValueError(f"this deletes site {args.site!r} and all its history (alerts, readings, problems,"
+                         " tokens); give --yes to do it")
+    with connect(_settings(args).database_url) as conn:
+        deleted = purge_site(conn, args.site)
+        if deleted is None:
+            raise ValueError(f"site {args.site!r} is not registered")
+        conn.commit()
+    sys.stderr.write(f"deleted site {args.site}: " + ", ".join(f"{n} {t}" for t, n in sorted(deleted.items())) + "\n")
+    return 0
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     from gateway.auth import Role, create_token  # noqa: PLC0415
     from gateway.store.db import connect  # noqa: PLC0415
 
     role = Role(args.role)
+    expires_at = _expiry(args.expires) if args.expires else None
     with connect(_settings(args).database_url) as conn:
-        token = create_token(conn, role=role, name=args.name, site=args.site)
+        token = create_token(conn, role=role, name=args.name, site=args.site, expires_at=expires_at)
     scope = f" for site {args.site}" if args.site else ""
-    sys.stderr.write(f"created {role} token {args.name!r}{scope}; it is shown once, store it now:\n")
+    until = f", valid until {expires_at.isoformat(timespec='seconds')}" if expires_at else ""
+    sys.stderr.write(f"created {role} token {args.name!r}{scope}{until}; it is shown once, store it now:\n")
     print(token)
+    return 0
+
+
+def _expiry(text: str) -> datetime:
+    """``30d``, ``12h`` (from now) or a day / RFC 3339 time, as ``--expires`` takes them."""
+    units = {"d": 86_400, "h": 3_600}
+    if text[-1:] in units and text[:-1].isdigit() and int(text[:-1]) > 0:
+        return datetime.now(UTC) + timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    return _instant(text, ZoneInfo(_DEFAULT_ZONE), end=False)
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from gateway.auth import list_tokens  # noqa: PLC0415
+    from gateway.store.db import connect  # noqa: PLC0415
+
+    with connect(_settings(args).database_url) as conn:
+        rows = list_tokens(conn)
+    sys.stdout.write("id\tstatus\trole\tsite\tname\tcreated\texpires\n")
+    for r in rows:
+        expires = r["expires_at"].isoformat(timespec="seconds") if r["expires_at"] else "-"
+        sys.stdout.write(f"{r['id']}\t{r['status']}\t{r['role']}\t{r['site'] or '-'}\t{r['name']}\t"
+                         f"{r['created_at'].isoformat(timespec='seconds')}\t{expires}\n")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from gateway.auth import revoke_token  # noqa: PLC0415
+    from gateway.store.db import connect  # noqa: PLC0415
+
+    with connect(_settings(args).database_url) as conn:
+        if not revoke_token(conn, args.id):
+            raise ValueError(f"no live token {args.id} (see: safeguard token list)")
+    sys.stderr.write(f"revoked token {args.id}: refused from its next request on\n")
     return 0
 
 
@@ -185,8 +236,9 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from simulators.recording import replay  # noqa: PLC0415
+    from simulators.recording import read_recording, replay  # noqa: PLC0415
 
+    next(read_recording(Path(args.file)), None)  # a missing or foreign file is said before the broker is asked
     url, version = _mqtt(args)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -203,7 +255,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators import registry  # noqa: PLC0415
     from simulators.scenario import AlertWatch, ScenarioRunner, fleet, format_table, judge, load_scenario  # noqa: PLC0415
 
-    url, version = _mqtt(args)
+    if args.api_url and not args.token:
+        raise ValueError("--api-url needs --token (an admin token) to register the sites")
     if args.scenario:
         scenario = load_scenario(Path(args.scenario))
     else:
@@ -211,12 +264,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                          heartbeat_s=args.heartbeat_s, duration=args.duration, prefix=args.prefix,
                          delay_probability=args.delay_probability, max_delay_s=args.max_delay_s)
     scenario = scenario.scaled(args.speed)
+    url, version = _mqtt(args)  # after the inputs are checked: a typo is not a broker problem
     if args.sites_csv:
         count = registry.write_sites_csv(Path(args.sites_csv), scenario.sites)
         sys.stderr.write(f"wrote {count} sites to {args.sites_csv} (register them: safeguard sites import)\n")
     if args.api_url:
-        if not args.token:
-            raise ValueError("--api-url needs --token (an admin token) to register the sites")
         registry.register_via_api(args.api_url, args.token, scenario.sites)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -224,7 +276,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     runner = ScenarioRunner(scenario, url, version, seed=args.seed)
     watch = AlertWatch({s.id for s in scenario.sites}) if args.check else None
     sys.stderr.write(f"running {scenario.name!r}: {len(scenario.sites)} sites for {scenario.duration:g} s on {url}\n")
-    seen = runner.run(watch, stop)
+    try:
+        seen = runner.run(watch, stop)
+    finally:
+        if args.api_url and not args.keep_sites:  # a scenario's sites must not stay registered for good
+            removed = registry.delete_via_api(args.api_url, args.token, [s.id for s in scenario.sites])
+            sys.stderr.write(f"deleted the {removed} sites this run registered, with their alerts"
+                             " (--keep-sites keeps them)\n")
     agents = runner.agents.values()
     published = sum(a.published for a in agents)
     undelivered = sum(a.refused + a.sent for a in agents) - published
@@ -259,16 +317,12 @@ def cmd_inspect_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from edge_agent.config import AgentConfigError, load_agent_config  # noqa: PLC0415
+    from edge_agent.config import load_agent_config  # noqa: PLC0415
 
     path = args.config or args.file
     if not path:
         raise ValueError("give the site's config: safeguard agent --config site.yaml")
-    try:
-        config = load_agent_config(Path(path))
-    except AgentConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 2
+    config = load_agent_config(Path(path))  # AgentConfigError is a ValueError: main says it, exit 2
     if args.action == "calibrate":
         from edge_agent.calibrate import calibrate  # noqa: PLC0415
 
@@ -287,6 +341,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     return run_agent(config, stop)
+
+
+_DEFAULT_ZONE = "Asia/Shanghai"  # a day typed without a zone, where no setting says otherwise
 
 
 def _period(args: argparse.Namespace, settings: Settings) -> tuple[datetime, datetime]:
@@ -369,6 +426,8 @@ def cmd_inspect_report(args: argparse.Namespace) -> int:
     from gateway.reports import summary as summary_report  # noqa: PLC0415
     from gateway.store.db import connect  # noqa: PLC0415
 
+    if args.inspect_command == "summary" and not args.city:
+        raise ValueError("the summary is per city: give --city")
     settings = _settings(args)
     start, end = _period(args, settings)
     out = Path(args.out)
@@ -380,8 +439,7 @@ def cmd_inspect_report(args: argparse.Namespace) -> int:
             writers = {"csv": lambda: ledger_report.ledger_csv(rows),
                        "xlsx": lambda: ledger_report.ledger_xlsx(rows, title=f"工作台账 {_days(start, end)}")}
         else:
-            if not args.city:
-                raise ValueError("the summary is per city: give --city")
+            assert args.city is not None  # checked above
             report = summary_report.summary(conn, start, end, city=args.city, settings=settings)
             writers = {"csv": lambda: summary_report.summary_csv(report),
                        "xlsx": lambda: summary_report.summary_xlsx(report),
@@ -434,6 +492,8 @@ def _add_simulate(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--max-delay-s", type=float, default=5.0, help="virtual sites: the longest such delay")
     sim.add_argument("--api-url", help="register the sites through this gateway API (with --token)")
     sim.add_argument("--token", help="admin token for --api-url")
+    sim.add_argument("--keep-sites", action="store_true",
+                     help="keep the sites --api-url registered (default: deleted, with what they recorded, at the end)")
     sim.add_argument("--sites-csv", help="also write the sites to this CSV (for safeguard sites import)")
     sim.add_argument("--mqtt-url", help="broker (default: the configured mqtt_url)")
     sim.add_argument("--mqtt-version", choices=["5", "3.1.1", "auto"], help=_VERSION_HELP)
@@ -474,6 +534,31 @@ def _add_agent_and_inspect(sub: Any, with_config: Callable[[argparse.ArgumentPar
         report.set_defaults(func=cmd_inspect_report)
 
 
+def _add_sites_and_tokens(sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    sites = sub.add_parser("sites", help="site registry").add_subparsers(dest="sites_command", required=True)
+    imp = with_config(sites.add_parser("import", help="register sites from a CSV file"))
+    imp.add_argument("file", help="CSV with columns id,name,city,county,category,address,cameras_required")
+    imp.set_defaults(func=cmd_sites_import)
+    delete = with_config(sites.add_parser("delete", help="delete a site and all its history (test and scenario"
+                                                         " sites)"))
+    delete.add_argument("site")
+    delete.add_argument("--yes", action="store_true", help="yes, delete its alerts, readings and problems too")
+    delete.set_defaults(func=cmd_sites_delete)
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    create = with_config(token.add_parser("create", help="print a new API token (alone on the last line)"))
+    create.add_argument("--role", required=True, choices=["fire_brigade", "inspector", "institution", "admin"])
+    create.add_argument("--site", help="the site of an institution token")
+    create.add_argument("--name", required=True, help="who the token is for")
+    create.add_argument("--expires", help="30d or 12h from now, or a day (2027-01-01) or RFC 3339 time;"
+                        " default: until revoked")
+    create.set_defaults(func=cmd_token_create)
+    with_config(token.add_parser("list", help="every token's id, status, role, site and holder")).set_defaults(
+        func=cmd_token_list)
+    revoke = with_config(token.add_parser("revoke", help="revoke a token at once"))
+    revoke.add_argument("id", type=int, help="the token's id (safeguard token list)")
+    revoke.set_defaults(func=cmd_token_revoke)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="safeguard", description="Safety Guard fire-safety monitoring gateway")
     parser.add_argument("--log-level", default=os.environ.get("SAFEGUARD_LOG_LEVEL", "INFO"))
@@ -505,16 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
                               help="run only this lane (default: both); one process per lane keeps the alarm"
                                    " lane's interpreter free of routine work")
     with_config(sub.add_parser("migrate", help="create or upgrade the schema")).set_defaults(func=cmd_migrate)
-    sites = sub.add_parser("sites", help="site registry").add_subparsers(dest="sites_command", required=True)
-    imp = with_config(sites.add_parser("import", help="register sites from a CSV file"))
-    imp.add_argument("file", help="CSV with columns id,name,city,county,category,address,cameras_required")
-    imp.set_defaults(func=cmd_sites_import)
-    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
-    create = with_config(token.add_parser("create", help="print a new API token (alone on the last line)"))
-    create.add_argument("--role", required=True, choices=["fire_brigade", "inspector", "institution", "admin"])
-    create.add_argument("--site", help="the site of an institution token")
-    create.add_argument("--name", required=True, help="who the token is for")
-    create.set_defaults(func=cmd_token_create)
+    _add_sites_and_tokens(sub, with_config)
     _add_simulate(with_config(sub.add_parser("simulate", help="virtual sites, or a scripted scenario (--check)")))
     _add_agent_and_inspect(sub, with_config)
     clips = sub.add_parser("clips", help="write the labelled synthetic exit-camera clips (needs the video extra)",
@@ -550,9 +626,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         sys.stderr.write(f"safeguard: error: {exc}\n")
         return 2
-    except BrokerUnavailable as exc:
+    except ConnectionError as exc:  # a broker or API that is not there or refuses us
         sys.stderr.write(f"safeguard: error: {exc}\n")
         return 1
+    except OSError as exc:  # a file named on the command line that is missing or unreadable
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"safeguard: error: {where}{exc.strerror or exc}\n")
+        return 2
+    except Exception as exc:
+        import psycopg  # noqa: PLC0415 - only to name a database that is not there
+
+        if isinstance(exc, psycopg.OperationalError):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            sys.stderr.write(f"safeguard: error: cannot use the database: {first}\n"
+                             "  (--config FILE or SAFEGUARD_DATABASE_URL; a running ./run demo is found by itself)\n")
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import io
 from collections.abc import Iterable
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.store.db import Conn
@@ -126,3 +128,39 @@ def unknown_place(conn: Conn, *, city: str | None, county: str | None) -> str | 
         where = f" of city {city!r}" if city else ""
         return f"no registered site is in county {county!r}{where}"
     return None
+
+
+def purge_site(conn: Conn, site: str) -> dict[str, int] | None:
+    """Delete a site and everything recorded of it (alerts, readings, problems, tokens, ...); the
+    rows deleted per table, or None if there is no such site. The caller commits.
+
+    For sites that should never have been real (a scenario's, a test's): alerts and their history
+    are otherwise never deleted. Every table with a ``site`` column is found from the catalogue, so
+    a table added later is purged too; foreign keys decide the order (a table whose rows are still
+    referenced is retried after the others).
+    """
+    if conn.execute("SELECT 1 FROM sites WHERE id = %s FOR UPDATE", (site,)).fetchone() is None:
+        return None
+    tables = [row["table_name"] for row in conn.execute(
+        "SELECT c.table_name FROM information_schema.columns c JOIN information_schema.tables t"
+        " USING (table_schema, table_name) WHERE c.table_schema = current_schema() AND c.column_name = 'site'"
+        " AND t.table_type = 'BASE TABLE' AND c.table_name <> 'sites' ORDER BY c.table_name")]
+    deleted: dict[str, int] = {}
+    for _ in range(len(tables) + 1):  # each pass empties at least one table, or none is left
+        postponed = []
+        for table in tables:
+            try:
+                with conn.transaction():  # a savepoint: a refused delete leaves the others standing
+                    cursor = conn.execute(sql.SQL("DELETE FROM {} WHERE site = %s").format(sql.Identifier(table)),
+                                          (site,))
+            except psycopg.errors.ForeignKeyViolation:
+                postponed.append(table)
+                continue
+            if cursor.rowcount:
+                deleted[table] = deleted.get(table, 0) + cursor.rowcount
+        if not postponed:
+            break
+        tables = postponed
+    conn.execute("DELETE FROM sites WHERE id = %s", (site,))
+    deleted["sites"] = 1
+    return deleted
