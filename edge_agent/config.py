@@ -183,3 +183,12 @@ def _relative_to(config: AgentConfig, folder: Path) -> AgentConfig:
     cameras = [c.model_copy(update={"source": str(folder.resolve() / str(c.source))}) if _is_file_source(c.source)
                else c for c in config.cameras]
     return config.model_copy(update={"cameras": cameras})
+
+
+def located(path: Path, loc: tuple[int | str, ...], message: str) -> str:
+    """``message`` about the key at ``loc`` of the config file ``path``, with the key's line."""
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        root = None
+    return _at(path, root, loc, message)

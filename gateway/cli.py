@@ -332,6 +332,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         sys.stderr.write(f"saved {out}: check the red region covers the exit, then edit its points in {path}\n")
         return 0
     if args.action == "check-config":
+        _check_regions(config, Path(path), streams=args.cameras)
         sys.stderr.write(f"{path}: ok (site {config.site}: {len(config.cameras)} cameras, {len(config.exits)} exits,"
                          f" {len(config.smoke)} smoke detectors)\n")
         return 0
@@ -344,6 +345,21 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 _DEFAULT_ZONE = "Asia/Shanghai"  # a day typed without a zone, where no setting says otherwise
+
+
+def _check_regions(config: Any, path: Path, *, streams: bool) -> None:
+    """Exit regions against their camera's frame size, where OpenCV (the video extra) is installed."""
+    try:
+        from edge_agent.calibrate import regions_outside  # noqa: PLC0415 - OpenCV only for this check
+    except ImportError:
+        sys.stderr.write("note: exit regions not checked against the frame (OpenCV is not installed:"
+                         " pip install '.[video]')\n")
+        return
+    from edge_agent.config import AgentConfigError, located  # noqa: PLC0415
+
+    problems = [located(path, loc, message) for loc, message in regions_outside(config, streams=streams)]
+    if problems:
+        raise AgentConfigError("\n".join(problems))
 
 
 def _period(args: argparse.Namespace, settings: Settings) -> tuple[datetime, datetime]:
@@ -507,6 +523,8 @@ def _add_agent_and_inspect(sub: Any, with_config: Callable[[argparse.ArgumentPar
     agent.add_argument("--config", help="the site's YAML config")
     agent.add_argument("--exit", help="calibrate: the exit whose region to draw")
     agent.add_argument("--out", default="exit-region.jpg", help="calibrate: where to save the picture")
+    agent.add_argument("--cameras", action="store_true",
+                       help="check-config: also open live camera streams to check exit regions against their frames")
     agent.set_defaults(func=cmd_agent)
     inspect = sub.add_parser("inspect", help="inspections").add_subparsers(dest="inspect_command", required=True)
     sample = with_config(inspect.add_parser("sample", help="draw a spot-check sample by the plan's rules"))
