@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     ingest_worker_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # The routine lane subscribes to sg/v1/# so that any off-contract topic is dead-lettered; that
     # delivers every safety message to it a second time (acknowledged unread). Off: exact filters,
-    # for a broker whose ACL already refuses off-contract topics (deploy/mosquitto/acl).
+    # for a broker whose ACL already refuses off-contract topics (`safeguard broker-config` writes one).
     ingest_catch_all: bool = True
     # The lanes this ingest process runs (both by default). Each lane in a process of its own
     # (`safeguard ingest --lane alarm`, `--lane routine`) gives the alarm lane its own interpreter:
@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     def _valid_mqtt_url(cls, value: str) -> str:
         MqttEndpoint.parse(value)
         return value
+
+    @field_validator("broker_dispatch_password")
+    @classmethod
+    def _no_empty_password(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value and value.get_secret_value() else None  # unset in .env: no dispatch account
 
     @field_validator("database_url")
     @classmethod
