@@ -26,9 +26,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from pydantic import SecretStr
 
+from edge_agent.agent import Agent
+from edge_agent.config import AgentConfig
 from gateway import broker_config
 from gateway.config import Settings
-from gateway.devservers import MosquittoServer, MosquittoTls
+from gateway.devservers import MosquittoServer, MosquittoTls, free_port
 from gateway.ingest.service import _LaneWorker
 from gateway.runtime import Gateway
 from gateway.store.db import connect
@@ -510,3 +512,86 @@ def test_the_python_hash_is_mosquittos(tmp_path: Path) -> None:
     ours = broker_config.hash_password("pässword")
     assert broker_config.verify_password("pässword", ours)
     assert ours.split("$")[2] == hashed.split("$")[2]  # the same iteration count
+
+
+def test_the_edge_agent_and_the_gateway_over_tls_with_their_accounts(broker: Broker, tmp_path: Path) -> None:
+    """The real agent (site.yaml's broker: mqtts URL with its secret, ca_file) and the real gateway
+    (mqtt_url with its password, mqtt_ca_file): the agent's birth is stored."""
+    gw = Gateway(broker.settings)
+    gw.start()
+    agent = Agent(AgentConfig.model_validate({
+        "site": "site-a",
+        "broker": {"url": broker.external.replace("://", f"://site-a:{broker.passwords['site-a']}@"),
+                   "ca_file": str(broker.ca)},
+        "outbox": {"path": str(tmp_path / "outbox.db")},
+        "smoke": [{"id": "smoke-1", "adapter": "simulated"}],
+    }))
+    agent.start()
+    try:
+        assert gw.ingest is not None
+        assert gw.ingest.wait_connected(15)
+        assert agent.publisher.wait_connected(15)
+
+        def online() -> bool:
+            with connect(broker.settings.database_url) as conn:
+                row = conn.execute("SELECT online FROM agents WHERE site = 'site-a'").fetchone()
+            return bool(row and row["online"])
+
+        wait_for(online, what="site-a's agent online at the gateway")
+    finally:
+        agent.stop()
+        gw.stop()
+
+
+def test_the_shipped_mosquitto_conf_runs_on_the_generated_files(broker: Broker, pki: Pki) -> None:
+    """deploy/mosquitto/mosquitto.conf, its paths and ports moved to ours, started by the real broker:
+    the layout the other tests use is the shipped one."""
+    shipped = (Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    external, internal = free_port(), free_port()
+
+    class Shipped(MosquittoServer):
+        def _config(self) -> str:
+            text = shipped.replace("/mosquitto/auth", str(broker.identity))
+            text = text.replace("/mosquitto/certs/server.crt", str(pki.server_cert))
+            text = text.replace("/mosquitto/certs/server.key", str(pki.server_key))
+            text = text.replace("listener 8883", f"listener {external} 127.0.0.1")
+            text = text.replace("listener 1883", f"listener {internal} 127.0.0.1")
+            text = text.replace("persistence true", "persistence false").replace("log_dest stdout", "log_dest stderr")
+            return "\n".join(line for line in text.splitlines() if not line.startswith("persistence_location"))
+
+    server = Shipped(broker.server.work_dir.parent / "shipped", port=external)
+    server.start()
+    try:
+        shipped_broker = dataclasses.replace(broker, external=f"mqtts://127.0.0.1:{external}",
+                                             internal=f"mqtt://127.0.0.1:{internal}")  # no TLS inside compose
+        gateway = Client(shipped_broker, "safeguard-gateway", internal=True, client_id="safeguard-gateway-alarm",
+                         subscribe="sg/v1/#").ready()
+        intruder = Client(shipped_broker, "site-a", client_id="safeguard-gateway-alarm").ready()
+        intruder.publish("sg/v1/site-a/cam-1/heartbeat")
+        assert gateway.received.get(timeout=10) == "sg/v1/site-a/cam-1/heartbeat"
+        assert Client(shipped_broker, "site-a", internal=True).outcome() == "Not authorized"
+        assert gateway.disconnects == []
+        intruder.close()
+        gateway.close()
+    finally:
+        server.stop()
+
+
+def test_broker_secret_is_printed_once_and_only_its_hash_kept(database_url: str) -> None:
+    with connect(database_url) as conn:
+        upsert_sites(conn, [SiteRecord(id="site-s")])
+        conn.commit()
+    result = safeguard("sites", "broker-secret", "site-s", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    secret = result.stdout.strip()
+    assert len(secret) >= 32
+    assert secret not in result.stderr
+    with connect(database_url) as conn:
+        row = conn.execute("SELECT password_hash FROM broker_credentials WHERE site = 'site-s'").fetchone()
+    assert row is not None
+    assert secret not in row["password_hash"]
+    assert broker_config.verify_password(secret, row["password_hash"])
+    assert safeguard("sites", "broker-secret", "nowhere", database_url=database_url).returncode == 2
+    revoked = safeguard("sites", "broker-secret", "site-s", "--revoke", database_url=database_url)
+    assert revoked.returncode == 0
+    assert "revoked" in revoked.stderr
