@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from gateway.config import Settings
 from gateway.store.db import Conn, connect
 from protocol.topics import RESERVED_SITE_IDS
@@ -227,16 +229,20 @@ class Reload:
     command: str | None = None
 
     def __call__(self) -> None:
-        if self.command:
-            subprocess.run(shlex.split(self.command), check=True, timeout=30)  # noqa: S603  # the operator's own command
-            log.info("broker reloaded: %s", self.command)
-            return
-        pid = self.pid
-        if self.pid_file is not None:
-            pid = int(self.pid_file.read_text(encoding="ascii").strip())
-        if pid is None:
-            return
-        os.kill(pid, signal.SIGHUP)
+        try:
+            if self.command:
+                subprocess.run(shlex.split(self.command), check=True, timeout=30)  # noqa: S603  # the operator's own
+                log.info("broker reloaded: %s", self.command)
+                return
+            pid = self.pid
+            if self.pid_file is not None:
+                pid = int(self.pid_file.read_text(encoding="ascii").strip())
+            if pid is None:
+                return
+            os.kill(pid, signal.SIGHUP)
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            raise BrokerConfigError(f"the files are written but the broker was not told to reload them: {exc}"
+                                    " (it reads them at its next start or SIGHUP)") from None
         log.info("broker reloaded: SIGHUP to pid %d", pid)
 
     @property
@@ -283,6 +289,10 @@ def watch(settings: Settings, out_dir: Path, *, interval_s: float, stop: threadi
                 last_sites = key  # after the reload: a failed one is retried with the next round
                 if on_write is not None:
                     on_write(generated)
-        except Exception:  # database or broker away: keep the files in place, retry
+        except BrokerConfigError as exc:
+            log.error("broker-config: %s; retrying in %.0f s", exc, interval_s)  # the message says it all
+        except psycopg.OperationalError as exc:  # the database away: the files in place stay valid
+            log.warning("broker-config: database unreachable (%s); retrying in %.0f s", exc, interval_s)
+        except Exception:  # anything else: keep the files in place, say it in full, retry
             log.exception("broker-config: regeneration failed; retrying in %.0f s", interval_s)
         stop.wait(interval_s)

@@ -139,10 +139,13 @@ def cmd_sites_import(args: argparse.Namespace) -> int:
 
 
 def cmd_sites_broker_secret(args: argparse.Namespace) -> int:
-    from gateway.broker_config import issue_site_secret, revoke_site_secret  # noqa: PLC0415
+    from gateway.broker_config import check_site_id, issue_site_secret, revoke_site_secret  # noqa: PLC0415
     from gateway.store.db import connect  # noqa: PLC0415
 
-    with connect(_settings(args).database_url) as conn:
+    settings = _settings(args)
+    if not args.revoke:
+        check_site_id(settings, args.site)  # registered before the check existed: it would get no account
+    with connect(settings.database_url) as conn:
         if args.revoke:
             revoked = revoke_site_secret(conn, args.site)
             conn.commit()

@@ -131,7 +131,7 @@ def put_site(site: SiteId, body: SiteFields, conn: ConnDep, settings: SettingsDe
     try:
         check_site_id(settings, site)  # a service account's name or the gateway's client id (issue 15)
     except ReservedSiteId as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(422, str(exc)) from None  # the name of 422 differs across Starlette versions
     upsert_sites(conn, [SiteRecord(id=site, **body.model_dump())])
     conn.commit()
     return _site_json(_get_site(conn, site))
