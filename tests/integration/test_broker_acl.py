@@ -388,7 +388,8 @@ def test_a_reserved_site_id_is_refused_at_registration(database_url: str, tmp_pa
     broker_config.check_site_id(settings, "safeguard-site")  # a prefix of no service id: fine
 
     csv = tmp_path / "sites.csv"
-    csv.write_text("id,name\nsite-x,Fine\ndispatch,Not fine\n", encoding="utf-8")
+    csv.write_text("id,name,city,county,category,address,cameras_required\n"
+                   "site-x,Fine,,,,,0\ndispatch,Not fine,,,,,0\n", encoding="utf-8")
     env = {"SAFEGUARD_MQTT_URL": f"mqtt://safeguard-gateway:{GATEWAY_PASSWORD}@127.0.0.1:1883"}
     result = safeguard("sites", "import", str(csv), database_url=database_url, env=env)
     assert result.returncode == 2
