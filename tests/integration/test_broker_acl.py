@@ -412,7 +412,8 @@ def test_a_reserved_site_id_is_refused_at_registration(database_url: str, tmp_pa
 
 def test_sites_added_and_removed_reach_the_broker_on_reload(broker: Broker, database_url: str) -> None:
     """``broker-config --watch``: a site given a secret connects after the rewrite and SIGHUP; one
-    whose account is revoked is locked out (its open connection too)."""
+    whose account is revoked, or whose secret is rotated, is locked out (its open connection too)
+    and no one else is disconnected."""
     stop = threading.Event()
     written: queue.Queue[broker_config.BrokerFiles] = queue.Queue()
     watcher = threading.Thread(target=broker_config.watch, args=(broker.settings, broker.identity), kwargs={
@@ -429,7 +430,7 @@ def test_sites_added_and_removed_reach_the_broker_on_reload(broker: Broker, data
         assert written.get(timeout=20).sites == (*SITES, "site-c")
         wait_for(lambda: Client(broker, "site-c").outcome() is None, what="site-c admitted after the reload")
 
-        site_b = Client(broker, "site-b").ready()
+        site_a, site_b = Client(broker, "site-a").ready(), Client(broker, "site-b").ready()
         with connect(database_url) as conn:
             assert broker_config.revoke_site_secret(conn, "site-b")
             conn.commit()
@@ -437,6 +438,16 @@ def test_sites_added_and_removed_reach_the_broker_on_reload(broker: Broker, data
         wait_for(lambda: Client(broker, "site-b").outcome() == "Not authorized", what="site-b refused")
         wait_for(lambda: site_b.disconnects, what="site-b's open connection closed by the reload")
         site_b.close()
+        assert site_a.disconnects == []  # the reload disconnects no one else
+
+        old_secret = broker.passwords["site-a"]
+        broker.passwords.update(_register(database_url, ("site-a",)))  # rotated
+        assert written.get(timeout=20).sites == ("site-a", "site-c")
+        wait_for(lambda: Client(broker, "site-a", password=old_secret).outcome() == "Not authorized",
+                 what="site-a's old secret refused")
+        wait_for(lambda: site_a.disconnects, what="the connection on the old secret closed by the reload")
+        assert Client(broker, "site-a").outcome() is None
+        site_a.close()
     finally:
         stop.set()
         watcher.join(10)
