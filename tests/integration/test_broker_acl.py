@@ -607,3 +607,25 @@ def test_broker_secret_is_printed_once_and_only_its_hash_kept(database_url: str)
     revoked = safeguard("sites", "broker-secret", "site-s", "--revoke", database_url=database_url)
     assert revoked.returncode == 0
     assert "revoked" in revoked.stderr
+
+
+def test_the_broker_config_command(database_url: str, tmp_path: Path) -> None:
+    _register(database_url, ("site-a",))
+    out = tmp_path / "auth"
+    env = {"SAFEGUARD_MQTT_URL": f"mqtt://safeguard-gateway:{GATEWAY_PASSWORD}@127.0.0.1:1883"}
+    result = safeguard("broker-config", "--out", str(out), database_url=database_url, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "1 site accounts" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [broker_config.EXTERNAL_PASSWORDS, broker_config.EXTERNAL_ACL, broker_config.INTERNAL_PASSWORDS,
+         broker_config.INTERNAL_ACL])
+    assert GATEWAY_PASSWORD not in result.stderr + "".join(p.read_text() for p in out.iterdir())
+
+    no_reload = safeguard("broker-config", "--out", str(out), "--reload-pid-file", str(tmp_path / "none.pid"),
+                          database_url=database_url, env=env)
+    assert no_reload.returncode == 2
+    assert "not told to reload" in no_reload.stderr
+    no_password = safeguard("broker-config", "--out", str(out), database_url=database_url,
+                            env={"SAFEGUARD_MQTT_URL": "mqtt://127.0.0.1:1883"})
+    assert no_password.returncode == 2
+    assert "mqtt_url must carry" in no_password.stderr
