@@ -28,7 +28,8 @@ ALERT: dict[str, Any] = {
     "opened_at": "2026-12-01T12:00:00Z", "updated_at": "2026-12-01T12:00:00Z", "acknowledged_at": None,
     "acknowledged_by": None, "resolved_at": None, "resolved_by": None, "count": 1, "detail": {"battery_pct": 90},
 }
-SITES = {"inst-001": {"id": "inst-001", "name": "阳光培训学校", "city": "杭州", "county": "西湖区", "address": "文三路 1 号"}}
+SITES = {"inst-001": {"id": "inst-001", "name": "阳光培训学校", "city": "杭州", "county": "西湖区",
+                      "address": "文三路 1 号"}}
 
 
 def message(event: str = "alert", step: int = 0, language: str = "zh-CN") -> Any:
@@ -47,10 +48,13 @@ def test_webhook_posts_the_alert_json_signed_over_timestamp_and_body(receiver: L
     secret = "0123456789abcdef-secret"
     channel = WebhookChannel("hook", WebhookConfig(type="webhook", url=receiver.url("/hook"), secret=secret), 5)
     outcome = channel.send(message())
-    assert outcome.ok and outcome.code == 200, outcome
+    assert outcome.ok, outcome
+    assert outcome.code == 200
     [got] = receiver.received("/hook")
     body = got.json()
-    assert body["event"] == "alert" and body["step"] == 0 and body["delivery"] == "17"
+    assert body["event"] == "alert"
+    assert body["step"] == 0
+    assert body["delivery"] == "17"
     assert body["alert"] == ALERT  # exactly the API's alert JSON
     assert body["site"]["name"] == "阳光培训学校"
     timestamp = got.headers["x-safeguard-timestamp"]
@@ -68,14 +72,19 @@ def test_wecom_gets_markdown_in_its_documented_shape_and_errcode_counts(receiver
     [got] = receiver.received("/cgi-bin/webhook/send")
     assert got.query == {"key": "the-robot-key"}
     body = got.json()
-    assert set(body) == {"msgtype", "markdown"} and body["msgtype"] == "markdown"
+    assert set(body) == {"msgtype", "markdown"}
+    assert body["msgtype"] == "markdown"
     content = body["markdown"]["content"]
-    assert "火警" in content and "阳光培训学校" in content and "<@zhangsan>" in content
+    assert "火警" in content
+    assert "阳光培训学校" in content
+    assert "<@zhangsan>" in content
     assert len(content.encode()) <= MAX_BYTES
     assert "the-robot-key" not in channel.target  # the key is a secret: never recorded
     receiver.behave("/cgi-bin/webhook/send", reply={"errcode": 93000, "errmsg": "invalid webhook url"})
     refused = channel.send(message())
-    assert refused.result == "error" and refused.code == 200 and "93000" in (refused.error or "")
+    assert refused.result == "error"
+    assert refused.code == 200
+    assert "93000" in (refused.error or "")
 
 
 def test_dingtalk_signs_its_url_and_posts_markdown_with_a_title(receiver: LocalReceiver) -> None:
@@ -95,7 +104,8 @@ def test_dingtalk_signs_its_url_and_posts_markdown_with_a_title(receiver: LocalR
     body = got.json()
     assert body["msgtype"] == "markdown"
     assert body["markdown"]["title"].startswith("【紧急】火警")
-    assert "第 2 级通知" in body["markdown"]["text"] and "@13800000000" in body["markdown"]["text"]
+    assert "第 2 级通知" in body["markdown"]["text"]
+    assert "@13800000000" in body["markdown"]["text"]
     assert body["at"] == {"atMobiles": ["13800000000"], "isAtAll": False}
 
 
@@ -103,17 +113,20 @@ def test_http_failures_and_timeouts_are_outcomes(receiver: LocalReceiver) -> Non
     hook = WebhookConfig(type="webhook", url=receiver.url("/hook"), secret="0123456789abcdef")
     receiver.behave("/hook", statuses=[500])
     failed = WebhookChannel("hook", hook, 5).send(message())
-    assert failed.result == "error" and failed.code == 500
+    assert failed.result == "error"
+    assert failed.code == 500
     release = threading.Event()
     receiver.behave("/hook", hang=release)
     try:
         slow = WebhookChannel("hook", hook, 0.3).send(message())
     finally:
         release.set()
-    assert slow.result == "timeout" and slow.code is None, slow
+    assert slow.result == "timeout", slow
+    assert slow.code is None
     closed = WebhookChannel("hook", WebhookConfig(type="webhook", url="http://127.0.0.1:9/x",
                                                   secret="0123456789abcdef"), 2).send(message())
-    assert closed.result == "error" and closed.error
+    assert closed.result == "error"
+    assert closed.error
 
 
 def test_email_sends_plain_and_html_to_the_configured_addresses() -> None:
@@ -122,7 +135,8 @@ def test_email_sends_plain_and_html_to_the_configured_addresses() -> None:
         config = EmailConfig(type="email", host="127.0.0.1", port=sink.port, security="none",
                              sender="safeguard@example.org", to=("duty@example.org", "chief@example.org"))
         outcome = EmailChannel("mail", config, 5).send(message("all_clear", language="en"))
-        assert outcome.ok and outcome.code == 250
+        assert outcome.ok
+        assert outcome.code == 250
         [mail] = sink.wait(1)
     finally:
         sink.stop()
@@ -131,4 +145,5 @@ def test_email_sends_plain_and_html_to_the_configured_addresses() -> None:
     assert parsed["Subject"].startswith("[ALL CLEAR] Fire alarm")
     assert parsed["X-Safeguard-Delivery"] == "17"
     types = [part.get_content_type() for part in parsed.walk()]
-    assert "text/plain" in types and "text/html" in types
+    assert "text/plain" in types
+    assert "text/html" in types

@@ -84,7 +84,8 @@ def test_maintenance_suppresses_only_the_kinds_it_names() -> None:
                                "start": "2026-12-01T09:00:00+08:00", "end": "2026-12-01T12:00:00+08:00",
                                "note": "annual detector test"}])
     fault = plan(cfg, event(kind="detector_offline", severity="major")).deliveries
-    assert fault and all(p.suppressed and "annual detector test" in p.suppressed for p in fault)
+    assert fault
+    assert all(p.suppressed and "annual detector test" in p.suppressed for p in fault)
     # A real fire alarm during the detector work still pages; so does another site's fault.
     assert all(p.suppressed is None for p in plan(cfg, event()).deliveries)
     assert all(p.suppressed is None for p in plan(cfg, event(kind="detector_offline", severity="major",
@@ -129,8 +130,8 @@ def test_a_channel_is_failing_when_its_failures_since_the_last_success_last_long
 
 @pytest.mark.parametrize(("bad", "says"), [
     ({"routes": [{"name": "r", "steps": [{"channels": ["nope"]}]}]}, "unknown channel(s) ['nope']"),
-    ({"routes": [{"name": "r", "steps": [{"after_s": 60, "channels": ["inst"]}, {"after_s": 0, "channels": ["inst"]}]}]},
-     "strictly increasing after_s"),
+    ({"routes": [{"name": "r", "steps": [{"after_s": 60, "channels": ["inst"]},
+                                         {"after_s": 0, "channels": ["inst"]}]}]}, "strictly increasing after_s"),
     ({"routes": [{"name": "r", "steps": []}]}, "at least 1 item"),
     ({"routes": [{"name": "r", "match": {"severity": ["loud"]}, "steps": [{"channels": ["inst"]}]}]}, "severity"),
     ({"channels": {"x": {"type": "sms", "url": "http://h"}}}, "does not match any of the expected tags"),
