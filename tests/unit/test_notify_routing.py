@@ -147,3 +147,17 @@ def test_bad_notify_config_is_refused_naming_the_key(bad: dict[str, Any], says: 
         load_settings(notify={"channels": CHANNELS, **bad})
     assert "notify" in str(refused.value)
     assert says in str(refused.value)
+
+
+def test_notifier_failing_is_raised_once_while_failing_and_resolved_on_recovery() -> None:
+    from gateway.rules.engine import apply, evaluate_notifier  # noqa: PLC0415
+    from gateway.rules.model import AlertKind, Raise, Resolve  # noqa: PLC0415
+
+    raised = evaluate_notifier("s1", "city-hook", failing=True, since=T0, alerts={})
+    assert [type(c) for c in raised] == [Raise]
+    assert raised[0].key.kind is AlertKind.NOTIFIER_FAILING
+    assert raised[0].key.device == "city-hook"
+    alerts = apply({}, raised)
+    assert evaluate_notifier("s1", "city-hook", failing=True, since=T0, alerts=alerts) == []
+    assert [type(c) for c in evaluate_notifier("s1", "city-hook", failing=False, since=None, alerts=alerts)] == [Resolve]
+    assert evaluate_notifier("s1", "city-hook", failing=False, since=None, alerts={}) == []

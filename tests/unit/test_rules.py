@@ -168,6 +168,7 @@ def test_severity_table_matches_design() -> None:
         AlertKind.DETECTOR_OFFLINE: Severity.MAJOR,
         AlertKind.DETECTOR_FAULT: Severity.MINOR,
         AlertKind.AGENT_OFFLINE: Severity.MAJOR,
+        AlertKind.NOTIFIER_FAILING: Severity.MINOR,  # issue 16: the notifier's own (docs/operations.md)
     }
     assert set(SEVERITY) == set(AlertKind)
 
