@@ -187,6 +187,7 @@ def test_alert_kind_and_state_words() -> None:
         "detector_offline",
         "detector_fault",
         "agent_offline",
+        "notifier_failing",
     }
     assert [s.value for s in AlertState] == ["open", "acknowledged", "resolved"]
 
