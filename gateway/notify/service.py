@@ -2,9 +2,10 @@
 
 One thread plans (alert changes -> scheduled deliveries) and claims due deliveries; a pool of
 ``concurrency`` threads sends them, each with its own timeout, so a receiver that hangs holds one
-thread, never the others. It wakes on every committed alert change (``LISTEN sg_alert_changes``)
-and at least every ``poll_interval_s``. Ingest never waits for it: it only reads what ingest
-committed. Any number may run (gateway/notify/store.py says how they share the work).
+thread, never the others. It wakes on every committed alert change (a listener thread on
+``LISTEN sg_alert_changes``), whenever a send finishes, and at least every ``poll_interval_s``.
+Ingest never waits for it: it only reads what ingest committed. Any number may run
+(gateway/notify/store.py says how they share the work).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ DELIVERY_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 _HEALTH_EVERY_S = 5.0
+# Deliveries claimed per sending thread: the claiming loop, not the sends, is the bottleneck of a
+# burst (a regional event), so a few wait in the pool's queue. Their lease covers the wait.
+_QUEUED_PER_THREAD = 4
 
 
 class Notifier:
@@ -44,13 +48,15 @@ class Notifier:
         self._pool = pool
         self._channels: dict[str, Channel] = {}
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # an alert change committed, or a send finished
         self._busy = 0
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
+        self._listener: threading.Thread
         self._last_health = 0.0
         timeouts = [getattr(c, "timeout_s", None) or self._config.timeout_s for c in self._config.channels.values()]
-        self._lease_s = max(timeouts, default=self._config.timeout_s) + self._config.lease_margin_s
+        self._lease_s = max(timeouts, default=self._config.timeout_s) * _QUEUED_PER_THREAD + self._config.lease_margin_s
 
     @property
     def active(self) -> bool:
@@ -65,12 +71,16 @@ class Notifier:
         self._executor = ThreadPoolExecutor(self._config.concurrency, thread_name_prefix="notify-send")
         self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
         self._thread.start()
+        self._listener = threading.Thread(target=self._listen, name="notifier-listen", daemon=True)
+        self._listener.start()
         log.info("notifier started: %d channels, %d routes", len(self._channels), len(self._config.routes))
 
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+            self._listener.join(timeout=5)
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         for channel in self._channels.values():
@@ -82,18 +92,29 @@ class Notifier:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                wait = self.step(time.time())
+            except psycopg.OperationalError as exc:
+                log.warning("notifier lost the database (%s); retrying", exc)
+                wait = self._config.poll_interval_s
+            except Exception:
+                log.exception("notifier step failed; retrying")
+                wait = self._config.poll_interval_s
+            self._wake.wait(wait)
+
+    def _listen(self) -> None:
+        """Wake the loop on every committed alert change."""
+        while not self._stopping.is_set():
             try:
                 with connect(self._settings.database_url, autocommit=True) as listener:
                     listener.execute(f"LISTEN {ALERT_CHANNEL}")
                     while not self._stopping.is_set():
-                        wait = self.step(time.time())
-                        for _ in listener.notifies(timeout=wait, stop_after=1):
-                            pass
+                        for _ in listener.notifies(timeout=1.0, stop_after=1):
+                            self._wake.set()
             except psycopg.OperationalError as exc:
-                log.warning("notifier lost the database (%s); retrying", exc)
-            except Exception:
-                log.exception("notifier step failed; retrying")
-            self._stopping.wait(self._config.poll_interval_s)
+                log.warning("notifier's listener lost the database (%s); retrying", exc)
+                self._stopping.wait(1.0)
 
     def step(self, now: float) -> float:
         """Plan, check the channels' health, claim and hand out due deliveries; how long to wait."""
@@ -108,7 +129,7 @@ class Notifier:
                     self._last_health = now
                     store.check_health(conn, sorted(self._channels), now, config.failing_after_s)
                 with self._lock:
-                    free = config.concurrency - self._busy
+                    free = config.concurrency * _QUEUED_PER_THREAD - self._busy
                 targets = {name: ch.target for name, ch in self._channels.items()}
                 claimed = store.claim(conn, now, free, self._lease_s, targets)
                 due = store.next_due(conn)
@@ -140,8 +161,6 @@ class Notifier:
             if channel is None:
                 outcome = Outcome("error", None, f"channel {first.channel!r} is no longer configured")
             else:
-                with self._pool.connection() as conn:
-                    alerts, sites = store.load_alerts(conn, [c.alert_id for c in batch])
                 after_s = 0.0
                 route = next((r for r in self._config.routes if r.name == first.route), None)
                 if route is not None and first.step < len(route.steps):
@@ -149,7 +168,7 @@ class Notifier:
                 message = render(
                     "digest" if first.purpose == "digest" else "all_clear" if first.purpose == "all_clear" else "alert",
                     route=first.route, step=first.step, delivery=",".join(str(c.id) for c in batch),
-                    alerts=[alerts[c.alert_id] for c in batch if c.alert_id in alerts], sites=sites,
+                    alerts=[c.alert for c in batch], sites={c.site: c.site_info for c in batch},
                     language=self._config.language, zone=self._settings.problem_timezone, after_s=after_s,
                     console_url=self._config.console_url,
                 )
@@ -169,3 +188,4 @@ class Notifier:
         finally:
             with self._lock:
                 self._busy -= len(batch)
+            self._wake.set()  # a free thread: claim the next

@@ -112,10 +112,16 @@ class Claimed:
     channel: str
     attempts: int
     attempt_id: int
+    alert: dict[str, Any]  # as the API shows it, at the claim
+    site_info: dict[str, Any]  # the registry's name, city, county, address
+
+
+_ALERT_COLUMNS = ", ".join(f"a.{c.strip()}" for c in alert_store.COLUMNS.split(","))
 
 
 def claim(conn: Conn, now: float, limit: int, lease_s: float, targets: Mapping[str, str]) -> list[Claimed]:
-    """Take up to ``limit`` due deliveries (none another process holds) for this process."""
+    """Take up to ``limit`` due deliveries (none another process holds) for this process, each with
+    its alert and site: the sender needs the database again only for the outcome."""
     if limit <= 0:
         return []
     at = from_epoch(now)
@@ -131,15 +137,18 @@ def claim(conn: Conn, now: float, limit: int, lease_s: float, targets: Mapping[s
         )
         rows = conn.execute(
             "WITH due AS (SELECT id FROM notifications WHERE state IN ('pending', 'sending') AND next_at <= %(at)s"
-            "  ORDER BY next_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
-            " UPDATE notifications n SET state = 'sending', attempts = n.attempts + 1, next_at = %(lease)s"
-            " FROM due WHERE n.id = due.id"
-            " RETURNING n.id, n.alert_id, n.site, n.purpose, n.route, n.step, n.channel, n.attempts",
+            "  ORDER BY next_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+            " taken AS (UPDATE notifications n SET state = 'sending', attempts = n.attempts + 1, next_at = %(lease)s"
+            "  FROM due WHERE n.id = due.id"
+            "  RETURNING n.id AS nid, n.purpose, n.route, n.step, n.channel, n.attempts, n.alert_id AS nalert)"
+            f" SELECT t.*, {_ALERT_COLUMNS}, s.name AS site_name, s.city AS site_city, s.county AS site_county,"
+            "  s.address AS site_address"
+            " FROM taken t JOIN alerts a ON a.id = t.nalert LEFT JOIN sites s ON s.id = a.site ORDER BY t.nid",
             {"at": at, "limit": limit, "lease": from_epoch(now + lease_s)},
         ).fetchall()
         if not rows:
             return []
-        ids = [r["id"] for r in rows]
+        ids = [r["nid"] for r in rows]
         # Attempts still 'sending' belong to a claim whose notifier stopped before it knew the outcome.
         conn.execute(
             "UPDATE notification_attempts SET result = 'interrupted',"
@@ -147,32 +156,21 @@ def claim(conn: Conn, now: float, limit: int, lease_s: float, targets: Mapping[s
             " WHERE notification_id = ANY(%s) AND result = 'sending'",
             (ids,),
         )
-        claimed = []
-        for r in rows:
-            attempt = conn.execute(
-                "INSERT INTO notification_attempts (notification_id, alert_id, channel, target, attempt, at, result)"
-                " VALUES (%s, %s, %s, %s, %s, %s, 'sending') RETURNING id",
-                (r["id"], r["alert_id"], r["channel"], targets.get(r["channel"], "(not configured)"), r["attempts"],
-                 at),
-            ).fetchone()
-            assert attempt is not None
-            claimed.append(Claimed(r["id"], r["alert_id"], r["site"], r["purpose"], r["route"], r["step"],
-                                   r["channel"], r["attempts"], attempt["id"]))
-        return claimed
-
-
-def load_alerts(conn: Conn, alert_ids: Sequence[int]) -> tuple[dict[int, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The alerts as the API shows them now, and their sites' registry fields."""
-    rows = conn.execute(f"SELECT {alert_store.COLUMNS} FROM alerts WHERE id = ANY(%s)", (list(alert_ids),)).fetchall()
-    alerts = {r["id"]: alert_store.alert_json(r) for r in rows}
-    sites = {
-        s["id"]: {"id": s["id"], "name": s["name"], "city": s["city"], "county": s["county"], "address": s["address"]}
-        for s in conn.execute(
-            "SELECT id, name, city, county, address FROM sites WHERE id = ANY(%s)",
-            (sorted({a["site"] for a in alerts.values()}),),
-        )
-    }
-    return alerts, sites
+        attempts = {a["notification_id"]: a["id"] for a in conn.execute(
+            "INSERT INTO notification_attempts (notification_id, alert_id, channel, target, attempt, at, result)"
+            " SELECT n, a, c, t, k, %s, 'sending'"
+            " FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::int[]) AS u(n, a, c, t, k)"
+            " RETURNING id, notification_id",
+            (at, ids, [r["nalert"] for r in rows], [r["channel"] for r in rows],
+             [targets.get(r["channel"], "(not configured)") for r in rows], [r["attempts"] for r in rows]),
+        )}
+        return [
+            Claimed(r["nid"], r["nalert"], r["site"], r["purpose"], r["route"], r["step"], r["channel"], r["attempts"],
+                    attempts[r["nid"]], alert_store.alert_json(r),
+                    {"id": r["site"], "name": r["site_name"], "city": r["site_city"], "county": r["site_county"],
+                     "address": r["site_address"]})
+            for r in rows
+        ]
 
 
 def finish(conn: Conn, claimed: Sequence[Claimed], outcome: Outcome, now: float, config: NotifyConfig) -> None:

@@ -159,5 +159,6 @@ def test_notifier_failing_is_raised_once_while_failing_and_resolved_on_recovery(
     assert raised[0].key.device == "city-hook"
     alerts = apply({}, raised)
     assert evaluate_notifier("s1", "city-hook", failing=True, since=T0, alerts=alerts) == []
-    assert [type(c) for c in evaluate_notifier("s1", "city-hook", failing=False, since=None, alerts=alerts)] == [Resolve]
+    recovered = evaluate_notifier("s1", "city-hook", failing=False, since=None, alerts=alerts)
+    assert [type(c) for c in recovered] == [Resolve]
     assert evaluate_notifier("s1", "city-hook", failing=False, since=None, alerts={}) == []
