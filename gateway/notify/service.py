@@ -182,7 +182,11 @@ class Notifier:
             log.warning("notification %s via %s: %s", first.id, first.channel, outcome.error)
         try:
             with self._pool.connection() as conn:
-                store.finish(conn, batch, outcome, time.time(), self._config)
+                conn.autocommit = True  # one statement, one round trip
+                try:
+                    store.finish(conn, batch, outcome, time.time(), self._config)
+                finally:
+                    conn.autocommit = False
         except Exception:
             log.exception("could not record delivery %s (its lease ends, and it is sent again)", first.id)
         finally:

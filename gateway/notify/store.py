@@ -174,28 +174,33 @@ def claim(conn: Conn, now: float, limit: int, lease_s: float, targets: Mapping[s
 
 
 def finish(conn: Conn, claimed: Sequence[Claimed], outcome: Outcome, now: float, config: NotifyConfig) -> None:
-    """Record the outcome of one send (a digest is one send for several deliveries)."""
+    """Record the outcome of one send (a digest is one send for several deliveries): the attempts
+    and the deliveries in one statement (a burst's bottleneck is round trips)."""
     at = from_epoch(now)
-    with conn.transaction():
-        for c in claimed:
-            conn.execute(
-                "UPDATE notification_attempts SET result = %s, response_code = %s, latency_ms = %s, error = %s"
-                " WHERE id = %s AND result = 'sending'",
-                (outcome.result, outcome.code, outcome.latency_ms, outcome.error, c.attempt_id),
-            )
-            if outcome.ok:
-                state, next_at, note = "sent", at, None
-            elif c.attempts >= config.max_attempts:
-                state, next_at, note = "failed", at, f"gave up after {c.attempts} attempts: {outcome.error}"
-            else:
-                state, note = "pending", outcome.error
-                next_at = from_epoch(now + backoff_s(c.attempts, config.retry_backoff_s, config.retry_max_s))
-            conn.execute(
-                "UPDATE notifications SET state = %s, next_at = %s, note = %s,"
-                " done_at = CASE WHEN %s IN ('sent', 'failed') THEN %s ELSE NULL END"
-                " WHERE id = %s AND state = 'sending'",
-                (state, next_at, note, state, at, c.id),
-            )
+    states, next_ats, notes = [], [], []
+    for c in claimed:
+        if outcome.ok:
+            state, next_at, note = "sent", at, None
+        elif c.attempts >= config.max_attempts:
+            state, next_at, note = "failed", at, f"gave up after {c.attempts} attempts: {outcome.error}"
+        else:
+            state, note = "pending", outcome.error
+            next_at = from_epoch(now + backoff_s(c.attempts, config.retry_backoff_s, config.retry_max_s))
+        states.append(state)
+        next_ats.append(next_at)
+        notes.append(note)
+    conn.execute(
+        "WITH attempt AS (UPDATE notification_attempts SET result = %(result)s, response_code = %(code)s,"
+        "  latency_ms = %(latency)s, error = %(error)s WHERE id = ANY(%(attempts)s) AND result = 'sending')"
+        " UPDATE notifications n SET state = u.state, next_at = u.next_at, note = u.note,"
+        "  done_at = CASE WHEN u.state IN ('sent', 'failed') THEN %(at)s::timestamptz END"
+        " FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(next_ats)s::timestamptz[], %(notes)s::text[])"
+        "  AS u(id, state, next_at, note)"
+        " WHERE n.id = u.id AND n.state = 'sending'",
+        {"result": outcome.result, "code": outcome.code, "latency": outcome.latency_ms, "error": outcome.error,
+         "attempts": [c.attempt_id for c in claimed], "at": at, "ids": [c.id for c in claimed], "states": states,
+         "next_ats": next_ats, "notes": notes},
+    )
 
 
 def next_due(conn: Conn) -> float | None:
