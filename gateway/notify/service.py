@@ -53,15 +53,10 @@ class Notifier:
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
-        self._listener: threading.Thread
+        self._listener: threading.Thread | None = None
         self._last_health = 0.0
         timeouts = [getattr(c, "timeout_s", None) or self._config.timeout_s for c in self._config.channels.values()]
         self._lease_s = max(timeouts, default=self._config.timeout_s) * _QUEUED_PER_THREAD + self._config.lease_margin_s
-
-    @property
-    def active(self) -> bool:
-        """Configured with something to do."""
-        return bool(self._config.routes)
 
     def start(self) -> None:
         if self._pool is None:
@@ -80,6 +75,7 @@ class Notifier:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._listener is not None:
             self._listener.join(timeout=5)
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
