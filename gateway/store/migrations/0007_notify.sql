@@ -28,7 +28,7 @@ CREATE INDEX notifications_alert ON notifications (alert_id, id);
 
 CREATE TABLE notification_attempts (
     id              bigserial PRIMARY KEY,
-    notification_id bigint NOT NULL REFERENCES notifications (id),
+    notification_id bigint NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
     alert_id        bigint NOT NULL,
     channel         text NOT NULL,
     target          text NOT NULL,  -- without secrets (a webhook URL's query is left out)
