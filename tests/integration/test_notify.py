@@ -414,3 +414,19 @@ def test_safeguard_notify_refuses_a_bad_config_naming_the_key(tmp_path: Path) ->
     assert done.returncode == 2
     assert "notify" in done.stderr
     assert "unknown channel(s) ['brigade']" in done.stderr
+
+
+def test_purging_a_site_takes_its_notifications_with_it(database_url: str, receiver: LocalReceiver) -> None:
+    from gateway.store.sites import purge_site  # noqa: PLC0415
+
+    register(database_url)
+    config = notify_config(receiver, steps=[{"after_s": 0, "channels": ["city-hook"]}])
+    with running(Settings(database_url=database_url, notify=config)):
+        alert_id = raise_alert(database_url, AlertKind.FIRE_ALARM, "smoke-1")
+        wait_delivery(database_url, alert_id, "city-hook", "sent")
+    with connect(database_url) as conn:
+        deleted = purge_site(conn, SITE)
+        conn.commit()
+    assert deleted is not None
+    assert deleted["notifications"] == 1
+    assert scalar(database_url, "SELECT count(*) FROM notification_attempts") == 0
