@@ -48,14 +48,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.runtime import Gateway  # noqa: PLC0415 - keep `safeguard --help` fast
 
     roles = {"serve": (True, True, True), "ingest": (True, False, False), "supervise": (False, True, False),
-             "api": (False, False, True)}[args.command]
+             "api": (False, False, True), "notify": (False, False, False)}[args.command]
     if getattr(args, "workers", 1) > 1:
         return cmd_ingest_workers(args)
     overrides: dict[str, Any] = {"ingest_worker_id": args.worker_id} if getattr(args, "worker_id", None) else {}
     if getattr(args, "lane", None):
         overrides["ingest_lanes"] = {args.lane}
     settings = load_settings(Path(args.config) if args.config else None, **overrides)
-    gateway = Gateway(settings, ingest=roles[0], supervise=roles[1], api=roles[2])
+    notify = True if args.command == "notify" else None if args.command == "serve" else False
+    if args.command == "notify" and not settings.notify.routes:
+        raise ConfigError("safeguard notify: no notify.routes configured (docs/operations.md, Notifications)")
+    gateway = Gateway(settings, ingest=roles[0], supervise=roles[1], api=roles[2], notify=notify)
     gateway.start()
     if gateway.api is not None:
         logging.getLogger("safeguard").info("API on %s", gateway.api_url)
@@ -673,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-feed", action="store_true", help="no simulated sites")
     demo.set_defaults(func=cmd_demo)
     for name, text in (("serve", "ingest + supervisor + API in one process"), ("ingest", "MQTT ingest worker"),
-                       ("supervise", "leader-elected supervisor"), ("api", "HTTP API")):
+                       ("supervise", "leader-elected supervisor"), ("api", "HTTP API"),
+                       ("notify", "notifier: alerts to WeCom, DingTalk, webhooks, e-mail, in steps")):
         role = with_config(sub.add_parser(name, help=text))
         role.set_defaults(func=cmd_serve)
         if name == "ingest":

@@ -11,6 +11,7 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.notify.config import NotifyConfig
 from protocol.mqtt import MqttEndpoint, MqttVersion
 
 # Rectification deadlines in days per problem kind (docs/problems.md); settings may override any.
@@ -98,6 +99,9 @@ class Settings(BaseSettings):
     # up to this far behind now (readings still being committed are caught on a later run).
     compliance_timeline_every_s: float = Field(60.0, gt=0)
     compliance_settle_s: float = Field(60.0, ge=0)
+    # The notifier (`safeguard notify`, docs/operations.md "Notifications"): channels, routes in
+    # escalation steps, quiet hours, maintenance windows. Empty: it has nothing to do.
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     @field_validator("mqtt_url")
     @classmethod

@@ -14,6 +14,7 @@ from dashboards import CONSOLE_DIR
 from gateway.api.app import create_app
 from gateway.config import Settings
 from gateway.ingest.service import IngestService
+from gateway.notify.service import Notifier
 from gateway.store.db import Conn, open_pool
 from gateway.supervisor import Supervisor
 
@@ -60,9 +61,15 @@ class ApiServer:
 class Gateway:
     """``safeguard serve``: the roles chosen, sharing one connection pool."""
 
-    def __init__(self, settings: Settings, *, ingest: bool = True, supervise: bool = True, api: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, ingest: bool = True, supervise: bool = True, api: bool = True,
+        notify: bool | None = None,
+    ) -> None:
         self.settings = settings
         self._roles = (ingest, supervise, api)
+        # The notifier by default when routes are configured (docs/operations.md, "Notifications").
+        self._notify = bool(settings.notify.routes) if notify is None else notify
+        self.notifier: Notifier | None = None
         self.pool: ConnectionPool[Conn] | None = None
         self.ingest: IngestService | None = None
         self.supervisor: Supervisor | None = None
@@ -77,6 +84,9 @@ class Gateway:
         if supervise:
             self.supervisor = Supervisor(self.settings, self.pool)
             self.supervisor.start()
+        if self._notify:
+            self.notifier = Notifier(self.settings)  # a pool of its own: sends never starve ingest
+            self.notifier.start()
         if not api and self.settings.metrics_port is not None:
             start_http_server(self.settings.metrics_port, addr=self.settings.api_host)
         if api:
@@ -91,7 +101,7 @@ class Gateway:
         return f"http://{self.settings.api_host}:{self.api.port}"
 
     def stop(self) -> None:
-        for part in (self.api, self.supervisor, self.ingest):
+        for part in (self.api, self.notifier, self.supervisor, self.ingest):
             if part is not None:
                 part.stop()
         if self.pool is not None:

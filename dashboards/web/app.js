@@ -39,6 +39,7 @@ const state = {
   renderQueued: false,
   problems: null, // the inspector view's problem list as last fetched
   problemsSeq: 0, // the latest problem-list request of the inspector view (older answers are dropped)
+  notified: new Map(), // alert id -> {open, items, error}: "who was told when" on the site detail
 };
 
 // ------------------------------------------------------------------ helpers
@@ -615,6 +616,7 @@ function renderSites() {
 
 async function openDetail(siteId) {
   state.detail = null;
+  state.notified = new Map();
   stopDetailPoll();
   clearSnapshots();
   $("site-head").replaceChildren(h("p", { class: "muted" }, t("sites.loading")));
@@ -688,8 +690,69 @@ function renderDetail() {
     a.acknowledged_at ? h("div", { class: "muted" }, `${t("state.acknowledged")}: `,
       t("alert.by", { who: a.acknowledged_by ?? "—", at: formatTime(a.acknowledged_at) })) : null,
     a.resolved_at ? h("div", { class: "muted" }, `${t("state.resolved")}: `,
-      t("alert.by", { who: a.resolved_by ?? "—", at: formatTime(a.resolved_at) })) : null)))
+      t("alert.by", { who: a.resolved_by ?? "—", at: formatTime(a.resolved_at) })) : null,
+    notifiedBlock(a))))
     : [h("li", { class: "muted" }, t("detail.none"))]));
+}
+
+// ------------------------------------------------------------------ alert detail: who was told when
+
+function notifiedBlock(alert) {
+  const entry = state.notified.get(alert.id);
+  const toggle = h("button", { type: "button", class: "link", testid: "notify-toggle",
+    onclick: () => toggleNotified(alert.id) }, t(entry?.open ? "notify.hide" : "notify.show"));
+  if (!entry?.open) return h("div", { class: "notify" }, toggle);
+  let body;
+  if (entry.error) body = h("p", { class: "error" }, t("error.generic", { detail: entry.error }));
+  else if (!entry.items) body = h("p", { class: "muted" }, t("notify.loading"));
+  else if (!entry.items.length) body = h("p", { class: "muted", testid: "notify-none" }, t("notify.none"));
+  else {
+    body = h("table", { class: "notify-table", testid: "notify-table" },
+      h("thead", {}, h("tr", {}, ...["notify.when", "notify.channel", "notify.step", "notify.event", "notify.result"]
+        .map((key) => h("th", {}, t(key))))),
+      h("tbody", {}, ...entry.items.map(notifiedRow)));
+  }
+  return h("div", { class: "notify" }, toggle, body);
+}
+
+function notifiedRow(d) {
+  const last = d.attempts[d.attempts.length - 1];
+  const when = last ? last.at : d.done_at ?? d.due_at;
+  const result = last ? `${t(`notify.result.${last.result}`)}${last.response_code ? ` (${last.response_code})` : ""}` : "";
+  return h("tr", { testid: "notify-row", dataset: { channel: d.channel, state: d.state, event: d.event } },
+    h("td", {}, formatTime(when)),
+    h("td", { class: "mono" }, d.channel),
+    h("td", { class: "num" }, d.step + 1),
+    h("td", {}, t(`notify.event.${d.event}`)),
+    h("td", {}, badge(`state ns-${d.state}`, t(`notify.state.${d.state}`)),
+      d.attempts.length > 1 ? ` ${t("notify.attempts", { n: d.attempts.length })}` : "",
+      result ? ` · ${result}` : "",
+      d.note ? h("div", { class: "muted" }, d.note) : null));
+}
+
+function toggleNotified(id) {
+  const entry = state.notified.get(id) ?? { open: false, items: null, error: null };
+  entry.open = !entry.open;
+  state.notified.set(id, entry);
+  scheduleRender();
+  if (entry.open) loadNotified(id);
+}
+
+async function loadNotified(id) {
+  const entry = state.notified.get(id);
+  if (!entry) return;
+  try {
+    const answer = await api(`${API}/alerts/${encodeURIComponent(id)}/notifications`);
+    entry.items = answer.items;
+    entry.error = null;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      signOut();
+      return;
+    }
+    entry.error = err.detail ?? err.message;
+  }
+  scheduleRender();
 }
 
 // ------------------------------------------------------------------ site detail: exit snapshots
@@ -705,6 +768,7 @@ function startDetailPoll() {
       if (snap.failed && !snap.loading) snap.fetchedFor = null; // try a failed image again
     }
     refreshDevices();
+    for (const [id, entry] of state.notified) if (entry.open) loadNotified(id); // steps go on meanwhile
   }, DETAIL_POLL_MS);
 }
 

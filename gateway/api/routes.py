@@ -17,6 +17,7 @@ from gateway.api.deps import ConnDep, PrincipalDep, SettingsDep, check_site, req
 from gateway.api.live import AlertHub
 from gateway.auth import MAY_ACT_ON_ALERTS, Principal, Role, list_tokens, revoke_token
 from gateway.broker_config import ReservedSiteId, check_site_id
+from gateway.notify import store as notify_store
 from gateway.rules import engine
 from gateway.rules.model import AlertKind, AlertState, Severity
 from gateway.store import alerts as alert_store
@@ -243,6 +244,13 @@ async def alert_stream(
 @router.get("/alerts/{alert_id}")
 def get_alert(alert_id: int, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
     return _visible_alert(conn, principal, alert_id)
+
+
+@router.get("/alerts/{alert_id}/notifications")
+def alert_notifications(alert_id: int, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Who was told when: the notifier's deliveries of this alert, each with every attempt."""
+    _visible_alert(conn, principal, alert_id)
+    return {"items": notify_store.deliveries(conn, alert_id)}
 
 
 def _act(step: alert_store.Step, alert_id: int, conn: Conn, principal: Principal, body: Note | None) -> dict[str, Any]:

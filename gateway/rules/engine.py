@@ -260,6 +260,19 @@ def evaluate_escalation(alert: OpenAlert, *, opened_at: float, now: float, after
     return [Update(alert.key, detail, "escalated")]
 
 
+def evaluate_notifier(
+    site: str, channel: str, *, failing: bool, since: float | None, alerts: OpenAlerts
+) -> list[Change]:
+    """``notifier_failing`` (device: the channel) while deliveries of the site's alerts through
+    ``channel`` keep failing (the notifier decides ``failing``); resolved once one gets through."""
+    key = AlertKey(site, channel, AlertKind.NOTIFIER_FAILING)
+    if failing and key not in alerts:
+        return [Raise(key, {"channel": channel, "failing_since": iso(since) if since is not None else None})]
+    if not failing and key in alerts:
+        return [Resolve(key, "deliveries through the channel succeed again")]
+    return []
+
+
 def evaluate_acknowledged(alert: OpenAlert) -> list[Change]:
     """After an acknowledgement: a fire alarm whose detector is already normal resolves."""
     if alert.key.kind is AlertKind.FIRE_ALARM and alert.detail.get("detector_normal", False):

@@ -17,6 +17,7 @@ class AlertKind(StrEnum):
     DETECTOR_OFFLINE = "detector_offline"
     DETECTOR_FAULT = "detector_fault"
     AGENT_OFFLINE = "agent_offline"
+    NOTIFIER_FAILING = "notifier_failing"  # raised by the notifier (gateway/notify), device = the channel
 
 
 class Severity(StrEnum):
@@ -41,7 +42,10 @@ SEVERITY: Mapping[AlertKind, Severity] = {
     AlertKind.DETECTOR_OFFLINE: Severity.MAJOR,
     AlertKind.DETECTOR_FAULT: Severity.MINOR,
     AlertKind.AGENT_OFFLINE: Severity.MAJOR,
+    AlertKind.NOTIFIER_FAILING: Severity.MINOR,
 }
+# Kinds raised by the gateway's own roles, not by anything a site sends.
+GATEWAY_KINDS = frozenset({AlertKind.NOTIFIER_FAILING})
 SITE_LEVEL_KINDS = frozenset({AlertKind.AGENT_OFFLINE, AlertKind.FIRE_ALARM_EXIT_BLOCKED})
 
 

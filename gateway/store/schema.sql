@@ -114,11 +114,13 @@ CREATE TABLE alert_history (
     by       text NOT NULL,
     note     text,
     alert    jsonb NOT NULL,  -- the alert as the API shows it, right after this change
-    relayed  boolean NOT NULL DEFAULT false  -- published to sg/v1/alerts/{site} by the leader
+    relayed  boolean NOT NULL DEFAULT false,  -- published to sg/v1/alerts/{site} by the leader
+    notified boolean NOT NULL DEFAULT false   -- routed by the notifier (gateway/notify)
 );
 CREATE INDEX alert_history_alert ON alert_history (alert_id, id);
 CREATE INDEX alert_history_unrelayed ON alert_history (id) WHERE NOT relayed;
 CREATE INDEX alert_history_at ON alert_history (at);
+CREATE INDEX alert_history_unnotified ON alert_history (id) WHERE NOT notified;
 
 CREATE TABLE dead_letters (
     id              bigserial PRIMARY KEY,
@@ -240,3 +242,40 @@ CREATE TABLE broker_credentials (
     password_hash text NOT NULL CHECK (password_hash LIKE '$7$%'),
     issued_at     timestamptz NOT NULL DEFAULT now()
 );
+
+-- The notifier (gateway/notify): the deliveries it scheduled and every attempt to make one.
+CREATE TABLE notifications (
+    id         bigserial PRIMARY KEY,
+    alert_id   bigint NOT NULL REFERENCES alerts (id),
+    site       text NOT NULL,
+    purpose    text NOT NULL CHECK (purpose IN ('alert', 'all_clear', 'digest')),
+    route      text NOT NULL,
+    step       integer NOT NULL CHECK (step >= 0),
+    channel    text NOT NULL,
+    due_at     timestamptz NOT NULL,
+    state      text NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'failed', 'suppressed', 'cancelled')),
+    attempts   integer NOT NULL DEFAULT 0,
+    next_at    timestamptz NOT NULL,  -- pending: when due (or retried); sending: the end of the claim's lease
+    created_at timestamptz NOT NULL,
+    done_at    timestamptz,
+    note       text,                  -- why suppressed or cancelled; the last error
+    UNIQUE (alert_id, purpose, channel)  -- a channel is told once per purpose: a restart never doubles a step
+);
+CREATE INDEX notifications_due ON notifications (next_at) WHERE state IN ('pending', 'sending');
+CREATE INDEX notifications_alert ON notifications (alert_id, id);
+
+CREATE TABLE notification_attempts (
+    id              bigserial PRIMARY KEY,
+    notification_id bigint NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
+    alert_id        bigint NOT NULL,
+    channel         text NOT NULL,
+    target          text NOT NULL,  -- without secrets (a webhook URL's query is left out)
+    attempt         integer NOT NULL,
+    at              timestamptz NOT NULL,
+    result          text NOT NULL CHECK (result IN ('sending', 'ok', 'error', 'timeout', 'interrupted')),
+    response_code   integer,
+    latency_ms      float8,
+    error           text
+);
+CREATE INDEX notification_attempts_notification ON notification_attempts (notification_id, id);
+CREATE INDEX notification_attempts_channel ON notification_attempts (channel, id DESC);

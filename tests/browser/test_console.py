@@ -590,3 +590,58 @@ def test_inspector_closes_an_overdue_problem_with_a_note(
     assert problem["history"][-1]["action"] == "closed"
     assert problem["history"][-1]["note"] == "通道已清理 现场复查合格"
     assert world.page_errors == []
+
+
+def test_alert_detail_shows_who_was_told_when(
+    browser: Browser, settings: Settings, consoles: list[BrowserContext]
+) -> None:
+    from gateway.notify.config import NotifyConfig  # noqa: PLC0415
+    from gateway.notify.receivers import LocalReceiver  # noqa: PLC0415
+
+    receiver = LocalReceiver().start()
+    notify = NotifyConfig.model_validate({
+        "channels": {"xihu-wecom": {"type": "wecom", "url": receiver.url("/wecom") + "?key=k"},
+                     "xihu-brigade": {"type": "dingtalk", "url": receiver.url("/ding") + "?access_token=t"}},
+        "routes": [{"name": "xihu", "match": {"county": ["西湖区"]},
+                    "steps": [{"after_s": 0, "channels": ["xihu-wecom"]},
+                              {"after_s": 600, "channels": ["xihu-brigade"]}]}],
+        "poll_interval_s": 0.1,
+    })
+    gateway = Gateway(settings.model_copy(update={"notify": notify}))
+    gateway.start()
+    errors: list[str] = []
+    agents: dict[str, Agent] = {}
+    try:
+        _admin, tokens = register(gateway)
+        agents = agents_for(gateway)
+        agents[SITE_A].smoke("smoke-1", "alarm")
+        receiver.wait("/wecom")
+        url = gateway.api_url
+        page = open_console(browser, consoles, url, tokens["fire_brigade"], errors)
+        page.goto(f"{url}/#/site/{SITE_A}")
+        item = page.locator('[data-testid="timeline-item"]').filter(has_text="火警")
+        expect(item).to_have_count(1, timeout=LIVE_S)
+        item.get_by_test_id("notify-toggle").click()
+        sent = item.locator('[data-testid="notify-row"][data-channel="xihu-wecom"]')
+        expect(sent).to_have_attribute("data-state", "sent", timeout=LIVE_S)
+        expect(sent).to_contain_text("已送达")
+        expect(sent).to_contain_text("成功 (200)")
+        pending = item.locator('[data-testid="notify-row"][data-channel="xihu-brigade"]')
+        expect(pending).to_have_attribute("data-state", "pending")
+        sent.scroll_into_view_if_needed()
+        shot(page, "alert-notifications")
+        # Acknowledged: the brigade's step is cancelled, shown as the detail refreshes.
+        alert = wait_for(lambda: Api(url).alert(site=SITE_A, kind="fire_alarm"), what="fire alarm")
+        assert Api(url).http.post(f"/api/v1/alerts/{alert['id']}/ack", json={}).status_code == 200
+        expect(pending).to_have_attribute("data-state", "cancelled", timeout=LIVE_S)
+        expect(pending).to_contain_text("已取消")
+        assert errors == []
+    finally:
+        for context in consoles:
+            with contextlib.suppress(Exception):
+                context.close()
+        for agent in agents.values():
+            with contextlib.suppress(Exception):
+                agent.close()
+        gateway.stop()
+        receiver.stop()

@@ -168,6 +168,7 @@ def test_severity_table_matches_design() -> None:
         AlertKind.DETECTOR_OFFLINE: Severity.MAJOR,
         AlertKind.DETECTOR_FAULT: Severity.MINOR,
         AlertKind.AGENT_OFFLINE: Severity.MAJOR,
+        AlertKind.NOTIFIER_FAILING: Severity.MINOR,  # issue 16: the notifier's own (docs/operations.md)
     }
     assert set(SEVERITY) == set(AlertKind)
 
@@ -186,6 +187,7 @@ def test_alert_kind_and_state_words() -> None:
         "detector_offline",
         "detector_fault",
         "agent_offline",
+        "notifier_failing",
     }
     assert [s.value for s in AlertState] == ["open", "acknowledged", "resolved"]
 

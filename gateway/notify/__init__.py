@@ -1,0 +1,1 @@
+"""The notifier (DESIGN section 5a): alert changes from the database to people's phones, in steps."""
