@@ -1,4 +1,4 @@
-"""Exit-blockage detection: is an object left standing in an exit region? (issue 3, point 3)
+"""Exit-blockage detection: is an object left standing in an exit region? (issues 3 and 11)
 
 Pure and stateful per exit: :meth:`ExitBlockageDetector.update` takes a BGR frame and its
 timestamp and returns an :class:`ExitObservation`. It never reads a clock or a camera, so it
@@ -9,24 +9,23 @@ Method (an abandoned-object detector with a dual background, see ``docs/edge-age
 1. Work on a small grey image (``work_width`` pixels wide). Take its logarithm and subtract a
    wide Gaussian blur of it: a multiplicative, spatially smooth illumination (daylight drift,
    lamp pools) becomes an additive, smooth term in the log and is removed by the high-pass.
-   What is left is the scene's texture and edges, largely independent of the light level.
-2. Two background models of that image: a long-term one (time constant ``long_tau_s``)
-   that learns only where it sees background, so it is *frozen* under anything foreign and
-   an obstacle never fades into it, and a short-term one (``short_tau_s``) that absorbs
-   whatever stands still for a few seconds.
-3. A pixel is *static foreground* when it differs from the long-term model but not from the
-   short-term one. Each pixel accumulates how long it has been static (seconds). While
-   something moves over it (a person passing in front of a parked cart), a pixel at rest for
-   ``settle_s`` holds its clock, and the time it was hidden is credited when it is seen at
-   rest again (the object was there all along); other pixels decay slowly. It is reset when
-   the background shows again (the object was taken away, or a person left the spot).
-4. Rigidity (off by default, ``motion_reset_px``): a person standing still sways; a box
-   does not. A static blob with a little frame-to-frame motion next to it has the part near
-   the motion reset. The bench showed it costs recall (people passing a parked bicycle reset
-   it) without sparing people who stand longer than the persistence time, so it is off.
-5. The exit is ``blocked`` when at least ``min_blocked_ratio`` of the region has been static
-   for ``persistence_s``; ``blocked_since`` is when those pixels came to rest.
-6. ``unknown`` when the view is unusable: too dark, no texture, or the picture no longer
+2. The empty scene: the ``reference`` picture when there is one; otherwise the per-pixel
+   median of the first ``learn_s`` seconds (people who walk are not in it).
+3. Two background models of that image: a long-term one that learns only where it sees
+   background, so it is *frozen* under anything foreign and an obstacle never fades into it,
+   and a short-term one (``short_tau_s``) that absorbs whatever stands still for a few seconds.
+4. A pixel is *static foreground* when it differs from the long-term model but not from the
+   short-term one. Each pixel accumulates how long it has been at rest; hidden time is
+   credited back when the same thing (same appearance) is seen at rest again, a different
+   thing restarts the clock (``blocked_since`` is the blocking object's own rest time).
+5. Objects: connected blobs of pixels at rest for ``settle_s``. A blob is not an object when
+   a person is found on it (OpenCV's HOG people detector, run on resting blobs only), and it
+   is absorbed into the background when it shows no object: a *ghost* (the background has an
+   outline there the current view does not: something that was in the learnt scene has gone)
+   or *see-through* (the floor's own texture is still seen there: light, a shadow).
+6. The exit is ``blocked`` when one blob has at least ``min_object_px`` pixels in the region
+   at rest for ``persistence_s``; the observation gives that blob's box.
+7. ``unknown`` when the view is unusable: too dark, no texture, or the picture no longer
    matches the learnt background as a whole (the camera was moved; after ``relearn_s`` the
    models are learnt again from the new view).
 """
@@ -35,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -47,14 +46,17 @@ Frame = NDArray[np.uint8]
 Floats = NDArray[np.float32]
 Mask = NDArray[np.bool_]
 Polygon = Sequence[tuple[float, float]] | Sequence[Sequence[float]]
+Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
 
 @dataclass(frozen=True)
 class ExitObservation:
     state: ExitState
-    blocked_ratio: float  # share of the exit region covered by something at rest (0..1)
+    blocked_ratio: float  # share of the region covered by object pixels at rest >= persistence (0..1)
     blocked_since: float | None  # when the blocking object came to rest (only when blocked)
-    reason: str = ""  # why the state is unknown: "dark", "no texture", "camera moved"
+    reason: str = ""  # unknown: "dark", "no texture", "camera moved"; clear: "learning" at start
+    box: Box | None = None  # the blocking blob's box in frame pixels (only when blocked)
+    blob_px: int = 0  # that blob's pixels in the region at rest >= persistence (working pixels)
 
 
 @dataclass(frozen=True)
@@ -68,16 +70,24 @@ class BlockageParams:
     noise_k: float = 5.0  # ... and at least this many times the measured noise sigma
     short_tau_s: float = 1.5  # short-term background: absorbs anything still for ~2 s
     long_tau_s: float = 60.0  # long-term background: learns only where it sees background
+    learn_s: float = 4.0  # without a reference: the empty scene is the median of this many seconds
+    learn_samples: int = 12  # ... of at most this many frames spread over them
     occlusion_decay: float = 0.5  # static time lost per second while covered, before settle_s at rest
     clear_s: float = 1.0  # background seen this long again at a pixel: the object there has gone
-    motion_reset_px: int = 0  # moving working pixels next to a static blob that reset it (a sway; 0: off) ...
-    sway_fraction: float = 0.5  # ... when the touching motion is at most this share of the blob's area
-    sway_radius_px: int = 3  # working pixels around the motion that a sway resets
+    same_k: float = 2.5  # seen at rest again within this many thresholds of how it looked: the same thing
     credit_cap_s: float = 3.0  # a pixel coming to rest is credited the time it was still, up to this
     global_change: float = 0.25  # more of the view than this changing at once: a lighting step, hold
     light_step: float = 0.06  # mean brightness changing more than this between frames: a lighting step, hold
-    min_blocked_ratio: float = 0.04  # share of the region that must be static for "blocked"
-    settle_s: float = 2.0  # static this long counts in blocked_ratio
+    settle_s: float = 2.0  # at rest this long: part of a resting blob
+    min_object_px: int = 24  # working pixels (160 wide) of one blob in the region that make an object
+    person_check: bool = True  # run the HOG people detector on resting blobs
+    person_check_s: float = 1.0  # the same blob is checked at most this often
+    person_hit: float = 0.0  # HOG SVM score a detection needs
+    person_keep: float = 0.5  # a person mark is dropped when less than this share of its blob is left
+    heal_s: float = 3.0  # a resting blob that is a ghost or see-through is absorbed after this long
+    ghost_ratio: float = 2.0  # ghost: how unlike its surroundings the background is in the blob / the view
+    ghost_flat: float = 8.0  # ... and only where the view is this close to the floor around it (grey levels)
+    see_through_ncc: float = 0.55  # see-through: texture correlation with the background in the blob
     dark_level: float = 10.0  # mean grey (0..255) of the region below this: "dark"
     min_texture: float = 1.5  # grey std-dev of the whole view below this: "no texture"
     moved_ncc: float = 0.4  # correlation with the long-term background below this: "camera moved"
@@ -89,12 +99,40 @@ def _alpha(dt: float, tau: float) -> float:
     return 1.0 - math.exp(-dt / tau) if tau > 0 else 1.0
 
 
+@dataclass
+class _PersonMark:
+    pixels: int  # how many pixels the mark covered when it was made
+    ts: float
+
+
+@dataclass
+class _Counters:
+    person_checks: int = 0
+    persons_found: int = 0
+    absorbed_ghost: int = 0
+    absorbed_see_through: int = 0
+    learnt: list[str] = field(default_factory=list)
+
+
+_HOG: cv2.HOGDescriptor | None = None
+
+
+def _hog() -> cv2.HOGDescriptor:
+    """OpenCV 4.x's built-in Dalal-Triggs people detector (its coefficients are in the library)."""
+    global _HOG  # noqa: PLW0603 - one descriptor per process, built on first use
+    if _HOG is None:
+        hog = cv2.HOGDescriptor()
+        hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32))
+        _HOG = hog
+    return _HOG
+
+
 class ExitBlockageDetector:
     """Per-exit state; feed every frame of the exit's camera in time order.
 
     ``region`` is the exit polygon in pixels of frames of ``frame_size`` (width, height).
     ``reference``: an optional clear-reference frame (the exit with nothing in it); without
-    it, the first usable frame is taken as the empty exit.
+    it, the median of the first ``learn_s`` seconds is taken as the empty scene.
     """
 
     def __init__(self, region: Polygon, frame_size: tuple[int, int], persistence_s: float = 30.0,
@@ -113,6 +151,7 @@ class ExitBlockageDetector:
         self._region_px = max(1, int(self._region.sum()))
         self._kernel: NDArray[np.uint8] = np.asarray(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)), np.uint8)
         self._long: Floats | None = None
+        self._long_grey: Floats | None = None
         self._short: Floats | None = None
         self._prev: Floats | None = None
         shape = (self._size[1], self._size[0])
@@ -121,12 +160,24 @@ class ExitBlockageDetector:
         self._bg_s: Floats = np.zeros(shape, np.float32)  # seconds the long-term background is seen
         self._fg_s: Floats = np.zeros(shape, np.float32)  # seconds the pixel has been foreground
         self._hidden_s: Floats = np.zeros(shape, np.float32)  # seconds a pixel at rest has been covered
+        self._rest_tex: Floats = np.zeros(shape, np.float32)  # what the pixel looked like at rest
+        self._person: NDArray[np.int32] = np.zeros(shape, np.int32)  # person mark id per pixel (0: none)
+        self._marks: dict[int, _PersonMark] = {}
+        self._next_mark = 1
+        self._checked: list[tuple[Box, float]] = []  # recent person checks: (working box, ts)
+        self._learning: list[tuple[NDArray[np.uint8], Frame]] = []
+        self._learn_t0: float | None = None
+        self._last_sample = -math.inf
+        self._learnt_frame: Frame | None = None
         self._last_ts: float | None = None
         self._moved_s = 0.0
         self._level = 0.0  # mean grey of the previous frame
         self._blocked = False
+        self.counters = _Counters()
+        self._labels: NDArray[np.int32] = np.zeros(shape, np.int32)
+        self._deciding: int = 0
         if reference is not None:
-            self._learn(self._texture(self._grey(reference)))
+            self.accept_clear(reference)
 
     # ------------------------------------------------------------------ image
 
@@ -141,17 +192,37 @@ class ExitBlockageDetector:
         log = cv2.GaussianBlur(log, (3, 3), 0)
         return np.asarray(log - cv2.GaussianBlur(log, (0, 0), self.params.highpass_sigma), np.float32)
 
-    def _learn(self, texture: Floats) -> None:
+    def _learn(self, grey: NDArray[np.uint8], why: str) -> None:
+        texture = self._texture(grey)
         self._long = texture.copy()
+        self._long_grey = grey.astype(np.float32)
         self._short = texture.copy()
         self._prev = texture.copy()
-        self._static_s[:] = 0.0
-        self._still_s[:] = 0.0
-        self._bg_s[:] = 0.0
-        self._fg_s[:] = 0.0
-        self._hidden_s[:] = 0.0
+        for timer in (self._static_s, self._still_s, self._bg_s, self._fg_s, self._hidden_s):
+            timer[:] = 0.0
+        self._person[:] = 0
+        self._marks.clear()
+        self._checked.clear()
+        self._learning.clear()
         self._moved_s = 0.0
+        self._level = float(grey.mean())
         self._blocked = False
+        self.counters.learnt.append(why)
+
+    def accept_clear(self, frame: Frame) -> None:
+        """Take ``frame`` as the empty exit (a reference picture, or an operator's "it is clear")."""
+        self._learnt_frame = np.asarray(frame, np.uint8).copy()
+        self._learn(self._grey(frame), "reference")
+
+    @property
+    def learnt_frame(self) -> Frame | None:
+        """The empty scene as a full-size picture once learnt (the median of the first seconds or the
+        reference): what the agent saves as the exit's reference when it has none yet."""
+        return self._learnt_frame
+
+    @property
+    def learning(self) -> bool:
+        return self._long is None
 
     # ------------------------------------------------------------------ update
 
@@ -165,10 +236,12 @@ class ExitBlockageDetector:
             return ExitObservation(ExitState.UNKNOWN, 0.0, None, "dark")
         if float(grey.std()) < p.min_texture:
             return ExitObservation(ExitState.UNKNOWN, 0.0, None, "no texture")
+        if self._long is None:
+            return self._learn_step(grey, frame, ts)
         texture = self._texture(grey)
-        if self._long is None or self._short is None or self._prev is None:
-            self._learn(texture)
-            return ExitObservation(ExitState.CLEAR, 0.0, None)
+        assert self._short is not None
+        assert self._prev is not None
+        assert self._long_grey is not None
         long_bg, short_bg, prev = self._long, self._short, self._prev
 
         # Robust noise sigma of the texture image from the frame-to-frame difference.
@@ -179,7 +252,8 @@ class ExitBlockageDetector:
             self._moved_s += dt
             self._prev = texture
             if self._moved_s >= p.relearn_s:
-                self._learn(texture)
+                self._learnt_frame = np.asarray(frame, np.uint8).copy()
+                self._learn(grey, "camera moved")
             return ExitObservation(ExitState.UNKNOWN, 0.0, None, "camera moved")
         self._moved_s = 0.0
 
@@ -187,19 +261,37 @@ class ExitBlockageDetector:
         fg_short = np.abs(texture - short_bg) > threshold
         motion = step > threshold
 
-        if not self._accumulate(grey, texture, dt, fg_long, fg_short, motion):
-            return self._decide(ts)
+        if self._accumulate(grey, texture, dt, fg_long, fg_short, motion, threshold):
+            # Background learning: the short-term model everywhere, the long-term one only where
+            # it sees background and nothing moves (frozen under any foreground).
+            cv2.accumulateWeighted(texture, short_bg, _alpha(dt, p.short_tau_s))
+            learn = (~fg_long & ~motion).astype(np.uint8)
+            a = _alpha(dt, p.long_tau_s)
+            cv2.accumulateWeighted(texture, long_bg, a, mask=learn)
+            cv2.accumulateWeighted(grey.astype(np.float32), self._long_grey, a, mask=learn)
+            self._prev = texture
+        return self._decide(frame, grey, texture, ts)
 
-        # Background learning: the short-term model everywhere, the long-term one only where
-        # it sees background and nothing moves (frozen under any foreground).
-        cv2.accumulateWeighted(texture, short_bg, _alpha(dt, p.short_tau_s))
-        learn = (~fg_long & ~motion).astype(np.uint8)
-        cv2.accumulateWeighted(texture, long_bg, _alpha(dt, p.long_tau_s), mask=learn)
-        self._prev = texture
-        return self._decide(ts)
+    def _learn_step(self, grey: NDArray[np.uint8], frame: Frame, ts: float) -> ExitObservation:
+        """No background yet: collect frames for ``learn_s`` and take their per-pixel median."""
+        p = self.params
+        if self._learn_t0 is None:
+            self._learn_t0 = ts
+        if ts - self._last_sample >= p.learn_s / max(1, p.learn_samples) * 0.999:
+            self._learning.append((grey, np.asarray(frame, np.uint8).copy()))
+            self._last_sample = ts
+        if ts - self._learn_t0 >= p.learn_s or p.learn_s <= 0:
+            greys = np.stack([g for g, _ in self._learning])
+            self._learnt_frame = np.median(np.stack([f for _, f in self._learning]), axis=0).astype(np.uint8)
+            median = np.median(greys, axis=0).astype(np.uint8)
+            self._learn(median, "median of the first seconds")
+            self._short = self._texture(grey)
+            self._prev = self._short.copy()
+            self._level = float(grey.mean())
+        return ExitObservation(ExitState.CLEAR, 0.0, None, "learning")
 
     def _accumulate(self, grey: NDArray[np.uint8], texture: Floats, dt: float,
-                    fg_long: Mask, fg_short: Mask, motion: Mask) -> bool:
+                    fg_long: Mask, fg_short: Mask, motion: Mask, threshold: float) -> bool:
         """Update the per-pixel timers; False on a lighting step (evidence held, models not learnt)."""
         p = self.params
         static = fg_long & ~fg_short
@@ -223,77 +315,242 @@ class ExitBlockageDetector:
             cv2.accumulateWeighted(texture, self._short, _alpha(dt, p.short_tau_s))
             return False
         # A pixel coming to rest counts from when it stopped changing (and was foreground), not
-        # from when the short-term background absorbed it (which takes ~short_tau_s). The
-        # inside of a uniform moving figure does not change either, hence the foreground age.
+        # from when the short-term background absorbed it (which takes ~short_tau_s).
         new = static & (acc <= 0)
         acc[new] = np.minimum(np.minimum(still[new], fg_age[new]), p.credit_cap_s)
+        self._rest_tex[new] = texture[new]
         acc[static & ~new] += dt
         # Covered (something moves over it): a pixel at rest for settle_s holds its clock and
-        # keeps the time it was hidden, credited if it is seen at rest again (the object was still
-        # there behind the passer-by), dropped if the background shows (it was a person leaving
-        # their own footprint, or the object was taken away). Anything else loses evidence slowly.
+        # keeps the time it was hidden. When it is seen at rest again, the hidden time is credited
+        # if it looks as it did (the object was still there behind the passer-by); if it looks
+        # different, something else came to rest there (a bag where a person stood): its clock
+        # starts again, so blocked_since is never borrowed from what stood there before.
         covered = fg_long & ~static
         hidden = self._hidden_s
         held = covered & (acc >= p.settle_s)
         hidden[held] += dt
         back = static & (hidden > 0)
-        acc[back] += hidden[back]
+        same = back & (np.abs(texture - self._rest_tex) <= p.same_k * threshold)
+        other = back & ~same
+        acc[same] += hidden[same]
+        acc[other] = np.minimum(still[other], p.credit_cap_s)
+        self._rest_tex[other] = texture[other]
+        self._person[other] = 0
         hidden[back] = 0.0
         fading = covered & ~held
         acc[fading] = np.maximum(acc[fading] - p.occlusion_decay * dt, 0.0)
-        acc[seen >= p.clear_s] = 0.0
-        hidden[seen >= p.clear_s] = 0.0
-        self._reset_swaying(acc, motion)
+        gone = seen >= p.clear_s
+        acc[gone] = 0.0
+        hidden[gone] = 0.0
+        self._person[acc <= 0] = 0
         return True
 
-    def _reset_swaying(self, acc: Floats, motion: Mask) -> None:
-        """Reset static blobs with a little motion next to them: a person standing still sways,
-        gestures, shifts weight; a box never moves. Someone walking past or in front of a parked
-        object makes a motion blob as large as a fair share of the object, which is not a sway."""
-        p = self.params
-        if p.motion_reset_px <= 0:
-            return
-        settled = (acc >= p.settle_s).astype(np.uint8)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(settled, connectivity=8)
-        if n <= 1 or not motion.any():
-            return
-        # Dilated so that the legs, arms and head of one walking person make one blob.
-        moving = cv2.dilate(motion.astype(np.uint8), self._kernel, iterations=2)
-        m, mlabels = cv2.connectedComponents(moving, connectivity=8)
-        grown = cv2.dilate(labels.astype(np.float32), self._kernel, iterations=1).astype(np.int32)
-        touch = (grown > 0) & (mlabels > 0)
-        if not touch.any():
-            return
-        pairs = np.unique(np.stack([grown[touch], mlabels[touch]], axis=1), axis=0)
-        raw = np.bincount(mlabels[motion], minlength=m)  # moving pixels per (dilated) motion blob
-        touching = np.zeros(n, np.int64)
-        np.add.at(touching, pairs[:, 0], raw[pairs[:, 1]])
-        area = stats[:, cv2.CC_STAT_AREA]
-        sway = (touching >= p.motion_reset_px) & (touching <= p.sway_fraction * area)
-        sway[0] = False
-        if sway.any():
-            # Only the part of the blob near the motion: a person passing close to a parked
-            # bicycle resets the bicycle's near edge, not all of it.
-            near = cv2.dilate(motion.astype(np.uint8), self._kernel, iterations=p.sway_radius_px) > 0
-            hit = near & (sway[labels] | (sway[grown] & (acc > 0)))
-            acc[hit] = 0.0
-            self._still_s[hit] = 0.0
+    # ------------------------------------------------------------------ blobs
 
-    def _decide(self, ts: float) -> ExitObservation:
+    def _decide(self, frame: Frame, grey: NDArray[np.uint8], texture: Floats, ts: float) -> ExitObservation:
         p = self.params
-        in_region = self._static_s[self._region]
-        ratio = float(np.count_nonzero(in_region >= p.settle_s)) / self._region_px
-        old = in_region[in_region >= self.persistence_s]
-        need = p.min_blocked_ratio * (0.5 if self._blocked else 1.0)  # hysteresis
-        self._blocked = old.size / self._region_px >= need
+        acc = self._static_s
+        settled = (acc >= p.settle_s).astype(np.uint8)
+        n, raw_labels, stats, _ = cv2.connectedComponentsWithStats(settled, connectivity=8)
+        labels: NDArray[np.int32] = np.asarray(raw_labels, np.int32)
+        self._labels = labels
+        self._deciding = 0
+        if n <= 1:
+            self._blocked = False
+            self._drop_marks()
+            return ExitObservation(ExitState.CLEAR, 0.0, None)
+        in_region = self._region
+        lab_region = labels[in_region]
+        region_count = np.bincount(lab_region, minlength=n)
+        self._drop_marks()
+        # Absorb blobs that show no object (ghosts, light) once they have rested heal_s.
+        for k in range(1, n):
+            if self._heal(k, labels, stats[k], grey, texture):
+                region_count[k] = 0
+        person = self._person > 0
+        old = (acc >= self.persistence_s) & in_region & ~person
+        old_count = np.bincount(labels[old], minlength=n)
+        old_count[0] = 0
+        # Person check on blobs that could soon decide (enough resting pixels in the region).
+        candidates = [k for k in range(1, n) if region_count[k] >= p.min_object_px]
+        if p.person_check and candidates:
+            unmarked = np.bincount(labels[in_region & ~person & (acc >= p.settle_s)], minlength=n)
+            for k in sorted(candidates, key=lambda j: -int(unmarked[j])):
+                if unmarked[k] >= p.min_object_px and self._check_person(k, labels, stats[k], frame, ts):
+                    old_count[k] = np.count_nonzero((labels == k) & old & (self._person == 0))
+        need = p.min_object_px * (0.5 if self._blocked else 1.0)  # hysteresis
+        best = int(np.argmax(old_count))
+        self._blocked = bool(old_count[best] >= need)
+        deciding = (labels == best) & old if self._blocked else np.zeros_like(old)
+        ratio = float(np.count_nonzero(deciding)) / self._region_px
         if not self._blocked:
-            return ExitObservation(ExitState.CLEAR, ratio, None)
-        since = ts - float(np.percentile(old, 75))
-        return ExitObservation(ExitState.BLOCKED, ratio, since)
+            return ExitObservation(ExitState.CLEAR, 0.0, None)
+        self._deciding = best
+        since = ts - float(np.median(acc[deciding]))
+        x, y, w, h = (int(v) for v in stats[best][:4])
+        s = self._scale
+        box = (math.floor(x / s), math.floor(y / s), math.ceil(w / s), math.ceil(h / s))
+        return ExitObservation(ExitState.BLOCKED, ratio, since, box=box, blob_px=int(old_count[best]))
+
+    def _drop_marks(self) -> None:
+        """A person mark holds while most of what it was made on still rests (the person is still
+        there); when the person walks off, whatever is left of the mark (the bag at their feet) is
+        looked at afresh."""
+        if not self._marks:
+            return
+        counts = np.bincount(self._person.ravel(), minlength=self._next_mark)
+        for mark_id, mark in list(self._marks.items()):
+            if counts[mark_id] < self.params.person_keep * mark.pixels:
+                self._person[self._person == mark_id] = 0
+                del self._marks[mark_id]
+
+    def _heal(self, k: int, labels: NDArray[np.int32], stat: NDArray[np.int32], grey: NDArray[np.uint8],
+              texture: Floats) -> bool:
+        """Absorb blob ``k`` into the long-term background if it shows no object."""
+        p = self.params
+        x, y, w, h, area = (int(v) for v in stat)
+        x0, y0 = max(0, x - 3), max(0, y - 3)
+        x1, y1 = min(labels.shape[1], x + w + 3), min(labels.shape[0], y + h + 3)
+        blob = labels[y0:y1, x0:x1] == k
+        acc = self._static_s[y0:y1, x0:x1]
+        # Only a blob that has rested heal_s and that nothing has moved over (or next to) for as
+        # long: the tests below look at the whole blob and its surroundings, undisturbed.
+        near = cv2.dilate(blob.astype(np.uint8), self._kernel, iterations=3) > 0
+        if area < p.min_object_px or float(np.median(acc[blob])) < p.heal_s \
+                or float(self._still_s[y0:y1, x0:x1][near].min()) < p.heal_s \
+                or (self._person[y0:y1, x0:x1][blob] > 0).any():
+            return False
+        assert self._long is not None
+        assert self._long_grey is not None
+        long_bg = self._long[y0:y1, x0:x1]
+        tex = texture[y0:y1, x0:x1]
+        why = ""
+        if _ncc(tex[blob], long_bg[blob]) >= p.see_through_ncc:
+            why = "see-through"
+        else:
+            # Ghost: inside the blob, the current view looks like the floor around it and the
+            # background does not (what the background holds there has gone). Grey levels, not the
+            # high-pass texture, whose halo around an object would make any blob look uniform.
+            outer = (cv2.dilate(blob.astype(np.uint8), self._kernel, iterations=3) > 0) & ~blob
+            if outer.any():
+                cur = grey[y0:y1, x0:x1].astype(np.float32)
+                bg = self._long_grey[y0:y1, x0:x1]
+                flat = _unlike(cur, blob, outer)
+                if flat <= p.ghost_flat and _unlike(bg, blob, outer) >= max(p.ghost_ratio * flat + 6.0, 15.0):
+                    why = "ghost"
+        if not why:
+            return False
+        long_bg[blob] = tex[blob]
+        self._long_grey[y0:y1, x0:x1][blob] = grey[y0:y1, x0:x1][blob]
+        acc[blob] = 0.0
+        self._hidden_s[y0:y1, x0:x1][blob] = 0.0
+        labels[y0:y1, x0:x1][blob] = 0
+        if why == "ghost":
+            self.counters.absorbed_ghost += 1
+        else:
+            self.counters.absorbed_see_through += 1
+        return True
+
+    def _check_person(self, k: int, labels: NDArray[np.int32], stat: NDArray[np.int32], frame: Frame,
+                      ts: float) -> bool:
+        """Run the people detector around resting blob ``k``; mark the pixels under a person found."""
+        p = self.params
+        x, y, w, h = (int(v) for v in stat[:4])
+        box = (x, y, w, h)
+        self._checked = [(b, t) for b, t in self._checked if ts - t < p.person_check_s]
+        if any(_iou(box, b) > 0.5 for b, _ in self._checked):
+            return False
+        self._checked.append((box, ts))
+        self.counters.person_checks += 1
+        s = self._scale
+        fh, fw = frame.shape[:2]
+        # A crop around the blob, tall enough for a whole standing person (the resting part may be
+        # only their legs or torso), scaled so that it is about 160 pixels high (HOG's window is 128).
+        cx, cy = (x + w / 2) / s, (y + h / 2) / s
+        ch = max(h / s * 1.5, w / s * 2.4, 64.0)
+        cw = max(w / s * 1.5, ch * 0.6)
+        cx0, cy0 = max(0, round(cx - cw / 2)), max(0, round(cy - ch * 0.55))
+        cx1, cy1 = min(fw, round(cx + cw / 2)), min(fh, round(cy + ch * 0.55))
+        if cx1 - cx0 < 16 or cy1 - cy0 < 32:
+            return False
+        zoom = 160.0 / (cy1 - cy0)
+        crop: NDArray[np.uint8] = frame[cy0:cy1, cx0:cx1]
+        interpolation = cv2.INTER_LINEAR if zoom > 1 else cv2.INTER_AREA
+        crop = np.asarray(cv2.resize(crop, None, fx=zoom, fy=zoom, interpolation=interpolation), np.uint8)
+        if crop.shape[0] < 128 + 16 or crop.shape[1] < 64 + 16:
+            pad_y, pad_x = max(0, 144 - crop.shape[0]), max(0, 80 - crop.shape[1])
+            crop = np.asarray(cv2.copyMakeBorder(crop, pad_y // 2, pad_y - pad_y // 2, pad_x // 2,
+                                                 pad_x - pad_x // 2, cv2.BORDER_REPLICATE), np.uint8)
+            off_x, off_y = pad_x // 2, pad_y // 2
+        else:
+            off_x = off_y = 0
+        rects, weights = _hog().detectMultiScale(crop, winStride=(8, 8), padding=(8, 8), scale=1.08)
+        found = False
+        blob = labels == k
+        for (rx, ry, rw, rh), weight in zip(rects, np.ravel(weights), strict=False):
+            if float(weight) < p.person_hit:
+                continue
+            # Back to working pixels; the HOG box has a margin around the person: shrink it a little.
+            bx0 = ((rx - off_x + 0.15 * rw) / zoom + cx0) * s
+            bx1 = ((rx - off_x + 0.85 * rw) / zoom + cx0) * s
+            by0 = ((ry - off_y + 0.05 * rh) / zoom + cy0) * s
+            by1 = ((ry - off_y + 0.95 * rh) / zoom + cy0) * s
+            under = np.zeros_like(blob)
+            under[max(0, math.floor(by0)):math.ceil(by1), max(0, math.floor(bx0)):math.ceil(bx1)] = True
+            under &= blob
+            if not under.any():
+                continue
+            mark = self._next_mark
+            self._next_mark += 1
+            self._person[under] = mark
+            self._marks[mark] = _PersonMark(int(np.count_nonzero(under)), ts)
+            self.counters.persons_found += 1
+            found = True
+        return found
+
+    # ------------------------------------------------------------------ for snapshots
 
     def static_mask(self) -> Mask:
         """Pixels (working size) at rest at least ``settle_s``: for snapshots and debugging."""
         return self._static_s >= self.params.settle_s
+
+    def person_mask(self) -> Mask:
+        """Pixels (working size) of resting blobs the people detector found a person on."""
+        return self._person > 0
+
+    def deciding_mask(self) -> Mask:
+        """Pixels (working size) of the blob that made the last decision ``blocked`` (empty otherwise)."""
+        if not self._deciding:
+            return np.zeros(self._static_s.shape, np.bool_)
+        return np.asarray(self._labels == self._deciding, np.bool_)
+
+
+def draw_observation(frame: Frame, region: Polygon, observation: ExitObservation) -> Frame:
+    """The frame with the exit region outlined in red and the blocking blob's box in yellow."""
+    image = np.asarray(frame, np.uint8).copy()
+    pts = np.round(np.asarray(region, np.float64)).astype(np.int32)
+    cv2.polylines(image, [pts], isClosed=True, color=(0, 0, 255), thickness=3)
+    if observation.box is not None:
+        x, y, w, h = observation.box
+        cv2.rectangle(image, (x, y), (x + w, y + h), (0, 255, 255), 2)
+        cv2.putText(image, "blocking object", (x, max(12, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1)
+    return image
+
+
+def _unlike(image: Floats, inside: Mask, around: Mask) -> float:
+    """How much the inside of a blob differs from its surroundings in grey level and contrast."""
+    a, b = image[inside], image[around]
+    return abs(float(a.mean()) - float(b.mean())) + 0.5 * abs(float(a.std()) - float(b.std()))
+
+
+def _iou(a: Box, b: Box) -> float:
+    ax0, ay0, aw, ah = a
+    bx0, by0, bw, bh = b
+    ix = max(0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    iy = max(0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _clean(mask: Mask, kernel: NDArray[np.uint8]) -> Mask:

@@ -73,6 +73,11 @@ class Lighting:
     drift: float = 0.0  # relative amplitude of the daylight's slow drift
     drift_waves: tuple[tuple[float, float], ...] = ()  # (period s, phase rad)
     switches: tuple[tuple[float, bool], ...] = ()  # (time, lamps on)
+    # A spot lamp lighting part of the floor from a time on, for good: (time on, x, z, radius m, gain).
+    spot: tuple[float, float, float, float, float] | None = None
+
+    def spot_on(self, t: float) -> bool:
+        return self.spot is not None and t >= self.spot[0]
 
     def at(self, t: float) -> tuple[float, float]:
         ambient = self.ambient
@@ -100,6 +105,8 @@ class ClipSpec:
     props: tuple[Prop, ...] = ()
     lighting: Lighting = field(default_factory=Lighting)
     door_held: tuple[tuple[float, float], ...] = ()  # door held open from t0 to t1 by someone out of view
+    fps: float | None = None  # the clip's own frame rate (a 25 fps camera), else the set's
+    region_scale: float = 1.0  # the exit region written in the metadata, scaled about its centre
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,8 @@ def _door_and_light_events(spec: ClipSpec, angles: list[float], fps: float, fram
     for t, on in spec.lighting.switches:
         if _frame_of(t, fps) < frames:
             events.append(Event(_frame_of(t, fps), "lights on" if on else "lights off"))
+    if spec.lighting.spot is not None and _frame_of(spec.lighting.spot[0], fps) < frames:
+        events.append(Event(_frame_of(spec.lighting.spot[0], fps), "a spot lamp over part of the exit is switched on"))
     if spec.lighting.drift:
         events.append(Event(0, f"daylight drifts slowly (±{spec.lighting.drift:.0%})"))
     return events
