@@ -135,13 +135,14 @@ class Score:
         return " ".join(f"{d:.1f}" for d in self.after_removal) or "-"
 
 
-def persisted(labels: list[bool], fps: float, persistence_s: float) -> list[bool]:
-    """Truly blocked: the label has been true without a break for ``persistence_s``."""
+def persisted(labels: list[bool], fps: float, persistence_s: float, attended: list[bool] | None = None) -> list[bool]:
+    """Truly blocked: the label has been true without a break for ``persistence_s`` since the
+    object was left (``attended``: someone still stands with it; the clock starts after that)."""
     out: list[bool] = []
     run = 0
     need = round(persistence_s * fps)
-    for label in labels:
-        run = run + 1 if label else 0
+    for k, label in enumerate(labels):
+        run = run + 1 if label and not (attended and attended[k]) else 0
         out.append(bool(label) and run - 1 >= need)
     return out
 
@@ -232,11 +233,12 @@ def bench_clips(clips: Path, persistences: list[float], methods: list[str],
             continue
         fps = float(meta["fps"])
         labels_all = [bool(b) for b in meta["blocked"]]
+        attended = [bool(b) for b in meta["attended"]] if "attended" in meta else None
         region = [(float(x), float(y)) for x, y in meta["exit_region"]]
         index, times, results = run_video(clips / meta["video"], region, (meta["width"], meta["height"]), fps,
                                           persistences, methods)
         for (m, pers), (said, seconds) in results.items():
-            truth_all = persisted(labels_all, fps, pers)
+            truth_all = persisted(labels_all, fps, pers, attended)
             labels = [labels_all[k] for k in index]
             truth = [truth_all[k] for k in index]
             s = score_clip(meta["name"], labels, truth, said, times)

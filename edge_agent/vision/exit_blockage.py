@@ -80,6 +80,7 @@ class BlockageParams:
     light_step: float = 0.06  # mean brightness changing more than this between frames: a lighting step, hold
     settle_s: float = 2.0  # at rest this long: part of a resting blob
     min_object_px: int = 24  # working pixels (160 wide) of one blob in the region that make an object
+    link_px: int = 2  # resting pixels this close (working pixels) belong to one blob
     person_check: bool = True  # run the HOG people detector on resting blobs
     person_check_s: float = 1.0  # the same blob is checked at most this often
     person_hit: float = 0.0  # HOG SVM score a detection needs
@@ -88,6 +89,11 @@ class BlockageParams:
     ghost_ratio: float = 2.0  # ghost: how unlike its surroundings the background is in the blob / the view
     ghost_flat: float = 8.0  # ... and only where the view is this close to the floor around it (grey levels)
     see_through_ncc: float = 0.55  # see-through: texture correlation with the background in the blob
+    see_through_rough: float = 0.1  # ... and at most this share of it differs by more than a smooth term
+    twitch_px: int = 6  # a motion blob this small (working pixels) next to resting pixels is a twitch
+    alive_s: float = 10.0  # twitches are remembered this long (decay time constant)
+    alive_score: float = 8.0  # a resting blob with this many recent twitches is alive: a person, not an object
+    release_s: float = 3.0  # pixels left when a person mark is dropped count only after resting this long again
     dark_level: float = 10.0  # mean grey (0..255) of the region below this: "dark"
     min_texture: float = 1.5  # grey std-dev of the whole view below this: "no texture"
     moved_ncc: float = 0.4  # correlation with the long-term background below this: "camera moved"
@@ -101,8 +107,9 @@ def _alpha(dt: float, tau: float) -> float:
 
 @dataclass
 class _PersonMark:
-    pixels: int  # how many pixels the mark covered when it was made
+    pixels: int  # how many pixels the mark covered when it was made (or at most since)
     ts: float
+    box: tuple[int, int, int, int]  # working pixels x0, y0, x1, y1 of the person found
 
 
 @dataclass
@@ -111,6 +118,8 @@ class _Counters:
     persons_found: int = 0
     absorbed_ghost: int = 0
     absorbed_see_through: int = 0
+    absorbed_startup: int = 0
+    alive_marks: int = 0
     learnt: list[str] = field(default_factory=list)
 
 
@@ -163,13 +172,19 @@ class ExitBlockageDetector:
         self._rest_tex: Floats = np.zeros(shape, np.float32)  # what the pixel looked like at rest
         self._person: NDArray[np.int32] = np.zeros(shape, np.int32)  # person mark id per pixel (0: none)
         self._marks: dict[int, _PersonMark] = {}
+        self._released: Floats = np.full(shape, -np.inf, np.float32)  # when a person mark left the pixel
+        # Pixels whose learnt background was behind a person during the first seconds: never seen empty.
+        self._unverified: Mask = np.zeros(shape, np.bool_)
+        self._twitch_n: Floats = np.zeros(shape, np.float32)  # recent small motions at resting pixels
         self._next_mark = 1
         self._checked: list[tuple[Box, float]] = []  # recent person checks: (working box, ts)
         self._learning: list[tuple[NDArray[np.uint8], Frame]] = []
+        self._learning_ends: list[tuple[NDArray[np.uint8], Frame]] = []
         self._learn_t0: float | None = None
         self._last_sample = -math.inf
         self._learnt_frame: Frame | None = None
         self._last_ts: float | None = None
+        self._now = 0.0
         self._moved_s = 0.0
         self._level = 0.0  # mean grey of the previous frame
         self._blocked = False
@@ -201,6 +216,7 @@ class ExitBlockageDetector:
         for timer in (self._static_s, self._still_s, self._bg_s, self._fg_s, self._hidden_s):
             timer[:] = 0.0
         self._person[:] = 0
+        self._unverified[:] = False
         self._marks.clear()
         self._checked.clear()
         self._learning.clear()
@@ -257,7 +273,8 @@ class ExitBlockageDetector:
             return ExitObservation(ExitState.UNKNOWN, 0.0, None, "camera moved")
         self._moved_s = 0.0
 
-        fg_long = _clean(np.abs(texture - long_bg) > threshold, self._kernel)
+        raw_fg = np.abs(texture - long_bg) > threshold
+        fg_long = _clean(raw_fg, self._kernel)
         fg_short = np.abs(texture - short_bg) > threshold
         motion = step > threshold
 
@@ -265,7 +282,10 @@ class ExitBlockageDetector:
             # Background learning: the short-term model everywhere, the long-term one only where
             # it sees background and nothing moves (frozen under any foreground).
             cv2.accumulateWeighted(texture, short_bg, _alpha(dt, p.short_tau_s))
-            learn = (~fg_long & ~motion).astype(np.uint8)
+            # Not where anything differs, however thin (an object's outline, which the cleaning of
+            # fg_long drops), nor next to it: the background must never learn part of an object.
+            busy = cv2.dilate((raw_fg | motion).astype(np.uint8), self._kernel, iterations=1)
+            learn = (busy == 0).astype(np.uint8)
             a = _alpha(dt, p.long_tau_s)
             cv2.accumulateWeighted(texture, long_bg, a, mask=learn)
             cv2.accumulateWeighted(grey.astype(np.float32), self._long_grey, a, mask=learn)
@@ -281,10 +301,17 @@ class ExitBlockageDetector:
             self._learning.append((grey, np.asarray(frame, np.uint8).copy()))
             self._last_sample = ts
         if ts - self._learn_t0 >= p.learn_s or p.learn_s <= 0:
+            self._learning_ends = [self._learning[0], self._learning[-1]]
             greys = np.stack([g for g, _ in self._learning])
             self._learnt_frame = np.median(np.stack([f for _, f in self._learning]), axis=0).astype(np.uint8)
             median = np.median(greys, axis=0).astype(np.uint8)
             self._learn(median, "median of the first seconds")
+            if p.person_check:
+                # People who stood still through the first seconds are in the median: where they
+                # stood, the floor has not been seen yet (healed once they leave, see _heal).
+                for _, sample in (self._learning_ends[0], self._learning_ends[-1]):
+                    for x0, y0, x1, y1 in self._people_boxes(sample):
+                        self._unverified[y0:y1, x0:x1] = True
             self._short = self._texture(grey)
             self._prev = self._short.copy()
             self._level = float(grey.mean())
@@ -343,17 +370,43 @@ class ExitBlockageDetector:
         acc[gone] = 0.0
         hidden[gone] = 0.0
         self._person[acc <= 0] = 0
+        self._twitch(motion, acc, dt)
         return True
+
+    def _twitch(self, motion: Mask, acc: Floats, dt: float) -> None:
+        """Small motions on or next to resting pixels (a seated or standing person fidgets, turns the
+        head, moves a hand; a bag never does). A passer-by's motion is one large blob: not a twitch."""
+        p = self.params
+        self._twitch_n *= np.float32(math.exp(-dt / p.alive_s)) if dt > 0 else np.float32(1.0)
+        if not motion.any():
+            return
+        m, mlabels, mstats, _ = cv2.connectedComponentsWithStats(motion.astype(np.uint8), connectivity=8)
+        small = mstats[:, cv2.CC_STAT_AREA] <= p.twitch_px
+        small[0] = False
+        twitch = small[mlabels]
+        if not twitch.any():
+            return
+        near = cv2.dilate(twitch.astype(np.uint8), self._kernel, iterations=1) > 0
+        hit = near & (acc >= p.settle_s)
+        self._twitch_n[hit] += 1.0
 
     # ------------------------------------------------------------------ blobs
 
     def _decide(self, frame: Frame, grey: NDArray[np.uint8], texture: Floats, ts: float) -> ExitObservation:
         p = self.params
+        self._now = ts
         acc = self._static_s
-        settled = (acc >= p.settle_s).astype(np.uint8)
-        n, raw_labels, stats, _ = cv2.connectedComponentsWithStats(settled, connectivity=8)
+        settled_mask = acc >= p.settle_s
+        # Blobs are labelled on the resting pixels grown by link_px, so that the head, shoulders and
+        # legs of one standing person, or the frame of a bicycle, are one blob; only resting pixels count.
+        grown = cv2.dilate(settled_mask.astype(np.uint8), self._kernel, iterations=p.link_px)
+        n, raw_labels, grown_stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
         labels: NDArray[np.int32] = np.asarray(raw_labels, np.int32)
+        labels[~settled_mask] = 0
+        stats = np.asarray(grown_stats, np.int32).copy()
+        stats[:, cv2.CC_STAT_AREA] = np.bincount(labels.ravel(), minlength=n)
         self._labels = labels
+        self._extend_marks(labels, settled_mask)
         self._deciding = 0
         if n <= 1:
             self._blocked = False
@@ -367,7 +420,16 @@ class ExitBlockageDetector:
         for k in range(1, n):
             if self._heal(k, labels, stats[k], grey, texture):
                 region_count[k] = 0
-        person = self._person > 0
+        person = (self._person > 0) | (ts - self._released < p.release_s)
+        old = (acc >= self.persistence_s) & in_region & ~person
+        old_count = np.bincount(labels[old], minlength=n)
+        old_count[0] = 0
+        # Alive: a resting blob that keeps twitching is people (a seated audience, people talking).
+        alive = np.bincount(labels.ravel(), weights=self._twitch_n.ravel(), minlength=n)
+        for k in range(1, n):
+            if alive[k] >= p.alive_score and region_count[k] > 0:
+                self._mark(labels == k, stats[k], ts)
+        person = (self._person > 0) | (ts - self._released < p.release_s)
         old = (acc >= self.persistence_s) & in_region & ~person
         old_count = np.bincount(labels[old], minlength=n)
         old_count[0] = 0
@@ -378,6 +440,7 @@ class ExitBlockageDetector:
             for k in sorted(candidates, key=lambda j: -int(unmarked[j])):
                 if unmarked[k] >= p.min_object_px and self._check_person(k, labels, stats[k], frame, ts):
                     old_count[k] = np.count_nonzero((labels == k) & old & (self._person == 0))
+        self._released[acc <= 0] = -np.inf
         need = p.min_object_px * (0.5 if self._blocked else 1.0)  # hysteresis
         best = int(np.argmax(old_count))
         self._blocked = bool(old_count[best] >= need)
@@ -392,6 +455,16 @@ class ExitBlockageDetector:
         box = (math.floor(x / s), math.floor(y / s), math.ceil(w / s), math.ceil(h / s))
         return ExitObservation(ExitState.BLOCKED, ratio, since, box=box, blob_px=int(old_count[best]))
 
+    def _extend_marks(self, labels: NDArray[np.int32], settled: Mask) -> None:
+        """Resting pixels inside the box a marked person was found in are that person too (their arm
+        or hip comes to rest a little later than the rest of them), as long as the mark holds."""
+        for mark_id, mark in self._marks.items():
+            x0, y0, x1, y1 = mark.box
+            grow = settled[y0:y1, x0:x1] & (self._person[y0:y1, x0:x1] == 0)
+            if grow.any():
+                self._person[y0:y1, x0:x1][grow] = mark_id
+                mark.pixels = max(mark.pixels, int(np.count_nonzero(self._person[y0:y1, x0:x1] == mark_id)))
+
     def _drop_marks(self) -> None:
         """A person mark holds while most of what it was made on still rests (the person is still
         there); when the person walks off, whatever is left of the mark (the bag at their feet) is
@@ -401,7 +474,9 @@ class ExitBlockageDetector:
         counts = np.bincount(self._person.ravel(), minlength=self._next_mark)
         for mark_id, mark in list(self._marks.items()):
             if counts[mark_id] < self.params.person_keep * mark.pixels:
-                self._person[self._person == mark_id] = 0
+                left = self._person == mark_id
+                self._person[left] = 0
+                self._released[left] = self._now  # the last of a leaving person, or what they left
                 del self._marks[mark_id]
 
     def _heal(self, k: int, labels: NDArray[np.int32], stat: NDArray[np.int32], grey: NDArray[np.uint8],
@@ -411,21 +486,28 @@ class ExitBlockageDetector:
         x, y, w, h, area = (int(v) for v in stat)
         x0, y0 = max(0, x - 3), max(0, y - 3)
         x1, y1 = min(labels.shape[1], x + w + 3), min(labels.shape[0], y + h + 3)
-        blob = labels[y0:y1, x0:x1] == k
+        blob = (labels[y0:y1, x0:x1] == k) & (self._person[y0:y1, x0:x1] == 0)
+        area = int(np.count_nonzero(blob))
         acc = self._static_s[y0:y1, x0:x1]
         # Only a blob that has rested heal_s and that nothing has moved over (or next to) for as
         # long: the tests below look at the whole blob and its surroundings, undisturbed.
-        near = cv2.dilate(blob.astype(np.uint8), self._kernel, iterations=3) > 0
         if area < p.min_object_px or float(np.median(acc[blob])) < p.heal_s \
-                or float(self._still_s[y0:y1, x0:x1][near].min()) < p.heal_s \
-                or (self._person[y0:y1, x0:x1][blob] > 0).any():
+                or float(np.median(self._still_s[y0:y1, x0:x1][blob])) < p.heal_s:
             return False
+        unverified = self._unverified[y0:y1, x0:x1]
+        if np.count_nonzero(unverified & blob) >= 0.5 * np.count_nonzero(blob):
+            # Where a person stood in the first seconds: the floor they hid, now seen. Only that part.
+            part = blob & unverified
+            self._absorb(part, x0, y0, x1, y1, grey, texture)
+            unverified[part] = False
+            self.counters.absorbed_startup += 1
+            return not (blob & ~part).any()
         assert self._long is not None
         assert self._long_grey is not None
         long_bg = self._long[y0:y1, x0:x1]
         tex = texture[y0:y1, x0:x1]
         why = ""
-        if _ncc(tex[blob], long_bg[blob]) >= p.see_through_ncc:
+        if self._see_through(tex, long_bg, blob):
             why = "see-through"
         else:
             # Ghost: inside the blob, the current view looks like the floor around it and the
@@ -440,16 +522,64 @@ class ExitBlockageDetector:
                     why = "ghost"
         if not why:
             return False
-        long_bg[blob] = tex[blob]
-        self._long_grey[y0:y1, x0:x1][blob] = grey[y0:y1, x0:x1][blob]
-        acc[blob] = 0.0
-        self._hidden_s[y0:y1, x0:x1][blob] = 0.0
+        self._absorb(blob, x0, y0, x1, y1, grey, texture)
         labels[y0:y1, x0:x1][blob] = 0
         if why == "ghost":
             self.counters.absorbed_ghost += 1
         else:
             self.counters.absorbed_see_through += 1
         return True
+
+    def _people_boxes(self, frame: Frame) -> list[tuple[int, int, int, int]]:
+        """People in the whole view (working pixels x0, y0, x1, y1, with a margin): run once at start."""
+        fh = frame.shape[0]
+        zoom = max(1.0, min(2.0, 720.0 / fh))
+        image = frame if zoom == 1.0 else np.asarray(cv2.resize(frame, None, fx=zoom, fy=zoom), np.uint8)
+        rects, _ = _hog().detectMultiScale(image, winStride=(8, 8), padding=(16, 16), scale=1.1)
+        self.counters.person_checks += 1
+        s = self._scale / zoom
+        h, w = self._static_s.shape
+        out = []
+        for rx, ry, rw, rh in rects:
+            out.append((max(0, math.floor((rx - 0.1 * rw) * s)), max(0, math.floor((ry - 0.05 * rh) * s)),
+                        min(w, math.ceil((rx + 1.1 * rw) * s)), min(h, math.ceil((ry + 1.1 * rh) * s))))
+        return out
+
+    def _see_through(self, tex: Floats, bg: Floats, blob: Mask) -> bool:
+        """The floor's own texture is still seen in the blob, changed only by a smooth term (light,
+        a shadow, an object's halo in the high-pass image): the background has texture there, the
+        view correlates with it, and what differs between them is smooth almost everywhere."""
+        p = self.params
+        if float(bg[blob].std()) < 2.0 * p.fg_threshold:
+            return False  # a plain floor: nothing to see through, so nothing to tell light from an object
+        if _ncc(tex[blob], bg[blob]) < p.see_through_ncc:
+            return False
+        diff = tex - bg
+        rough = np.abs(diff - cv2.GaussianBlur(diff, (0, 0), 2.0)) > p.fg_threshold
+        return float(np.count_nonzero(rough & blob)) <= p.see_through_rough * float(np.count_nonzero(blob))
+
+    def _absorb(self, part: Mask, x0: int, y0: int, x1: int, y1: int, grey: NDArray[np.uint8],
+                texture: Floats) -> None:
+        """The current view of ``part`` (a mask of the window x0:x1, y0:y1) becomes background."""
+        assert self._long is not None
+        assert self._long_grey is not None
+        self._long[y0:y1, x0:x1][part] = texture[y0:y1, x0:x1][part]
+        self._long_grey[y0:y1, x0:x1][part] = grey[y0:y1, x0:x1][part]
+        self._static_s[y0:y1, x0:x1][part] = 0.0
+        self._hidden_s[y0:y1, x0:x1][part] = 0.0
+        self._labels[y0:y1, x0:x1][part] = 0
+
+    def _mark(self, blob: Mask, stat: NDArray[np.int32], ts: float) -> None:
+        """Mark the unmarked resting pixels of ``blob`` as a person (a new mark)."""
+        under = blob & (self._person == 0)
+        if not under.any():
+            return
+        x, y, w, h = (int(v) for v in stat[:4])
+        mark = self._next_mark
+        self._next_mark += 1
+        self._person[under] = mark
+        self._marks[mark] = _PersonMark(int(np.count_nonzero(under)), ts, (x, y, x + w, y + h))
+        self.counters.alive_marks += 1
 
     def _check_person(self, k: int, labels: NDArray[np.int32], stat: NDArray[np.int32], frame: Frame,
                       ts: float) -> bool:
@@ -464,19 +594,20 @@ class ExitBlockageDetector:
         self.counters.person_checks += 1
         s = self._scale
         fh, fw = frame.shape[:2]
-        # A crop around the blob, tall enough for a whole standing person (the resting part may be
-        # only their legs or torso), scaled so that it is about 160 pixels high (HOG's window is 128).
-        cx, cy = (x + w / 2) / s, (y + h / 2) / s
-        ch = max(h / s * 1.5, w / s * 2.4, 64.0)
-        cw = max(w / s * 1.5, ch * 0.6)
-        cx0, cy0 = max(0, round(cx - cw / 2)), max(0, round(cy - ch * 0.55))
-        cx1, cy1 = min(fw, round(cx + cw / 2)), min(fh, round(cy + ch * 0.55))
-        if cx1 - cx0 < 16 or cy1 - cy0 < 32:
+        # A crop around the blob with room for a whole standing person above and beside it (the
+        # resting part may be only their legs or torso), scaled so that the blob is at least
+        # ~140 pixels high (HOG's window is 64x128; people far away are small).
+        bx, by, bw, bh = x / s, y / s, w / s, h / s
+        side = 0.6 * max(bh, bw)
+        cx0, cx1 = max(0, round(bx - side)), min(fw, round(bx + bw + side))
+        cy0, cy1 = max(0, round(by - 1.4 * bh)), min(fh, round(by + bh + 0.3 * bh))
+        if cx1 - cx0 < 8 or cy1 - cy0 < 16:
             return False
-        zoom = 160.0 / (cy1 - cy0)
+        zoom = min(3.0, max(1.0, 140.0 / max(bh, 1.0)), 420.0 / max(cy1 - cy0, 1))
+        zoom = max(zoom, 1.0)
         crop: NDArray[np.uint8] = frame[cy0:cy1, cx0:cx1]
-        interpolation = cv2.INTER_LINEAR if zoom > 1 else cv2.INTER_AREA
-        crop = np.asarray(cv2.resize(crop, None, fx=zoom, fy=zoom, interpolation=interpolation), np.uint8)
+        if zoom > 1.0:
+            crop = np.asarray(cv2.resize(crop, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR), np.uint8)
         if crop.shape[0] < 128 + 16 or crop.shape[1] < 64 + 16:
             pad_y, pad_x = max(0, 144 - crop.shape[0]), max(0, 80 - crop.shape[1])
             crop = np.asarray(cv2.copyMakeBorder(crop, pad_y // 2, pad_y - pad_y // 2, pad_x // 2,
@@ -484,7 +615,7 @@ class ExitBlockageDetector:
             off_x, off_y = pad_x // 2, pad_y // 2
         else:
             off_x = off_y = 0
-        rects, weights = _hog().detectMultiScale(crop, winStride=(8, 8), padding=(8, 8), scale=1.08)
+        rects, weights = _hog().detectMultiScale(crop, winStride=(8, 8), padding=(16, 16), scale=1.08)
         found = False
         blob = labels == k
         for (rx, ry, rw, rh), weight in zip(rects, np.ravel(weights), strict=False):
@@ -497,13 +628,16 @@ class ExitBlockageDetector:
             by1 = ((ry - off_y + 0.95 * rh) / zoom + cy0) * s
             under = np.zeros_like(blob)
             under[max(0, math.floor(by0)):math.ceil(by1), max(0, math.floor(bx0)):math.ceil(bx1)] = True
-            under &= blob
+            if not (under & blob).any():
+                continue
+            under &= self._static_s >= p.settle_s
             if not under.any():
                 continue
             mark = self._next_mark
             self._next_mark += 1
             self._person[under] = mark
-            self._marks[mark] = _PersonMark(int(np.count_nonzero(under)), ts)
+            box = (max(0, math.floor(bx0)), max(0, math.floor(by0)), math.ceil(bx1), math.ceil(by1))
+            self._marks[mark] = _PersonMark(int(np.count_nonzero(under)), ts, box)
             self.counters.persons_found += 1
             found = True
         return found

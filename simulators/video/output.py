@@ -40,6 +40,7 @@ def metadata(timeline: Timeline, camera: Camera, seed: int) -> dict[str, Any]:
         "exit_region": [[x, y] for x, y in exit_region(camera, spec.region_scale)],
         "frames": timeline.frames,
         "blocked": list(timeline.blocked),
+        "attended": list(timeline.attended),
         "events": [{"frame": e.frame, "what": e.what} for e in timeline.events],
         "seed": seed,
     }
