@@ -82,7 +82,11 @@ class BlockageParams:
     min_object_px: int = 24  # working pixels (160 wide) of one blob in the region that make an object
     link_px: int = 2  # resting pixels this close (working pixels) belong to one blob
     person_check: bool = True  # run the HOG people detector on resting blobs
-    person_check_s: float = 1.0  # the same blob is checked at most this often
+    person_check_s: float = 1.0  # the same blob is checked at most this often ...
+    person_recheck_s: float = 8.0  # ... and at least this often (the interval doubles while nobody is found)
+    person_hold_s: float = 20.0  # a person mark not confirmed again (HOG or twitches) for this long is dropped
+    person_at_rest: float = 0.0  # share of the upper body found by HOG that must be at rest to mark it
+    person_rest_slack_s: float = 3.0  # a person's pixels come to rest within this of their upper body
     person_hit: float = 0.0  # HOG SVM score a detection needs
     person_keep: float = 0.5  # a person mark is dropped when less than this share of its blob is left
     heal_s: float = 3.0  # a resting blob that is a ghost or see-through is absorbed after this long
@@ -90,7 +94,10 @@ class BlockageParams:
     ghost_flat: float = 8.0  # ... and only where the view is this close to the floor around it (grey levels)
     see_through_ncc: float = 0.55  # see-through: texture correlation with the background in the blob
     see_through_rough: float = 0.1  # ... and at most this share of it differs by more than a smooth term
-    twitch_px: int = 6  # a motion blob this small (working pixels) next to resting pixels is a twitch
+    twitch_k: float = 1.5  # a twitch is a change of at least this many foreground thresholds ...
+    twitch_min_px: int = 3  # ... over at least this many working pixels ...
+    twitch_after_s: float = 3.0  # twitches count on pixels at rest settle_s + this long
+    twitch_px: int = 12  # a motion blob this small (working pixels) next to resting pixels is a twitch
     alive_s: float = 10.0  # twitches are remembered this long (decay time constant)
     alive_score: float = 8.0  # a resting blob with this many recent twitches is alive: a person, not an object
     release_s: float = 3.0  # pixels left when a person mark is dropped count only after resting this long again
@@ -110,6 +117,7 @@ class _PersonMark:
     pixels: int  # how many pixels the mark covered when it was made (or at most since)
     ts: float
     box: tuple[int, int, int, int]  # working pixels x0, y0, x1, y1 of the person found
+    since: float = -math.inf  # when the person came to rest: what rested before them is not them
 
 
 @dataclass
@@ -176,8 +184,9 @@ class ExitBlockageDetector:
         # Pixels whose learnt background was behind a person during the first seconds: never seen empty.
         self._unverified: Mask = np.zeros(shape, np.bool_)
         self._twitch_n: Floats = np.zeros(shape, np.float32)  # recent small motions at resting pixels
+        self._step: Floats = np.zeros(shape, np.float32)
         self._next_mark = 1
-        self._checked: list[tuple[Box, float]] = []  # recent person checks: (working box, ts)
+        self._checked: list[tuple[Box, float, float]] = []  # person checks: (working box, next due, interval)
         self._learning: list[tuple[NDArray[np.uint8], Frame]] = []
         self._learning_ends: list[tuple[NDArray[np.uint8], Frame]] = []
         self._learn_t0: float | None = None
@@ -262,6 +271,7 @@ class ExitBlockageDetector:
 
         # Robust noise sigma of the texture image from the frame-to-frame difference.
         step = np.abs(texture - prev)
+        self._step = step
         noise = float(np.median(step)) * 1.4826 / math.sqrt(2.0)
         threshold = max(p.fg_threshold, p.noise_k * noise)
         if _ncc(texture, long_bg) < p.moved_ncc:
@@ -370,7 +380,7 @@ class ExitBlockageDetector:
         acc[gone] = 0.0
         hidden[gone] = 0.0
         self._person[acc <= 0] = 0
-        self._twitch(motion, acc, dt)
+        self._twitch(self._step > p.twitch_k * threshold, acc, dt)
         return True
 
     def _twitch(self, motion: Mask, acc: Floats, dt: float) -> None:
@@ -380,14 +390,20 @@ class ExitBlockageDetector:
         self._twitch_n *= np.float32(math.exp(-dt / p.alive_s)) if dt > 0 else np.float32(1.0)
         if not motion.any():
             return
-        m, mlabels, mstats, _ = cv2.connectedComponentsWithStats(motion.astype(np.uint8), connectivity=8)
-        small = mstats[:, cv2.CC_STAT_AREA] <= p.twitch_px
+        _, mlabels, mstats, _ = cv2.connectedComponentsWithStats(motion.astype(np.uint8), connectivity=8)
+        area = mstats[:, cv2.CC_STAT_AREA]
+        small = (area >= p.twitch_min_px) & (area <= p.twitch_px)  # 1-2 pixels: noise
         small[0] = False
         twitch = small[mlabels]
         if not twitch.any():
             return
+        # Someone walking by (even seen in pieces, through the frame of a bicycle) moves much more
+        # around the spot than a twitch does.
+        local = cv2.boxFilter(motion.astype(np.float32), -1, (21, 21), normalize=False)
+        twitch &= local <= 2 * p.twitch_px
         near = cv2.dilate(twitch.astype(np.uint8), self._kernel, iterations=1) > 0
-        hit = near & (acc >= p.settle_s)
+        # Only on what has rested a while (not the moment an object is set down beside its carrier).
+        hit = near & (acc >= p.settle_s + p.twitch_after_s)
         self._twitch_n[hit] += 1.0
 
     # ------------------------------------------------------------------ blobs
@@ -421,25 +437,11 @@ class ExitBlockageDetector:
             if self._heal(k, labels, stats[k], grey, texture):
                 region_count[k] = 0
         person = (self._person > 0) | (ts - self._released < p.release_s)
-        old = (acc >= self.persistence_s) & in_region & ~person
-        old_count = np.bincount(labels[old], minlength=n)
-        old_count[0] = 0
-        # Alive: a resting blob that keeps twitching is people (a seated audience, people talking).
-        alive = np.bincount(labels.ravel(), weights=self._twitch_n.ravel(), minlength=n)
-        for k in range(1, n):
-            if alive[k] >= p.alive_score and region_count[k] > 0:
-                self._mark(labels == k, stats[k], ts)
+        self._find_people(n, labels, stats, region_count, frame, ts)
         person = (self._person > 0) | (ts - self._released < p.release_s)
         old = (acc >= self.persistence_s) & in_region & ~person
         old_count = np.bincount(labels[old], minlength=n)
         old_count[0] = 0
-        # Person check on blobs that could soon decide (enough resting pixels in the region).
-        candidates = [k for k in range(1, n) if region_count[k] >= p.min_object_px]
-        if p.person_check and candidates:
-            unmarked = np.bincount(labels[in_region & ~person & (acc >= p.settle_s)], minlength=n)
-            for k in sorted(candidates, key=lambda j: -int(unmarked[j])):
-                if unmarked[k] >= p.min_object_px and self._check_person(k, labels, stats[k], frame, ts):
-                    old_count[k] = np.count_nonzero((labels == k) & old & (self._person == 0))
         self._released[acc <= 0] = -np.inf
         need = p.min_object_px * (0.5 if self._blocked else 1.0)  # hysteresis
         best = int(np.argmax(old_count))
@@ -455,12 +457,38 @@ class ExitBlockageDetector:
         box = (math.floor(x / s), math.floor(y / s), math.ceil(w / s), math.ceil(h / s))
         return ExitObservation(ExitState.BLOCKED, ratio, since, box=box, blob_px=int(old_count[best]))
 
+    def _find_people(self, n: int, labels: NDArray[np.int32], stats: NDArray[np.int32],
+                     region_count: NDArray[np.int64], frame: Frame, ts: float) -> None:
+        """Mark resting blobs in the region that are people: twitching, or the HOG detector finds one."""
+        p = self.params
+        # Alive: a resting blob that keeps twitching is people (a seated audience, people talking).
+        alive = np.bincount(labels.ravel(), weights=self._twitch_n.ravel(), minlength=n)
+        for k in range(1, n):
+            if alive[k] >= p.alive_score and region_count[k] > 0:
+                self._mark(labels == k, stats[k], ts)
+        # The people detector on blobs that could soon decide (enough resting pixels in the region).
+        candidates = [k for k in range(1, n) if region_count[k] >= p.min_object_px]
+        if not (p.person_check and candidates):
+            return
+        settled_free = self._region & (self._person == 0) & (self._static_s >= p.settle_s)
+        unmarked = np.bincount(labels[settled_free], minlength=n)
+        # Marks are confirmed again before they run out (person_hold_s).
+        stale = [m for m, mark in self._marks.items() if ts - mark.ts > p.person_hold_s / 3]
+        ageing = np.zeros(n, np.bool_)
+        if stale:
+            ageing[np.unique(labels[np.isin(self._person, stale)])] = True
+        for k in sorted(candidates, key=lambda j: -int(unmarked[j])):
+            if unmarked[k] >= p.min_object_px or ageing[k]:
+                self._check_person(k, labels, stats[k], frame, ts)
+
     def _extend_marks(self, labels: NDArray[np.int32], settled: Mask) -> None:
         """Resting pixels inside the box a marked person was found in are that person too (their arm
         or hip comes to rest a little later than the rest of them), as long as the mark holds."""
         for mark_id, mark in self._marks.items():
             x0, y0, x1, y1 = mark.box
-            grow = settled[y0:y1, x0:x1] & (self._person[y0:y1, x0:x1] == 0)
+            rest_start = self._now - self._static_s[y0:y1, x0:x1]
+            grow = settled[y0:y1, x0:x1] & (self._person[y0:y1, x0:x1] == 0) \
+                & (rest_start >= mark.since - self.params.person_rest_slack_s)
             if grow.any():
                 self._person[y0:y1, x0:x1][grow] = mark_id
                 mark.pixels = max(mark.pixels, int(np.count_nonzero(self._person[y0:y1, x0:x1] == mark_id)))
@@ -472,8 +500,12 @@ class ExitBlockageDetector:
         if not self._marks:
             return
         counts = np.bincount(self._person.ravel(), minlength=self._next_mark)
+        alive = np.bincount(self._person.ravel(), weights=self._twitch_n.ravel(), minlength=self._next_mark)
         for mark_id, mark in list(self._marks.items()):
-            if counts[mark_id] < self.params.person_keep * mark.pixels:
+            if alive[mark_id] >= self.params.alive_score:
+                mark.ts = self._now  # still twitching: still a person
+            if counts[mark_id] < self.params.person_keep * mark.pixels \
+                    or self._now - mark.ts > self.params.person_hold_s:
                 left = self._person == mark_id
                 self._person[left] = 0
                 self._released[left] = self._now  # the last of a leaving person, or what they left
@@ -571,27 +603,22 @@ class ExitBlockageDetector:
 
     def _mark(self, blob: Mask, stat: NDArray[np.int32], ts: float) -> None:
         """Mark the unmarked resting pixels of ``blob`` as a person (a new mark)."""
-        under = blob & (self._person == 0)
+        twitched = cv2.dilate((self._twitch_n > 0.5).astype(np.uint8), self._kernel, iterations=4) > 0
+        under = blob & (self._person == 0) & twitched
         if not under.any():
             return
         x, y, w, h = (int(v) for v in stat[:4])
         mark = self._next_mark
         self._next_mark += 1
         self._person[under] = mark
-        self._marks[mark] = _PersonMark(int(np.count_nonzero(under)), ts, (x, y, x + w, y + h))
+        since = float(np.min(ts - self._static_s[under]))
+        self._marks[mark] = _PersonMark(int(np.count_nonzero(under)), ts, (x, y, x + w, y + h), since)
         self.counters.alive_marks += 1
 
-    def _check_person(self, k: int, labels: NDArray[np.int32], stat: NDArray[np.int32], frame: Frame,
-                      ts: float) -> bool:
-        """Run the people detector around resting blob ``k``; mark the pixels under a person found."""
-        p = self.params
-        x, y, w, h = (int(v) for v in stat[:4])
-        box = (x, y, w, h)
-        self._checked = [(b, t) for b, t in self._checked if ts - t < p.person_check_s]
-        if any(_iou(box, b) > 0.5 for b, _ in self._checked):
-            return False
-        self._checked.append((box, ts))
-        self.counters.person_checks += 1
+    def _person_crop(self, frame: Frame, x: int, y: int, w: int, h: int
+                     ) -> tuple[NDArray[np.uint8], float, int, int, int, int] | None:
+        """The frame around a blob (working box x, y, w, h) for the people detector: the crop, its
+        zoom, its top-left corner in the frame and the padding added to it."""
         s = self._scale
         fh, fw = frame.shape[:2]
         # A crop around the blob with room for a whole standing person above and beside it (the
@@ -602,7 +629,7 @@ class ExitBlockageDetector:
         cx0, cx1 = max(0, round(bx - side)), min(fw, round(bx + bw + side))
         cy0, cy1 = max(0, round(by - 1.4 * bh)), min(fh, round(by + bh + 0.3 * bh))
         if cx1 - cx0 < 8 or cy1 - cy0 < 16:
-            return False
+            return None
         zoom = min(3.0, max(1.0, 140.0 / max(bh, 1.0)), 420.0 / max(cy1 - cy0, 1))
         zoom = max(zoom, 1.0)
         crop: NDArray[np.uint8] = frame[cy0:cy1, cx0:cx1]
@@ -615,6 +642,51 @@ class ExitBlockageDetector:
             off_x, off_y = pad_x // 2, pad_y // 2
         else:
             off_x = off_y = 0
+        return crop, zoom, cx0, cy0, off_x, off_y
+
+    def _mark_person(self, under: Mask, bx0: float, by0: float, bx1: float, by1: float, ts: float) -> None:
+        """A new person mark on the resting pixels ``under`` the person found (working box bx0..by1)."""
+        p = self.params
+        under = under & (self._person == 0)
+        # A person comes to rest all at once: the pixels of their upper body tell when. What
+        # rested well before that (the bicycle they stop beside, the bag at their feet) is not them.
+        rest_start = ts - self._static_s
+        top = np.zeros_like(under)
+        top[max(0, math.floor(by0)):math.ceil(by0 + 0.6 * (by1 - by0)), max(0, math.floor(bx0)):math.ceil(bx1)] = True
+        upper = under & top
+        if np.count_nonzero(upper) < p.person_at_rest * np.count_nonzero(top):
+            return  # someone walking by what rests there (a bicycle's handlebars are not a person at rest)
+        since = float(np.median(rest_start[upper])) if upper.any() else -math.inf
+        under &= rest_start >= since - p.person_rest_slack_s
+        if not under.any():
+            return
+        mark = self._next_mark
+        self._next_mark += 1
+        self._person[under] = mark
+        person_box = (max(0, math.floor(bx0)), max(0, math.floor(by0)), math.ceil(bx1), math.ceil(by1))
+        self._marks[mark] = _PersonMark(int(np.count_nonzero(under)), ts, person_box, since)
+
+    def _check_person(self, k: int, labels: NDArray[np.int32], stat: NDArray[np.int32], frame: Frame,
+                      ts: float) -> bool:
+        """Run the people detector around resting blob ``k``; mark the pixels under a person found."""
+        p = self.params
+        x, y, w, h = (int(v) for v in stat[:4])
+        box = (x, y, w, h)
+        # The same blob (boxes overlapping) is looked at again after person_check_s, then after twice
+        # as long each time nobody is found on it, up to person_recheck_s: a bag costs little.
+        self._checked = [c for c in self._checked if ts < c[1] + 2 * p.person_recheck_s]
+        same = next((i for i, c in enumerate(self._checked) if _iou(box, c[0]) > 0.5), None)
+        if same is not None and ts < self._checked[same][1]:
+            return False
+        interval = p.person_check_s if same is None else min(2 * self._checked[same][2], p.person_recheck_s)
+        if same is not None:
+            del self._checked[same]
+        self.counters.person_checks += 1
+        crop_at = self._person_crop(frame, x, y, w, h)
+        if crop_at is None:
+            return False
+        crop, zoom, cx0, cy0, off_x, off_y = crop_at
+        s = self._scale
         rects, weights = _hog().detectMultiScale(crop, winStride=(8, 8), padding=(16, 16), scale=1.08)
         found = False
         blob = labels == k
@@ -630,16 +702,18 @@ class ExitBlockageDetector:
             under[max(0, math.floor(by0)):math.ceil(by1), max(0, math.floor(bx0)):math.ceil(bx1)] = True
             if not (under & blob).any():
                 continue
-            under &= self._static_s >= p.settle_s
+            for other in set(np.unique(self._person[under]).tolist()) - {0}:
+                self._marks[other].ts = ts  # found again: the mark holds
+            # The whole resting blob the person is on is them (HOG's box may hold only part of
+            # them), except what came to rest well before them (_mark_person).
+            under = blob & (self._static_s >= p.settle_s)
             if not under.any():
                 continue
-            mark = self._next_mark
-            self._next_mark += 1
-            self._person[under] = mark
-            box = (max(0, math.floor(bx0)), max(0, math.floor(by0)), math.ceil(bx1), math.ceil(by1))
-            self._marks[mark] = _PersonMark(int(np.count_nonzero(under)), ts, box)
-            self.counters.persons_found += 1
             found = True
+            self._mark_person(under, min(bx0, x), by0, max(bx1, x + w), max(by1, y + h), ts)
+            self.counters.persons_found += 1
+        wait = p.person_check_s if found else interval
+        self._checked.append((box, ts + wait, wait))
         return found
 
     # ------------------------------------------------------------------ for snapshots
