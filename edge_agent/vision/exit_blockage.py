@@ -192,6 +192,7 @@ class ExitBlockageDetector:
         self._learn_t0: float | None = None
         self._last_sample = -math.inf
         self._learnt_frame: Frame | None = None
+        self._learnt_frames: list[Frame] = []
         self._last_ts: float | None = None
         self._now = 0.0
         self._moved_s = 0.0
@@ -243,6 +244,9 @@ class ExitBlockageDetector:
     def learnt_frame(self) -> Frame | None:
         """The empty scene as a full-size picture once learnt (the median of the first seconds or the
         reference): what the agent saves as the exit's reference when it has none yet."""
+        if self._learnt_frame is None and self._learnt_frames:
+            self._learnt_frame = np.median(np.stack(self._learnt_frames), axis=0).astype(np.uint8)
+            self._learnt_frames = []
         return self._learnt_frame
 
     @property
@@ -313,7 +317,8 @@ class ExitBlockageDetector:
         if ts - self._learn_t0 >= p.learn_s or p.learn_s <= 0:
             self._learning_ends = [self._learning[0], self._learning[-1]]
             greys = np.stack([g for g, _ in self._learning])
-            self._learnt_frame = np.median(np.stack([f for _, f in self._learning]), axis=0).astype(np.uint8)
+            # A few of them, whose median is made when asked for (the agent saves it as the reference).
+            self._learnt_frames = [f for _, f in self._learning][::3]
             median = np.median(greys, axis=0).astype(np.uint8)
             self._learn(median, "median of the first seconds")
             if p.person_check:
@@ -322,6 +327,7 @@ class ExitBlockageDetector:
                 for _, sample in (self._learning_ends[0], self._learning_ends[-1]):
                     for x0, y0, x1, y1 in self._people_boxes(sample):
                         self._unverified[y0:y1, x0:x1] = True
+            self._learning_ends = []
             self._short = self._texture(grey)
             self._prev = self._short.copy()
             self._level = float(grey.mean())
@@ -563,18 +569,29 @@ class ExitBlockageDetector:
         return True
 
     def _people_boxes(self, frame: Frame) -> list[tuple[int, int, int, int]]:
-        """People in the whole view (working pixels x0, y0, x1, y1, with a margin): run once at start."""
-        fh = frame.shape[0]
-        zoom = max(1.0, min(2.0, 720.0 / fh))
-        image = frame if zoom == 1.0 else np.asarray(cv2.resize(frame, None, fx=zoom, fy=zoom), np.uint8)
+        """People around the exit region (working pixels x0, y0, x1, y1, with a margin): run once at start."""
+        fh, fw = frame.shape[:2]
+        ys, xs = np.nonzero(self._region)
+        s0 = self._scale
+        # The region's box, with room above it for whole people standing in it.
+        rx0, rx1 = float(xs.min()) / s0, float(xs.max() + 1) / s0
+        ry0, ry1 = float(ys.min()) / s0, float(ys.max() + 1) / s0
+        side, up = 0.3 * (rx1 - rx0), 0.8 * (ry1 - ry0)
+        cx0, cx1 = max(0, round(rx0 - side)), min(fw, round(rx1 + side))
+        cy0, cy1 = max(0, round(ry0 - up)), min(fh, round(ry1 + 0.1 * (ry1 - ry0)))
+        zoom = max(1.0, min(2.0, 720.0 / fh, 600.0 / math.sqrt(max((cx1 - cx0) * (cy1 - cy0), 1))))
+        image = frame[cy0:cy1, cx0:cx1]
+        if zoom > 1.0:
+            image = np.asarray(cv2.resize(image, None, fx=zoom, fy=zoom), np.uint8)
         rects, _ = _hog().detectMultiScale(image, winStride=(8, 8), padding=(16, 16), scale=1.1)
         self.counters.person_checks += 1
-        s = self._scale / zoom
         h, w = self._static_s.shape
         out = []
         for rx, ry, rw, rh in rects:
-            out.append((max(0, math.floor((rx - 0.1 * rw) * s)), max(0, math.floor((ry - 0.05 * rh) * s)),
-                        min(w, math.ceil((rx + 1.1 * rw) * s)), min(h, math.ceil((ry + 1.1 * rh) * s))))
+            x0, y0 = (rx - 0.1 * rw) / zoom + cx0, (ry - 0.05 * rh) / zoom + cy0
+            x1, y1 = (rx + 1.1 * rw) / zoom + cx0, (ry + 1.1 * rh) / zoom + cy0
+            out.append((max(0, math.floor(x0 * s0)), max(0, math.floor(y0 * s0)),
+                        min(w, math.ceil(x1 * s0)), min(h, math.ceil(y1 * s0))))
         return out
 
     def _see_through(self, tex: Floats, bg: Floats, blob: Mask) -> bool:
@@ -630,7 +647,8 @@ class ExitBlockageDetector:
         cy0, cy1 = max(0, round(by - 1.4 * bh)), min(fh, round(by + bh + 0.3 * bh))
         if cx1 - cx0 < 8 or cy1 - cy0 < 16:
             return None
-        zoom = min(3.0, max(1.0, 140.0 / max(bh, 1.0)), 420.0 / max(cy1 - cy0, 1))
+        # Bounded: at most ~300x300 pixels go to the detector (its cost grows with the area).
+        zoom = min(3.0, max(1.0, 110.0 / max(bh, 1.0)), 300.0 / math.sqrt(max((cy1 - cy0) * (cx1 - cx0), 1)))
         zoom = max(zoom, 1.0)
         crop: NDArray[np.uint8] = frame[cy0:cy1, cx0:cx1]
         if zoom > 1.0:

@@ -56,6 +56,9 @@ def test_a_person_standing_50_s_in_the_exit_is_not_an_obstruction() -> None:
     assert blocked_at(run_clip("person_standing_long", 10.0)) == []
 
 
+@pytest.mark.xfail(strict=True, reason="issue 11, open: a door propped open for good looks like an object (new "
+                   "outlines, no floor seen through it) and is not absorbed; the operator accepts the view "
+                   "as clear (<reference>.accept), see docs/edge-agent-vision.md")
 def test_a_door_propped_open_for_good_is_not_an_obstruction() -> None:
     assert blocked_at(run_clip("door_left_open", 10.0)) == []
 
