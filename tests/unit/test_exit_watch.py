@@ -49,3 +49,21 @@ def test_the_learnt_view_is_saved_and_an_accept_request_resets_the_exit(tmp_path
     assert result is not None
     assert result[0].state.value == "clear"
     assert not request.exists()
+
+
+def test_accept_clear_command_leaves_the_request_for_the_running_agent(tmp_path: Path) -> None:
+    from gateway.cli import main  # noqa: PLC0415
+
+    reference = tmp_path / "exit-1.png"
+    config = tmp_path / "site.yaml"
+    config.write_text(f"""\
+site: s-1
+broker: {{url: "mqtt://127.0.0.1:1883"}}
+cameras: [{{id: cam-1, source: 0}}]
+exits:
+  - {{id: exit-1, camera: cam-1, region: [[10, 10], [100, 10], [100, 100]], reference: "{reference}"}}
+""", encoding="utf-8")
+    assert main(["agent", "accept-clear", str(config), "--exit", "exit-1"]) == 0
+    watch = ExitWatch(ExitConfig(id="exit-1", camera="cam-1", region=REGION, reference=reference))
+    assert watch.accept_request is not None
+    assert watch.accept_request.exists()
