@@ -93,12 +93,14 @@ class BlockageParams:
     ghost_ratio: float = 2.0  # ghost: how unlike its surroundings the background is in the blob / the view
     ghost_flat: float = 8.0  # ... and only where the view is this close to the floor around it (grey levels)
     see_through_ncc: float = 0.55  # see-through: texture correlation with the background in the blob
-    see_through_rough: float = 0.1  # ... and at most this share of it differs by more than a smooth term
+    see_through_texture: float = 3.0  # see-through needs floor texture of at least this many noise sigmas
+    see_through_rough: float = 0.02  # ... and at most this share of it differs by more than a smooth term
     twitch_k: float = 1.5  # a twitch is a change of at least this many foreground thresholds ...
     twitch_min_px: int = 3  # ... over at least this many working pixels ...
     twitch_after_s: float = 3.0  # twitches count on pixels at rest settle_s + this long
     twitch_px: int = 12  # a motion blob this small (working pixels) next to resting pixels is a twitch
     alive_s: float = 10.0  # twitches are remembered this long (decay time constant)
+    alive_peak: float = 0.0  # ... and one spot of it twitched about this many times (fidgeting, not passing)
     alive_score: float = 8.0  # a resting blob with this many recent twitches is alive: a person, not an object
     release_s: float = 3.0  # pixels left when a person mark is dropped count only after resting this long again
     dark_level: float = 10.0  # mean grey (0..255) of the region below this: "dark"
@@ -195,6 +197,7 @@ class ExitBlockageDetector:
         self._learnt_frames: list[Frame] = []
         self._last_ts: float | None = None
         self._now = 0.0
+        self._noise = 0.0  # sensor noise sigma of the texture image, measured on the last frame
         self._moved_s = 0.0
         self._level = 0.0  # mean grey of the previous frame
         self._blocked = False
@@ -277,6 +280,7 @@ class ExitBlockageDetector:
         step = np.abs(texture - prev)
         self._step = step
         noise = float(np.median(step)) * 1.4826 / math.sqrt(2.0)
+        self._noise = noise
         threshold = max(p.fg_threshold, p.noise_k * noise)
         if _ncc(texture, long_bg) < p.moved_ncc:
             self._moved_s += dt
@@ -469,8 +473,10 @@ class ExitBlockageDetector:
         p = self.params
         # Alive: a resting blob that keeps twitching is people (a seated audience, people talking).
         alive = np.bincount(labels.ravel(), weights=self._twitch_n.ravel(), minlength=n)
+        peak = np.zeros(n, np.float32)
+        np.maximum.at(peak, labels.ravel(), self._twitch_n.ravel())
         for k in range(1, n):
-            if alive[k] >= p.alive_score and region_count[k] > 0:
+            if alive[k] >= p.alive_score and peak[k] >= p.alive_peak and region_count[k] > 0:
                 self._mark(labels == k, stats[k], ts)
         # The people detector on blobs that could soon decide (enough resting pixels in the region).
         candidates = [k for k in range(1, n) if region_count[k] >= p.min_object_px]
@@ -599,13 +605,16 @@ class ExitBlockageDetector:
         a shadow, an object's halo in the high-pass image): the background has texture there, the
         view correlates with it, and what differs between them is smooth almost everywhere."""
         p = self.params
-        if float(bg[blob].std()) < 2.0 * p.fg_threshold:
+        if float(bg[blob].std()) < p.see_through_texture * self._noise:
             return False  # a plain floor: nothing to see through, so nothing to tell light from an object
         if _ncc(tex[blob], bg[blob]) < p.see_through_ncc:
             return False
         diff = tex - bg
         rough = np.abs(diff - cv2.GaussianBlur(diff, (0, 0), 2.0)) > p.fg_threshold
-        return float(np.count_nonzero(rough & blob)) <= p.see_through_rough * float(np.count_nonzero(blob))
+        # An object hides the floor: where it stands, the difference is not smooth. Even a small
+        # object inside a large, smooth-looking blob (its halo in the high-pass image) fails this.
+        rough_px = float(np.count_nonzero(rough & blob))
+        return rough_px <= p.see_through_rough * float(np.count_nonzero(blob)) and rough_px < p.min_object_px / 4
 
     def _absorb(self, part: Mask, x0: int, y0: int, x1: int, y1: int, grey: NDArray[np.uint8],
                 texture: Floats) -> None:
