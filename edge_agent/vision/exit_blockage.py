@@ -542,6 +542,11 @@ class ExitBlockageDetector:
         if np.count_nonzero(unverified & blob) >= 0.5 * np.count_nonzero(blob):
             # Where a person stood in the first seconds: the floor they hid, now seen. Only that part.
             part = blob & unverified
+            # The rest of the blob, if it came to rest at the same moment, is the same thing (the
+            # door they held open, closing again when they left); what rested at another time is not.
+            rest_start = self._now - acc
+            t_ref = float(np.median(rest_start[part]))
+            part |= blob & (np.abs(rest_start - t_ref) <= p.person_rest_slack_s)
             self._absorb(part, x0, y0, x1, y1, grey, texture)
             unverified[part] = False
             self.counters.absorbed_startup += 1
