@@ -29,7 +29,7 @@ from edge_agent.sources.smoke import (
     SmokeStatus,
     Zigbee2MqttDetector,
 )
-from edge_agent.vision import ExitBlockageDetector, ExitObservation
+from edge_agent.vision import ExitBlockageDetector, ExitObservation, FramePacer, draw_observation
 from protocol import DeclaredDevice, DeviceKind, ExitState, MessageType, SmokeState
 from protocol.mqtt import MqttEndpoint
 
@@ -47,10 +47,15 @@ def make_smoke_adapter(config: SmokeConfig) -> SmokeAdapter:
     return SimulatedDetector()
 
 
-def outline_snapshot(frame: np.ndarray, region: list[tuple[int, int]]) -> bytes:
-    """The frame as JPEG with the exit region outlined in red (sent when an exit becomes blocked)."""
-    image = frame.copy()
-    cv2.polylines(image, [np.asarray(region, np.int32)], isClosed=True, color=(0, 0, 255), thickness=3)
+def outline_snapshot(frame: np.ndarray, region: list[tuple[int, int]],
+                     observation: ExitObservation | None = None) -> bytes:
+    """The frame as JPEG with the exit region outlined in red and the blocking object's box in
+    yellow (sent when an exit becomes blocked)."""
+    if observation is not None:
+        image = draw_observation(frame, region, observation)
+    else:
+        image = frame.copy()
+        cv2.polylines(image, [np.asarray(region, np.int32)], isClosed=True, color=(0, 0, 255), thickness=3)
     ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
     if not ok:
         raise ValueError("could not encode the snapshot")
@@ -64,34 +69,64 @@ class ExitWatch:
         self.config = config
         self.detector: ExitBlockageDetector | None = None
         self.last: ExitObservation | None = None
-        self._last_frame_ts = 0.0
+        self._pacer = FramePacer(EXIT_ANALYSIS_FPS)
+        self._save_learnt = False
+
+    @property
+    def accept_request(self) -> Path | None:
+        """The file an operator creates (``safeguard agent accept-clear``) to have the running agent take
+        the exit's current view as clear: ``<reference>.accept`` beside the reference picture."""
+        ref = self.config.reference
+        return ref.with_name(ref.name + ".accept") if ref is not None else None
 
     def feed(self, frame: np.ndarray, ts: float) -> tuple[ExitObservation, bool] | None:
         """Analyse the frame if it is time; return the observation and whether the state changed."""
-        if ts - self._last_frame_ts < 1.0 / EXIT_ANALYSIS_FPS:
+        if not self._pacer.take(ts):
             return None
-        self._last_frame_ts = ts
         if self.detector is None:
             height, width = frame.shape[:2]
             reference = self._reference(frame)
             self.detector = ExitBlockageDetector(self.config.region, (width, height), self.config.persistence_s,
                                                  reference=reference)
+            self._save_learnt = reference is None and self.config.reference is not None
+        request = self.accept_request
+        if request is not None and request.exists():
+            self._accept(frame, request)
         observation = self.detector.update(frame, ts)
+        if self._save_learnt and self.detector.learnt_frame is not None:
+            self._save_learnt = False
+            self._save(self.detector.learnt_frame, "learnt the clear view (median of the first seconds)")
         changed = self.last is None or observation.state != self.last.state
         self.last = observation
         return observation, changed
 
-    def _reference(self, first: np.ndarray) -> np.ndarray | None:
-        """The configured clear-exit picture; when the file does not exist yet, the first frame is
-        taken as the clear exit and saved there (so the next start uses the same reference)."""
+    def _accept(self, frame: np.ndarray, request: Path) -> None:
+        """An operator says the exit is clear now: the current view becomes the empty scene and the
+        reference (whatever was at rest is forgotten)."""
+        assert self.detector is not None
+        self.detector.accept_clear(frame)
+        self._save_learnt = False
+        self._save(frame, "accepted the current view as clear (operator request)")
+        try:
+            request.unlink()
+        except OSError as exc:
+            log.warning("exit %s: could not remove %s: %s", self.config.id, request, exc)
+
+    def _save(self, image: np.ndarray, what: str) -> None:
         path = self.config.reference
         if path is None:
-            return None
-        if not path.exists():
-            if cv2.imwrite(str(path), first):
-                log.info("exit %s: learnt the clear view, saved to %s", self.config.id, path)
-            else:
-                log.warning("exit %s: could not save the learnt clear view to %s", self.config.id, path)
+            return
+        if cv2.imwrite(str(path), image):
+            log.info("exit %s: %s, saved to %s", self.config.id, what, path)
+        else:
+            log.warning("exit %s: %s, but could not save it to %s", self.config.id, what, path)
+
+    def _reference(self, first: np.ndarray) -> np.ndarray | None:
+        """The configured clear-exit picture. When the file does not exist yet, the detector learns the
+        empty scene (the median of its first seconds, so people in view are not in it) and that is
+        saved there, so the next start uses the same reference."""
+        path = self.config.reference
+        if path is None or not path.exists():
             return None
         image = cv2.imread(str(path))
         if image is None or image.shape != first.shape:
@@ -174,7 +209,8 @@ class Agent:
             if changed:
                 self._send_exit(watch.config.id, observation, kind=None)
                 if observation.state is ExitState.BLOCKED:
-                    self.publisher.send_snapshot(watch.config.id, outline_snapshot(frame, watch.config.region))
+                    self.publisher.send_snapshot(watch.config.id,
+                                                 outline_snapshot(frame, watch.config.region, observation))
 
     def _send_exit(self, device: str, observation: ExitObservation, kind: Kind | None) -> None:
         self.publisher.send(device, MessageType.EXIT, {

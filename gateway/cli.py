@@ -390,6 +390,15 @@ def cmd_agent(args: argparse.Namespace) -> int:
         out = calibrate(config, args.exit, Path(args.out))
         sys.stderr.write(f"saved {out}: check the red region covers the exit, then edit its points in {path}\n")
         return 0
+    if args.action == "accept-clear":
+        # The running agent watches <reference>.accept and takes its current view as clear (issue 11).
+        exit_ = next((e for e in config.exits if e.id == args.exit), None)
+        if exit_ is None or exit_.reference is None:
+            raise ValueError("accept-clear needs --exit EXIT_ID of an exit with a reference picture in the config")
+        request = exit_.reference.with_name(exit_.reference.name + ".accept")
+        request.touch()
+        sys.stderr.write(f"asked the running agent to take exit {exit_.id}'s current view as clear ({request})\n")
+        return 0
     if args.action == "check-config":
         _check_regions(config, Path(path), streams=args.cameras)
         sys.stderr.write(f"{path}: ok (site {config.site}: {len(config.cameras)} cameras, {len(config.exits)} exits,"
@@ -577,10 +586,11 @@ def _add_simulate(sim: argparse.ArgumentParser) -> None:
 
 def _add_agent_and_inspect(sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     agent = sub.add_parser("agent", help="run an edge agent (or: agent check-config FILE)")
-    agent.add_argument("action", nargs="?", choices=["run", "check-config", "calibrate"], default="run")
+    agent.add_argument("action", nargs="?", choices=["run", "check-config", "calibrate", "accept-clear"],
+                       default="run")
     agent.add_argument("file", nargs="?", help="the site's config (same as --config)")
     agent.add_argument("--config", help="the site's YAML config")
-    agent.add_argument("--exit", help="calibrate: the exit whose region to draw")
+    agent.add_argument("--exit", help="calibrate: the exit whose region to draw; accept-clear: the exit now clear")
     agent.add_argument("--out", default="exit-region.jpg", help="calibrate: where to save the picture")
     agent.add_argument("--cameras", action="store_true",
                        help="check-config: also open live camera streams to check exit regions against their frames")

@@ -8,7 +8,9 @@ from edge_agent.vision.exit_blockage import (
     BlockageParams,
     ExitBlockageDetector,
     ExitObservation,
+    draw_observation,
 )
+from edge_agent.vision.pacing import FramePacer
 from protocol import ExitState
 
-__all__ = ["BlockageParams", "ExitBlockageDetector", "ExitObservation", "ExitState"]
+__all__ = ["BlockageParams", "ExitBlockageDetector", "ExitObservation", "ExitState", "FramePacer", "draw_observation"]

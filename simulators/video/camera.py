@@ -83,9 +83,16 @@ def exit_region_world() -> FloatArray:
     ], dtype=np.float64)
 
 
-def exit_region(camera: Camera) -> list[tuple[int, int]]:
-    """The exit region as an image polygon (integer pixels), as written in each clip's metadata."""
-    pts = np.round(camera.project(exit_region_world())).astype(int)
+def exit_region(camera: Camera, scale: float = 1.0) -> list[tuple[int, int]]:
+    """The exit region as an image polygon (integer pixels), as written in each clip's metadata;
+    ``scale`` enlarges it about its centre (clipped to the frame: "the same object, a bigger region")."""
+    pts = camera.project(exit_region_world())
+    if scale != 1.0:
+        centre = pts.mean(axis=0)
+        pts = centre + (pts - centre) * scale
+        pts[:, 0] = np.clip(pts[:, 0], 0, camera.width - 1)
+        pts[:, 1] = np.clip(pts[:, 1], 0, camera.height - 1)
+    pts = np.round(pts).astype(int)
     return [(int(u), int(v)) for u, v in pts]
 
 

@@ -137,9 +137,31 @@ class Script:
         return t_set
 
     def spec(self, name: str, description: str, duration_s: float, lighting: Lighting | None = None,
-             door_held: tuple[tuple[float, float], ...] = ()) -> ClipSpec:
+             door_held: tuple[tuple[float, float], ...] = (), fps: float | None = None,
+             region_scale: float = 1.0) -> ClipSpec:
         return ClipSpec(name, description, duration_s, tuple(self.people), tuple(self.props),
-                        lighting or Lighting(), door_held)
+                        lighting or Lighting(), door_held, fps, region_scale)
+
+    def stand(self, t0: float, spot: Point, until: float, leave_to: Point | None = None) -> None:
+        """Someone already standing at ``spot`` at ``t0`` (in view when the clip starts) who walks off at ``until``."""
+        v = self.speed()
+        away = leave_to or (float(self.rng.uniform(-1.5, 1.5)), ENTRY_Z)
+        self.add_person(PathBuilder(t0, spot).wait_until(until).walk(away, v))
+
+    def standing_object(self, kind: PropKind, spot: Point, until: float) -> None:
+        """An object standing at ``spot`` from the start (in the learnt scene), pushed away at ``until``."""
+        v = min(self.speed(), 1.0)
+        exit_at = (float(self.rng.uniform(-1.2, 1.2)), ENTRY_Z)
+        dx, dz = exit_at[0] - spot[0], exit_at[1] - spot[1]
+        n = math.hypot(dx, dz)
+        ux, uz = dx / n, dz / n
+        behind = (spot[0] + LEAD * ux, spot[1] + LEAD * uz)  # the pusher pulls it towards the camera
+        approach = math.dist(exit_at, behind) / v
+        self.add_person(PathBuilder(until - approach, exit_at).walk(behind, v).wait(0.5)
+                        .walk((exit_at[0], exit_at[1] - 0.0), v))
+        thing = PathBuilder(0.0, spot).wait_until(until + 0.5).walk((exit_at[0] - LEAD * ux, exit_at[1] - LEAD * uz), v)
+        look = prop_look(self.rng, kind)
+        self.props.append(Prop(f"{kind.value} {len(self.props) + 1}", thing.build(), look, remains=False))
 
 
 def _drift(rng: np.random.Generator, amount: float) -> Lighting:
@@ -245,6 +267,85 @@ def _cart_brief_stop(rng: np.random.Generator) -> ClipSpec:
                   "in the ground truth, below any sensible persistence time.", 40)
 
 
+# ------------------------------------------------------------- issue 11: what real cameras show
+
+
+def _people_at_start(rng: np.random.Generator) -> ClipSpec:
+    s = Script(rng)
+    s.stand(0.0, (-0.3, 4.2), 9.0)  # three people in the exit when the detector starts
+    s.stand(0.0, (0.45, 4.0), 14.0)
+    s.stand(0.0, (0.1, 4.6), 20.0)
+    t = 24.0
+    while t < 50:
+        s.random_passer(t, float(rng.uniform(-0.3, 0.3)))
+        t += float(rng.uniform(5.0, 9.0))
+    return s.spec("people_at_start", "Three people stand in the exit as the clip starts and leave at 9, 14 and "
+                  "20 s; others pass later. Nothing is left: never blocked.", 60)
+
+
+def _lamp_on_then_box(rng: np.random.Generator) -> ClipSpec:
+    s = Script(rng)
+    spot = _exit_spot(rng, (-0.3, 0.3))
+    s.deliver(30.0, PropKind.BOX, spot, stay=45.0)
+    return s.spec("lamp_on_then_box", "A spot lamp over part of the exit goes on at 8 s for good; a box is left "
+                  "there at ~32 s and taken away 45 s later.", 100,
+                  Lighting(spot=(8.0, 0.5, 4.3, 0.55, 0.6)))
+
+
+def _chair_moved_away(rng: np.random.Generator) -> ClipSpec:
+    s = Script(rng)
+    s.standing_object(PropKind.CHAIR, (-0.45, 4.3), 6.0)
+    s.out_through_door(30.0)
+    return s.spec("chair_moved_away", "A chair stands in the exit when the clip starts (it is in the learnt "
+                  "scene) and is pulled away at 6 s: the floor it leaves is not an obstruction.", 50)
+
+
+def _door_left_open(rng: np.random.Generator) -> ClipSpec:
+    s = Script(rng)
+    s.out_through_door(4.0)
+    return s.spec("door_left_open", "The exit door is propped open at 12 s and stays open: a lasting change, "
+                  "not an obstruction.", 70, door_held=((12.0, 1e9),))
+
+
+def _person_standing_long(rng: np.random.Generator) -> ClipSpec:
+    s = Script(rng)
+    s.visit(3.0, _exit_spot(rng), 50.0)
+    s.out_through_door(62.0)
+    return s.spec("person_standing_long", "A person stands still 50 s in the exit, then leaves: never blocked.", 75)
+
+
+def _dark_bag_left(rng: np.random.Generator) -> ClipSpec:
+    s = Script(rng)
+    t_set = s.deliver(6.0, PropKind.BOX, _exit_spot(rng, (-0.35, 0.2)))
+    bag = s.props[-1]
+    w, h, d = 0.45, 0.3, 0.3
+    s.props[-1] = Prop(bag.label, bag.path, PropLook(PropKind.BOX, (78, 84, 88), (74, 80, 84), (w, h, d), 0.2),
+                       bag.remains)
+    s.visit(t_set + 20.0, (1.2, 3.8), 2.0)
+    return s.spec("dark_bag_left", "A small dark bag of about the floor's shade is left in the exit.", 60)
+
+
+def _box_left_wide_region(rng: np.random.Generator) -> ClipSpec:
+    spec = _box_left(rng)
+    return ClipSpec("box_left_wide_region", "box_left with an exit region twice as wide and tall around it.",
+                    spec.duration_s, spec.people, spec.props, spec.lighting, spec.door_held, None, 2.0)
+
+
+def _box_left_25fps(rng: np.random.Generator) -> ClipSpec:
+    spec = _box_left(rng)
+    return ClipSpec("box_left_25fps", "box_left from a 25 fps camera.", spec.duration_s, spec.people, spec.props,
+                    spec.lighting, spec.door_held, 25.0)
+
+
+def _bag_left_by_talkers(rng: np.random.Generator) -> ClipSpec:
+    s = Script(rng)
+    s.visit(3.0, (-0.35, 4.25), 28.0)  # two people stand talking in the exit ...
+    s.visit(3.5, (0.25, 4.3), 26.0)
+    s.deliver(8.0, PropKind.BOX, (-0.05, 4.05))  # ... one of them puts a bag down beside them
+    return s.spec("bag_left_by_talkers", "Two people talk 26-28 s in the exit; a bag put down beside them at "
+                  "~10 s stays when they leave.", 75)
+
+
 STANDARD_CLIPS: dict[str, Callable[[np.random.Generator], ClipSpec]] = {
     "empty_corridor": _empty_corridor,
     "people_passing": _people_passing,
@@ -258,11 +359,25 @@ STANDARD_CLIPS: dict[str, Callable[[np.random.Generator], ClipSpec]] = {
     "box_beside_exit": _box_beside_exit,
     "lights_switching": _lights_switching,
     "cart_brief_stop": _cart_brief_stop,
+    "people_at_start": _people_at_start,
+    "lamp_on_then_box": _lamp_on_then_box,
+    "chair_moved_away": _chair_moved_away,
+    "door_left_open": _door_left_open,
+    "person_standing_long": _person_standing_long,
+    "dark_bag_left": _dark_bag_left,
+    "box_left_wide_region": _box_left_wide_region,
+    "box_left_25fps": _box_left_25fps,
+    "bag_left_by_talkers": _bag_left_by_talkers,
 }
+
+
+# Variants of a clip that must show the very same scene and script (only the region or the frame rate differs).
+SAME_SCRIPT = {"box_left_wide_region": "box_left", "box_left_25fps": "box_left"}
 
 
 def clip_rngs(name: str, seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
     """Independent generators for the script, the per-frame choices and the scene's look."""
+    name = SAME_SCRIPT.get(name, name)
     script, frames, look = np.random.SeedSequence([seed, zlib.crc32(name.encode())]).spawn(3)
     return np.random.default_rng(script), np.random.default_rng(frames), np.random.default_rng(look)
 
@@ -276,5 +391,5 @@ def make_clip(name: str, seed: int = 0, fps: float = 10.0, camera: Camera | None
     camera = camera or Camera()
     script_rng, frame_rng, look_rng = clip_rngs(name, seed)
     spec = spec or STANDARD_CLIPS[name](script_rng)
-    timeline = realize(spec, camera, fps, frame_rng, NOISE_BANK)
+    timeline = realize(spec, camera, spec.fps or fps, frame_rng, NOISE_BANK)
     return timeline, Renderer(timeline, camera, look_rng, options)

@@ -37,9 +37,10 @@ def metadata(timeline: Timeline, camera: Camera, seed: int) -> dict[str, Any]:
         "fps": timeline.fps,
         "width": camera.width,
         "height": camera.height,
-        "exit_region": [[x, y] for x, y in exit_region(camera)],
+        "exit_region": [[x, y] for x, y in exit_region(camera, spec.region_scale)],
         "frames": timeline.frames,
         "blocked": list(timeline.blocked),
+        "attended": list(timeline.attended),
         "events": [{"frame": e.frame, "what": e.what} for e in timeline.events],
         "seed": seed,
     }
@@ -85,7 +86,7 @@ def write_clip(outdir: Path, name: str, seed: int = 0, fps: float = 10.0, camera
     timeline, renderer = make_clip(name, seed, fps, camera)
     outdir.mkdir(parents=True, exist_ok=True)
     video = outdir / f"{name}{VIDEO_SUFFIX}"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*CODEC), fps, (camera.width, camera.height))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*CODEC), timeline.fps, (camera.width, camera.height))
     if not writer.isOpened():
         raise OSError(f"cannot write {video} with codec {CODEC}")
     try:

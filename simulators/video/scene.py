@@ -10,6 +10,7 @@ light the floor in pools) and adds sensor noise.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -221,7 +222,8 @@ class Renderer:
         self.lamp_map = _lamp_map(camera)
         self._noise = {sigma: [self._noise_pair(rng, sigma) for _ in range(NOISE_BANK)]
                        for sigma in (NOISE_SIGMA, DARK_NOISE_SIGMA)}
-        self._gain_cache: tuple[tuple[float, float], Image] | None = None
+        self._gain_cache: tuple[tuple[float, float, bool], Image] | None = None
+        self.spot_map = self._spot_map(timeline.spec.lighting.spot)
 
     def _noise_pair(self, rng: np.random.Generator, sigma: float) -> tuple[Image, Image]:
         n = rng.standard_normal((self.camera.height, self.camera.width, 3), dtype=np.float32) * sigma
@@ -248,7 +250,8 @@ class Renderer:
             self._through_doorway(img, angle, beyond)
         paint_layers(img, near)
         if opts.lighting:
-            img = _u8(cv2.multiply(img, self._gain(tl.ambient[k], tl.lamps[k]), scale=1 / 128))
+            spot = tl.spec.lighting.spot_on(t)
+            img = _u8(cv2.multiply(img, self._gain(tl.ambient[k], tl.lamps[k], spot), scale=1 / 128))
         if opts.noise:
             level = tl.ambient[k] + 0.8 * tl.lamps[k]
             pos, neg = self._noise[NOISE_SIGMA if level >= 0.6 else DARK_NOISE_SIGMA][tl.noise_index[k]]
@@ -265,9 +268,25 @@ class Renderer:
         roi = img[rows, cols]
         np.copyto(roi, scratch[rows, cols], where=self.doorway[rows, cols, None] > 0)
 
-    def _gain(self, ambient: float, lamps: float) -> Image:
-        key = (round(ambient, 4), round(lamps, 4))
+    def _spot_map(self, spot: tuple[float, float, float, float, float] | None) -> NDArray[np.float32] | None:
+        """A spot lamp's pool of light on the floor: a disc with a soft edge (a lasting change)."""
+        if spot is None:
+            return None
+        _, x, z, radius, gain = spot
+        cam = self.camera
+        pts = cam.project([(x + radius * math.cos(a), 0.0, z + radius * math.sin(a))
+                           for a in np.linspace(0, 2 * math.pi, 24, endpoint=False)])
+        disc = np.zeros((cam.height, cam.width), np.float32)
+        cv2.fillPoly(disc, [np.round(pts).astype(np.int32)], (1.0,))
+        soft = cv2.GaussianBlur(disc, (0, 0), 0.12 * cam.pixels_per_metre(x, 0.0, z))
+        return np.asarray(soft * gain, np.float32)
+
+    def _gain(self, ambient: float, lamps: float, spot: bool = False) -> Image:
+        key = (round(ambient, 4), round(lamps, 4), spot)
         if self._gain_cache is None or self._gain_cache[0] != key:
-            gain = np.clip((ambient + lamps * self.lamp_map) * 128.0, 0, 255).astype(np.uint8)
+            light = ambient + lamps * self.lamp_map
+            if spot and self.spot_map is not None:
+                light = light + self.spot_map
+            gain = np.clip(light * 128.0, 0, 255).astype(np.uint8)
             self._gain_cache = (key, cv2.merge([gain, gain, gain]))
         return self._gain_cache[1]

@@ -73,6 +73,11 @@ class Lighting:
     drift: float = 0.0  # relative amplitude of the daylight's slow drift
     drift_waves: tuple[tuple[float, float], ...] = ()  # (period s, phase rad)
     switches: tuple[tuple[float, bool], ...] = ()  # (time, lamps on)
+    # A spot lamp lighting part of the floor from a time on, for good: (time on, x, z, radius m, gain).
+    spot: tuple[float, float, float, float, float] | None = None
+
+    def spot_on(self, t: float) -> bool:
+        return self.spot is not None and t >= self.spot[0]
 
     def at(self, t: float) -> tuple[float, float]:
         ambient = self.ambient
@@ -100,6 +105,8 @@ class ClipSpec:
     props: tuple[Prop, ...] = ()
     lighting: Lighting = field(default_factory=Lighting)
     door_held: tuple[tuple[float, float], ...] = ()  # door held open from t0 to t1 by someone out of view
+    fps: float | None = None  # the clip's own frame rate (a 25 fps camera), else the set's
+    region_scale: float = 1.0  # the exit region written in the metadata, scaled about its centre
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,7 @@ class Timeline:
     noise_index: tuple[int, ...]
     exposure_jitter: tuple[float, ...]
     blocked: tuple[bool, ...]
+    attended: tuple[bool, ...]  # someone stands still beside a blocking object: it is not left yet
     events: tuple[Event, ...]
 
     def time(self, frame: int) -> float:
@@ -197,6 +205,29 @@ def _ground_truth(spec: ClipSpec, camera: Camera, fps: float, frames: int) -> tu
     return blocked, events
 
 
+OWNER_M = 1.0  # a person standing still this close to an object is with it (its owner, or talking beside it)
+
+
+def _attended(spec: ClipSpec, fps: float, blocked: list[bool]) -> list[bool]:
+    """Per frame: an object blocks the exit and someone stands still within OWNER_M of it. An
+    object is *left* (abandoned) from when nobody stands with it; the bench starts the
+    persistence time then, as abandoned-object benchmarks do."""
+    out = [False] * len(blocked)
+    for k, is_blocked in enumerate(blocked):
+        if not is_blocked:
+            continue
+        t = k / fps
+        spots = [prop.path.at(t) for prop in spec.props if prop.present(t) and not prop.path.moving(t)]
+        for person in spec.people:
+            if not person.present(t) or person.path.moving(t):
+                continue
+            px, pz = person.path.at(t)
+            if any(math.hypot(px - x, pz - z) <= OWNER_M for x, z in spots):
+                out[k] = True
+                break
+    return out
+
+
 def _people_events(spec: ClipSpec, fps: float, frames: int) -> list[Event]:
     events: list[Event] = []
     for person in spec.people:
@@ -220,6 +251,8 @@ def _door_and_light_events(spec: ClipSpec, angles: list[float], fps: float, fram
     for t, on in spec.lighting.switches:
         if _frame_of(t, fps) < frames:
             events.append(Event(_frame_of(t, fps), "lights on" if on else "lights off"))
+    if spec.lighting.spot is not None and _frame_of(spec.lighting.spot[0], fps) < frames:
+        events.append(Event(_frame_of(spec.lighting.spot[0], fps), "a spot lamp over part of the exit is switched on"))
     if spec.lighting.drift:
         events.append(Event(0, f"daylight drifts slowly (±{spec.lighting.drift:.0%})"))
     return events
@@ -238,5 +271,5 @@ def realize(spec: ClipSpec, camera: Camera, fps: float, rng: np.random.Generator
         ambient=tuple(a for a, _ in levels), lamps=tuple(lamp for _, lamp in levels),
         noise_index=tuple(int(i) for i in rng.integers(0, noise_bank, frames)),
         exposure_jitter=tuple(float(j) for j in 1.0 + 0.006 * rng.standard_normal(frames)),
-        blocked=tuple(blocked), events=tuple(events),
+        blocked=tuple(blocked), attended=tuple(_attended(spec, fps, blocked)), events=tuple(events),
     )

@@ -39,7 +39,7 @@ def write_clip(path: Path, seconds: float, draw: str) -> None:
     for i in range(int(seconds * FPS)):
         frame = corridor(rng)
         t = i / FPS
-        if draw == "box" and t >= 1.0:
+        if draw == "box" and t >= 6.0:  # after the detector's first seconds (their median is the empty scene)
             cv2.rectangle(frame, (130, 110), (200, 200), (40, 70, 160), -1)  # a box, left standing
         if draw == "people":
             x = int((t * 160) % 420) - 60  # a figure crossing every ~2.6 s
