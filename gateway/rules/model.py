@@ -17,6 +17,7 @@ class AlertKind(StrEnum):
     DETECTOR_OFFLINE = "detector_offline"
     DETECTOR_FAULT = "detector_fault"
     AGENT_OFFLINE = "agent_offline"
+    CLOCK_SKEW = "clock_skew"  # the agent's clock runs ahead of arrival beyond the tolerance (issue 15)
 
 
 class Severity(StrEnum):
@@ -41,8 +42,9 @@ SEVERITY: Mapping[AlertKind, Severity] = {
     AlertKind.DETECTOR_OFFLINE: Severity.MAJOR,
     AlertKind.DETECTOR_FAULT: Severity.MINOR,
     AlertKind.AGENT_OFFLINE: Severity.MAJOR,
+    AlertKind.CLOCK_SKEW: Severity.MINOR,
 }
-SITE_LEVEL_KINDS = frozenset({AlertKind.AGENT_OFFLINE, AlertKind.FIRE_ALARM_EXIT_BLOCKED})
+SITE_LEVEL_KINDS = frozenset({AlertKind.AGENT_OFFLINE, AlertKind.FIRE_ALARM_EXIT_BLOCKED, AlertKind.CLOCK_SKEW})
 
 
 @dataclass(frozen=True, slots=True)
