@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from protocol.topics import MessageType, Topic, TopicError, parse_topic
 
@@ -22,10 +22,17 @@ MAX_TIMESTAMP = 253_402_300_799.0
 FUTURE_TOLERANCE_S = 300.0  # default of the gateway's ``future_ts_tolerance_s``
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-# PostgreSQL text and jsonb refuse U+0000: refused here, at the boundary, with the field named.
-_NO_NUL = r"^[^\x00]*$"
-Text = Annotated[str, StringConstraints(pattern=_NO_NUL)]
-BootId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_NO_NUL)]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text and jsonb refuse U+0000: refused here, at the boundary, with the field named.
+    if "\x00" in value:
+        raise ValueError("must not contain U+0000 (NUL)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+BootId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
 Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Timestamp = Annotated[float, Field(ge=0, le=MAX_TIMESTAMP)]
 Percent = Annotated[float, Field(ge=0, le=100)]
