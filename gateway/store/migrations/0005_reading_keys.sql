@@ -12,8 +12,12 @@ CREATE TABLE reading_keys (
     PRIMARY KEY (site, device, boot, seq)
 );
 CREATE INDEX reading_keys_received ON reading_keys USING brin (received_at);
+-- The keys of the last 7 days' readings: a repeat comes from a redelivery or an agent's resend,
+-- within hours of the first copy; older exact repeats still meet readings_once. (All of a
+-- province's 90 days would be billions of rows, too many for a migration.)
 INSERT INTO reading_keys (site, device, boot, seq, received_at)
-SELECT site, device, boot, seq, min(received_at) FROM readings GROUP BY site, device, boot, seq;
+SELECT site, device, boot, seq, min(received_at) FROM readings WHERE ts >= now() - interval '7 days'
+GROUP BY site, device, boot, seq;
 
 -- Each agent's smoothed clock skew (its readings' ts minus their arrival), behind the clock_skew alert.
 CREATE TABLE agent_clocks (
