@@ -1158,6 +1158,7 @@ def test_random_streams_keep_one_open_alert_per_key(seed: int) -> None:
 
 def test_one_wild_batch_moves_the_skew_a_bounded_step() -> None:
     skew = smooth_skew(None, [10 * 365 * 86_400.0], 300.0)  # a reading ten years ahead
+    assert skew is not None
     assert skew == pytest.approx(0.2 * 600.0)  # clamped to 2 x tolerance, a fifth of the way
     assert evaluate_clock_skew("s", skew_s=skew, tolerance_s=300.0, alerts={}) == []
 
