@@ -61,6 +61,9 @@ _STATE_COLUMNS = ("site", "device", "last_seen", "last_ts", "boot", "seq", "stat
 _STATE_TYPES = ("text", "text", "timestamptz", "timestamptz", "text", "int8", "text", "jsonb", "timestamptz")
 _Key = tuple[str, str, str, int]  # (site, device, boot, seq): a reading's exactly-once key
 _DeviceKey = tuple[str, str]
+# An agent's stored clock skew is rewritten only when it moved this much: the figure is for a
+# tolerance of minutes, and a province's batches would otherwise upsert every agent's row each time.
+_CLOCK_WRITE_STEP_S = 1.0
 
 
 class Inbound(NamedTuple):
@@ -235,9 +238,11 @@ class BatchProcessor:
         for site, samples in skews.items():
             if site not in loaded.sites:
                 continue
-            skew = engine.smooth_skew(loaded.clocks.get(site), samples, tolerance)
+            before = loaded.clocks.get(site)
+            skew = engine.smooth_skew(before, samples, tolerance)
             assert skew is not None
-            decision.clocks[site] = skew
+            if before is None or abs(skew - before) >= _CLOCK_WRITE_STEP_S:  # not a row per site per batch
+                decision.clocks[site] = skew
             step = engine.evaluate_clock_skew(site, skew_s=skew, tolerance_s=tolerance, alerts=alerts)
             alerts = engine.apply(alerts, step)
             decision.changes += step
@@ -452,14 +457,14 @@ def _insert_readings(conn: Conn, staged: list[_Staged]) -> set[_Key]:
                     r.boot, r.seq, s.status, _json(s.json),
                 ))
         # The key first (once per (site, device, boot, seq), whatever the ts), then the readings
-        # whose key was new; readings_once still refuses an exact repeat whose key was pruned.
+        # whose key was new: reading_keys is the one unique index a reading costs.
         rows = cur.execute(
             "WITH fresh AS (INSERT INTO reading_keys (site, device, boot, seq, received_at)"
             " SELECT site, device, boot, seq, received_at FROM readings_in"
             " ON CONFLICT DO NOTHING RETURNING site, device, boot, seq)"
             f" INSERT INTO readings ({columns}) SELECT {', '.join('r.' + c for c in _READING_COLUMNS)}"
             " FROM readings_in r JOIN fresh USING (site, device, boot, seq)"
-            " ON CONFLICT DO NOTHING RETURNING site, device, boot, seq"
+            " RETURNING site, device, boot, seq"
         ).fetchall()
     return {(r["site"], r["device"], r["boot"], r["seq"]) for r in rows}
 

@@ -52,9 +52,8 @@ CREATE TABLE device_state (
 -- The supervisor's sweep: one range scan over devices past their deadline.
 CREATE INDEX device_state_deadline ON device_state (deadline) WHERE NOT offline;
 
--- Raw time series. Idempotent on (site, device, boot, seq) through reading_keys below;
--- readings_once has ts as well because a TimescaleDB hypertable needs its time column in
--- unique indexes (it still refuses an exact repeat whose key was pruned).
+-- Raw time series. Idempotent on (site, device, boot, seq) through reading_keys below (a
+-- unique index here would need ts as well, as a TimescaleDB hypertable's time column).
 CREATE TABLE readings (
     ts          timestamptz NOT NULL,
     received_at timestamptz NOT NULL,
@@ -65,8 +64,7 @@ CREATE TABLE readings (
     seq         bigint NOT NULL,
     status      text NOT NULL,
     payload     jsonb NOT NULL,
-    txid        xid8 DEFAULT pg_current_xact_id(),  -- the storing transaction: the compliance timeline's cue
-    CONSTRAINT readings_once UNIQUE (site, device, boot, seq, ts)
+    txid        xid8 DEFAULT pg_current_xact_id()  -- the storing transaction: the compliance timeline's cue
 );
 CREATE INDEX readings_ts_brin ON readings USING brin (ts);
 CREATE INDEX readings_device_ts ON readings (site, device, ts DESC);

@@ -151,4 +151,4 @@ def test_migration_0005_keys_the_recent_readings_already_stored(pg_server: Postg
         conn.commit()
         keys = conn.execute("SELECT seq, received_at < now() - interval '45 minutes' AS first FROM reading_keys"
                             ).fetchall()
-    assert keys == [{"seq": 1, "first": True}]  # once, with its first arrival; the month-old one left to readings_once
+    assert keys == [{"seq": 1, "first": True}]  # once, with its first arrival
