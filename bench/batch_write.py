@@ -40,7 +40,8 @@ def batches(count: int, size: int) -> list[list[Inbound]]:
         batch = []
         for _ in range(size):
             site, device = n % SITES, (n // SITES) % DEVICES_PER_SITE
-            payload = {"ts": now - 3600 + n * 1e-3, "boot": "bench", "seq": n, "stream": "ok", "fps": 10.0}
+            # ts a second before arrival, as a live feed (an agent's clock skew stays put: no clock rows)
+            payload = {"ts": now - 1 + n * 1e-6, "boot": "bench", "seq": n, "stream": "ok", "fps": 10.0}
             batch.append(Inbound(f"sg/v1/site-{site:04d}/cam-{device}/heartbeat", json.dumps(payload).encode(), now))
             n += 1
         out.append(batch)
