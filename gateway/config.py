@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     # (`safeguard ingest --lane alarm`, `--lane routine`) gives the alarm lane its own interpreter:
     # no routine work shares its GIL (docs/operations.md, "Ingest: two lanes").
     ingest_lanes: frozenset[Literal["alarm", "routine"]] = frozenset({"alarm", "routine"})
+    # Back-pressure (issue 15): messages one lane holds received but not yet stored, at most. When
+    # full, the lane stops reading the broker's socket and the broker queues the rest (Mosquitto
+    # does not keep to the MQTT 5 Receive Maximum, so this bound is the gateway's own).
+    ingest_queue_max: int = Field(5000, ge=1, le=1_000_000)
+    # A ts this far ahead of its arrival is refused (future_timestamp); an agent whose clock runs
+    # ahead by more than this has a clock_skew alert (docs/wire-contract.md).
+    future_ts_tolerance_s: float = Field(300.0, gt=0)
     sweep_interval_s: float = Field(2.0, gt=0)
     readings_retention_days: int = Field(90, ge=1)
     dead_letter_retention_days: int = Field(90, ge=1)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-RECEIVED = Counter("sg_messages_received_total", "MQTT messages received by ingest")
+RECEIVED = Counter(
+    "sg_messages_received_total",
+    "MQTT messages ingest handled, counted when their batch is done (the routine lane's unread alarm-lane"
+    " messages are not counted there)",
+)
 ACCEPTED = Counter(
     "sg_messages_accepted_total", "Messages validated and stored (received = accepted + duplicate + rejected)"
 )
@@ -24,3 +28,10 @@ INGEST_LAG = Histogram(
 ALERT_CHANGES = Counter("sg_alert_changes_total", "Alert changes written", ["kind", "action"])
 RELAYED = Counter("sg_alerts_relayed_total", "Alert changes published to sg/v1/alerts/{site}")
 STORE_ERRORS = Counter("sg_ingest_store_errors_total", "Batches that failed to commit and were retried")
+QUEUE_DEPTH = Gauge(
+    "sg_ingest_queue_depth", "Messages a lane holds received but not yet stored (at most ingest_queue_max)", ["lane"]
+)
+QUEUE_DEPTH_MAX = Gauge("sg_ingest_queue_depth_max", "The most sg_ingest_queue_depth has been since start", ["lane"])
+BACKPRESSURE = Counter(
+    "sg_ingest_backpressure_total", "Times a lane's hand-off was full and it stopped reading from the broker", ["lane"]
+)

@@ -306,6 +306,10 @@ class Supervisor:
             cutoff = from_epoch(now - self._settings.readings_retention_days * 86_400)
             if "readings" not in policies:
                 counts["readings"] = conn.execute("DELETE FROM readings WHERE ts < %s", (cutoff,)).rowcount
+            # The exactly-once keys (migrations/0005), a plain table on both paths: kept as long as readings.
+            counts["reading_keys"] = conn.execute(
+                "DELETE FROM reading_keys WHERE received_at < %s", (cutoff,)
+            ).rowcount
             if "camera_timeline" not in policies:
                 counts["camera_timeline"] = conn.execute(
                     "DELETE FROM camera_timeline WHERE until < %s", (cutoff,)

@@ -7,7 +7,9 @@ bytes into a validated message or a precise :class:`Rejection`.
 """
 
 from protocol.messages import (
+    FUTURE_TOLERANCE_S,
     MAX_PAYLOAD_BYTES,
+    MAX_TIMESTAMP,
     AgentStatus,
     DeclaredDevice,
     DeviceKind,
@@ -21,6 +23,7 @@ from protocol.messages import (
     SmokeState,
     Snapshot,
     StreamState,
+    check_not_ahead,
     decode,
 )
 from protocol.topics import (
@@ -42,7 +45,9 @@ from protocol.topics import (
 __all__ = [
     "ALARM_FILTERS",
     "ALERTS_FILTER",
+    "FUTURE_TOLERANCE_S",
     "MAX_PAYLOAD_BYTES",
+    "MAX_TIMESTAMP",
     "ROUTINE_FILTERS",
     "SUBSCRIPTION",
     "AgentStatus",
@@ -61,6 +66,7 @@ __all__ = [
     "StreamState",
     "Topic",
     "alert_topic",
+    "check_not_ahead",
     "decode",
     "device_topic",
     "is_alarm_topic",

@@ -11,16 +11,30 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from protocol.topics import MessageType, Topic, TopicError, parse_topic
 
 MAX_PAYLOAD_BYTES = 256 * 1024
+# 9999-12-31T23:59:59Z: the last second a Python datetime (and so the gateway) can hold; a later
+# ts would only fail at the database, taking its whole batch with it (issue 15).
+MAX_TIMESTAMP = 253_402_300_799.0
+FUTURE_TOLERANCE_S = 300.0  # default of the gateway's ``future_ts_tolerance_s``
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-BootId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text and jsonb refuse U+0000: refused here, at the boundary, with the field named.
+    if "\x00" in value:
+        raise ValueError("must not contain U+0000 (NUL)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+BootId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
 Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
-Timestamp = Annotated[float, Field(ge=0)]
+Timestamp = Annotated[float, Field(ge=0, le=MAX_TIMESTAMP)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 
 
@@ -58,8 +72,8 @@ class _Message(BaseModel):
 class DeclaredDevice(_Message):
     id: Id
     kind: DeviceKind
-    name: str | None = None
-    location: str | None = None
+    name: Text | None = None
+    location: Text | None = None
 
 
 class AgentStatus(_Message):
@@ -68,7 +82,7 @@ class AgentStatus(_Message):
     online: bool
     boot: BootId
     ts: Timestamp | None = None  # optional in the Last Will: arrival time is used then
-    agent_version: str | None = None
+    agent_version: Text | None = None
     heartbeat_s: Annotated[int, Field(gt=0, le=86_400)] | None = None
     devices: tuple[DeclaredDevice, ...] = ()
 
@@ -125,6 +139,9 @@ class RejectReason(StrEnum):
     INVALID_SCHEMA = "invalid_schema"
     UNKNOWN_SITE = "unknown_site"
     BAD_SNAPSHOT = "bad_snapshot"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    WRONG_DEVICE_KIND = "wrong_device_kind"
+    STORAGE_REJECTED = "storage_rejected"  # refused by the database all the same (isolated, see ingest)
 
 
 class Rejection(Exception):
@@ -174,3 +191,17 @@ def decode(topic: str, payload: bytes) -> tuple[Topic, AgentStatus | Reading | S
         raise Rejection(RejectReason.INVALID_SCHEMA, _describe(exc)) from None
     assert isinstance(message, AgentStatus | Heartbeat | SmokeReading | ExitReading)
     return parsed, message
+
+
+def check_not_ahead(message: AgentStatus | Reading | Snapshot, received_at: float, tolerance_s: float) -> None:
+    """Refuse a ``ts`` more than ``tolerance_s`` ahead of its arrival (``future_timestamp``).
+
+    A reading from the future would stand as the device's latest state until that time comes,
+    making every real reading until then "stale" (issue 15): a clock that far ahead is a fault.
+    """
+    ts = getattr(message, "ts", None)
+    if ts is not None and ts - received_at > tolerance_s:
+        raise Rejection(
+            RejectReason.FUTURE_TIMESTAMP,
+            f"ts is {ts - received_at:.0f} s ahead of its arrival (tolerance {tolerance_s:.0f} s)",
+        )

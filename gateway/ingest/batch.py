@@ -11,10 +11,13 @@ The shape is load → decide → write:
   snapshots, alert changes, dead letters.
 
 The batch is acknowledged to the broker only after this commits, so a gateway killed at any
-instant loses nothing; readings are idempotent on ``(site, device, boot, seq, ts)``, so a
-redelivered batch is stored once and raises no alert twice (the rules only see readings
-inserted by this transaction). Each payload is serialised once (pydantic's JSON) and that
-text goes to both ``readings`` and ``device_state``.
+instant loses nothing; readings are idempotent on ``(site, device, boot, seq)`` (``reading_keys``,
+whatever the ts), so a redelivered batch is stored once and raises no alert twice (the rules
+only see readings inserted by this transaction). A ``ts`` too far ahead of its arrival is
+refused before it can stand as a device's latest state (``future_timestamp``); the readings'
+``ts - arrival`` per agent feed its smoothed clock skew and the ``clock_skew`` alert. Each
+payload is serialised once (pydantic's JSON) and that text goes to both ``readings`` and
+``device_state``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,21 @@ from gateway.rules import engine
 from gateway.rules.model import AlertKey, Change, DeviceStatus, OpenAlert, OpenAlerts
 from gateway.store import alerts as alert_store
 from gateway.store.db import Conn, from_epoch, lock_sites
-from protocol import AgentStatus, DeviceKind, Heartbeat, Reading, Rejection, RejectReason, Snapshot, Topic, decode
+from protocol import (
+    FUTURE_TOLERANCE_S,
+    AgentStatus,
+    DeviceKind,
+    ExitReading,
+    Heartbeat,
+    Reading,
+    Rejection,
+    RejectReason,
+    SmokeReading,
+    Snapshot,
+    Topic,
+    check_not_ahead,
+    decode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +59,11 @@ _READING_COLUMNS = ("ts", "received_at", "site", "device", "kind", "boot", "seq"
 _READING_TYPES = ("timestamptz", "timestamptz", "text", "text", "text", "text", "int8", "text", "jsonb")
 _STATE_COLUMNS = ("site", "device", "last_seen", "last_ts", "boot", "seq", "status", "reading", "deadline")
 _STATE_TYPES = ("text", "text", "timestamptz", "timestamptz", "text", "int8", "text", "jsonb", "timestamptz")
-_Key = tuple[str, str, str, int, datetime]
+_Key = tuple[str, str, str, int]  # (site, device, boot, seq): a reading's exactly-once key
 _DeviceKey = tuple[str, str]
+# An agent's stored clock skew is rewritten only when it moved this much: the figure is for a
+# tolerance of minutes, and a province's batches would otherwise upsert every agent's row each time.
+_CLOCK_WRITE_STEP_S = 1.0
 
 
 class Inbound(NamedTuple):
@@ -77,6 +97,7 @@ class Rules:
     missed_heartbeats: int = 3
     default_heartbeat_s: int = 60
     battery_low_pct: float = 20.0
+    future_tolerance_s: float = FUTURE_TOLERANCE_S
 
 
 @dataclass(slots=True)
@@ -98,7 +119,7 @@ class _Staged:
 
     @property
     def key(self) -> _Key:
-        return (self.site, self.device, self.reading.boot, self.reading.seq, self.ts)
+        return (self.site, self.device, self.reading.boot, self.reading.seq)
 
 
 @dataclass
@@ -110,6 +131,7 @@ class _Loaded:
     agents: dict[str, dict[str, Any]]
     open_alerts: dict[AlertKey, OpenAlert]
     states: dict[_DeviceKey, DeviceStatus]  # latest stored state per device, before this batch
+    clocks: dict[str, float]  # each agent's smoothed clock skew, before this batch
 
 
 @dataclass
@@ -123,6 +145,7 @@ class Decision:
     snapshots: list[tuple[Inbound, Topic, Snapshot]] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     states: list[tuple[Any, ...]] = field(default_factory=list)
+    clocks: dict[str, float] = field(default_factory=dict)
 
 
 def excerpt(payload: bytes) -> str:
@@ -163,41 +186,67 @@ class BatchProcessor:
     def process(self, conn: Conn, messages: Sequence[Inbound]) -> BatchResult:
         result = BatchResult()
         decoded: list[_Decoded] = []
+        skews: dict[str, list[float]] = {}  # per site: the readings' ts - arrival, refused ones too
+        tolerance = self._rules.future_tolerance_s
         for message in messages:
             try:
                 topic, payload = decode(message.topic, message.payload)
+                if isinstance(payload, Heartbeat | SmokeReading | ExitReading):
+                    skews.setdefault(topic.site, []).append(payload.ts - message.received_at)
+                check_not_ahead(payload, message.received_at, tolerance)
             except Rejection as exc:
                 result.dead.append(DeadLetter(message, exc.code.value, exc.detail))
                 continue
             decoded.append((message, topic, payload))
         try:
             with conn.transaction():
-                if decoded:
-                    self._store(conn, decoded, result)
+                if decoded or skews:
+                    self._store(conn, decoded, skews, result)
                 store_dead_letters(conn, result.dead)
         except BaseException:
             _forget_staging(conn)  # a staging table created in a rolled-back transaction is gone
             raise
         return result
 
-    def _store(self, conn: Conn, decoded: list[_Decoded], result: BatchResult) -> None:
-        loaded = _load(conn, decoded)
+    def _store(
+        self, conn: Conn, decoded: list[_Decoded], skews: dict[str, list[float]], result: BatchResult
+    ) -> None:
+        loaded = _load(conn, decoded, skews)
         decision = Decision()
-        _classify(decoded, loaded, decision, result)
+        repeated = _classify(decoded, loaded, decision, result)
         _write_devices(conn, decision)
         inserted = _insert_readings(conn, decision.readings)
         fresh = _first_inserted(decision.readings, inserted)
-        result.duplicates = len(decision.readings) - len(fresh)
-        result.accepted = len(decision.readings) - result.duplicates + len(decision.snapshots) + sum(
+        result.duplicates = repeated + len(decision.readings) - len(fresh)
+        result.accepted = len(fresh) + len(decision.snapshots) + sum(
             isinstance(p, AgentStatus) for _, t, p in decoded if t.site in loaded.sites
         )
         self._decide_readings(fresh, loaded, decision)
+        self._decide_clocks(skews, loaded, decision)
         _write_states(conn, decision.states)
         _write_snapshots(conn, decision.snapshots)
-        at = from_epoch(max(m.received_at for m, _, _ in decoded))
+        at = from_epoch(max(m.received_at for m in _arrivals(decoded, result)))
+        _write_clocks(conn, decision.clocks, at)
         result.alerts = alert_store.persist(conn, decision.changes, at)
 
     # decide (pure) ------------------------------------------------------------------------
+
+    def _decide_clocks(self, skews: dict[str, list[float]], loaded: _Loaded, decision: Decision) -> None:
+        """Each registered agent's smoothed clock skew after this batch, and its clock_skew alert."""
+        tolerance = self._rules.future_tolerance_s
+        alerts = loaded.open_alerts
+        for site, samples in skews.items():
+            if site not in loaded.sites:
+                continue
+            before = loaded.clocks.get(site)
+            skew = engine.smooth_skew(before, samples, tolerance)
+            assert skew is not None
+            if before is None or abs(skew - before) >= _CLOCK_WRITE_STEP_S:  # not a row per site per batch
+                decision.clocks[site] = skew
+            step = engine.evaluate_clock_skew(site, skew_s=skew, tolerance_s=tolerance, alerts=alerts)
+            alerts = engine.apply(alerts, step)
+            decision.changes += step
+        loaded.open_alerts = alerts
 
     def _decide_readings(self, fresh: list[_Staged], loaded: _Loaded, decision: Decision) -> None:
         """The rules over the new readings in arrival order, then each device's newest state."""
@@ -230,9 +279,17 @@ class BatchProcessor:
             ))
 
 
-def _classify(decoded: list[_Decoded], loaded: _Loaded, decision: Decision, result: BatchResult) -> None:
-    """Sort each message: unknown site or wrong kind (dead), agent status, reading or snapshot."""
+def _arrivals(decoded: list[_Decoded], result: BatchResult) -> list[Inbound]:
+    return [m for m, _, _ in decoded] or [d.message for d in result.dead]
+
+
+def _classify(decoded: list[_Decoded], loaded: _Loaded, decision: Decision, result: BatchResult) -> int:
+    """Sort each message: unknown site or wrong kind (dead), agent status, reading or snapshot.
+
+    Returns how many readings repeat the key of an earlier one in this batch (duplicates, not staged)."""
     kinds = loaded.kinds
+    keys: set[_Key] = set()
+    repeated = 0
     for message, topic, payload in decoded:
         if topic.site not in loaded.sites:
             result.dead.append(
@@ -247,7 +304,7 @@ def _classify(decoded: list[_Decoded], loaded: _Loaded, decision: Decision, resu
             kind = kinds.get(device_key)
             if kind is not None and kind != expected and not isinstance(payload, Snapshot):
                 result.dead.append(DeadLetter(
-                    message, "wrong_device_kind",
+                    message, RejectReason.WRONG_DEVICE_KIND.value,
                     f"device {topic.device!r} of site {topic.site!r} is a {kind}, it cannot send {topic.type}",
                 ))
                 continue
@@ -255,9 +312,15 @@ def _classify(decoded: list[_Decoded], loaded: _Loaded, decision: Decision, resu
                 kinds[device_key] = decision.new_devices[device_key] = expected.value
             if isinstance(payload, Snapshot):
                 decision.snapshots.append((message, topic, payload))
-            else:
-                decision.readings.append(_Staged(message, topic.site, topic.device, payload,
-                                                 payload.model_dump_json()))
+                continue
+            key = (topic.site, topic.device, payload.boot, payload.seq)
+            if key in keys:
+                repeated += 1
+                continue
+            keys.add(key)
+            decision.readings.append(_Staged(message, topic.site, topic.device, payload,
+                                             payload.model_dump_json()))
+    return repeated
 
 
 def _decide_agent_status(
@@ -307,8 +370,8 @@ def _first_inserted(staged: list[_Staged], inserted: set[_Key]) -> list[_Staged]
 # load and write (SQL, set-based) ----------------------------------------------------------
 
 
-def _load(conn: Conn, decoded: list[_Decoded]) -> _Loaded:
-    known = lock_sites(conn, (topic.site for _, topic, _ in decoded))
+def _load(conn: Conn, decoded: list[_Decoded], skews: dict[str, list[float]]) -> _Loaded:
+    known = lock_sites(conn, {*(topic.site for _, topic, _ in decoded), *skews})
     pairs = sorted({(t.site, t.device) for _, t, _ in decoded if t.device is not None and t.site in known})
     kinds: dict[_DeviceKey, str] = {}
     states: dict[_DeviceKey, DeviceStatus] = {}
@@ -327,7 +390,10 @@ def _load(conn: Conn, decoded: list[_Decoded]) -> _Loaded:
         "SELECT site, online, boot, agent_version, heartbeat_s, status_at FROM agents WHERE site = ANY(%s)",
         (list(known),),
     )}
-    return _Loaded(known, kinds, agents, alert_store.load_open(conn, known), states)
+    clocks = {r["site"]: r["skew_s"] for r in conn.execute(
+        "SELECT site, skew_s FROM agent_clocks WHERE site = ANY(%s)", ([s for s in skews if s in known],)
+    )} if skews else {}
+    return _Loaded(known, kinds, agents, alert_store.load_open(conn, known), states, clocks)
 
 
 def _write_devices(conn: Conn, decision: Decision) -> None:
@@ -390,11 +456,17 @@ def _insert_readings(conn: Conn, staged: list[_Staged]) -> set[_Key]:
                     s.ts, from_epoch(s.message.received_at), s.site, s.device, r.kind.value,
                     r.boot, r.seq, s.status, _json(s.json),
                 ))
+        # The key first (once per (site, device, boot, seq), whatever the ts), then the readings
+        # whose key was new: reading_keys is the one unique index a reading costs.
         rows = cur.execute(
-            f"INSERT INTO readings ({columns}) SELECT {columns} FROM readings_in"
-            " ON CONFLICT DO NOTHING RETURNING site, device, boot, seq, ts"
+            "WITH fresh AS (INSERT INTO reading_keys (site, device, boot, seq, received_at)"
+            " SELECT site, device, boot, seq, received_at FROM readings_in"
+            " ON CONFLICT DO NOTHING RETURNING site, device, boot, seq)"
+            f" INSERT INTO readings ({columns}) SELECT {', '.join('r.' + c for c in _READING_COLUMNS)}"
+            " FROM readings_in r JOIN fresh USING (site, device, boot, seq)"
+            " RETURNING site, device, boot, seq"
         ).fetchall()
-    return {(r["site"], r["device"], r["boot"], r["seq"], r["ts"]) for r in rows}
+    return {(r["site"], r["device"], r["boot"], r["seq"]) for r in rows}
 
 
 def _write_states(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
@@ -419,6 +491,15 @@ def _write_states(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
             " last_seen = greatest(device_state.last_seen, excluded.last_seen),"
             " deadline = greatest(device_state.deadline, excluded.deadline),"
             f" offline = false, {kept}"
+        )
+
+
+def _write_clocks(conn: Conn, clocks: dict[str, float], at: datetime) -> None:
+    if clocks:
+        conn.execute(
+            "INSERT INTO agent_clocks (site, skew_s, updated_at) SELECT s, k, %s FROM unnest(%s::text[], %s::float8[])"
+            " AS c(s, k) ON CONFLICT (site) DO UPDATE SET skew_s = excluded.skew_s, updated_at = excluded.updated_at",
+            (at, list(clocks), list(clocks.values())),
         )
 
 

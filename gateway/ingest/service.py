@@ -17,6 +17,23 @@ A worker forms batches by size and by age, writes each in one transaction, and o
 acknowledges its messages, all together (paho manual ack), so nothing is lost if the process
 dies mid-batch.
 
+**Back-pressure.** A lane holds at most ``ingest_queue_max`` messages received but not yet
+stored (queued, or in the batch being written). The callback takes a slot per message and, when
+none is free, waits in paho's network thread: paho then reads nothing more from the broker's
+socket, TCP flow control stops the broker, and the broker queues the rest (Mosquitto 2.0 does
+not keep to the Receive Maximum we ask for, eclipse-mosquitto/mosquitto#2301, so the bound must
+be ours). The slots come back when the batch is stored and acknowledged. A worker stalled longer
+than the keepalive (a database outage) sends no PINGREQ meanwhile, so the broker drops the
+connection: paho reconnects once the worker moves again, the broker redelivers what was not
+acknowledged (idempotent storage absorbs it) and the old connection's mids are never
+acknowledged on the new one (``generation``).
+
+**A message only the database refuses** (whatever the boundary validation did not catch) fails
+its batch: the batch is split in halves and each retried, down to the one message, which goes to
+the dead letters as ``storage_rejected``: a few transactions per bad message, not one per
+message of the batch. Rejections are logged once per reason with a count (``_RejectLog``), not
+a line (or a traceback) per message.
+
 Several processes share the stream through MQTT 5 shared subscriptions; each needs a
 distinct, stable worker id, from which both lanes' client ids are made.
 """
@@ -42,12 +59,84 @@ from gateway import metrics
 from gateway.config import Settings
 from gateway.ingest.batch import BatchProcessor, BatchResult, DeadLetter, Inbound, Rules, store_dead_letters
 from gateway.store.db import Conn
-from protocol import ALARM_FILTERS, ROUTINE_FILTERS, SUBSCRIPTION, is_alarm_topic, is_alert_topic
+from protocol import ALARM_FILTERS, ROUTINE_FILTERS, SUBSCRIPTION, RejectReason, is_alarm_topic, is_alert_topic
 from protocol.mqtt import MqttVersion, ack_all, connect_properties, new_client
 
 log = logging.getLogger(__name__)
 
 _RETRY_DELAYS_S = (0.5, 1, 2, 5, 10)
+_UNREAD_FLUSH = 500  # unread (skipped) mids the callback acknowledges itself once this many wait
+_REJECT_LOG_EVERY_S = 10.0
+
+
+class _HandOff:
+    """The bound on what one lane holds received but not stored (``ingest_queue_max``)."""
+
+    def __init__(self, limit: int, lane: str) -> None:
+        self.limit = limit
+        self.held = 0
+        self.max_seen = 0
+        self._lane = lane
+        self._free = threading.Condition()
+        metrics.QUEUE_DEPTH.labels(lane).set_function(lambda: self.held)
+        metrics.QUEUE_DEPTH_MAX.labels(lane).set_function(lambda: self.max_seen)
+
+    def take(self, stopping: threading.Event) -> bool:
+        """A slot for one message; waits (paho's thread: no more reading) while none is free.
+
+        False when the lane stops meanwhile: the message is dropped unacknowledged (the broker
+        redelivers it to the next session)."""
+        with self._free:
+            if self.held >= self.limit:
+                metrics.BACKPRESSURE.labels(self._lane).inc()
+                while self.held >= self.limit:
+                    if stopping.is_set():
+                        return False
+                    self._free.wait(0.5)
+            self.held += 1
+            self.max_seen = max(self.max_seen, self.held)
+            return True
+
+    def give_back(self, count: int) -> None:
+        if count:
+            with self._free:
+                self.held -= count
+                self._free.notify()
+
+
+class _RejectLog:
+    """Rejections logged once per reason with a count: the first of a reason at once (with its
+    example), then a summary at most every ``every_s`` (issue 15: a line, or a traceback, per bad
+    message filled the log at 200 k bad messages)."""
+
+    def __init__(self, lane: str, every_s: float = _REJECT_LOG_EVERY_S) -> None:
+        self._lane = lane
+        self._every_s = every_s
+        self._seen: set[str] = set()
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._examples: dict[str, str] = {}
+        self._since = time.monotonic()
+
+    def add(self, dead: Sequence[DeadLetter]) -> None:
+        for d in dead:
+            if d.code not in self._seen:
+                self._seen.add(d.code)
+                log.warning("ingest %s lane rejected %s: %s: %s (further %s rejections are summed up every %.0f s)",
+                            self._lane, d.message.topic, d.code, d.reason, d.code, self._every_s)
+                continue
+            self._counts[d.code] += 1
+            self._examples.setdefault(d.code, f"{d.message.topic}: {d.reason}")
+        self.flush()
+
+    def flush(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._counts or (not force and now - self._since < self._every_s):
+            return
+        log.warning("ingest %s lane rejected in the last %.0f s: %s", self._lane, now - self._since,
+                    "; ".join(f"{code} x {n} (e.g. {self._examples[code]})" for code, n in self._counts.most_common()))
+        self._counts.clear()
+        self._examples.clear()
+        self._since = now
 
 
 class Lane(StrEnum):
@@ -86,12 +175,17 @@ class _LaneWorker:
         self._settings = settings
         self._pool = pool
         self.plan = plan
+        # Unbounded as a container; what it (with _urgent and the batch in hand) holds is bounded by
+        # the hand-off's slots, which paho's callback takes before handing off (back-pressure).
         self._queue: queue.SimpleQueue[Inbound | None] = queue.SimpleQueue()  # None: "look at the urgent ones"
+        self._handoff = _HandOff(settings.ingest_queue_max, plan.lane.value)
+        self._rejects = _RejectLog(plan.lane.value)
         # Alarm lane: what may raise an alert (an alarm, a fault, a blocked exit, agent status) goes
         # ahead of the routine "still normal" readings of the same lane, in its own small batches.
         self._urgent: collections.deque[Inbound] | None = collections.deque() if plan.lane is Lane.ALARM else None
         self._processor = BatchProcessor(
-            Rules(settings.missed_heartbeats, settings.default_heartbeat_s, settings.battery_low_pct)
+            Rules(settings.missed_heartbeats, settings.default_heartbeat_s, settings.battery_low_pct,
+                  settings.future_ts_tolerance_s)
         )
         self._stopping = threading.Event()
         self._connected = threading.Event()
@@ -169,7 +263,11 @@ class _LaneWorker:
         if (self._skip is not None and self._skip(topic)) or is_alert_topic(topic):
             if message.qos == 1:  # the alarm lane's, or our own output: acknowledged unread, in bulk
                 self._unread.append((self._generation, message.mid))
+                if len(self._unread) >= _UNREAD_FLUSH:  # bounded even while the worker is stalled
+                    self._ack_unread()
             return
+        if not self._handoff.take(self._stopping):
+            return  # stopping: left unacknowledged, the broker redelivers it
         inbound = Inbound(topic, bytes(message.payload), time.time(), message.mid, message.qos, self._generation)
         if self._urgent is not None and _urgent(inbound.payload):
             self._urgent.append(inbound)
@@ -215,10 +313,11 @@ class _LaneWorker:
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._ack_unread()
+            self._rejects.flush()
             batch = self._next_batch()
             if batch:
-                metrics.RECEIVED.inc(len(batch))  # here, not per message on paho's thread
                 self._write_until_done(batch)
+                self._handoff.give_back(len(batch))  # stored (or stopping): paho may read on
 
     def _write_until_done(self, batch: list[Inbound]) -> None:
         attempt = 0
@@ -236,6 +335,7 @@ class _LaneWorker:
                     return
                 continue
             _account(result)
+            self._rejects.add(result.dead)
             self.accepted += result.accepted
             self._ack(batch)
             return
@@ -248,24 +348,35 @@ class _LaneWorker:
             except psycopg.OperationalError:
                 raise
             except Exception as exc:  # noqa: BLE001 - isolate a poison message, never kill the worker
-                # A message the database refuses (e.g. \u0000 in a JSON string) must not block
-                # the others: store the batch message by message, dead-lettering what fails.
-                log.warning("batch not stored (%s); storing message by message", exc)
+                # A message the database refuses that the boundary let through must not block the
+                # others: bisect the batch down to it (a few transactions, not one per message).
+                log.warning("ingest %s batch of %d not stored (%s: %s); isolating the message(s) refused",
+                            self.plan.lane, len(batch), type(exc).__name__, exc)
                 result = self._write_one_by_one(conn, batch)
         metrics.BATCH_WRITE.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(batch))
+        metrics.RECEIVED.inc(len(batch))  # once the batch is done: received = accepted + duplicate + rejected
         return result
 
     def _write_one_by_one(self, conn: Conn, batch: list[Inbound]) -> BatchResult:
+        """Store a batch that failed as a whole: its halves, recursively, down to the refused message(s)."""
         total = BatchResult()
-        for message in batch:
+        pending = [batch[: len(batch) // 2], batch[len(batch) // 2:]] if len(batch) > 1 else [batch]
+        while pending:
+            part = pending.pop(0)
+            if not part:
+                continue
             try:
-                one = self._processor.process(conn, [message])
+                one = self._processor.process(conn, part)
             except psycopg.OperationalError:
                 raise
-            except Exception as exc:  # a message the database refuses: dead-letter it, keep the rest
-                log.exception("message on %s could not be stored", message.topic)
-                dead = DeadLetter(message, "storage_rejected", f"could not be stored: {exc}".strip())
+            except Exception as exc:  # noqa: BLE001 - a message the database refuses: dead-letter it
+                if len(part) > 1:
+                    half = len(part) // 2
+                    pending[:0] = [part[:half], part[half:]]  # in arrival order
+                    continue
+                dead = DeadLetter(part[0], RejectReason.STORAGE_REJECTED.value,
+                                  f"could not be stored: {type(exc).__name__}: {exc}".strip())
                 with conn.transaction():
                     store_dead_letters(conn, [dead])
                 one = BatchResult(dead=[dead])
@@ -284,7 +395,10 @@ class _LaneWorker:
         unread, generation = self._unread, self._generation
         mids = []
         while unread:
-            of, mid = unread.popleft()
+            try:  # both paho's thread (when many wait) and the worker flush: each mid is popped once
+                of, mid = unread.popleft()
+            except IndexError:
+                break
             if of == generation:
                 mids.append(mid)
         self._send_acks(mids)
@@ -310,8 +424,7 @@ def _account(result: BatchResult) -> None:
     metrics.ACCEPTED.inc(result.accepted)
     metrics.DUPLICATES.inc(result.duplicates)
     for dead in result.dead:
-        metrics.REJECTED.labels(dead.code).inc()
-        log.warning("rejected %s: %s: %s", dead.message.topic, dead.code, dead.reason)
+        metrics.REJECTED.labels(dead.code).inc()  # logged per reason, with a count (_RejectLog)
     for recorded in result.alerts:
         metrics.ALERT_CHANGES.labels(recorded.alert["kind"], recorded.alert["state"]).inc()
 

@@ -220,6 +220,36 @@ def evaluate_agent_status(
     return [] if key in alerts else [Raise(key, {"boot": boot})]
 
 
+# Clock skew: each batch's median of (ts - arrival) per agent, clamped, moves a smoothed figure a
+# fifth of the way: one wild message moves it by at most 2/5 of the tolerance, a steady skew shows
+# within a few batches.
+SKEW_WEIGHT = 0.2
+SKEW_CLAMP = 2.0  # x tolerance
+
+
+def smooth_skew(previous: float | None, samples: Iterable[float], tolerance_s: float) -> float | None:
+    """The agent's smoothed clock skew after this batch's samples (``ts - received_at``, seconds)."""
+    ordered = sorted(samples)
+    if not ordered:
+        return previous
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    bound = SKEW_CLAMP * tolerance_s
+    median = max(-bound, min(bound, median))
+    base = previous if previous is not None else 0.0
+    return base + SKEW_WEIGHT * (median - base)
+
+
+def evaluate_clock_skew(site: str, *, skew_s: float, tolerance_s: float, alerts: OpenAlerts) -> list[Change]:
+    """``clock_skew`` (minor): raised while the agent's clock runs ahead of arrival by more than the
+    tolerance, resolved when it is back within. Only ahead: a clock behind cannot be told from a
+    delivery backlog (a reading's ts then lags its arrival as well); it shows as ingest lag."""
+    key = AlertKey(site, None, AlertKind.CLOCK_SKEW)
+    if skew_s > tolerance_s:
+        return [] if key in alerts else [Raise(key, {"skew_s": round(skew_s, 1), "tolerance_s": tolerance_s})]
+    return [Resolve(key, "agent clock back within tolerance")] if key in alerts else []
+
+
 def evaluate_silence(
     site: str, device: str, kind: DeviceKind, *, last_seen: float, timeout_s: float, now: float, alerts: OpenAlerts
 ) -> list[Change]:

@@ -18,6 +18,7 @@ class AlertKind(StrEnum):
     DETECTOR_FAULT = "detector_fault"
     AGENT_OFFLINE = "agent_offline"
     NOTIFIER_FAILING = "notifier_failing"  # raised by the notifier (gateway/notify), device = the channel
+    CLOCK_SKEW = "clock_skew"  # the agent's clock runs ahead of arrival beyond the tolerance (issue 15)
 
 
 class Severity(StrEnum):
@@ -43,10 +44,11 @@ SEVERITY: Mapping[AlertKind, Severity] = {
     AlertKind.DETECTOR_FAULT: Severity.MINOR,
     AlertKind.AGENT_OFFLINE: Severity.MAJOR,
     AlertKind.NOTIFIER_FAILING: Severity.MINOR,
+    AlertKind.CLOCK_SKEW: Severity.MINOR,
 }
 # Kinds raised by the gateway's own roles, not by anything a site sends.
 GATEWAY_KINDS = frozenset({AlertKind.NOTIFIER_FAILING})
-SITE_LEVEL_KINDS = frozenset({AlertKind.AGENT_OFFLINE, AlertKind.FIRE_ALARM_EXIT_BLOCKED})
+SITE_LEVEL_KINDS = frozenset({AlertKind.AGENT_OFFLINE, AlertKind.FIRE_ALARM_EXIT_BLOCKED, AlertKind.CLOCK_SKEW})
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,8 +52,8 @@ CREATE TABLE device_state (
 -- The supervisor's sweep: one range scan over devices past their deadline.
 CREATE INDEX device_state_deadline ON device_state (deadline) WHERE NOT offline;
 
--- Raw time series. Idempotent on (site, device, boot, seq); ts is part of the
--- key because a TimescaleDB hypertable needs its time column in unique indexes.
+-- Raw time series. Idempotent on (site, device, boot, seq) through reading_keys below (a
+-- unique index here would need ts as well, as a TimescaleDB hypertable's time column).
 CREATE TABLE readings (
     ts          timestamptz NOT NULL,
     received_at timestamptz NOT NULL,
@@ -64,13 +64,31 @@ CREATE TABLE readings (
     seq         bigint NOT NULL,
     status      text NOT NULL,
     payload     jsonb NOT NULL,
-    txid        xid8 DEFAULT pg_current_xact_id(),  -- the storing transaction: the compliance timeline's cue
-    CONSTRAINT readings_once UNIQUE (site, device, boot, seq, ts)
+    txid        xid8 DEFAULT pg_current_xact_id()  -- the storing transaction: the compliance timeline's cue
 );
 CREATE INDEX readings_ts_brin ON readings USING brin (ts);
 CREATE INDEX readings_device_ts ON readings (site, device, ts DESC);
 CREATE INDEX readings_camera_txid ON readings (txid) WHERE kind = 'camera';
 CREATE INDEX readings_camera_arrival ON readings (site, device, received_at) WHERE kind = 'camera';
+
+-- The exactly-once key of a reading, without ts (migrations/0005): ingest stores a reading only
+-- when its key is new here. A plain table on both storage paths; pruned with the readings.
+CREATE TABLE reading_keys (
+    site        text NOT NULL,
+    device      text NOT NULL,
+    boot        text NOT NULL,
+    seq         bigint NOT NULL,
+    received_at timestamptz NOT NULL,
+    PRIMARY KEY (site, device, boot, seq)
+);
+CREATE INDEX reading_keys_received ON reading_keys USING brin (received_at);
+
+-- Each agent's smoothed clock skew (its readings' ts minus their arrival), behind the clock_skew alert.
+CREATE TABLE agent_clocks (
+    site       text PRIMARY KEY REFERENCES sites (id) ON DELETE CASCADE,
+    skew_s     float8 NOT NULL,
+    updated_at timestamptz NOT NULL
+);
 
 CREATE TABLE snapshots (
     id          bigserial PRIMARY KEY,

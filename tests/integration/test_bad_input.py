@@ -125,9 +125,14 @@ CASES = [
             lambda a: json.dumps({"ts": time.time(), "boot": a.boot, "seq": 99, "state": "alarm"}).encode()),
     BadCase("bad_snapshot", "bad_snapshot", device_topic(SITE, "cam-1", MessageType.SNAPSHOT),
             lambda a: b"GIF89a not a jpeg"),
-    # Valid JSON and valid for the contract, but PostgreSQL text/jsonb refuse U+0000.
-    BadCase("nul_in_string", "storage_rejected", HB_TOPIC, lambda a: json.dumps(
+    # PostgreSQL text/jsonb refuse U+0000 and a datetime ends with 9999: refused at the boundary
+    # (issue 15), no longer left for the database to refuse (storage_rejected).
+    BadCase("nul_in_string", "invalid_schema", HB_TOPIC, lambda a: json.dumps(
         heartbeat_payload(a, boot="boot\u0000zero")).encode()),
+    BadCase("year_past_9999", "invalid_schema", HB_TOPIC, lambda a: json.dumps(
+        heartbeat_payload(a, ts=253_402_300_800.0)).encode()),
+    BadCase("ts_ahead_of_arrival", "future_timestamp", HB_TOPIC, lambda a: json.dumps(
+        heartbeat_payload(a, ts=time.time() + 3600)).encode()),
 ]
 
 

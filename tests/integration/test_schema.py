@@ -124,3 +124,31 @@ def test_a_script_is_applied_whole(database_url: str, tmp_path: Path) -> None:
     with connect(database_url) as conn:
         apply_script(conn, script)
         assert [r["note"] for r in conn.execute("SELECT note FROM t ORDER BY note")] == ["a; b", "c;d"]
+
+
+def test_migration_0005_keys_the_recent_readings_already_stored(pg_server: PostgresServer, storage: str) -> None:
+    """A database of 0004 (on TimescaleDB: readings a hypertable) with readings gets their keys."""
+    url = _fresh_db(pg_server)
+    with connect(url) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                     " applied_at timestamptz NOT NULL DEFAULT now())")  # as migrate() makes it
+        for path in migration_files():
+            if path.stem < "0005":
+                apply_script(conn, path)
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (path.stem,))
+        if storage == "timescale":
+            apply_timescale(conn, retention_days=90, day_zone="Asia/Shanghai")
+        # The same (boot, seq) twice with another ts (stored twice before 0005), and one 30 days old.
+        conn.execute(
+            "INSERT INTO readings (ts, received_at, site, device, kind, boot, seq, status, payload) VALUES"
+            " (now() - interval '1 hour', now() - interval '1 hour', 's', 'cam-1', 'camera', 'b', 1, 'ok', '{}'),"
+            " (now() - interval '50 minutes', now() - interval '30 minutes', 's', 'cam-1', 'camera', 'b', 1, 'ok',"
+            " '{}'),"
+            " (now() - interval '30 days', now() - interval '30 days', 's', 'cam-1', 'camera', 'b', 0, 'ok', '{}')"
+        )
+        conn.commit()
+        assert migrate(conn) == [p.stem for p in migration_files() if p.stem >= "0005"]
+        conn.commit()
+        keys = conn.execute("SELECT seq, received_at < now() - interval '45 minutes' AS first FROM reading_keys"
+                            ).fetchall()
+    assert keys == [{"seq": 1, "first": True}]  # once, with its first arrival

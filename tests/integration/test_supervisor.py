@@ -64,6 +64,7 @@ def test_prune_deletes_old_readings_timeline_and_dead_letters_only(settings: Set
             conn.execute(
                 "INSERT INTO readings VALUES (%s, %s, 's1', 'cam-1', 'camera', 'b', %s, 'ok', '{}')", (ts, ts, seq)
             )
+            conn.execute("INSERT INTO reading_keys VALUES ('s1', 'cam-1', 'b', %s, %s)", (seq, ts))
             conn.execute(
                 "INSERT INTO dead_letters (received_at, topic, code, reason, payload_excerpt, payload_size)"
                 " VALUES (%s, 't', 'c', 'r', '', 0)", (ts,)
@@ -80,12 +81,12 @@ def test_prune_deletes_old_readings_timeline_and_dead_letters_only(settings: Set
     cutoff = from_epoch(now - 90 * 86_400)
     if storage == "timescale":
         # The retention policies drop the old chunks, whole, when TimescaleDB runs their jobs.
-        assert counts == {"dead_letters": 1}
+        assert counts == {"reading_keys": 1, "dead_letters": 1}
         assert run_timescale_jobs(settings.database_url, "policy_retention") == 2
         slack = timedelta(days=7)  # camera_timeline's chunk: the one holding the cutoff stays
     else:
         assert counts.pop("camera_timeline") > 0
-        assert counts == {"readings": 1, "dead_letters": 1}
+        assert counts == {"readings": 1, "reading_keys": 1, "dead_letters": 1}
         slack = timedelta(0)
     with connect(settings.database_url) as conn:
         left = conn.execute("SELECT ts FROM readings").fetchall()

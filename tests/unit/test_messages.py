@@ -9,6 +9,7 @@ import pytest
 
 from protocol import (
     MAX_PAYLOAD_BYTES,
+    MAX_TIMESTAMP,
     AgentStatus,
     DeclaredDevice,
     DeviceKind,
@@ -23,6 +24,7 @@ from protocol import (
     Snapshot,
     StreamState,
     Topic,
+    check_not_ahead,
     decode,
     device_topic,
     status_topic,
@@ -685,7 +687,50 @@ def test_reject_reason_codes_are_stable() -> None:
         "invalid_schema",
         "unknown_site",
         "bad_snapshot",
+        "future_timestamp",
+        "wrong_device_kind",
+        "storage_rejected",
     }
+
+
+# Values only the database used to refuse (issue 15): refused here, at the boundary, by field.
+@pytest.mark.parametrize(("topic", "payload", "field"), [
+    (SMOKE_TOPIC, _smoke(ts=253_402_300_800.0), "ts"),  # 10000-01-01: past a datetime's range
+    (EXIT_TOPIC, _exit(ts=1e20), "ts"),
+    (HEARTBEAT_TOPIC, _heartbeat(last_frame_ts=1e300), "last_frame_ts"),
+    (EXIT_TOPIC, _exit(blocked_since=1e16), "blocked_since"),
+    (STATUS_TOPIC, _status(ts=9e15), "ts"),
+    (HEARTBEAT_TOPIC, _heartbeat(boot="b\u0000"), "boot"),
+    (STATUS_TOPIC, _status(boot="\u0000"), "boot"),
+    (STATUS_TOPIC, _status(agent_version="1.0\u0000"), "agent_version"),
+    (STATUS_TOPIC, _status(devices=[{"id": "cam-1", "kind": "camera", "name": "gate\u0000"}]), "devices.0.name"),
+    (STATUS_TOPIC, _status(devices=[{"id": "cam-1", "kind": "camera", "location": "\u00001F"}]),
+     "devices.0.location"),
+])
+def test_values_the_database_refuses_are_rejected_at_the_boundary(
+    topic: str, payload: dict[str, Any], field: str
+) -> None:
+    rejection = _reject(topic, _raw(payload))  # json.dumps writes U+0000 as the escape \u0000
+    assert rejection.code is RejectReason.INVALID_SCHEMA
+    assert rejection.detail.startswith(f"{field}: ")
+
+
+def test_the_last_second_of_year_9999_is_a_valid_ts() -> None:
+    _, reading = decode(SMOKE_TOPIC, _raw(_smoke(ts=MAX_TIMESTAMP)))
+    assert isinstance(reading, SmokeReading)
+    assert reading.ts == MAX_TIMESTAMP
+
+
+def test_a_ts_too_far_ahead_of_its_arrival_is_a_future_timestamp() -> None:
+    _, reading = decode(EXIT_TOPIC, _raw(_exit(ts=1_000_000.0)))
+    check_not_ahead(reading, 1_000_000.0 - 300.0, 300.0)  # exactly the tolerance: accepted
+    check_not_ahead(reading, 2_000_000.0, 300.0)  # behind (a backlog): accepted
+    with pytest.raises(Rejection) as info:
+        check_not_ahead(reading, 1_000_000.0 - 300.5, 300.0)
+    assert info.value.code is RejectReason.FUTURE_TIMESTAMP
+    assert "300 s ahead" in info.value.detail
+    _, will = decode(STATUS_TOPIC, b'{"online": false, "boot": "b1"}')
+    check_not_ahead(will, 0.0, 300.0)  # no ts: nothing to check
 
 
 def test_birth_without_ts_is_rejected_but_the_will_may_omit_it() -> None:

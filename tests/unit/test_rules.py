@@ -15,6 +15,7 @@ from gateway.rules.engine import (
     evaluate,
     evaluate_acknowledged,
     evaluate_agent_status,
+    evaluate_clock_skew,
     evaluate_compound,
     evaluate_escalation,
     evaluate_reading,
@@ -23,6 +24,7 @@ from gateway.rules.engine import (
     iso,
     refuse_resolve,
     resolve_by_hand,
+    smooth_skew,
 )
 from gateway.rules.model import (
     SEVERITY,
@@ -169,12 +171,14 @@ def test_severity_table_matches_design() -> None:
         AlertKind.DETECTOR_FAULT: Severity.MINOR,
         AlertKind.AGENT_OFFLINE: Severity.MAJOR,
         AlertKind.NOTIFIER_FAILING: Severity.MINOR,  # issue 16: the notifier's own (docs/operations.md)
+        AlertKind.CLOCK_SKEW: Severity.MINOR,
     }
     assert set(SEVERITY) == set(AlertKind)
 
 
 def test_site_level_kinds() -> None:
-    assert frozenset({AlertKind.AGENT_OFFLINE, AlertKind.FIRE_ALARM_EXIT_BLOCKED}) == SITE_LEVEL_KINDS
+    assert frozenset({AlertKind.AGENT_OFFLINE, AlertKind.FIRE_ALARM_EXIT_BLOCKED, AlertKind.CLOCK_SKEW}) == \
+        SITE_LEVEL_KINDS
 
 
 def test_alert_kind_and_state_words() -> None:
@@ -188,6 +192,7 @@ def test_alert_kind_and_state_words() -> None:
         "detector_fault",
         "agent_offline",
         "notifier_failing",
+        "clock_skew",
     }
     assert [s.value for s in AlertState] == ["open", "acknowledged", "resolved"]
 
@@ -1148,3 +1153,34 @@ def test_random_streams_keep_one_open_alert_per_key(seed: int) -> None:
             _check_invariants(before, sim.ack(FIRE))
         for alert in sim.alerts.values():
             assert alert.count >= 1
+
+
+# --------------------------------------------------------------------------- clock skew (issue 15)
+
+
+def test_one_wild_batch_moves_the_skew_a_bounded_step() -> None:
+    skew = smooth_skew(None, [10 * 365 * 86_400.0], 300.0)  # a reading ten years ahead
+    assert skew is not None
+    assert skew == pytest.approx(0.2 * 600.0)  # clamped to 2 x tolerance, a fifth of the way
+    assert evaluate_clock_skew("s", skew_s=skew, tolerance_s=300.0, alerts={}) == []
+
+
+def test_the_batch_median_not_its_outlier_moves_the_skew() -> None:
+    assert smooth_skew(0.0, [1.0, 2.0, 1e9], 300.0) == pytest.approx(0.2 * 2.0)
+    assert smooth_skew(5.0, [], 300.0) == 5.0  # nothing new: unchanged
+
+
+def test_a_steady_skew_raises_clock_skew_and_back_within_resolves_it() -> None:
+    key = AlertKey("s", None, AlertKind.CLOCK_SKEW)
+    skew: float | None = None
+    for _ in range(10):
+        skew = smooth_skew(skew, [450.0, 451.0], 300.0)
+    assert skew is not None
+    assert skew > 300.0
+    changes = evaluate_clock_skew("s", skew_s=skew, tolerance_s=300.0, alerts={})
+    assert [type(c) for c in changes] == [Raise]
+    assert changes[0].key == key
+    alerts = apply({}, changes)
+    assert evaluate_clock_skew("s", skew_s=skew, tolerance_s=300.0, alerts=alerts) == []  # still open: no repeat
+    assert [type(c) for c in evaluate_clock_skew("s", skew_s=-900.0, tolerance_s=300.0, alerts=alerts)] == [Resolve]
+    assert evaluate_clock_skew("s", skew_s=-900.0, tolerance_s=300.0, alerts={}) == []  # behind: never raised
