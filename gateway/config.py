@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # (`safeguard ingest --lane alarm`, `--lane routine`) gives the alarm lane its own interpreter:
     # no routine work shares its GIL (docs/operations.md, "Ingest: two lanes").
     ingest_lanes: frozenset[Literal["alarm", "routine"]] = frozenset({"alarm", "routine"})
+    # After each commit, confirm to every agent what it stored (sg/v1/{site}/agent/ack, issue 15):
+    # agents keep each reading until then. Off only for a broker whose ACL refuses these topics.
+    agent_ack: bool = True
     sweep_interval_s: float = Field(2.0, gt=0)
     readings_retention_days: int = Field(90, ge=1)
     dead_letter_retention_days: int = Field(90, ge=1)

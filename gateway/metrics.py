@@ -24,3 +24,6 @@ INGEST_LAG = Histogram(
 ALERT_CHANGES = Counter("sg_alert_changes_total", "Alert changes written", ["kind", "action"])
 RELAYED = Counter("sg_alerts_relayed_total", "Alert changes published to sg/v1/alerts/{site}")
 STORE_ERRORS = Counter("sg_ingest_store_errors_total", "Batches that failed to commit and were retried")
+AGENT_ACKS = Counter(
+    "sg_agent_acks_published_total", "Confirmations published to agents on sg/v1/{site}/agent/ack (issue 15)"
+)

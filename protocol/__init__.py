@@ -7,7 +7,10 @@ bytes into a validated message or a precise :class:`Rejection`.
 """
 
 from protocol.messages import (
+    ACK_MAX_BYTES,
     MAX_PAYLOAD_BYTES,
+    AckedDevice,
+    AgentAck,
     AgentStatus,
     DeclaredDevice,
     DeviceKind,
@@ -22,16 +25,22 @@ from protocol.messages import (
     Snapshot,
     StreamState,
     decode,
+    decode_ack,
+    seq_ranges,
 )
 from protocol.topics import (
+    ACK_FILTER,
     ALARM_FILTERS,
     ALERTS_FILTER,
     ROUTINE_FILTERS,
     SUBSCRIPTION,
     MessageType,
     Topic,
+    ack_topic,
+    ack_topic_site,
     alert_topic,
     device_topic,
+    is_ack_topic,
     is_alarm_topic,
     is_alert_topic,
     parse_topic,
@@ -40,11 +49,15 @@ from protocol.topics import (
 )
 
 __all__ = [
+    "ACK_FILTER",
+    "ACK_MAX_BYTES",
     "ALARM_FILTERS",
     "ALERTS_FILTER",
     "MAX_PAYLOAD_BYTES",
     "ROUTINE_FILTERS",
     "SUBSCRIPTION",
+    "AckedDevice",
+    "AgentAck",
     "AgentStatus",
     "DeclaredDevice",
     "DeviceKind",
@@ -60,12 +73,17 @@ __all__ = [
     "Snapshot",
     "StreamState",
     "Topic",
+    "ack_topic",
+    "ack_topic_site",
     "alert_topic",
     "decode",
+    "decode_ack",
     "device_topic",
+    "is_ack_topic",
     "is_alarm_topic",
     "is_alert_topic",
     "parse_topic",
+    "seq_ranges",
     "status_topic",
     "valid_id",
 ]

@@ -41,8 +41,9 @@ from psycopg_pool import ConnectionPool
 from gateway import metrics
 from gateway.config import Settings
 from gateway.ingest.batch import BatchProcessor, BatchResult, DeadLetter, Inbound, Rules, store_dead_letters
+from gateway.ingest.confirm import confirmations
 from gateway.store.db import Conn
-from protocol import ALARM_FILTERS, ROUTINE_FILTERS, SUBSCRIPTION, is_alarm_topic, is_alert_topic
+from protocol import ALARM_FILTERS, ROUTINE_FILTERS, SUBSCRIPTION, is_ack_topic, is_alarm_topic, is_alert_topic
 from protocol.mqtt import MqttVersion, ack_all, connect_properties, new_client
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class _LaneWorker:
         self._worker: threading.Thread | None = None
         self._client: mqtt.Client | None = None
         # With sg/v1/# the routine lane also gets the alarm lane's messages: skipped, acknowledged unread.
-        self._skip = is_alarm_topic if SUBSCRIPTION in plan.filters else None
+        self._skip = _skip_catch_all if SUBSCRIPTION in plan.filters else None
         self.accepted = 0  # messages this lane stored (its share of a shared subscription)
         # Messages this lane does not handle, to acknowledge in bulk from the worker: (generation, mid).
         self._unread: collections.deque[tuple[int, int]] = collections.deque()
@@ -238,6 +239,7 @@ class _LaneWorker:
             _account(result)
             self.accepted += result.accepted
             self._ack(batch)
+            self._confirm(batch, result)
             return
 
     def _write(self, batch: list[Inbound]) -> BatchResult:
@@ -280,6 +282,25 @@ class _LaneWorker:
         generation = self._generation
         self._send_acks([m.mid for m in batch if m.qos == 1 and m.generation == generation])
 
+    def _confirm(self, batch: list[Inbound], result: BatchResult) -> None:
+        """Tell each agent what this committed batch holds for it (gateway/ingest/confirm.py).
+
+        After the commit, so a confirmation is never ahead of the database; lost (a broker crash, a
+        lost connection), it only costs the agent a resend, which is stored once.
+        """
+        client = self._client
+        if not self._settings.agent_ack or client is None:
+            return
+        try:
+            acks = confirmations(batch, (d.message for d in result.dead), ts=time.time())
+            for topic, payload in acks:
+                # Not connected: paho keeps a QoS 1 message for the next connection; no harm either way.
+                client.publish(topic, payload, qos=1, retain=False)
+        except Exception:  # a confirmation must never stop the lane; the agent resends
+            log.exception("ingest %s lane: confirmations of a batch of %d not published", self.plan.lane, len(batch))
+            return
+        metrics.AGENT_ACKS.inc(len(acks))
+
     def _ack_unread(self) -> None:
         unread, generation = self._unread, self._generation
         mids = []
@@ -292,6 +313,11 @@ class _LaneWorker:
     def _send_acks(self, mids: list[int]) -> None:
         if self._client is not None and self.connected:
             ack_all(self._client, mids)
+
+
+def _skip_catch_all(topic: str) -> bool:
+    """What a routine lane on sg/v1/# leaves unread: the alarm lane's and our own confirmations."""
+    return is_alarm_topic(topic) or is_ack_topic(topic)
 
 
 _ROUTINE_STATES = (b'"normal"', b'"clear"')

@@ -331,10 +331,11 @@ def test_current_state_is_never_dropped(path: Path) -> None:
 
 
 def test_peek_priority_walks_the_lane_index(box: Outbox) -> None:
-    """Fast with 100,000 entries: no sort, the (lane, id) index is read from its start."""
+    """Fast with 100,000 entries: no sort, the (lane, id) index of entries to send (not those
+    awaiting the gateway's confirmation) is read from its start."""
     query = "EXPLAIN QUERY PLAN " + outbox_module._PEEK_PRIORITY
     plan = " ".join(str(row[3]) for row in box._conn().execute(query, ("[1]", 10)))
-    assert "USING INDEX outbox_lane" in plan
+    assert "USING INDEX outbox_ready" in plan
     assert "TEMP B-TREE" not in plan
 
 
