@@ -98,7 +98,8 @@ def test_broker_killed_with_a_backlog_and_restarted_empty_loses_nothing(
     register(settings.database_url, site)
     gateway = Gateway(settings, supervise=False, api=False)
     gateway.start()  # its sessions exist at the broker; then it goes away: the broker holds the backlog
-    assert gateway.ingest is not None and gateway.ingest.wait_connected(10)
+    assert gateway.ingest is not None
+    assert gateway.ingest.wait_connected(10)
     gateway.stop()
 
     outbox = Outbox(tmp_path / "outbox.sqlite").open()
@@ -155,8 +156,10 @@ def test_confirmed_readings_leave_the_outbox_and_refused_ones_are_not_resent(
     for pub in pubs.values():
         wait_for(lambda pub=pub: len(pub.outbox) == 0, timeout=60, what="the outbox to empty")  # type: ignore[misc]
     assert set(stored(gateway.settings.database_url, known)) == set(produced[known])
-    assert pubs[known].stats().confirmed == 150 and pubs[known].stats().gateway_refused == 0
-    assert pubs[unknown].stats().gateway_refused == 150 and pubs[unknown].stats().confirmed == 0
+    assert pubs[known].stats().confirmed == 150
+    assert pubs[known].stats().gateway_refused == 0
+    assert pubs[unknown].stats().gateway_refused == 150
+    assert pubs[unknown].stats().confirmed == 0
     assert any("gateway refused" in r.getMessage() for r in caplog.records)
     for pub in pubs.values():
         assert pub.stats().resent == 0
