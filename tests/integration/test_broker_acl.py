@@ -24,7 +24,7 @@ from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
 pytestmark = pytest.mark.integration
 
 ACL = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl"
-PASSWORDS = {"site-a": "pw-a", "safeguard-gateway": "pw-gw"}
+PASSWORDS = {"site-a": "pw-a", "site-b": "pw-b", "safeguard-gateway": "pw-gw"}
 
 
 @pytest.fixture
@@ -47,7 +47,8 @@ def broker() -> Iterator[MosquittoServer]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _client(broker: MosquittoServer, user: str, received: queue.Queue[str] | None = None) -> mqtt.Client:
+def _client(broker: MosquittoServer, user: str, received: queue.Queue[str] | None = None,
+            subscription: str = "sg/v1/#") -> mqtt.Client:
     endpoint = MqttEndpoint.parse(f"mqtt://{user}:{PASSWORDS[user]}@127.0.0.1:{broker.port}")
     client = new_client(endpoint, f"{user}-acl-test", MqttVersion.V5)
     ready = threading.Event()
@@ -56,7 +57,7 @@ def _client(broker: MosquittoServer, user: str, received: queue.Queue[str] | Non
         if received is None:
             ready.set()
         else:
-            c.subscribe("sg/v1/#", qos=1)
+            c.subscribe(subscription, qos=1)
 
     client.on_connect = on_connect
     client.on_subscribe = lambda *_a: ready.set()
@@ -87,3 +88,28 @@ def test_a_site_publishes_only_contract_topics_under_its_own_prefix(broker: Mosq
     finally:
         site.loop_stop()
         gateway.loop_stop()
+
+
+def test_the_gateway_confirms_to_each_site_alone_and_no_site_forges_a_confirmation(broker: MosquittoServer) -> None:
+    """sg/v1/{site}/agent/ack (issue 15): the gateway writes it, a site reads only its own and writes none."""
+    at_a: queue.Queue[str] = queue.Queue()
+    at_gateway: queue.Queue[str] = queue.Queue()
+    site_a = _client(broker, "site-a", at_a, subscription="sg/v1/+/agent/ack")  # asks for every site's
+    gateway = _client(broker, "safeguard-gateway", at_gateway, subscription="sg/v1/+/agent/ack")
+    site_b = _client(broker, "site-b")
+    try:
+        for topic in ("sg/v1/site-b/agent/ack", "sg/v1/site-a/agent/ack"):
+            gateway.publish(topic, b'{"ts":1.0,"acks":[]}', qos=1).wait_for_publish(10)
+        assert at_a.get(timeout=10) == "sg/v1/site-a/agent/ack"
+        assert sorted(at_gateway.get(timeout=10) for _ in range(2)) == ["sg/v1/site-a/agent/ack",
+                                                                       "sg/v1/site-b/agent/ack"]
+        for topic in ("sg/v1/site-a/agent/ack", "sg/v1/site-b/agent/ack"):  # forged by site B: refused
+            site_b.publish(topic, b'{"ts":1.0,"acks":[]}', qos=1).wait_for_publish(10)
+        gateway.publish("sg/v1/site-a/agent/ack", b"last", qos=1).wait_for_publish(10)
+        assert at_a.get(timeout=10) == "sg/v1/site-a/agent/ack"  # the gateway's last one, nothing forged before
+        assert at_gateway.get(timeout=10) == "sg/v1/site-a/agent/ack"
+        assert at_a.empty()
+        assert at_gateway.empty()
+    finally:
+        for client in (site_a, gateway, site_b):
+            client.loop_stop()
