@@ -423,6 +423,7 @@ def test_a_reading_stays_after_its_puback_until_the_gateway_confirms_it(box: Out
     assert box.confirm([("cam-1", "b1", [(0, 1)])]) == 0  # again: nothing left to delete
     assert len(box) == 2
     assert box.size_bytes == 2
+    assert box._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for the next put
 
 
 def test_a_confirmation_may_come_before_the_puback(box: Outbox) -> None:
