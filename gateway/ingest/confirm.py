@@ -18,8 +18,11 @@ Ranges, not a high-water mark: an agent sends each device's current state ahead 
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -27,6 +30,8 @@ from gateway.ingest.batch import Inbound
 from protocol import ACK_MAX_BYTES, MessageType, ack_topic, parse_topic, seq_ranges
 from protocol.messages import BootId, Seq
 from protocol.topics import TopicError
+
+log = logging.getLogger(__name__)
 
 _READING_TYPES = frozenset({MessageType.HEARTBEAT, MessageType.SMOKE, MessageType.EXIT})
 # Ranges in one device entry: an entry is then at most ~43 KB (two 19-digit numbers per range), so
@@ -45,16 +50,27 @@ class _Key(BaseModel):
     seq: Seq
 
 
+_Done = dict[str, dict[_DeviceBoot, tuple[list[int], list[int]]]]  # site -> (device, boot) -> stored, refused
+
+
+def _new_done() -> _Done:
+    return defaultdict(lambda: defaultdict(lambda: ([], [])))
+
+
 def confirmations(
     batch: Sequence[Inbound], refused: Iterable[Inbound], *, ts: float, max_bytes: int = ACK_MAX_BYTES
 ) -> list[tuple[str, bytes]]:
     """``(topic, payload)`` of the confirmations for a committed ``batch``; ``refused`` are the ones
     of it that went to the dead-letter store. Messages with no readable site, device, boot and seq
     (malformed, not a reading) cannot be confirmed and are left out."""
+    done = _new_done()
+    collect(batch, refused, done)
+    return _payloads(done, ts=ts, max_bytes=max_bytes)
+
+
+def collect(batch: Sequence[Inbound], refused: Iterable[Inbound], done: _Done) -> None:
+    """Add what ``batch`` committed to ``done`` (see :func:`confirmations`)."""
     dead = {id(m) for m in refused}
-    done: dict[str, dict[_DeviceBoot, tuple[list[int], list[int]]]] = defaultdict(
-        lambda: defaultdict(lambda: ([], []))
-    )
     for message in batch:
         try:
             topic = parse_topic(message.topic)
@@ -68,6 +84,9 @@ def confirmations(
             continue
         stored, dead_lettered = done[topic.site][(topic.device, key.boot)]
         (dead_lettered if id(message) in dead else stored).append(key.seq)
+
+
+def _payloads(done: _Done, *, ts: float, max_bytes: int) -> list[tuple[str, bytes]]:
     out: list[tuple[str, bytes]] = []
     for site, devices in done.items():
         topic_of_site = ack_topic(site)
@@ -104,3 +123,61 @@ def encode(
         payloads.append(f"{head}{','.join(chunk)}]}}".encode())
     return payloads
 
+
+
+FLUSH_S = 0.5  # a lane's confirmations wait at most this long: one message per site per flush
+
+
+class Confirmer:
+    """A lane's confirmations, gathered over ``interval_s`` and published together.
+
+    A province's batch of 1,000 messages touches some 500 sites: one confirmation per site per
+    batch cost the ingest worker as much CPU again as storing (bench.ingest). Gathered, a site
+    gets one message per interval, its ranges merged across batches. The delay is nothing to an
+    agent that resends after a minute. ``publish(topic, payload)`` runs on this object's thread.
+    """
+
+    def __init__(self, publish: Callable[[str, bytes], None], *, interval_s: float = FLUSH_S,
+                 name: str = "confirm") -> None:
+        self._publish = publish
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._pending = _new_done()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, batch: Sequence[Inbound], refused: Iterable[Inbound]) -> None:
+        """A committed batch (called after its commit)."""
+        with self._lock:
+            collect(batch, refused, self._pending)
+
+    def flush(self) -> int:
+        """Publish what is pending; returns how many messages."""
+        with self._lock:
+            done, self._pending = self._pending, _new_done()
+        if not done:
+            return 0
+        acks = _payloads(done, ts=time.time(), max_bytes=ACK_MAX_BYTES)
+        for topic, payload in acks:
+            self._publish(topic, payload)
+        return len(acks)
+
+    def stop(self) -> None:
+        """Publish what is pending and stop."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self._flush_logged()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval_s):
+            self._flush_logged()
+
+    def _flush_logged(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # a confirmation must never stop anything; the agents resend
+            log.exception("confirmations to agents not published")

@@ -41,7 +41,7 @@ from psycopg_pool import ConnectionPool
 from gateway import metrics
 from gateway.config import Settings
 from gateway.ingest.batch import BatchProcessor, BatchResult, DeadLetter, Inbound, Rules, store_dead_letters
-from gateway.ingest.confirm import confirmations
+from gateway.ingest.confirm import Confirmer
 from gateway.store.db import Conn
 from protocol import ALARM_FILTERS, ROUTINE_FILTERS, SUBSCRIPTION, is_ack_topic, is_alarm_topic, is_alert_topic
 from protocol.mqtt import MqttVersion, ack_all, connect_properties, new_client
@@ -104,6 +104,7 @@ class _LaneWorker:
         self.accepted = 0  # messages this lane stored (its share of a shared subscription)
         # Messages this lane does not handle, to acknowledge in bulk from the worker: (generation, mid).
         self._unread: collections.deque[tuple[int, int]] = collections.deque()
+        self._confirmer: Confirmer | None = None  # started with the first committed batch (agent_ack)
 
     @property
     def connected(self) -> bool:
@@ -139,6 +140,8 @@ class _LaneWorker:
         if self._worker is not None:
             self._worker.join(timeout=30)
         self._ack_unread()  # what we skip need not come back after the restart
+        if self._confirmer is not None:
+            self._confirmer.stop()  # what the last batches committed, before the disconnect
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
@@ -285,21 +288,23 @@ class _LaneWorker:
     def _confirm(self, batch: list[Inbound], result: BatchResult) -> None:
         """Tell each agent what this committed batch holds for it (gateway/ingest/confirm.py).
 
-        After the commit, so a confirmation is never ahead of the database; lost (a broker crash, a
-        lost connection), it only costs the agent a resend, which is stored once.
+        After the commit, so a confirmation is never ahead of the database; gathered for up to
+        ``FLUSH_S`` (one message per site, not per batch); lost (a broker crash, a lost
+        connection), it only costs the agent a resend, which is stored once.
         """
+        if not self._settings.agent_ack or self._client is None:
+            return
+        if self._confirmer is None:
+            self._confirmer = Confirmer(self._publish_ack, name=f"confirm-{self.plan.lane}")
+            self._confirmer.start()
+        self._confirmer.add(batch, [d.message for d in result.dead])
+
+    def _publish_ack(self, topic: str, payload: bytes) -> None:
         client = self._client
-        if not self._settings.agent_ack or client is None:
-            return
-        try:
-            acks = confirmations(batch, (d.message for d in result.dead), ts=time.time())
-            for topic, payload in acks:
-                # Not connected: paho keeps a QoS 1 message for the next connection; no harm either way.
-                client.publish(topic, payload, qos=1, retain=False)
-        except Exception:  # a confirmation must never stop the lane; the agent resends
-            log.exception("ingest %s lane: confirmations of a batch of %d not published", self.plan.lane, len(batch))
-            return
-        metrics.AGENT_ACKS.inc(len(acks))
+        if client is not None:
+            # Not connected: paho keeps a QoS 1 message for the next connection; no harm either way.
+            client.publish(topic, payload, qos=1, retain=False)
+            metrics.AGENT_ACKS.inc()
 
     def _ack_unread(self) -> None:
         unread, generation = self._unread, self._generation

@@ -16,7 +16,7 @@ import pytest
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
 from gateway.ingest.batch import Inbound
-from gateway.ingest.confirm import RANGES_PER_ENTRY, confirmations, encode
+from gateway.ingest.confirm import RANGES_PER_ENTRY, Confirmer, confirmations, encode
 from protocol import ACK_MAX_BYTES, AgentAck, ack_topic, ack_topic_site, decode_ack, is_ack_topic, seq_ranges
 from protocol.messages import DeclaredDevice, DeviceKind
 from protocol.mqtt import MqttEndpoint, MqttVersion
@@ -107,6 +107,22 @@ def test_a_seq_both_stored_and_dead_lettered_in_one_batch_is_stored() -> None:
     (ack,) = (decode_ack(p) for p in payload)
     assert ack.acks[0].seq == ((1, 2),)
     assert ack.acks[0].refused == ((3, 3),)
+
+
+def test_a_lanes_confirmations_are_gathered_one_message_per_site_per_flush() -> None:
+    sent: list[tuple[str, bytes]] = []
+    confirmer = Confirmer(lambda topic, payload: sent.append((topic, payload)), interval_s=3600)  # flushed by hand
+    confirmer.add([inbound("s-1", "cam-1", s) for s in range(0, 5)], [])
+    confirmer.add([inbound("s-1", "cam-1", s) for s in range(5, 9)] + [inbound("s-2", "cam-1", 0)],
+                  [])
+    assert sent == []
+    assert confirmer.flush() == 2
+    assert [t for t, _ in sent] == ["sg/v1/s-1/agent/ack", "sg/v1/s-2/agent/ack"]
+    assert decode_ack(sent[0][1]).acks[0].seq == ((0, 8),)  # ranges merged across batches
+    assert confirmer.flush() == 0  # nothing pending
+    confirmer.add([inbound("s-1", "cam-1", 9)], [])
+    confirmer.stop()  # publishes what is pending
+    assert decode_ack(sent[-1][1]).acks[0].seq == ((9, 9),)
 
 
 # ----------------------------------------------------------------------------- the agent's side
