@@ -1,4 +1,4 @@
-"""The gateway's confirmation to each agent of what a batch committed (issue 15, point 1).
+"""The gateway's confirmation to each agent of what its batches committed (issue 15, point 1).
 
 The broker's PUBACK to an agent means only "the broker has it": Mosquitto acknowledges before
 anything is on disk, so a broker crash loses what it held. After a batch is committed (and
@@ -7,7 +7,8 @@ acknowledged to the broker), the lane publishes to each site of the batch, on
 with, per device and boot: stored, already stored (a duplicate) and dead-lettered ("refused":
 storing it will never succeed, so the agent must stop sending it). The agent keeps every
 reading in its outbox until such a confirmation covers it and sends it again after a timeout
-otherwise; the gateway's idempotent storage absorbs the repeats.
+otherwise; the gateway's idempotent storage absorbs the repeats. A lane's :class:`Confirmer`
+gathers its commits for up to ``FLUSH_S`` and publishes one message per site.
 
 Ranges, not a high-water mark: an agent sends each device's current state ahead of its backlog
 (``Outbox.peek_priority``), so what is committed is not a prefix. A payload stays below
