@@ -126,7 +126,7 @@ def encode(
 
 
 
-FLUSH_S = 0.5  # a lane's confirmations wait at most this long: one message per site per flush
+FLUSH_S = 2.0  # a lane's confirmations wait at most this long: one message per site per flush
 
 
 class Confirmer:
