@@ -1,6 +1,7 @@
 """After an outage: how long until the edge agent's fire alarm is published, behind a heartbeat backlog.
 
     .venv/bin/python -m bench.agent_drain [--heartbeats 20000] [--version 5|3.1.1] [--max-in-flight 100]
+                                          [--gateway] [--gateway-ack on|off]
 
 The outage: with no broker reachable, an agent of 17 devices (5 cameras, 8 smoke detectors, 4 exits)
 queues ``--heartbeats`` camera heartbeats, 10 minutes of smoke and exit readings (one per device per
@@ -14,27 +15,38 @@ a second, live alarm is sent: the same figures from its put.
 
 The subscriber is one paho client in this process, so its arrival times include its own queue of
 heartbeats at the broker (the gateway takes alarms on a session of their own, DESIGN section 2).
+
+``--gateway`` also runs a private PostgreSQL and the gateway's ingest (in this process) on the same
+broker; ``--gateway-ack on`` (implies ``--gateway``) has the agent keep each reading until the
+gateway confirms it (issue 15), ``off`` (the default) until the broker's PUBACK. It then prints when
+the outbox was empty: with confirmation, when the gateway had committed and confirmed everything.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import tempfile
 import threading
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
 from edge_agent.outbox import Entry, Kind, Outbox
 from edge_agent.publisher import Publisher
-from gateway.devservers import MosquittoServer, free_port
+from gateway.config import Settings
+from gateway.devservers import MosquittoServer, PostgresServer, free_port
+from gateway.runtime import Gateway
+from gateway.store.db import connect
+from gateway.store.migrate import migrate
+from gateway.store.sites import SiteRecord, upsert_sites
 from protocol.messages import DeclaredDevice, DeviceKind
 from protocol.mqtt import MqttEndpoint, MqttVersion, connect_properties, new_client
-from protocol.topics import MessageType, status_topic
+from protocol.topics import MessageType, is_ack_topic, status_topic
 
 SITE = "bench-drain"
 CAMERAS = [f"cam-{i}" for i in range(1, 6)]
@@ -59,6 +71,7 @@ class TimedOutbox(Outbox):
         self.alarms: dict[int, tuple[str, int]] = {}  # entry id -> (device, seq)
         self.published: dict[tuple[str, int], float] = {}
         self.acked: dict[tuple[str, int], float] = {}
+        self.empty_at = 0.0  # the last time the outbox became empty
 
     def peek_priority(self, n: int, *, skip: Collection[int] = ()) -> list[Entry]:
         entries = super().peek_priority(n, skip=skip)
@@ -71,13 +84,30 @@ class TimedOutbox(Outbox):
                 self.published.setdefault(key, now)
         return entries
 
-    def ack(self, ids: Iterable[int]) -> int:
-        wanted = list(ids)
-        deleted = super().ack(wanted)
+    def _pubacked(self, wanted: list[int]) -> None:
         now = time.perf_counter()
         for entry_id in wanted:
             if entry_id in self.alarms:
                 self.acked.setdefault(self.alarms[entry_id], now)
+        if not len(self):
+            self.empty_at = now
+
+    def ack(self, ids: Iterable[int]) -> int:
+        wanted = list(ids)
+        deleted = super().ack(wanted)
+        self._pubacked(wanted)
+        return deleted
+
+    def sent(self, ids: Iterable[int], *, timeout_s: float, max_timeout_s: float, now: float | None = None) -> int:
+        wanted = list(ids)
+        deleted = super().sent(wanted, timeout_s=timeout_s, max_timeout_s=max_timeout_s, now=now)
+        self._pubacked(wanted)
+        return deleted
+
+    def confirm(self, confirmed: Iterable[tuple[str, str, Sequence[tuple[int, int]]]]) -> int:
+        deleted = super().confirm(confirmed)
+        if not len(self):
+            self.empty_at = time.perf_counter()
         return deleted
 
 
@@ -108,6 +138,8 @@ class Watcher:
         if message.topic == status_topic(SITE):
             self.birth_at = self.birth_at or now
             return
+        if is_ack_topic(message.topic):  # the gateway's confirmations (--gateway-ack on)
+            return
         body = json.loads(message.payload)
         if body.get("state") == "alarm":
             self.arrived.setdefault((message.topic.split("/")[3], body["seq"]), now)
@@ -123,11 +155,28 @@ class Watcher:
         self.client.loop_stop()
 
 
-def publisher(url: str, outbox: Outbox, version: MqttVersion, max_in_flight: int) -> Publisher:
+def publisher(url: str, outbox: Outbox, version: MqttVersion, max_in_flight: int, *,
+              gateway_ack: bool = False) -> Publisher:
     return Publisher(
         MqttEndpoint.parse(url), SITE, version, outbox, heartbeat_s=HEARTBEAT_S, devices=DEVICES,
         client_id=f"agent-{SITE}", max_in_flight=max_in_flight, agent_version="bench", reconnect_min_s=0.2,
+        gateway_ack=gateway_ack,
     )
+
+
+def start_gateway(root: Path, mqtt_url: str, stack: contextlib.ExitStack) -> None:
+    """A private PostgreSQL with the site registered, and the gateway's ingest on ``mqtt_url``."""
+    pg = stack.enter_context(PostgresServer(root / "pg", fast=True))
+    with connect(pg.url) as conn:
+        migrate(conn)
+        upsert_sites(conn, [SiteRecord(id=SITE)])
+        conn.commit()
+    settings = Settings(mqtt_url=mqtt_url, mqtt_version=MqttVersion.V5, mqtt_client_id="bench-drain-gw",
+                        database_url=pg.url, api_host="127.0.0.1", api_port=0)
+    gateway = stack.enter_context(Gateway(settings, supervise=False, api=False))
+    assert gateway.ingest is not None
+    if not gateway.ingest.wait_connected(20):
+        raise RuntimeError("the gateway's ingest did not connect")
 
 
 def queue_outage(outbox: Outbox, heartbeats: int) -> tuple[int, tuple[str, int]]:
@@ -154,7 +203,12 @@ def main() -> None:
     parser.add_argument("--heartbeats", type=int, default=20_000)
     parser.add_argument("--version", type=MqttVersion, default=MqttVersion.V5, choices=list(MqttVersion))
     parser.add_argument("--max-in-flight", type=int, default=100)
+    parser.add_argument("--gateway", action="store_true", help="run PostgreSQL and the gateway's ingest too")
+    parser.add_argument("--gateway-ack", choices=("on", "off"), default="off",
+                        help="keep readings until the gateway confirms them (on: implies --gateway)")
     args = parser.parse_args()
+    gateway_ack = args.gateway_ack == "on"
+    with_gateway = args.gateway or gateway_ack
     logging.basicConfig(level=logging.ERROR)  # the offline agent's "cannot reach broker" is the point
     with tempfile.TemporaryDirectory(prefix="sg-bench-drain-") as tmp:
         root = Path(tmp)
@@ -164,9 +218,11 @@ def main() -> None:
             print(f"backlog: {queued:,} messages queued offline in {time.perf_counter() - started:.1f} s "
                   f"({args.heartbeats:,} heartbeats, {queued - args.heartbeats - 1} smoke/exit readings, "
                   f"1 alarm put last)")
-            with MosquittoServer(root / "mqtt") as broker:
+            with MosquittoServer(root / "mqtt") as broker, contextlib.ExitStack() as stack:
+                if with_gateway:
+                    start_gateway(root, broker.url, stack)
                 watcher = Watcher(broker.url, queued + 1)  # + the live alarm
-                agent = publisher(broker.url, outbox, args.version, args.max_in_flight)
+                agent = publisher(broker.url, outbox, args.version, args.max_in_flight, gateway_ack=gateway_ack)
                 agent.start()
                 try:
                     if not watcher.half.wait(600):
@@ -175,7 +231,13 @@ def main() -> None:
                     live_alarm = (SMOKE[1], agent.send(SMOKE[1], MessageType.SMOKE, {"state": "alarm"}))
                     if not watcher.done.wait(600):
                         raise RuntimeError(f"only {watcher.count} of {watcher.total} messages arrived")
+                    deadline = time.monotonic() + 600
+                    while len(outbox) and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    if len(outbox):
+                        raise RuntimeError(f"{len(outbox)} messages left in the outbox")
                     window = agent.stats().window
+                    resent = agent.stats().resent
                 finally:
                     agent.stop(timeout=1)
                     watcher.close()
@@ -185,11 +247,15 @@ def main() -> None:
             ("published", outbox.published), ("acknowledged", outbox.acked), ("at the subscriber", watcher.arrived)))
 
     reconnect = outbox.first_peek
-    print(f"drain: MQTT {args.version.value}, window {window} (max_in_flight {args.max_in_flight})")
+    print(f"drain: MQTT {args.version.value}, window {window} (max_in_flight {args.max_in_flight}), "
+          f"gateway {'on' if with_gateway else 'off'}, kept until {'confirmed' if gateway_ack else 'PUBACK'}")
     print(f"backlog alarm (put last), from the reconnect: {figures(backlog_alarm, reconnect)}")
     print(f"whole backlog at the subscriber, from the reconnect: {watcher.done_at - reconnect:.2f} s "
           f"({queued / (watcher.done_at - reconnect):,.0f} msg/s; when the oldest-first drain published the alarm)")
     print(f"live alarm put halfway through the flush, from its put: {figures(live_alarm, live_put)}")
+    empty = outbox.empty_at - reconnect
+    print(f"outbox empty ({'every reading confirmed by the gateway' if gateway_ack else 'every PUBACK'}), "
+          f"from the reconnect: {empty:.2f} s ({(queued + 1) / empty:,.0f} msg/s; {resent} resent)")
 
 if __name__ == "__main__":
     main()

@@ -155,6 +155,8 @@ class Agent:
             heartbeat_s=config.heartbeat_s, devices=devices,
             client_id=config.broker.client_id or f"safeguard-agent-{config.site}",
             max_in_flight=config.outbox.max_in_flight, agent_version=AGENT_VERSION,
+            gateway_ack=config.outbox.gateway_ack, ack_timeout_s=config.outbox.ack_timeout_s,
+            ack_timeout_max_s=config.outbox.ack_timeout_max_s,
         )
         self.smoke = {s.id: make_smoke_adapter(s) for s in config.smoke}
         self.exits = {e.id: ExitWatch(e) for e in config.exits}

@@ -37,6 +37,19 @@ class OutboxConfig(_Strict):
     path: Path = Path("/var/lib/safeguard/outbox.db")
     max_messages: int = Field(100_000, ge=100)
     max_in_flight: int = Field(100, ge=1, le=65_535)
+    # Keep each reading until the gateway confirms it (sg/v1/{site}/agent/ack, issue 15); a reading
+    # the broker took but the gateway did not confirm is sent again after ack_timeout_s, doubled per
+    # attempt up to ack_timeout_max_s. false: done at the broker's PUBACK, for a gateway that predates
+    # confirmations (a broker crash then loses what it held in memory; docs/edge-agent-publisher.md).
+    gateway_ack: bool = True
+    ack_timeout_s: float = Field(60.0, gt=0, le=86_400)
+    ack_timeout_max_s: float = Field(900.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> OutboxConfig:
+        if self.ack_timeout_max_s < self.ack_timeout_s:
+            raise ValueError("ack_timeout_max_s must be at least ack_timeout_s")
+        return self
 
 
 class CameraConfig(_Strict):

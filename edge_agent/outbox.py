@@ -1,8 +1,20 @@
-"""Durable on-disk outbox: every message waits here until the broker acknowledged it.
+"""Durable on-disk outbox: every reading waits here until the gateway confirmed it.
 
 The shape is ThingsBoard's storage interface (read a batch, then acknowledge it):
 ``put`` appends, ``peek`` reads the oldest entries without removing them, ``ack``
-deletes the ones the broker acknowledged. Nothing leaves the outbox before ``ack``.
+deletes entries outright. Life cycle of a reading (issue 15; docs/edge-agent-publisher.md)::
+
+    put --> to send --peek_priority/publish--> PUBACK: sent() --> awaiting (due = resend time)
+               ^                                                     |          |
+               +------------------- requeue_due() at ``due`` --------+          |
+                                                     confirm() (the gateway's ack) --> deleted
+
+The broker's PUBACK only means "the broker has it" (Mosquitto holds it in memory): ``sent``
+keeps the entry, with the time to send it again (a timeout doubled per attempt, capped)
+unless the gateway's confirmation (``confirm``: device, boot and seq ranges) deletes it first.
+An entry with no ``(device, boot, seq)`` (a snapshot; readings of a schema-2 file whose payload
+is not readable) is deleted at its PUBACK, as before. Awaiting entries keep their lane and
+their place in it: a resend goes in send order again.
 
 Durability: SQLite in WAL mode with ``synchronous=FULL``, so a ``put`` that returned
 has been fsynced and survives a power cut (issue 3, point 5). Ids come from
@@ -20,12 +32,13 @@ Thread-safe: one connection, every call under one lock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -34,7 +47,7 @@ from typing import Self
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # == len(_MIGRATIONS)
+SCHEMA_VERSION = 3  # == len(_MIGRATIONS)
 _ACK_CHUNK = 500  # SQLite's default limit on bound parameters is far above; keeps statements small
 
 
@@ -95,6 +108,10 @@ def _lane(kind: Kind, *, current: bool) -> _Lane:
 # An entry's own lane from its kind, in SQL (built from _LANE: one mapping).
 _OWN_LANE = "CASE kind " + " ".join(f"WHEN '{k.value}' THEN {int(v)}" for k, v in _LANE.items()) + " END"
 
+# sg/v1/{site}/{device}/{type} -> device, in SQL (migration 3 only; protocol.topics builds topics).
+_AFTER_SITE = "substr(topic, instr(substr(topic, 7), '/') + 7)"
+_DEVICE_OF_TOPIC = f"substr({_AFTER_SITE}, 1, instr({_AFTER_SITE}, '/') - 1)"
+
 _MIGRATIONS = (
     # 1: the first outbox (FIFO by id).
     """
@@ -121,10 +138,31 @@ _MIGRATIONS = (
     UPDATE outbox SET lane = {_OWN_LANE};
     CREATE INDEX IF NOT EXISTS outbox_lane ON outbox (lane, id);
     """,
+    # 3: kept until the gateway confirms (issue 15). A reading's (device, boot, seq) is what the
+    # confirmation names; a version 2 file's readings get theirs from topic and payload. Entries
+    # there were all still to send (due 0).
+    f"""
+    ALTER TABLE outbox ADD COLUMN device TEXT;  -- a reading's device, boot and seq, else NULL
+    ALTER TABLE outbox ADD COLUMN boot TEXT;
+    ALTER TABLE outbox ADD COLUMN seq INTEGER;
+    ALTER TABLE outbox ADD COLUMN due REAL NOT NULL DEFAULT 0;  -- 0: to send; else broker has it, resend then
+    ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;  -- sends the broker acknowledged
+    UPDATE outbox SET
+        device = {_DEVICE_OF_TOPIC},
+        boot = json_extract(CAST(payload AS TEXT), '$.boot'),
+        seq = json_extract(CAST(payload AS TEXT), '$.seq')
+    WHERE kind IN ('alarm', 'state', 'heartbeat') AND json_valid(CAST(payload AS TEXT))
+      AND json_type(CAST(payload AS TEXT), '$.seq') = 'integer'
+      AND json_type(CAST(payload AS TEXT), '$.boot') = 'text';
+    CREATE INDEX IF NOT EXISTS outbox_ready ON outbox (lane, id) WHERE due = 0;
+    CREATE INDEX IF NOT EXISTS outbox_due ON outbox (due) WHERE due > 0;
+    CREATE INDEX IF NOT EXISTS outbox_key ON outbox (device, boot, seq);
+    """,
 )
 _TOTALS = "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox"
 _INSERT = (
-    "INSERT INTO outbox (topic, payload, retain, kind, tier, lane, state_of, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO outbox (topic, payload, retain, kind, tier, lane, state_of, created, device, boot, seq)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The previous current entry of a device goes back to its own lane (walks lanes 0-1 only: one row per device).
 _DEMOTE = f"UPDATE outbox SET lane = {_OWN_LANE} WHERE lane <= {int(_Lane.CURRENT)} AND state_of = ?"
@@ -132,8 +170,10 @@ _COLUMNS = "id, topic, payload, retain, kind, created"
 _PEEK = f"SELECT {_COLUMNS} FROM outbox WHERE id > ? ORDER BY id LIMIT ?"
 # Walks the (lane, id) index from its start; the skipped ids (in flight, a window's worth) are passed as
 # one JSON array, so their number is not bounded by SQLite's limit on parameters.
+# Entries awaiting the gateway's confirmation (due > 0) are not to send: the partial index holds the others.
 _PEEK_PRIORITY = (
-    f"SELECT {_COLUMNS} FROM outbox WHERE id NOT IN (SELECT value FROM json_each(?)) ORDER BY lane, id LIMIT ?"
+    f"SELECT {_COLUMNS} FROM outbox WHERE due = 0 AND id NOT IN (SELECT value FROM json_each(?))"
+    " ORDER BY lane, id LIMIT ?"
 )
 # A device's current state is never dropped: the newest word on it is what matters after an outage.
 _VICTIM = (
@@ -143,6 +183,16 @@ _DELETE_ONE = "DELETE FROM outbox WHERE id = ?"
 _COUNT_DROP = "INSERT INTO dropped (kind, n) VALUES (?, 1) ON CONFLICT (kind) DO UPDATE SET n = n + 1"
 _DROPPED = "SELECT kind, n FROM dropped"
 _DELETE_MANY = "DELETE FROM outbox WHERE id IN ({marks}) RETURNING length(payload)"
+# At the PUBACK: a reading waits for the gateway (resend after timeout x 2^attempts, capped); anything
+# else (no seq: nothing will confirm it) is done.
+_SENT = (
+    "UPDATE outbox SET due = ? + min(?, ? * (1 << min(attempts, 30))), attempts = attempts + 1"
+    " WHERE id IN ({marks}) AND seq IS NOT NULL"
+)
+_DELETE_UNCONFIRMABLE = "DELETE FROM outbox WHERE id IN ({marks}) AND seq IS NULL RETURNING length(payload)"
+_CONFIRM = "DELETE FROM outbox WHERE device = ? AND boot = ? AND seq BETWEEN ? AND ? RETURNING length(payload)"
+_REQUEUE = "UPDATE outbox SET due = 0 WHERE due > 0 AND due <= ?"
+_AWAITING = "SELECT count(*) FROM outbox WHERE due > 0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +295,16 @@ class Outbox:
         retain: bool = False,
         kind: Kind | str = Kind.STATE,
         state_of: str | None = None,
+        key: tuple[str, str, int] | None = None,
     ) -> int:
         """Append a message; returns its id once it is on disk. May drop older entries (module doc).
 
         ``state_of``: the device whose current safety state this message is (a smoke or exit
         reading); the newest such entry of each device is sent first (module doc).
+        ``key``: a reading's ``(device, boot, seq)``, which the gateway's confirmation names; without
+        it the entry is done at its PUBACK.
         """
+        device, boot, seq = key if key is not None else (None, None, None)
         kind = Kind(kind)
         lane = _lane(kind, current=state_of is not None)
         with self._lock:
@@ -259,9 +313,9 @@ class Outbox:
             try:
                 if state_of is not None:
                     db.execute(_DEMOTE, (state_of,))
-                cursor = db.execute(
-                    _INSERT, (topic, payload, int(retain), kind.value, _TIER[kind], lane, state_of, time.time())
-                )
+                row = (topic, payload, int(retain), kind.value, _TIER[kind], lane, state_of, time.time(),
+                       device, boot, seq)
+                cursor = db.execute(_INSERT, row)
                 entry_id = cursor.lastrowid
                 assert entry_id is not None
                 count, size = self._count + 1, self._bytes + len(payload)
@@ -338,6 +392,78 @@ class Outbox:
             self._count -= deleted
             self._bytes -= freed
         return deleted
+
+    def sent(self, ids: Iterable[int], *, timeout_s: float, max_timeout_s: float, now: float | None = None) -> int:
+        """The broker acknowledged these entries (PUBACK): readings now await the gateway's
+        confirmation and are sent again ``timeout_s`` from ``now`` (doubled per earlier attempt, at
+        most ``max_timeout_s``) unless confirmed; the others are deleted. Returns how many were deleted."""
+        wanted: Sequence[int] = list(ids)
+        if not wanted:
+            return 0
+        at = time.time() if now is None else now
+        deleted = freed = 0
+        with self._lock, self._not_synced() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for start in range(0, len(wanted), _ACK_CHUNK):
+                    chunk = wanted[start : start + _ACK_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    db.execute(_SENT.format(marks=marks), (at, max_timeout_s, timeout_s, *chunk))
+                    sizes = db.execute(_DELETE_UNCONFIRMABLE.format(marks=marks), chunk).fetchall()
+                    deleted += len(sizes)
+                    freed += sum(int(s) for (s,) in sizes)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._count -= deleted
+            self._bytes -= freed
+        return deleted
+
+    def confirm(self, confirmed: Iterable[tuple[str, str, Sequence[tuple[int, int]]]]) -> int:
+        """Delete the readings the gateway confirmed: ``(device, boot, [(first, last), ...])``,
+        ranges inclusive, whether the entry awaits confirmation or is still to send (or in flight:
+        its PUBACK then finds nothing). Unknown ones are ignored. Returns how many were deleted."""
+        deleted = freed = 0
+        with self._lock, self._not_synced() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for device, boot, ranges in confirmed:
+                    for first, last in ranges:
+                        sizes = db.execute(_CONFIRM, (device, boot, first, last)).fetchall()
+                        deleted += len(sizes)
+                        freed += sum(int(s) for (s,) in sizes)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._count -= deleted
+            self._bytes -= freed
+        return deleted
+
+    @contextlib.contextmanager
+    def _not_synced(self) -> Iterator[sqlite3.Connection]:
+        """A commit that need not survive a power cut: lost, it only means a resend (a reading back
+        to "awaiting" or "to send"), which the gateway stores once. WAL with synchronous=NORMAL
+        stays consistent; the next FULL commit (a put) fsyncs it too. Saves two fsyncs a batch."""
+        db = self._conn()
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield db
+        finally:
+            db.execute("PRAGMA synchronous=FULL")
+
+    def requeue_due(self, now: float | None = None) -> int:
+        """Entries whose confirmation did not come by their resend time go back to be sent (in
+        their lane, in their place). Returns how many."""
+        with self._lock:
+            cursor = self._conn().execute(_REQUEUE, (time.time() if now is None else now,))
+            return cursor.rowcount
+
+    def awaiting(self) -> int:
+        """Entries the broker acknowledged that wait for the gateway's confirmation."""
+        with self._lock:
+            return int(self._conn().execute(_AWAITING).fetchone()[0])
 
     # ------------------------------------------------------------------ figures
 

@@ -2,9 +2,10 @@
 
 Flow (issue 3, point 5; DESIGN section 3)::
 
-    send() --validate--> Outbox.put (fsynced)      drain thread --publish QoS 1--> broker
-                                                    ^                                  |
-                                 Outbox.ack  <------+------- PUBACK (on_publish: mid) --+
+    send() --validate--> Outbox.put (fsynced)      drain thread --publish QoS 1--> broker --> gateway
+                                                    ^                                  |          |
+                                 Outbox.sent <------+------- PUBACK (on_publish: mid) --+          |
+                                 Outbox.confirm <--- sg/v1/{site}/agent/ack (seq ranges) <----------+
 
 - ``send`` builds the contract payload (``ts``, ``boot``, ``seq`` + fields), validates it
   with :mod:`protocol.messages` and puts it in the outbox. It never touches the network.
@@ -20,11 +21,20 @@ Flow (issue 3, point 5; DESIGN section 3)::
 - Every time there is room in the window the drain asks the outbox again for the first
   entries in send order that are not in flight, so an alarm put while a backlog drains
   waits for one window at most, not for the heartbeats queued before it.
-- An entry leaves the outbox only when its PUBACK arrived. After a reconnect (or an
+- A reading leaves the outbox only when the gateway confirmed it (issue 15): it publishes,
+  after each commit, the ``seq`` ranges it stored or dead-lettered on
+  ``sg/v1/{site}/agent/ack``, to which the publisher subscribes on every connection. The
+  PUBACK only means "the broker has it" (the broker may hold it in memory and crash):
+  ``Outbox.sent`` then keeps the entry with a time to send it again, ``ack_timeout_s``
+  doubled per attempt up to ``ack_timeout_max_s``, unless a confirmation deletes it first.
+  Snapshots (no ``seq``) are done at their PUBACK. ``gateway_ack=False`` (a gateway older
+  than the confirmation) goes back to "done at the PUBACK". After a reconnect (or an
   agent restart over the same file) everything not acknowledged is sent again, in send
   order. Duplicates are possible and harmless: the gateway stores each
   ``(site, device, boot, seq)`` once. An MQTT 5 PUBACK with a failure reason (an ACL
   refusal) is final: the entry is deleted, logged and counted, not resent forever.
+- A confirmation that is not valid (malformed, over ``ACK_MAX_BYTES``, on another site's
+  topic) is logged, counted (``bad_acks``) and ignored; it can delete nothing.
 - paho callbacks only hand off (a queue and an event); the outbox is touched by the
   drain thread and by ``send`` only.
 - Bad credentials (CONNACK "bad user name or password" / "not authorized") stop the
@@ -50,6 +60,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_agent.outbox import Kind, Outbox
 from protocol.messages import (
     MAX_PAYLOAD_BYTES,
+    AgentAck,
     AgentStatus,
     DeclaredDevice,
     ExitReading,
@@ -57,9 +68,10 @@ from protocol.messages import (
     SmokeReading,
     SmokeState,
     StreamState,
+    decode_ack,
 )
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
-from protocol.topics import MessageType, device_topic, status_topic
+from protocol.topics import MessageType, ack_topic, device_topic, status_topic
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +87,7 @@ _AUTH_FAILURES = frozenset({"Bad user name or password", "Not authorized"})
 _WAKE_S = 1.0  # the drain thread's longest sleep when nothing wakes it (a safety net, not polling)
 # Readings that state a device's safety state: the newest one per device goes first after an outage.
 _STATE_TYPES = frozenset({MessageType.SMOKE, MessageType.EXIT})
+_REQUEUE_EVERY_S = 1.0  # how often entries past their resend time go back to be sent
 
 
 class PublisherError(RuntimeError):
@@ -92,25 +105,37 @@ class PublisherStats:
     in_flight: int  # published, PUBACK not yet seen
     max_in_flight_seen: int  # high-water mark of in_flight
     window: int  # current in-flight bound: min(max_in_flight, broker Receive Maximum)
-    backlog: int  # entries in the outbox
+    backlog: int  # entries in the outbox (awaiting the gateway's confirmation included)
+    confirmed: int = 0  # outbox entries deleted by the gateway's confirmation (stored or duplicate)
+    gateway_refused: int = 0  # outbox entries the gateway confirmed as dead-lettered: deleted, logged
+    resent: int = 0  # entries sent again because no confirmation came in time
+    bad_acks: int = 0  # confirmations ignored: malformed, too big, or on another site's topic
 
 
 class _Connection:
     """One paho client for one connection; its callbacks only record and wake."""
 
-    def __init__(self, client: mqtt.Client, wake: threading.Event) -> None:
+    def __init__(self, client: mqtt.Client, wake: threading.Event, ack_topic: str | None) -> None:
         self.client = client
         self.wake = wake
+        self.ack_topic = ack_topic
         self.connack = threading.Event()
         self.reason: ReasonCode | None = None
         self.receive_maximum: int | None = None
         self.lost = threading.Event()
         self.acks: queue.SimpleQueue[tuple[int, ReasonCode | None]] = queue.SimpleQueue()
+        self.confirmations: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
 
-    def _on_connect(self, _c: mqtt.Client, _u: Any, _flags: Any, reason: ReasonCode, props: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, _u: Any, _flags: Any, reason: ReasonCode, props: Any) -> None:
+        if self.ack_topic is not None and not reason.is_failure:
+            # Sent before any of our publishes on this socket, so the broker has the subscription
+            # before the gateway can confirm one of them. A clean session: confirmations published
+            # while we were away are lost, and those readings are sent again after their timeout.
+            client.subscribe(self.ack_topic, qos=1)
         self.reason = reason
         self.receive_maximum = getattr(props, "ReceiveMaximum", None) if props is not None else None
         self.connack.set()
@@ -122,6 +147,10 @@ class _Connection:
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode | None, _props: Any) -> None:
         self.acks.put((mid, reason))
+        self.wake.set()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        self.confirmations.put((message.topic, bytes(message.payload)))
         self.wake.set()
 
 
@@ -149,9 +178,14 @@ class Publisher:
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 30.0,
         connect_timeout_s: float = 10.0,
+        gateway_ack: bool = True,
+        ack_timeout_s: float = 60.0,
+        ack_timeout_max_s: float = 900.0,
     ) -> None:
         if not 1 <= max_in_flight <= MAX_MID:
             raise ValueError(f"max_in_flight must be within 1..{MAX_MID}, got {max_in_flight}")
+        if not 0 < ack_timeout_s <= ack_timeout_max_s:
+            raise ValueError(f"need 0 < ack_timeout_s <= ack_timeout_max_s, got {ack_timeout_s}, {ack_timeout_max_s}")
         self.endpoint = endpoint
         self.site = site
         self.version = version
@@ -166,6 +200,10 @@ class Publisher:
         self.reconnect_max_s = reconnect_max_s
         self.connect_timeout_s = connect_timeout_s
         self.status_topic = status_topic(site)  # validates the site id now
+        self.ack_topic = ack_topic(site)
+        self.gateway_ack = gateway_ack
+        self.ack_timeout_s = ack_timeout_s
+        self.ack_timeout_max_s = ack_timeout_max_s
         self.boot = ""
         self.error: PublisherError | None = None
         self._seq: dict[str, int] = {}
@@ -180,6 +218,9 @@ class Publisher:
         self._stats_lock = threading.Lock()
         self._connects = self._published = self._acked = self._refused = self._high_water = 0
         self._rejected = 0
+        self._confirmed = self._gateway_refused = self._resent = self._bad_acks = 0
+        self._next_requeue = 0.0
+        self._warned_unconfirmed = False
         self._stop_timeout = 5.0
 
     # ------------------------------------------------------------------ lifecycle
@@ -227,6 +268,8 @@ class Publisher:
                 connected=self.connected, connects=self._connects, published=self._published,
                 acked=self._acked, refused=self._refused, rejected=self._rejected, in_flight=len(self._in_flight),
                 max_in_flight_seen=self._high_water, window=self._window, backlog=len(self.outbox),
+                confirmed=self._confirmed, gateway_refused=self._gateway_refused, resent=self._resent,
+                bad_acks=self._bad_acks,
             )
 
     # ------------------------------------------------------------------ building messages
@@ -268,7 +311,8 @@ class Publisher:
             reading = model.model_validate_json(payload)
             if kind is None:
                 kind = _default_kind(reading)
-            self.outbox.put(topic, payload, kind=kind, state_of=device if message_type in _STATE_TYPES else None)
+            self.outbox.put(topic, payload, kind=kind, state_of=device if message_type in _STATE_TYPES else None,
+                            key=(device, self.boot, seq))
             self._seq[device] = seq  # consumed only once the message is safely queued
         self._wake.set()
         return seq
@@ -324,7 +368,7 @@ class Publisher:
         client.max_queued_messages_set(0)
         # paho's own reconnect is not used (one client per connection), keep it from racing ours.
         client.reconnect_delay_set(min_delay=3600, max_delay=3600)
-        conn = _Connection(client, self._wake)
+        conn = _Connection(client, self._wake, self.ack_topic if self.gateway_ack else None)
         try:
             client.connect(self.endpoint.host, self.endpoint.port, keepalive=self.keepalive_s)
         except (OSError, ValueError) as exc:
@@ -361,7 +405,9 @@ class Publisher:
         self._publish(conn, self.status_topic, self._status(online=True), retain=True, entry_id=None)
         while not conn.lost.is_set():
             self._wake.clear()
+            self._take_confirmations(conn)
             self._take_acks(conn)
+            self._requeue()
             if self._stopping.is_set():
                 self._go_offline(conn)
                 return
@@ -393,6 +439,7 @@ class Publisher:
 
     def _take_acks(self, conn: _Connection) -> None:
         done: list[int] = []
+        refused: list[int] = []
         while True:
             try:
                 mid, reason = conn.acks.get_nowait()
@@ -406,12 +453,80 @@ class Publisher:
                 with self._stats_lock:
                     self._rejected += 1
                 log.error("broker rejected outbox entry %s: %s; dropped", entry_id, reason)
-            if entry_id is not None:
+                if entry_id is not None:
+                    refused.append(entry_id)
+            elif entry_id is not None:
                 done.append(entry_id)
-        if done:
+        if refused:
+            self.outbox.ack(refused)
+        if done and self.gateway_ack:
+            # The broker has them; readings stay until the gateway confirms (or their resend time).
+            self.outbox.sent(done, timeout_s=self.ack_timeout_s, max_timeout_s=self.ack_timeout_max_s)
+            with self._stats_lock:
+                self._acked += len(done)
+        elif done:
             deleted = self.outbox.ack(done)
             with self._stats_lock:
                 self._acked += deleted
+
+    def _take_confirmations(self, conn: _Connection) -> None:
+        while True:
+            try:
+                topic, payload = conn.confirmations.get_nowait()
+            except queue.Empty:
+                return
+            self.confirm(topic, payload)
+
+    def confirm(self, topic: str, payload: bytes) -> None:
+        """Apply one confirmation from the gateway (the drain thread calls it for each one that
+        arrives); a bad one is logged and counted, never raised: it must not stop the drain."""
+        if topic != self.ack_topic:
+            self._bad_ack(f"on {topic!r}, not this site's {self.ack_topic!r}")
+            return
+        try:
+            ack: AgentAck = decode_ack(payload)
+        except ValueError as exc:
+            self._bad_ack(f"{exc} (payload {payload[:80]!r})")
+            return
+        confirmed = self.outbox.confirm((d.device, d.boot, d.seq) for d in ack.acks)
+        refused = self.outbox.confirm((d.device, d.boot, d.refused) for d in ack.acks if d.refused)
+        with self._stats_lock:
+            self._confirmed += confirmed
+            self._gateway_refused += refused
+        if refused:
+            devices = ", ".join(sorted({d.device for d in ack.acks if d.refused}))
+            log.error("the gateway refused %d of our readings (devices %s): they are in its dead letters; "
+                      "deleted from the outbox, not sent again", refused, devices)
+        self._wake.set()  # room in the outbox: nothing else to do, but stop() may be waiting
+
+    def _bad_ack(self, why: str) -> None:
+        with self._stats_lock:
+            self._bad_acks += 1
+        log.warning("ignored a confirmation %s", why)
+
+    def _requeue(self) -> None:
+        """Readings the broker took but the gateway did not confirm by their resend time go again."""
+        if not self.gateway_ack:
+            return
+        now = time.monotonic()
+        if now < self._next_requeue:
+            return
+        self._next_requeue = now + _REQUEUE_EVERY_S
+        again = self.outbox.requeue_due()
+        if not again:
+            return
+        with self._stats_lock:
+            self._resent += again
+            never = self._confirmed + self._gateway_refused == 0
+        log.info("%d readings not confirmed by the gateway in time; sending them again", again)
+        if never and not self._warned_unconfirmed:
+            self._warned_unconfirmed = True
+            log.warning(
+                "the gateway has confirmed nothing since this agent started (%s): readings stay in the outbox "
+                "and are sent again with backoff. If the gateway predates confirmations (sg/v1/%s/agent/ack), "
+                "set outbox.gateway_ack: false; if the broker's ACL does not let this site read that topic, fix "
+                "the ACL (docs/operations.md)", self.ack_topic, self.site,
+            )
 
     def _go_offline(self, conn: _Connection) -> None:
         """A clean stop says so (a clean DISCONNECT does not fire the Will)."""
@@ -428,6 +543,7 @@ class Publisher:
         self._connected.clear()
         conn.client.disconnect()
         conn.client.loop_stop()
+        self._take_confirmations(conn)
         self._take_acks(conn)
         with self._stats_lock:
             left = len(self._in_flight)

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # A ts this far ahead of its arrival is refused (future_timestamp); an agent whose clock runs
     # ahead by more than this has a clock_skew alert (docs/wire-contract.md).
     future_ts_tolerance_s: float = Field(300.0, gt=0)
+    # After each commit, confirm to every agent what it stored (sg/v1/{site}/agent/ack, issue 15):
+    # agents keep each reading until then. Off only for a broker whose ACL refuses these topics.
+    agent_ack: bool = True
     sweep_interval_s: float = Field(2.0, gt=0)
     readings_retention_days: int = Field(90, ge=1)
     dead_letter_retention_days: int = Field(90, ge=1)

@@ -35,3 +35,6 @@ QUEUE_DEPTH_MAX = Gauge("sg_ingest_queue_depth_max", "The most sg_ingest_queue_d
 BACKPRESSURE = Counter(
     "sg_ingest_backpressure_total", "Times a lane's hand-off was full and it stopped reading from the broker", ["lane"]
 )
+AGENT_ACKS = Counter(
+    "sg_agent_acks_published_total", "Confirmations published to agents on sg/v1/{site}/agent/ack (issue 15)"
+)

@@ -7,9 +7,12 @@ bytes into a validated message or a precise :class:`Rejection`.
 """
 
 from protocol.messages import (
+    ACK_MAX_BYTES,
     FUTURE_TOLERANCE_S,
     MAX_PAYLOAD_BYTES,
     MAX_TIMESTAMP,
+    AckedDevice,
+    AgentAck,
     AgentStatus,
     DeclaredDevice,
     DeviceKind,
@@ -25,16 +28,22 @@ from protocol.messages import (
     StreamState,
     check_not_ahead,
     decode,
+    decode_ack,
+    seq_ranges,
 )
 from protocol.topics import (
+    ACK_FILTER,
     ALARM_FILTERS,
     ALERTS_FILTER,
     ROUTINE_FILTERS,
     SUBSCRIPTION,
     MessageType,
     Topic,
+    ack_topic,
+    ack_topic_site,
     alert_topic,
     device_topic,
+    is_ack_topic,
     is_alarm_topic,
     is_alert_topic,
     parse_topic,
@@ -43,6 +52,8 @@ from protocol.topics import (
 )
 
 __all__ = [
+    "ACK_FILTER",
+    "ACK_MAX_BYTES",
     "ALARM_FILTERS",
     "ALERTS_FILTER",
     "FUTURE_TOLERANCE_S",
@@ -50,6 +61,8 @@ __all__ = [
     "MAX_TIMESTAMP",
     "ROUTINE_FILTERS",
     "SUBSCRIPTION",
+    "AckedDevice",
+    "AgentAck",
     "AgentStatus",
     "DeclaredDevice",
     "DeviceKind",
@@ -65,13 +78,18 @@ __all__ = [
     "Snapshot",
     "StreamState",
     "Topic",
+    "ack_topic",
+    "ack_topic_site",
     "alert_topic",
     "check_not_ahead",
     "decode",
+    "decode_ack",
     "device_topic",
+    "is_ack_topic",
     "is_alarm_topic",
     "is_alert_topic",
     "parse_topic",
+    "seq_ranges",
     "status_topic",
     "valid_id",
 ]

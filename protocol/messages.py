@@ -7,6 +7,7 @@ gateway (forward compatibility, DESIGN.md section 3).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, ClassVar
@@ -121,6 +122,68 @@ class ExitReading(_Reading):
 
 
 Reading = Heartbeat | SmokeReading | ExitReading
+
+# ----------------------------------------------------------------------------- the gateway's confirmation
+
+# An ack payload is at most this big: the gateway splits a batch's confirmation to stay below it, and an
+# agent ignores (logs, counts) a bigger one, so no confirmation can make an agent parse megabytes.
+ACK_MAX_BYTES = 64 * 1024
+SeqRange = tuple[Seq, Seq]  # [first, last], both included
+
+
+def _ordered(ranges: tuple[SeqRange, ...]) -> tuple[SeqRange, ...]:
+    for first, last in ranges:
+        if first > last:
+            raise ValueError(f"range [{first}, {last}] ends before it starts")
+    return ranges
+
+
+class AckedDevice(_Message):
+    """What the gateway has durably dealt with of one device in one boot of its agent.
+
+    ``seq``: stored (or already stored: a duplicate); ``refused``: dead-lettered (the gateway will
+    never store them, however often they are sent). Both mean "delete it from the outbox"; an agent
+    logs and counts the refused ones.
+    """
+
+    device: Id
+    boot: BootId
+    seq: tuple[SeqRange, ...] = ()
+    refused: tuple[SeqRange, ...] = ()
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> AckedDevice:
+        _ordered(self.seq)
+        _ordered(self.refused)
+        return self
+
+
+class AgentAck(_Message):
+    """``sg/v1/{site}/agent/ack``: the gateway's confirmation of readings it has committed (issue 15)."""
+
+    ts: Timestamp  # the gateway's clock at the commit
+    acks: tuple[AckedDevice, ...]
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """The fewest inclusive ``(first, last)`` ranges covering ``seqs`` (any order, repeats allowed)."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
+
+
+def decode_ack(payload: bytes) -> AgentAck:
+    """Validate a confirmation as an agent receives it; raise ValueError saying why it is refused."""
+    if len(payload) > ACK_MAX_BYTES:
+        raise ValueError(f"ack payload is {len(payload)} bytes, limit {ACK_MAX_BYTES}")
+    try:
+        return AgentAck.model_validate_json(payload)
+    except ValidationError as exc:
+        raise ValueError(_describe(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

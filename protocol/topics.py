@@ -8,6 +8,7 @@ Layout (DESIGN.md section 3)::
     sg/v1/{site}/{device}/exit       exit blockage state
     sg/v1/{site}/{device}/snapshot   JPEG bytes
     sg/v1/alerts/{site}              alert changes, published by the gateway
+    sg/v1/{site}/agent/ack           what the gateway committed, published by the gateway (issue 15)
 """
 
 from __future__ import annotations
@@ -23,14 +24,19 @@ SUBSCRIPTION = f"{PREFIX}/#"
 ALARM_FILTERS = (f"{PREFIX}/+/+/smoke", f"{PREFIX}/+/+/exit", f"{PREFIX}/+/+/status")
 _ALARM_TYPES = frozenset({"smoke", "exit", "status"})
 # Everything but the alarm filters, without overlap, except five-level topics of an unknown type
-# (sg/v1/{site}/{device}/video): MQTT has no "all but" filter. Those need sg/v1/# (a second
-# delivery of every safety message) or a broker ACL that refuses them (the one `safeguard broker-config` writes).
+# (sg/v1/{site}/{device}/video): MQTT has no "all but" filter. The gateway's own confirmations
+# (sg/v1/{site}/agent/ack) are such a topic: these filters never match them, sg/v1/# does. Those need sg/v1/#
+# (a second delivery of every safety message) or a broker ACL that refuses them (the one `safeguard
+# broker-config` writes).
 ROUTINE_FILTERS = (f"{PREFIX}/+/+/heartbeat", f"{PREFIX}/+/+/snapshot", f"{PREFIX}/+", f"{PREFIX}/+/+",
                    f"{PREFIX}/+/+/+/+/#")  # "#" also matches its parent level: six levels and more
 _PREFIX_SLASH = f"{PREFIX}/"
 ALERTS_FILTER = f"{PREFIX}/alerts/#"
 _ALERTS_LEVEL = "alerts"
 _AGENT_DEVICE = "agent"
+_ACK_TYPE = "ack"
+# The gateway's confirmations to every agent (its ACL: write sg/v1/+/agent/ack; a site reads its own).
+ACK_FILTER = f"{PREFIX}/+/{_AGENT_DEVICE}/{_ACK_TYPE}"
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A site called "alerts" could publish on sg/v1/alerts/{other site} under a per-site broker ACL
 # (sg/v1/{site}/#) and forge gateway alerts; a device called "agent" would shadow the status topic.
@@ -106,6 +112,28 @@ def is_alert_topic(topic: str) -> bool:
     return len(levels) == 4 and "/".join(levels[:3]) == f"{PREFIX}/{_ALERTS_LEVEL}"
 
 
+def ack_topic(site: str) -> str:
+    """Where the gateway confirms to ``site``'s agent what it has committed (wire contract, issue 15)."""
+    return f"{PREFIX}/{_checked_site(site)}/{_AGENT_DEVICE}/{_ACK_TYPE}"
+
+
+def is_ack_topic(topic: str) -> bool:
+    """True for the gateway's own outbound confirmation topics (which ingest ignores, as alerts)."""
+    levels = topic.split("/")
+    return (len(levels) == 5 and topic.startswith(_PREFIX_SLASH) and levels[3] == _AGENT_DEVICE
+            and levels[4] == _ACK_TYPE)
+
+
+def ack_topic_site(topic: str) -> str:
+    """The site of a confirmation topic, or raise :class:`TopicError` saying why it is not one."""
+    if not is_ack_topic(topic):
+        raise TopicError(f"topic {topic!r} is not {PREFIX}/{{site}}/{_AGENT_DEVICE}/{_ACK_TYPE}")
+    site = topic.split("/")[2]
+    if not valid_id(site) or site in RESERVED_SITE_IDS:
+        raise TopicError(f"site id {site!r} of {topic!r} is not a site")
+    return site
+
+
 def is_alarm_topic(topic: str) -> bool:
     """True exactly when ``topic`` matches one of :data:`ALARM_FILTERS` (MQTT's ``+`` rules)."""
     levels = topic.split("/")
@@ -128,6 +156,8 @@ def parse_topic(topic: str) -> Topic:
         raise TopicError(f"device id {device!r} does not match {_ID_RE.pattern}")
     if device == _AGENT_DEVICE and kind == MessageType.STATUS:
         return Topic(site, None, MessageType.STATUS)
+    if device == _AGENT_DEVICE and kind == _ACK_TYPE:
+        raise TopicError(f"topic {topic!r} is the gateway's confirmation to the agent, not an agent message")
     try:
         message_type = MessageType(kind)
     except ValueError:

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import paho.mqtt.client as mqtt
 
-from protocol import ALERTS_FILTER, SUBSCRIPTION
+from protocol import ALERTS_FILTER, SUBSCRIPTION, is_ack_topic
 from protocol.mqtt import BrokerUnavailable, MqttEndpoint, MqttVersion, connect_and_wait, new_client
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,8 @@ class Recorder:
                                     f"{SUBSCRIPTION}")
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if not self._include_alerts and mqtt.topic_matches_sub(ALERTS_FILTER, message.topic):
+        if not self._include_alerts and (mqtt.topic_matches_sub(ALERTS_FILTER, message.topic)
+                                         or is_ack_topic(message.topic)):  # the gateway's output, not a feed
             return
         record = Recorded(time.time() - self._started, message.topic, bytes(message.payload), message.qos,
                           bool(message.retain))

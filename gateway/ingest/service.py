@@ -58,8 +58,17 @@ from psycopg_pool import ConnectionPool
 from gateway import metrics
 from gateway.config import Settings
 from gateway.ingest.batch import BatchProcessor, BatchResult, DeadLetter, Inbound, Rules, store_dead_letters
+from gateway.ingest.confirm import Confirmer
 from gateway.store.db import Conn
-from protocol import ALARM_FILTERS, ROUTINE_FILTERS, SUBSCRIPTION, RejectReason, is_alarm_topic, is_alert_topic
+from protocol import (
+    ALARM_FILTERS,
+    ROUTINE_FILTERS,
+    SUBSCRIPTION,
+    RejectReason,
+    is_ack_topic,
+    is_alarm_topic,
+    is_alert_topic,
+)
 from protocol.mqtt import MqttVersion, ack_all, connect_properties, new_client
 
 log = logging.getLogger(__name__)
@@ -193,10 +202,11 @@ class _LaneWorker:
         self._worker: threading.Thread | None = None
         self._client: mqtt.Client | None = None
         # With sg/v1/# the routine lane also gets the alarm lane's messages: skipped, acknowledged unread.
-        self._skip = is_alarm_topic if SUBSCRIPTION in plan.filters else None
+        self._skip = _skip_catch_all if SUBSCRIPTION in plan.filters else None
         self.accepted = 0  # messages this lane stored (its share of a shared subscription)
         # Messages this lane does not handle, to acknowledge in bulk from the worker: (generation, mid).
         self._unread: collections.deque[tuple[int, int]] = collections.deque()
+        self._confirmer: Confirmer | None = None  # started with the first committed batch (agent_ack)
 
     @property
     def connected(self) -> bool:
@@ -232,6 +242,8 @@ class _LaneWorker:
         if self._worker is not None:
             self._worker.join(timeout=30)
         self._ack_unread()  # what we skip need not come back after the restart
+        if self._confirmer is not None:
+            self._confirmer.stop()  # what the last batches committed, before the disconnect
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
@@ -338,6 +350,7 @@ class _LaneWorker:
             self._rejects.add(result.dead)
             self.accepted += result.accepted
             self._ack(batch)
+            self._confirm(batch, result)
             return
 
     def _write(self, batch: list[Inbound]) -> BatchResult:
@@ -391,6 +404,27 @@ class _LaneWorker:
         generation = self._generation
         self._send_acks([m.mid for m in batch if m.qos == 1 and m.generation == generation])
 
+    def _confirm(self, batch: list[Inbound], result: BatchResult) -> None:
+        """Tell each agent what this committed batch holds for it (gateway/ingest/confirm.py).
+
+        After the commit, so a confirmation is never ahead of the database; gathered for up to
+        ``FLUSH_S`` (one message per site, not per batch); lost (a broker crash, a lost
+        connection), it only costs the agent a resend, which is stored once.
+        """
+        if not self._settings.agent_ack or self._client is None:
+            return
+        if self._confirmer is None:
+            self._confirmer = Confirmer(self._publish_ack, name=f"confirm-{self.plan.lane}")
+            self._confirmer.start()
+        self._confirmer.add(batch, [d.message for d in result.dead])
+
+    def _publish_ack(self, topic: str, payload: bytes) -> None:
+        client = self._client
+        if client is not None:
+            # Not connected: paho keeps a QoS 1 message for the next connection; no harm either way.
+            client.publish(topic, payload, qos=1, retain=False)
+            metrics.AGENT_ACKS.inc()
+
     def _ack_unread(self) -> None:
         unread, generation = self._unread, self._generation
         mids = []
@@ -406,6 +440,11 @@ class _LaneWorker:
     def _send_acks(self, mids: list[int]) -> None:
         if self._client is not None and self.connected:
             ack_all(self._client, mids)
+
+
+def _skip_catch_all(topic: str) -> bool:
+    """What a routine lane on sg/v1/# leaves unread: the alarm lane's and our own confirmations."""
+    return is_alarm_topic(topic) or is_ack_topic(topic)
 
 
 _ROUTINE_STATES = (b'"normal"', b'"clear"')

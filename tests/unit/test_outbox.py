@@ -331,10 +331,11 @@ def test_current_state_is_never_dropped(path: Path) -> None:
 
 
 def test_peek_priority_walks_the_lane_index(box: Outbox) -> None:
-    """Fast with 100,000 entries: no sort, the (lane, id) index is read from its start."""
+    """Fast with 100,000 entries: no sort, the (lane, id) index of entries to send (not those
+    awaiting the gateway's confirmation) is read from its start."""
     query = "EXPLAIN QUERY PLAN " + outbox_module._PEEK_PRIORITY
     plan = " ".join(str(row[3]) for row in box._conn().execute(query, ("[1]", 10)))
-    assert "USING INDEX outbox_lane" in plan
+    assert "USING INDEX outbox_ready" in plan
     assert "TEMP B-TREE" not in plan
 
 
@@ -396,3 +397,120 @@ def test_an_outbox_of_a_newer_agent_is_refused(path: Path) -> None:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(sqlite3.DatabaseError, match="newer than this agent"):
         Outbox(path).open()
+
+
+# --------------------------------------------------------------------------- kept until confirmed (issue 15)
+
+T0 = 1_000_000.0  # a fixed clock: sent() and requeue_due() take ``now``
+
+
+def keyed(box: Outbox, device: str, seq: int, kind: Kind = Kind.STATE, boot: str = "b1") -> int:
+    """A reading with its (device, boot, seq), as the publisher puts it; topic ``device/seq``."""
+    state_of = device if kind is not Kind.HEARTBEAT else None
+    return box.put(f"{device}/{seq}", b"r", kind=kind, state_of=state_of, key=(device, boot, seq))
+
+
+def test_a_reading_stays_after_its_puback_until_the_gateway_confirms_it(box: Outbox) -> None:
+    ids = [keyed(box, "cam-1", s, Kind.HEARTBEAT) for s in range(5)]
+    snapshot = box.put("cam-1/snapshot", b"\xff\xd8\xff", kind=Kind.SNAPSHOT)  # no seq: nothing confirms it
+    assert box.sent([*ids, snapshot], timeout_s=60, max_timeout_s=900, now=T0) == 1  # the snapshot is done
+    assert len(box) == 5
+    assert box.awaiting() == 5
+    assert box.peek_priority(10) == []  # the broker has them: nothing to send
+    assert box.confirm([("cam-1", "b1", [(0, 1), (3, 3)])]) == 3
+    assert topics(box) == ["cam-1/2", "cam-1/4"]
+    assert box.confirm([("cam-1", "b2", [(0, 10)]), ("cam-2", "b1", [(0, 10)])]) == 0  # another boot, device
+    assert box.confirm([("cam-1", "b1", [(0, 1)])]) == 0  # again: nothing left to delete
+    assert len(box) == 2
+    assert box.size_bytes == 2
+    assert box._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for the next put
+
+
+def test_a_confirmation_may_come_before_the_puback(box: Outbox) -> None:
+    entry = keyed(box, "smoke-1", 0)
+    assert box.confirm([("smoke-1", "b1", [(0, 0)])]) == 1  # still in flight, already committed
+    assert box.sent([entry], timeout_s=60, max_timeout_s=900, now=T0) == 0  # its PUBACK finds nothing
+    assert len(box) == 0
+    assert box.awaiting() == 0
+
+
+def test_unconfirmed_readings_are_sent_again_after_a_timeout_that_doubles(box: Outbox) -> None:
+    entry = keyed(box, "cam-1", 0, Kind.HEARTBEAT)
+    due = []
+    now = T0
+    for _ in range(6):
+        box.sent([entry], timeout_s=10, max_timeout_s=50, now=now)
+        due.append(box._conn().execute("SELECT due FROM outbox").fetchone()[0] - now)
+        assert box.requeue_due(now + due[-1] - 0.001) == 0  # not yet
+        assert box.peek_priority(10) == []
+        assert box.requeue_due(now + due[-1]) == 1
+        assert [e.id for e in box.peek_priority(10)] == [entry]  # to send again
+        now += due[-1]
+    assert due == [10, 20, 40, 50, 50, 50]  # doubled per attempt, capped
+
+
+def test_resent_readings_keep_their_lane_and_place(box: Outbox) -> None:
+    """After a resend time, what the broker lost goes in send order again: each device's current
+    state first (the alarm first of all), then the other states, then heartbeats."""
+    ids = [keyed(box, "cam-1", s, Kind.HEARTBEAT) for s in range(3)]
+    ids += [keyed(box, "exit-1", 0), keyed(box, "exit-1", 1), keyed(box, "smoke-1", 0, Kind.ALARM)]
+    order = send_order(box)
+    assert order == ["smoke-1/0", "exit-1/1", "exit-1/0", "cam-1/0", "cam-1/1", "cam-1/2"]
+    box.sent(ids, timeout_s=5, max_timeout_s=5, now=T0)
+    fresh = keyed(box, "cam-1", 3, Kind.HEARTBEAT)  # put meanwhile: the only one to send now
+    assert send_order(box) == ["cam-1/3"]
+    box.ack([fresh])
+    assert box.requeue_due(T0 + 5) == 6
+    assert send_order(box) == order
+    box.confirm([("exit-1", "b1", [(1, 1)]), ("cam-1", "b1", [(0, 0)])])
+    assert send_order(box) == ["smoke-1/0", "exit-1/0", "cam-1/1", "cam-1/2"]
+
+
+def test_awaiting_readings_survive_reopening_with_their_resend_time(path: Path) -> None:
+    with Outbox(path) as box:
+        ids = [keyed(box, "cam-1", s, Kind.HEARTBEAT) for s in range(3)]
+        box.sent(ids[:2], timeout_s=30, max_timeout_s=30, now=T0)
+    with Outbox(path) as box:
+        assert len(box) == 3
+        assert box.awaiting() == 2
+        assert send_order(box) == ["cam-1/2"]
+        assert box.requeue_due(T0 + 30) == 2
+        assert send_order(box) == ["cam-1/0", "cam-1/1", "cam-1/2"]
+
+
+# What the previous agent (outbox schema 2) left on disk: schema 1 then its migration, verbatim.
+_SCHEMA_V2_STEP = f"""
+ALTER TABLE outbox ADD COLUMN lane INTEGER NOT NULL DEFAULT 2;
+ALTER TABLE outbox ADD COLUMN state_of TEXT;
+UPDATE outbox SET lane = {outbox_module._OWN_LANE};
+CREATE INDEX outbox_lane ON outbox (lane, id);
+PRAGMA user_version = 2;
+"""
+
+
+def test_an_outbox_of_schema_2_is_migrated_and_its_readings_can_be_confirmed(tmp_path: Path) -> None:
+    old = tmp_path / "v2.sqlite"
+    rows = [
+        ("sg/v1/s-1/cam-1/heartbeat", b'{"ts":1.0,"boot":"b0","seq":7,"stream":"ok","fps":1.0}', "heartbeat", 0, 4,
+         None),
+        ("sg/v1/s-1/smoke-1/smoke", b'{"ts":1.0,"boot":"b0","seq":3,"state":"alarm"}', "alarm", 2, 0, "smoke-1"),
+        ("sg/v1/s-1/exit-1/snapshot", b"\xff\xd8\xff\xe0", "snapshot", 1, 3, None),
+        ("sg/v1/s-1/exit-1/exit", b"not json", "state", 1, 1, "exit-1"),
+    ]
+    with sqlite3.connect(old) as db:
+        db.executescript(_SCHEMA_V1.replace("PRAGMA user_version = 1;", "") + _SCHEMA_V2_STEP)
+        db.executemany("INSERT INTO outbox (topic, payload, retain, kind, tier, lane, state_of, created)"
+                       " VALUES (?, ?, 0, ?, ?, ?, ?, 0)", rows)
+    with Outbox(old) as box:
+        assert len(box) == 4
+        keys = box._conn().execute("SELECT device, boot, seq, due FROM outbox ORDER BY id").fetchall()
+        assert keys == [("cam-1", "b0", 7, 0), ("smoke-1", "b0", 3, 0), (None, None, None, 0), (None, None, None, 0)]
+        assert send_order(box)[0] == "sg/v1/s-1/smoke-1/smoke"  # lanes kept
+        ids = [e.id for e in box.peek(10)]
+        # Readings await the gateway; the snapshot and the unreadable one are done at their PUBACK.
+        assert box.sent(ids, timeout_s=60, max_timeout_s=60, now=T0) == 2
+        assert box.confirm([("cam-1", "b0", [(7, 7)]), ("smoke-1", "b0", [(0, 5)])]) == 2
+        assert len(box) == 0
+    fresh = tmp_path / "fresh.sqlite"
+    Outbox(fresh).open().close()
+    assert schema(old) == schema(fresh)
