@@ -81,7 +81,7 @@ class _Pool(ConnectionPool[Conn]):
             conn = self._getconn_unchecked(deadline - time.monotonic())
             try:
                 self._check_connection(conn)
-            except Exception:
+            except Exception:  # noqa: BLE001 - as psycopg_pool: any failed check discards the connection
                 self._putconn(conn, from_getconn=True)  # broken: the pool drops it and connects anew
                 if time.monotonic() >= deadline:
                     raise PoolTimeout("no working connection before the deadline") from None
