@@ -32,7 +32,9 @@ def get_conn(request: Request) -> Iterator[Conn]:
         yield conn
 
 
-ConnDep = Annotated[Conn, Depends(get_conn)]
+# scope="function": the connection is committed and returned before the response is sent, so a
+# database lost at that moment answers 503 (not a 200 and then an error after it; issue 15).
+ConnDep = Annotated[Conn, Depends(get_conn, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
 Conn = psycopg.Connection[DictRow]
 
@@ -31,6 +32,9 @@ def connect(url: str, *, autocommit: bool = False) -> Conn:
 
 # A pooled connection's health check may take this long (a frozen server answers nothing; issue 15).
 CHECK_TIMEOUT_S = 0.5
+# Reconnecting after the database went away: attempts at most this far apart (psycopg_pool doubles
+# its delay without bound: after a minute away, the next attempt could be a minute after it is back).
+RECONNECT_MAX_DELAY_S = 2.0
 # A new connection to a server that accepts TCP but never answers (SIGSTOP'd) gives up after this (libpq: >= 2).
 CONNECT_TIMEOUT_S = 3
 
@@ -68,7 +72,8 @@ def check_connection(conn: Conn, *, timeout: float = CHECK_TIMEOUT_S) -> None:
 
 
 class _Pool(ConnectionPool[Conn]):
-    """psycopg_pool's pool, but a connection that fails its check is followed by the next at once.
+    """psycopg_pool's pool, but a connection that fails its check is followed by the next at once,
+    and reconnection attempts are never more than ``RECONNECT_MAX_DELAY_S`` apart.
 
     psycopg_pool (3.2, 3.3) sleeps about a second after each failed check. With the dead idle
     connections a database restart or failover leaves, a request allowed ``api_db_timeout_s`` =
@@ -91,6 +96,11 @@ class _Pool(ConnectionPool[Conn]):
                 self._putconn(conn, from_getconn=True)
                 raise
             return conn
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        if attempt is not None:  # a retry: its delay is doubled next, up to RECONNECT_MAX_DELAY_S
+            attempt.delay = min(attempt.delay, RECONNECT_MAX_DELAY_S / AttemptWithBackoff.DELAY_BACKOFF)
+        super()._add_connection(attempt, growing)
 
 
 def open_pool(
