@@ -76,7 +76,7 @@ class Change:
     @classmethod
     def of(cls, row: dict[str, Any]) -> Change:
         alert = row["alert"]
-        data = json.dumps(alert, ensure_ascii=False)
+        data = json.dumps({**alert, "change_id": row["id"]}, ensure_ascii=False)  # as the MQTT relay's
         return cls(row["id"], row["site"], _key_of(alert), f"event: alert\nid: {row['id']}\ndata: {data}\n\n".encode())
 
     @classmethod
