@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from gateway.config import Settings
@@ -27,7 +28,7 @@ from gateway.devservers import MosquittoServer, PostgresServer
 from gateway.runtime import Gateway
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
-from tests.support import ADMIN_TOKEN, Api, wait_for
+from tests.support import ADMIN_TOKEN, Agent, AlertSubscriber, Api, SseReader, scalar, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +125,68 @@ def test_api_answers_503_while_the_database_is_stopped_or_frozen(
         own_pg.start()  # the pool reconnects within a couple of seconds (RECONNECT_MAX_DELAY_S)
         wait_for(lambda: api.http.get("/api/v1/alerts").status_code == 200 or None, what="the API back")
         assert httpx.get(f"{gw.api_url}/readyz", timeout=60).status_code == 200
+
+
+def store_errors() -> float:
+    return REGISTRY.get_sample_value("sg_ingest_store_errors_total") or 0.0
+
+
+@pytest.mark.parametrize("away", ["stopped", "frozen"])
+def test_fire_alarm_while_the_database_is_away_is_pushed_provisionally_then_stored_once(
+    own_pg: PostgresServer, away_settings: Settings, away: str,
+) -> None:
+    """Before issue 15 the alarm reached no one (no MQTT, no SSE) until the database was back."""
+    key = f"{SITE}/smoke-1/fire_alarm"
+    with Gateway(away_settings) as gw:
+        assert gw.ingest is not None
+        assert gw.ingest.wait_connected(10)
+        api = Api(gw.api_url)
+        api.put_site(SITE, name="Away")
+        agent = Agent(away_settings.mqtt_url, SITE)
+        agent.birth([{"id": "smoke-1", "kind": "smoke", "name": "hall", "location": "1F"}])
+        wait_for(lambda: api.http.get(f"/api/v1/sites/{SITE}/devices").json()["items"] or None, what="birth stored")
+        watcher = AlertSubscriber(away_settings.mqtt_url)
+        reader = SseReader(gw.api_url)
+        try:
+            with contextlib.ExitStack() as outage:
+                if away == "frozen":
+                    outage.enter_context(frozen(own_pg))
+                else:
+                    own_pg.stop()
+                    outage.callback(own_pg.start)
+                errors_before = store_errors()
+                agent.smoke("smoke-1", "alarm")
+
+                _, pushed = watcher.next()
+                assert pushed["provisional"] is True
+                assert (pushed["key"], pushed["kind"], pushed["severity"], pushed["state"]) == (
+                    key, "fire_alarm", "critical", "open")
+                assert pushed["id"] is None
+                event = reader.next()
+                assert event["id"] is None  # not a stored change: Last-Event-ID stays as it was
+                assert event["data"] == pushed
+                # The batch is retried (and refused) again and again: published once all the same.
+                wait_for(lambda: store_errors() >= errors_before + 3 or None, timeout=60, what="three retries")
+            # The database back: the stored alert follows, once, with the same key.
+            _, stored = watcher.next(timeout=60)
+            assert "provisional" not in stored
+            assert (stored["key"], stored["kind"], stored["state"]) == (key, "fire_alarm", "open")
+            assert isinstance(stored["id"], int)
+            assert isinstance(stored["change_id"], int)
+            stored_event = reader.next(timeout=60)
+            assert stored_event["id"] == stored["change_id"]
+            assert stored_event["data"] == stored
+            url = away_settings.database_url
+            wait_for(lambda: scalar(url, "SELECT count(*) FROM alert_history WHERE NOT relayed") == 0 or None,
+                     what="everything relayed")
+            agent.smoke("smoke-1", "alarm")  # a repeat, stored at once: no provisional any more
+            agent.smoke("smoke-1", "normal")
+            _, normal = watcher.next()
+            assert (normal["key"], normal["detail"]["detector_normal"]) == (key, True)
+            assert "provisional" not in normal
+            assert watcher.drain() == []
+            assert scalar(url, "SELECT count(*) FROM alerts WHERE kind = 'fire_alarm'") == 1
+        finally:
+            reader.close()
+            watcher.close()
+            agent.close()
