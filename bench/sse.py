@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.sse [--streams 1000] [--resuming 200] [--changes 200] [--rate 50]
 
-Starts a private PostgreSQL and Mosquitto on free ports and the gateway API in this process
-(uvicorn in a thread, ``gateway.runtime.Gateway`` without ingest and supervisor). Opens
+Starts a private PostgreSQL and Mosquitto on free ports and ``safeguard api`` as a child
+process (default settings), and runs every client in this process (asyncio). Opens
 ``--streams`` SSE streams; then commits ``--changes`` alert changes at ``--rate`` per second;
 halfway, ``--resuming`` more streams connect at once with ``Last-Event-ID`` (the change before
 the first one), so their replay overlaps live changes. Prints, over every (stream, change):
@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -30,11 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+import httpx
 
-from gateway.config import Settings
-from gateway.devservers import MosquittoServer, PostgresServer
-from gateway.runtime import Gateway
+from gateway.devservers import MosquittoServer, PostgresServer, free_port
 from gateway.store import alerts as alert_store
 from gateway.store.db import Conn, connect
 from gateway.store.migrate import migrate
@@ -234,12 +236,17 @@ async def run_load(host: str, port: int, database_url: str, site: str, *, stream
             "resumed": verdict(resumed, committed)}
 
 
+def api_process(settings_env: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")} | settings_env
+    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "api"], env=env)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--resuming", type=int, default=200)
-    parser.add_argument("--changes", type=int, default=200)
-    parser.add_argument("--rate", type=float, default=50.0, help="changes per second")
+    parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=10.0, help="changes per second")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-sse-") as tmp:
         root = Path(tmp)
@@ -251,13 +258,22 @@ def main(argv: list[str] | None = None) -> int:
                 migrate(conn)
                 conn.execute("INSERT INTO sites (id, name) VALUES ('site-bench', 'bench')")
                 conn.commit()
-            settings = Settings(mqtt_url=broker.url, database_url=url, api_port=0,
-                                mqtt_client_id=f"bench-{uuid.uuid4().hex[:6]}", bootstrap_token=SecretStr(TOKEN))
-            with Gateway(settings, ingest=False, supervise=False) as gateway:
-                assert gateway.api is not None
-                result = asyncio.run(run_load("127.0.0.1", gateway.api.port, url, "site-bench",
-                                              streams=args.streams, resuming=args.resuming,
-                                              changes=args.changes, rate=args.rate))
+            port = free_port()
+            # The API in a process of its own (as deployed): this one runs the 1,000 clients.
+            api = api_process({"SAFEGUARD_MQTT_URL": broker.url, "SAFEGUARD_DATABASE_URL": url,
+                               "SAFEGUARD_API_PORT": str(port), "SAFEGUARD_BOOTSTRAP_TOKEN": TOKEN,
+                               "SAFEGUARD_MQTT_CLIENT_ID": f"bench-{uuid.uuid4().hex[:6]}"})
+            try:
+                for _ in range(600):
+                    with contextlib.suppress(httpx.HTTPError):
+                        if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                            break
+                    time.sleep(0.1)
+                result = asyncio.run(run_load("127.0.0.1", port, url, "site-bench", streams=args.streams,
+                                              resuming=args.resuming, changes=args.changes, rate=args.rate))
+            finally:
+                api.send_signal(signal.SIGTERM)
+                api.wait(30)
     print(f"streams {args.streams} live + {args.resuming} resuming at once with Last-Event-ID;"
           f" {args.changes} changes at {args.rate:g}/s", file=sys.stderr)
     for name, v in result.items():

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0
 REPLAY_PAGE = 500
-_REPLAY_WAIT_S = 60.0  # a resume waits this long for a pooled connection once its turn came
+_REPLAY_WAIT_S = 30.0  # a resume waits this long for a pooled connection once its turn came
 _BACKFILL_LIMIT = 10_000
 _PROVISIONAL_KEPT = 1000  # provisional alerts remembered for streams that start later
 _FETCH = "SELECT id, site, alert FROM alert_history WHERE id = ANY(%s) ORDER BY id"
@@ -229,11 +229,15 @@ class AlertHub:
             yield b"retry: 2000\n\n"
             replayed: set[int] = set()
             if last_event_id is not None:
-                async for page in self._replay(client.principal, last_event_id):
-                    for change in page:
-                        assert change.id is not None
-                        replayed.add(change.id)
-                        yield change.text
+                try:
+                    async for page in self._replay(client.principal, last_event_id):
+                        for change in page:
+                            assert change.id is not None
+                            replayed.add(change.id)
+                            yield change.text
+                except psycopg.OperationalError as exc:  # the database away: the client tries again later
+                    log.warning("SSE replay for %s ended: %s", client.principal.name, exc)
+                    return
             for pending in list(self._provisional.values()):
                 if client.principal.sees(pending.site):
                     yield pending.text
@@ -291,14 +295,16 @@ class EventStreamResponse(Response):
                 try:
                     async for chunk in body:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    finished = True
+                except OSError:  # the client went away (ASGI 2.4: send raises, instead of a disconnect)
+                    pass
                 finally:
                     await body.aclose()
-                finished = True
                 tasks.cancel_scope.cancel()
             if client.dropped.is_set() or finished:
                 # End the response if the socket takes it; a client that reads nothing gets its
                 # connection closed by the server instead (uvicorn logs an incomplete response).
-                with anyio.move_on_after(1.0):
+                with anyio.move_on_after(1.0), contextlib.suppress(OSError):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             STREAMS.dec()
