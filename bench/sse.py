@@ -202,13 +202,24 @@ def verdict(readers: list[Reader], committed: dict[int, float]) -> dict[str, Any
             "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan")}
 
 
+async def open_retrying(host: str, port: int, token: str, *, last_event_id: int | None = None) -> SseStream:
+    """Open a stream; on 503 (the API's pool busy for longer than api_db_timeout_s) try again, as told."""
+    for _ in range(20):
+        stream = await SseStream.open(host, port, token, last_event_id=last_event_id)
+        if stream.status != 503:
+            return stream
+        stream.close()
+        await asyncio.sleep(1.0)
+    raise ConnectionError("the API answered 503 twenty times")
+
+
 async def run_load(host: str, port: int, database_url: str, site: str, *, streams: int, resuming: int,
                    changes: int, rate: float, token: str = TOKEN) -> dict[str, Any]:
     with connect(database_url) as conn:
         alert_id = make_alert(conn, site)
         base, _ = commit_change(conn, alert_id)  # resumes start after this one
         committed: dict[int, float] = {}
-        live = [Reader(await SseStream.open(host, port, token), base) for _ in range(streams)]
+        live = [Reader(await open_retrying(host, port, token), base) for _ in range(streams)]
         await asyncio.gather(*(r.stream.wait_started() for r in live))
         tasks = [asyncio.create_task(r.run()) for r in live]
         resumed: list[Reader] = []
@@ -218,7 +229,7 @@ async def run_load(host: str, port: int, database_url: str, site: str, *, stream
             committed[change_id] = at
             if n == changes // 2:  # all at once, while changes go on
                 since = time.time()
-                opened = await asyncio.gather(*(SseStream.open(host, port, token, last_event_id=base)
+                opened = await asyncio.gather(*(open_retrying(host, port, token, last_event_id=base)
                                                 for _ in range(resuming)))
                 resumed = [Reader(s, base, since) for s in opened]
                 tasks += [asyncio.create_task(r.run()) for r in resumed]

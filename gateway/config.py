@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     # fails (ingest retries; an alarm it cannot store is pushed as a provisional alert meanwhile) ...
     db_pool_timeout_s: float = Field(2.0, gt=0, le=60)
     # ... and an API request this long before it answers 503 with Retry-After (docs/api.md).
-    api_db_timeout_s: float = Field(0.5, gt=0, le=30)
+    api_db_timeout_s: float = Field(0.8, gt=0, le=30)
     # SSE (docs/api.md, "Live push"): changes queued for one stream before a stream that does not read
     # is ended (its client resumes with Last-Event-ID); resumes replaying from the database at once.
     sse_client_queue: int = Field(1000, ge=1, le=100_000)

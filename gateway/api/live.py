@@ -231,27 +231,32 @@ class AlertHub:
             if last_event_id is not None:
                 try:
                     async for page in self._replay(client.principal, last_event_id):
-                        for change in page:
-                            assert change.id is not None
-                            replayed.add(change.id)
-                            yield change.text
+                        replayed.update(change.id for change in page if change.id is not None)
+                        yield b"".join(change.text for change in page)
                 except psycopg.OperationalError as exc:  # the database away: the client tries again later
                     log.warning("SSE replay for %s ended: %s", client.principal.name, exc)
                     return
-            for pending in list(self._provisional.values()):
-                if client.principal.sees(pending.site):
-                    yield pending.text
+            for kept in list(self._provisional.values()):
+                if client.principal.sees(kept.site):
+                    yield kept.text
+            queue = client.queue
             while True:
-                try:
-                    change = await asyncio.wait_for(client.queue.get(), KEEPALIVE_S)
-                except TimeoutError:
-                    yield b": keepalive\n\n"
-                    continue
+                if queue.empty():
+                    try:
+                        first = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    except TimeoutError:
+                        yield b": keepalive\n\n"
+                        continue
+                    pending = [first]
+                else:
+                    pending = []
+                while not queue.empty():  # what queued meanwhile goes in the same write
+                    pending.append(queue.get_nowait())
                 # Queued while the replay ran and already in it (ids may commit out of order, so
                 # not "id <= last sent": a lower id committed later is new).
-                if change.id is not None and change.id in replayed:
-                    continue
-                yield change.text
+                chunk = b"".join(c.text for c in pending if c.id is None or c.id not in replayed)
+                if chunk:
+                    yield chunk
         finally:
             self.close(client)
 
