@@ -48,8 +48,13 @@ TOKEN = "bench-sse-admin-token-0123456789abcdef"
 class Event:
     event: str | None
     id: int | None
-    data: dict[str, Any]
+    raw: str  # the data line; parsed on demand (a thousand streams in one process: keep it cheap)
     received: float  # time.time() at receipt
+
+    @property
+    def data(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.raw)
+        return parsed
 
 
 @dataclass
@@ -120,7 +125,7 @@ class SseStream:
                     fields[name] = value.removeprefix(" ")
             if "data" in fields:
                 return Event(fields.get("event"), int(fields["id"]) if "id" in fields else None,
-                             json.loads(fields["data"]), time.time())
+                             fields["data"], time.time())
 
     async def wait_started(self) -> None:
         while not self.started:
