@@ -42,6 +42,40 @@ def draw_region(frame: np.ndarray, region: list[tuple[int, int]], label: str) ->
     return np.asarray(image, dtype=np.uint8)
 
 
+def frame_size(source: str | int) -> tuple[int, int]:
+    """(width, height) of the source's frames."""
+    height, width = grab_frame(source).shape[:2]
+    return int(width), int(height)
+
+
+def regions_outside(config: AgentConfig, *, streams: bool = False) -> list[tuple[tuple[int | str, ...], str]]:
+    """Exit regions with points outside their camera's frame, at their key. Video files are
+    opened; live streams only with ``streams`` (``check-config --cameras``: needs the camera)."""
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    sizes: dict[str, tuple[int, int] | None] = {}
+    cameras = {c.id: c for c in config.cameras}
+    for index, exit_ in enumerate(config.exits):
+        camera = cameras[exit_.camera]
+        is_file = isinstance(camera.source, str) and "://" not in camera.source
+        if not (is_file or streams):
+            continue
+        if camera.id not in sizes:
+            try:
+                sizes[camera.id] = frame_size(camera.source)
+            except CalibrationError as exc:
+                sizes[camera.id] = None
+                problems.append((("cameras", config.cameras.index(camera), "source"), str(exc)))
+        size = sizes[camera.id]
+        if size is None:
+            continue
+        width, height = size
+        outside = [(x, y) for x, y in exit_.region if not (0 <= x < width and 0 <= y < height)]
+        if outside:
+            problems.append((("exits", index, "region"),
+                             f"points {outside} are outside the {width}x{height} frame of camera {camera.id}"))
+    return problems
+
+
 def calibrate(config: AgentConfig, exit_id: str, out: Path) -> Path:
     """Save ``out`` (JPEG or PNG): the exit's camera view with its region outlined."""
     exit_ = next((e for e in config.exits if e.id == exit_id), None)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from protocol.mqtt import MqttEndpoint, MqttVersion
 
@@ -80,16 +81,36 @@ class AgentConfig(_Strict):
     smoke: list[SmokeConfig] = []
 
     @model_validator(mode="after")
-    def _consistent(self) -> AgentConfig:
-        ids = [c.id for c in self.cameras] + [e.id for e in self.exits] + [s.id for s in self.smoke]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"device ids must be unique within the site: {', '.join(duplicates)}")
-        cameras = {c.id for c in self.cameras}
-        for exit_ in self.exits:
-            if exit_.camera not in cameras:
-                raise ValueError(f"exit {exit_.id!r} watches camera {exit_.camera!r}, which is not configured")
+    def _consistent(self, info: ValidationInfo) -> AgentConfig:
+        if not (info.context or {}).get("defer_references"):  # the file loader reports them with lines
+            problems = self.reference_problems()
+            if problems:
+                raise ValueError("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems))
         return self
+
+    def reference_problems(self, folder: Path = Path()) -> list[tuple[tuple[int | str, ...], str]]:
+        """What is wrong between sections (unique ids, an exit's camera, a video file: relative ones
+        are read from ``folder``), each at its key."""
+        problems: list[tuple[tuple[int | str, ...], str]] = []
+        seen: set[str] = set()
+        sections: list[tuple[str, Sequence[CameraConfig | ExitConfig | SmokeConfig]]] = [
+            ("cameras", self.cameras), ("exits", self.exits), ("smoke", self.smoke)]
+        for section, devices in sections:
+            for index, device in enumerate(devices):
+                if device.id in seen:
+                    problems.append(((section, index, "id"), f"device id {device.id!r} is used twice in the site"))
+                seen.add(device.id)
+        cameras = {c.id for c in self.cameras}
+        for index, exit_ in enumerate(self.exits):
+            if exit_.camera not in cameras:
+                problems.append((("exits", index, "camera"),
+                                 f"exit {exit_.id!r} watches camera {exit_.camera!r}, which is not configured"))
+        for index, camera in enumerate(self.cameras):
+            if _is_file_source(camera.source) and not (folder / str(camera.source)).is_file():
+                problems.append((("cameras", index, "source"),
+                                 f"{camera.source!r} is neither a stream URL (rtsp://, http://) nor an existing"
+                                 " video file"))
+        return problems
 
 
 class AgentConfigError(ValueError):
@@ -122,15 +143,52 @@ def load_agent_config(path: Path) -> AgentConfig:
         data: Any = yaml.safe_load(text)
     except OSError as exc:
         raise AgentConfigError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise AgentConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.context_mark or exc.problem_mark  # where the construct began: the line to fix
+        where = f"{path}:{mark.line + 1}" if mark is not None else f"{path}"
+        what = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise AgentConfigError(f"{where}: not valid YAML: {what}") from None
     except yaml.YAMLError as exc:
         raise AgentConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise AgentConfigError(f"{path}:1: expected the agent's settings (site:, broker:, cameras:, ...) as a mapping")
     try:
-        return AgentConfig.model_validate(data if data is not None else {})
+        config = AgentConfig.model_validate(data, context={"defer_references": True})
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
             loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tuple["))))
-            key = ".".join(str(p) for p in loc) or "(top level)"
-            line = _line_of(root, loc)
-            problems.append(f"{path}:{line}: {key}: {error['msg']}" if line else f"{path}: {key}: {error['msg']}")
+            problems.append(_at(path, root, loc, error["msg"]))
         raise AgentConfigError("\n".join(problems)) from None
+    references = [_at(path, root, loc, msg) for loc, msg in config.reference_problems(path.parent)]
+    if references:
+        raise AgentConfigError("\n".join(references))
+    return _relative_to(config, path.parent)
+
+
+def _at(path: Path, root: yaml.Node | None, loc: tuple[int | str, ...], message: str) -> str:
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    line = _line_of(root, loc)
+    return f"{path}:{line}: {key}: {message}" if line else f"{path}: {key}: {message}"
+
+
+def _is_file_source(source: str | int) -> bool:
+    return isinstance(source, str) and "://" not in source
+
+
+def _relative_to(config: AgentConfig, folder: Path) -> AgentConfig:
+    """Video files named relative to the config are read from its folder, wherever the agent runs."""
+    cameras = [c.model_copy(update={"source": str(folder.resolve() / str(c.source))}) if _is_file_source(c.source)
+               else c for c in config.cameras]
+    return config.model_copy(update={"cameras": cameras})
+
+
+def located(path: Path, loc: tuple[int | str, ...], message: str) -> str:
+    """``message`` about the key at ``loc`` of the config file ``path``, with the key's line."""
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        root = None
+    return _at(path, root, loc, message)

@@ -10,16 +10,28 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
+from gateway import demo_settings
 from gateway.config import ConfigError, Settings, load_settings
-from protocol.mqtt import MqttVersion
+from protocol.mqtt import BrokerUnavailable, MqttEndpoint, MqttVersion, negotiate_version
+
+if TYPE_CHECKING:
+    from gateway.store.db import Conn
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(Path(args.config) if args.config else None)
+def _settings(args: argparse.Namespace, *, demo: bool = True) -> Settings:
+    """``--config`` if given; else, for tools (``demo``), the running demo's settings if there is one."""
+    if args.config:
+        return load_settings(Path(args.config))
+    if demo and (published := demo_settings.running()) is not None:
+        sys.stderr.write(f"using the running demo's settings ({published})\n")
+        return load_settings(published)
+    return load_settings(None)
 
 
 def _wait_for_signal(tick: Callable[[], None] | None = None, every_s: float = 1.0) -> None:
@@ -64,7 +76,7 @@ def cmd_ingest_workers(args: argparse.Namespace) -> int:
     import socket  # noqa: PLC0415 - only this command needs them
     import subprocess  # noqa: PLC0415
 
-    settings = _settings(args)  # validate before starting anything
+    settings = _settings(args, demo=False)  # validate before starting anything
     env = dict(os.environ)
     env.setdefault("SAFEGUARD_MQTT_SHARED_GROUP", settings.mqtt_shared_group or "gateway")
     base = settings.ingest_worker_id or socket.gethostname()
@@ -119,22 +131,81 @@ def cmd_sites_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sites_delete(args: argparse.Namespace) -> int:
+    from gateway.store.db import connect  # noqa: PLC0415
+    from gateway.store.sites import purge_site  # noqa: PLC0415
+
+    if not args.yes:
+        raise ValueError(f"this deletes site {args.site!r} and all its history (alerts, readings, problems,"
+                         " tokens); give --yes to do it")
+    with connect(_settings(args).database_url) as conn:
+        deleted = purge_site(conn, args.site)
+        if deleted is None:
+            raise ValueError(f"site {args.site!r} is not registered")
+        conn.commit()
+    sys.stderr.write(f"deleted site {args.site}: " + ", ".join(f"{n} {t}" for t, n in sorted(deleted.items())) + "\n")
+    return 0
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     from gateway.auth import Role, create_token  # noqa: PLC0415
     from gateway.store.db import connect  # noqa: PLC0415
 
     role = Role(args.role)
+    expires_at = _expiry(args.expires) if args.expires else None
     with connect(_settings(args).database_url) as conn:
-        token = create_token(conn, role=role, name=args.name, site=args.site)
+        token = create_token(conn, role=role, name=args.name, site=args.site, expires_at=expires_at)
     scope = f" for site {args.site}" if args.site else ""
-    sys.stderr.write(f"created {role} token {args.name!r}{scope}; it is shown once, store it now:\n")
+    until = f", valid until {expires_at.isoformat(timespec='seconds')}" if expires_at else ""
+    sys.stderr.write(f"created {role} token {args.name!r}{scope}{until}; it is shown once, store it now:\n")
     print(token)
     return 0
 
 
+def _expiry(text: str) -> datetime:
+    """``30d``, ``12h`` (from now) or a day / RFC 3339 time, as ``--expires`` takes them."""
+    units = {"d": 86_400, "h": 3_600}
+    if text[-1:] in units and text[:-1].isdigit() and int(text[:-1]) > 0:
+        return datetime.now(UTC) + timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    return _instant(text, ZoneInfo(_DEFAULT_ZONE), end=False)
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from gateway.auth import list_tokens  # noqa: PLC0415
+    from gateway.store.db import connect  # noqa: PLC0415
+
+    with connect(_settings(args).database_url) as conn:
+        rows = list_tokens(conn)
+    sys.stdout.write("id\tstatus\trole\tsite\tname\tcreated\texpires\n")
+    for r in rows:
+        expires = r["expires_at"].isoformat(timespec="seconds") if r["expires_at"] else "-"
+        sys.stdout.write(f"{r['id']}\t{r['status']}\t{r['role']}\t{r['site'] or '-'}\t{r['name']}\t"
+                         f"{r['created_at'].isoformat(timespec='seconds')}\t{expires}\n")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from gateway.auth import revoke_token  # noqa: PLC0415
+    from gateway.store.db import connect  # noqa: PLC0415
+
+    with connect(_settings(args).database_url) as conn:
+        if not revoke_token(conn, args.id):
+            raise ValueError(f"no live token {args.id} (see: safeguard token list)")
+    sys.stderr.write(f"revoked token {args.id}: refused from its next request on\n")
+    return 0
+
+
 def _mqtt(args: argparse.Namespace) -> tuple[str, MqttVersion]:
+    """The broker and its protocol version: as told (option, config, environment), else asked of it."""
     settings = _settings(args)
-    return args.mqtt_url or settings.mqtt_url, MqttVersion(args.mqtt_version or settings.mqtt_version)
+    url = args.mqtt_url or settings.mqtt_url
+    if args.mqtt_version and args.mqtt_version != "auto":
+        return url, MqttVersion(args.mqtt_version)
+    if args.mqtt_version is None and "mqtt_version" in settings.model_fields_set:
+        return url, settings.mqtt_version
+    version = negotiate_version(MqttEndpoint.parse(url))
+    sys.stderr.write(f"{url} speaks MQTT {version}\n")
+    return url, version
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -144,9 +215,15 @@ def cmd_record(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Path(args.file).open("w", encoding="utf-8") as out:
+    path = Path(args.file)
+    with path.open("w", encoding="utf-8") as out:
         recorder = Recorder(url, version, out, include_alerts=args.include_alerts)
-        recorder.start()
+        try:
+            recorder.start()
+        except BrokerUnavailable:
+            out.close()
+            path.unlink()  # no recording that looks like a quiet one
+            raise
         started = time.monotonic()
         while not stop.wait(1.0):
             sys.stderr.write(f"\rrecording {url}: {recorder.count} messages")
@@ -159,8 +236,9 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from simulators.recording import replay  # noqa: PLC0415
+    from simulators.recording import read_recording, replay  # noqa: PLC0415
 
+    next(read_recording(Path(args.file)), None)  # a missing or foreign file is said before the broker is asked
     url, version = _mqtt(args)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -177,7 +255,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators import registry  # noqa: PLC0415
     from simulators.scenario import AlertWatch, ScenarioRunner, fleet, format_table, judge, load_scenario  # noqa: PLC0415
 
-    url, version = _mqtt(args)
+    if args.api_url and not args.token:
+        raise ValueError("--api-url needs --token (an admin token) to register the sites")
     if args.scenario:
         scenario = load_scenario(Path(args.scenario))
     else:
@@ -185,12 +264,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                          heartbeat_s=args.heartbeat_s, duration=args.duration, prefix=args.prefix,
                          delay_probability=args.delay_probability, max_delay_s=args.max_delay_s)
     scenario = scenario.scaled(args.speed)
+    url, version = _mqtt(args)  # after the inputs are checked: a typo is not a broker problem
     if args.sites_csv:
         count = registry.write_sites_csv(Path(args.sites_csv), scenario.sites)
         sys.stderr.write(f"wrote {count} sites to {args.sites_csv} (register them: safeguard sites import)\n")
     if args.api_url:
-        if not args.token:
-            raise ValueError("--api-url needs --token (an admin token) to register the sites")
         registry.register_via_api(args.api_url, args.token, scenario.sites)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -198,12 +276,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     runner = ScenarioRunner(scenario, url, version, seed=args.seed)
     watch = AlertWatch({s.id for s in scenario.sites}) if args.check else None
     sys.stderr.write(f"running {scenario.name!r}: {len(scenario.sites)} sites for {scenario.duration:g} s on {url}\n")
-    seen = runner.run(watch, stop)
-    published = sum(a.published for a in runner.agents.values())
-    refused = sum(a.refused for a in runner.agents.values())
-    sys.stderr.write(f"published {published} messages, {refused} refused\n")
+    try:
+        seen = runner.run(watch, stop)
+    finally:
+        if args.api_url and not args.keep_sites:  # a scenario's sites must not stay registered for good
+            removed = registry.delete_via_api(args.api_url, args.token, [s.id for s in scenario.sites])
+            sys.stderr.write(f"deleted the {removed} sites this run registered, with their alerts"
+                             " (--keep-sites keeps them)\n")
+    agents = runner.agents.values()
+    published = sum(a.published for a in agents)
+    undelivered = sum(a.refused + a.sent for a in agents) - published
+    offline = sum(not a.connected.is_set() for a in agents)
+    sys.stderr.write(f"published {published} messages (acknowledged by the broker), {undelivered} not delivered"
+                     + (f"; {offline} sites never connected" if offline else "") + "\n")
     if not args.check:
-        return 1 if refused else 0
+        return 1 if undelivered or offline else 0
     verdicts = judge(scenario, seen)
     print(format_table(scenario, verdicts))
     return 0 if all(v.ok for v in verdicts) else 1
@@ -230,16 +317,12 @@ def cmd_inspect_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from edge_agent.config import AgentConfigError, load_agent_config  # noqa: PLC0415
+    from edge_agent.config import load_agent_config  # noqa: PLC0415
 
     path = args.config or args.file
     if not path:
         raise ValueError("give the site's config: safeguard agent --config site.yaml")
-    try:
-        config = load_agent_config(Path(path))
-    except AgentConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 2
+    config = load_agent_config(Path(path))  # AgentConfigError is a ValueError: main says it, exit 2
     if args.action == "calibrate":
         from edge_agent.calibrate import calibrate  # noqa: PLC0415
 
@@ -249,6 +332,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         sys.stderr.write(f"saved {out}: check the red region covers the exit, then edit its points in {path}\n")
         return 0
     if args.action == "check-config":
+        _check_regions(config, Path(path), streams=args.cameras)
         sys.stderr.write(f"{path}: ok (site {config.site}: {len(config.cameras)} cameras, {len(config.exits)} exits,"
                          f" {len(config.smoke)} smoke detectors)\n")
         return 0
@@ -260,11 +344,76 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return run_agent(config, stop)
 
 
-def _period(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
+_DEFAULT_ZONE = "Asia/Shanghai"  # a day typed without a zone, where no setting says otherwise
+
+
+def _check_regions(config: Any, path: Path, *, streams: bool) -> None:
+    """Exit regions against their camera's frame size, where OpenCV (the video extra) is installed."""
+    try:
+        from edge_agent.calibrate import regions_outside  # noqa: PLC0415 - OpenCV only for this check
+    except ImportError:
+        sys.stderr.write("note: exit regions not checked against the frame (OpenCV is not installed:"
+                         " pip install '.[video]')\n")
+        return
+    from edge_agent.config import AgentConfigError, located  # noqa: PLC0415
+
+    problems = [located(path, loc, message) for loc, message in regions_outside(config, streams=streams)]
+    if problems:
+        raise AgentConfigError("\n".join(problems))
+
+
+def _period(args: argparse.Namespace, settings: Settings) -> tuple[datetime, datetime]:
+    """``--from``/``--to`` as an interval [start, end); the current month when neither is given.
+
+    Each takes a day (``2026-11-01``, a local day in ``problem_timezone``), a month (``2026-11``)
+    or an RFC 3339 time with its zone. ``--to`` with a day or month includes it (the interval ends
+    where it ends): ``--from 2026-11-01 --to 2026-11-30`` is all of November.
+    """
+    zone = ZoneInfo(settings.problem_timezone)
+    today = datetime.now(zone).date()
+    month = date(today.year, today.month, 1)
+    start = _instant(args.start, zone, end=False) if args.start else datetime.combine(month, time_of_day(), zone)
+    end = _instant(args.end, zone, end=True) if args.end else datetime.combine(_next_month(month), time_of_day(), zone)
+    if start >= end:
+        raise ValueError(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})")
+    return start, end
+
+
+def _instant(text: str, zone: ZoneInfo, *, end: bool) -> datetime:
+    option = "--to" if end else "--from"
+    try:
+        if len(text) == 7:  # a month: YYYY-MM
+            first = date.fromisoformat(f"{text}-01")
+            return datetime.combine(_next_month(first) if end else first, time_of_day(), zone)
+        if len(text) == 10:  # a day: YYYY-MM-DD
+            day = date.fromisoformat(text)
+            return datetime.combine(day + timedelta(days=1) if end else day, time_of_day(), zone)
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: give a day (2026-11-01), a month (2026-11) or a time with its zone"
+                         " (2026-11-01T08:00:00+08:00)") from None
     if value.tzinfo is None:
-        raise ValueError(f"{text!r}: give a time zone, e.g. 2026-11-01T00:00:00+08:00")
+        raise ValueError(f"{option} {text!r}: give the time's zone, e.g. 2026-11-01T08:00:00+08:00")
     return value
+
+
+def _days(start: datetime, end: datetime) -> str:
+    """The period as people say it: its first and last day (``end`` is excluded)."""
+    last = end - timedelta(microseconds=1)
+    return f"{start:%Y-%m-%d} ~ {last:%Y-%m-%d}"
+
+
+def _next_month(first: date) -> date:
+    return date(first.year + first.month // 12, first.month % 12 + 1, 1)
+
+
+def _check_places(conn: Conn, city: str | None, county: str | None) -> None:
+    """An unknown city or county is a mistake to report, not an empty report."""
+    from gateway.store.sites import unknown_place  # noqa: PLC0415 - psycopg only for database commands
+
+    problem = unknown_place(conn, city=city, county=county)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def cmd_inspect_compliance(args: argparse.Namespace) -> int:
@@ -273,10 +422,9 @@ def cmd_inspect_compliance(args: argparse.Namespace) -> int:
     from gateway.store.db import connect  # noqa: PLC0415
 
     settings = _settings(args)
-    start, end = _period(args.start), _period(args.end)
-    if start >= end:
-        raise ValueError("--from must be before --to")
+    start, end = _period(args, settings)
     with connect(settings.database_url) as conn:
+        _check_places(conn, args.city, args.county)
         rows = ledger_rows(conn, start, end, city=args.city, county=args.county, settings=settings)
     failing = [r for r in rows if r.compliant is False]
     out = sys.stdout
@@ -294,20 +442,20 @@ def cmd_inspect_report(args: argparse.Namespace) -> int:
     from gateway.reports import summary as summary_report  # noqa: PLC0415
     from gateway.store.db import connect  # noqa: PLC0415
 
+    if args.inspect_command == "summary" and not args.city:
+        raise ValueError("the summary is per city: give --city")
     settings = _settings(args)
-    start, end = _period(args.start), _period(args.end)
-    if start >= end:
-        raise ValueError("--from must be before --to")
+    start, end = _period(args, settings)
     out = Path(args.out)
     kind = out.suffix.lower().lstrip(".")
     with connect(settings.database_url) as conn:
+        _check_places(conn, args.city, getattr(args, "county", None))
         if args.inspect_command == "ledger":
             rows = ledger_report.ledger_rows(conn, start, end, city=args.city, county=args.county, settings=settings)
             writers = {"csv": lambda: ledger_report.ledger_csv(rows),
-                       "xlsx": lambda: ledger_report.ledger_xlsx(rows, title=f"工作台账 {args.start} ~ {args.end}")}
+                       "xlsx": lambda: ledger_report.ledger_xlsx(rows, title=f"工作台账 {_days(start, end)}")}
         else:
-            if not args.city:
-                raise ValueError("the summary is per city: give --city")
+            assert args.city is not None  # checked above
             report = summary_report.summary(conn, start, end, city=args.city, settings=settings)
             writers = {"csv": lambda: summary_report.summary_csv(report),
                        "xlsx": lambda: summary_report.summary_xlsx(report),
@@ -328,8 +476,18 @@ def cmd_clips(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo  # noqa: PLC0415
 
-    return run_demo(Path(args.data_dir).resolve(), api_port=args.api_port, mqtt_port=args.mqtt_port,
-                    feed=not args.no_feed)
+    data_dir = Path(args.data_dir).resolve()
+    if args.reset and data_dir.exists():
+        if demo_settings.running(data_dir) is not None:
+            raise ValueError(f"a demo is running from {data_dir}: stop it (Ctrl-C) before --reset")
+        import shutil  # noqa: PLC0415 - only --reset needs it
+
+        shutil.rmtree(data_dir)
+        sys.stderr.write(f"removed {data_dir}: the demo starts from scratch\n")
+    return run_demo(data_dir, api_port=args.api_port, mqtt_port=args.mqtt_port, feed=not args.no_feed)
+
+
+_VERSION_HELP = "default: the configured mqtt_version if set, else what the broker speaks (5, then 3.1.1)"
 
 
 def _add_simulate(sim: argparse.ArgumentParser) -> None:
@@ -350,9 +508,11 @@ def _add_simulate(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--max-delay-s", type=float, default=5.0, help="virtual sites: the longest such delay")
     sim.add_argument("--api-url", help="register the sites through this gateway API (with --token)")
     sim.add_argument("--token", help="admin token for --api-url")
+    sim.add_argument("--keep-sites", action="store_true",
+                     help="keep the sites --api-url registered (default: deleted, with what they recorded, at the end)")
     sim.add_argument("--sites-csv", help="also write the sites to this CSV (for safeguard sites import)")
     sim.add_argument("--mqtt-url", help="broker (default: the configured mqtt_url)")
-    sim.add_argument("--mqtt-version", choices=["5", "3.1.1"], help="default: the configured mqtt_version")
+    sim.add_argument("--mqtt-version", choices=["5", "3.1.1", "auto"], help=_VERSION_HELP)
     sim.set_defaults(func=cmd_simulate)
 
 
@@ -363,6 +523,8 @@ def _add_agent_and_inspect(sub: Any, with_config: Callable[[argparse.ArgumentPar
     agent.add_argument("--config", help="the site's YAML config")
     agent.add_argument("--exit", help="calibrate: the exit whose region to draw")
     agent.add_argument("--out", default="exit-region.jpg", help="calibrate: where to save the picture")
+    agent.add_argument("--cameras", action="store_true",
+                       help="check-config: also open live camera streams to check exit regions against their frames")
     agent.set_defaults(func=cmd_agent)
     inspect = sub.add_parser("inspect", help="inspections").add_subparsers(dest="inspect_command", required=True)
     sample = with_config(inspect.add_parser("sample", help="draw a spot-check sample by the plan's rules"))
@@ -375,8 +537,10 @@ def _add_agent_and_inspect(sub: Any, with_config: Callable[[argparse.ArgumentPar
                        ("ledger", "export the ledger (工作台账) for a period: .csv or .xlsx"),
                        ("summary", "a city's summary report for a period: .html, .csv or .xlsx")):
         report = with_config(inspect.add_parser(name, help=text))
-        report.add_argument("--from", dest="start", required=True, help="RFC 3339, e.g. 2026-11-01T00:00:00+08:00")
-        report.add_argument("--to", dest="end", required=True, help="RFC 3339 (end of the period, excluded)")
+        report.add_argument("--from", dest="start", help="a day (2026-11-01, local), a month (2026-11) or an"
+                            " RFC 3339 time; default: the start of this month")
+        report.add_argument("--to", dest="end", help="a day or month (included) or an RFC 3339 time (excluded);"
+                            " default: the end of this month")
         report.add_argument("--city")
         if name != "summary":
             report.add_argument("--county")
@@ -386,6 +550,31 @@ def _add_agent_and_inspect(sub: Any, with_config: Callable[[argparse.ArgumentPar
             continue
         report.add_argument("--out", required=True, help="the file to write; its suffix chooses the format")
         report.set_defaults(func=cmd_inspect_report)
+
+
+def _add_sites_and_tokens(sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    sites = sub.add_parser("sites", help="site registry").add_subparsers(dest="sites_command", required=True)
+    imp = with_config(sites.add_parser("import", help="register sites from a CSV file"))
+    imp.add_argument("file", help="CSV with columns id,name,city,county,category,address,cameras_required")
+    imp.set_defaults(func=cmd_sites_import)
+    delete = with_config(sites.add_parser("delete", help="delete a site and all its history (test and scenario"
+                                                         " sites)"))
+    delete.add_argument("site")
+    delete.add_argument("--yes", action="store_true", help="yes, delete its alerts, readings and problems too")
+    delete.set_defaults(func=cmd_sites_delete)
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    create = with_config(token.add_parser("create", help="print a new API token (alone on the last line)"))
+    create.add_argument("--role", required=True, choices=["fire_brigade", "inspector", "institution", "admin"])
+    create.add_argument("--site", help="the site of an institution token")
+    create.add_argument("--name", required=True, help="who the token is for")
+    create.add_argument("--expires", help="30d or 12h from now, or a day (2027-01-01) or RFC 3339 time;"
+                        " default: until revoked")
+    create.set_defaults(func=cmd_token_create)
+    with_config(token.add_parser("list", help="every token's id, status, role, site and holder")).set_defaults(
+        func=cmd_token_list)
+    revoke = with_config(token.add_parser("revoke", help="revoke a token at once"))
+    revoke.add_argument("id", type=int, help="the token's id (safeguard token list)")
+    revoke.set_defaults(func=cmd_token_revoke)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -398,7 +587,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     demo = sub.add_parser("demo", help="everything on embedded defaults, simulated sites included")
-    demo.add_argument("--data-dir", default=".safeguard/demo", help="where the demo keeps its database")
+    demo.add_argument("--data-dir", default=str(demo_settings.DEFAULT_DATA_DIR),
+                      help="where the demo keeps its database (the other commands find a demo running from the"
+                           " default one)")
+    demo.add_argument("--reset", action="store_true", help="delete the demo's data first (alerts, sites, tokens)")
     demo.add_argument("--api-port", type=int, default=8000, help="preferred API port (another if taken)")
     demo.add_argument("--mqtt-port", type=int, default=1883, help="preferred MQTT port (another if taken)")
     demo.add_argument("--no-feed", action="store_true", help="no simulated sites")
@@ -416,16 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
                               help="run only this lane (default: both); one process per lane keeps the alarm"
                                    " lane's interpreter free of routine work")
     with_config(sub.add_parser("migrate", help="create or upgrade the schema")).set_defaults(func=cmd_migrate)
-    sites = sub.add_parser("sites", help="site registry").add_subparsers(dest="sites_command", required=True)
-    imp = with_config(sites.add_parser("import", help="register sites from a CSV file"))
-    imp.add_argument("file", help="CSV with columns id,name,city,county,category,address,cameras_required")
-    imp.set_defaults(func=cmd_sites_import)
-    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
-    create = with_config(token.add_parser("create", help="print a new API token (alone on the last line)"))
-    create.add_argument("--role", required=True, choices=["fire_brigade", "inspector", "institution", "admin"])
-    create.add_argument("--site", help="the site of an institution token")
-    create.add_argument("--name", required=True, help="who the token is for")
-    create.set_defaults(func=cmd_token_create)
+    _add_sites_and_tokens(sub, with_config)
     _add_simulate(with_config(sub.add_parser("simulate", help="virtual sites, or a scripted scenario (--check)")))
     _add_agent_and_inspect(sub, with_config)
     clips = sub.add_parser("clips", help="write the labelled synthetic exit-camera clips (needs the video extra)",
@@ -437,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = with_config(sub.add_parser(name, help=text))
         p.add_argument("file")
         p.add_argument("--mqtt-url", help="broker (default: the configured mqtt_url)")
-        p.add_argument("--mqtt-version", choices=["5", "3.1.1"], help="default: the configured mqtt_version")
+        p.add_argument("--mqtt-version", choices=["5", "3.1.1", "auto"], help=_VERSION_HELP)
         p.set_defaults(func=func)
         if name == "record":
             p.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
@@ -461,6 +644,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         sys.stderr.write(f"safeguard: error: {exc}\n")
         return 2
+    except ConnectionError as exc:  # a broker or API that is not there or refuses us
+        sys.stderr.write(f"safeguard: error: {exc}\n")
+        return 1
+    except OSError as exc:  # a file named on the command line that is missing or unreadable
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"safeguard: error: {where}{exc.strerror or exc}\n")
+        return 2
+    except Exception as exc:
+        import psycopg  # noqa: PLC0415 - only to name a database that is not there
+
+        if isinstance(exc, psycopg.OperationalError):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            sys.stderr.write(f"safeguard: error: cannot use the database: {first}\n"
+                             "  (--config FILE or SAFEGUARD_DATABASE_URL; a running ./run demo is found by itself)\n")
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from amqtt.broker import Broker
 
+from gateway import demo_settings
 from gateway.auth import Role, create_token
 from gateway.config import Settings
 from gateway.devservers import PostgresServer, free_port
@@ -114,6 +115,16 @@ class DemoFeed:
         self._thread.join(timeout=10)
 
 
+class _Withdraw:
+    """Stopped with the demo's other parts: the other commands must not find a demo that is gone."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+
+    def stop(self) -> None:
+        demo_settings.withdraw(self._data_dir)
+
+
 def run_demo(data_dir: Path, *, api_port: int = 8000, mqtt_port: int = 1883, feed: bool = True) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -138,6 +149,9 @@ def run_demo(data_dir: Path, *, api_port: int = 8000, mqtt_port: int = 1883, fee
         gateway = Gateway(settings)
         gateway.start()
         started.append(gateway)
+        published = demo_settings.publish(data_dir, {"mqtt_url": broker.url, "mqtt_version": str(MqttVersion.V311),
+                                                     "database_url": database_url})
+        started.append(_Withdraw(data_dir))
         if feed:
             demo_feed = DemoFeed(scenario, broker.url)
             demo_feed.start()
@@ -149,6 +163,7 @@ def run_demo(data_dir: Path, *, api_port: int = 8000, mqtt_port: int = 1883, fee
             f"  MQTT broker   : {broker.url}  (MQTT 3.1.1)\n"
             f"  PostgreSQL    : {database_url}\n"
             f"  Data folder   : {data_dir}\n"
+            f"  Settings      : {published}  (the safeguard commands find them while the demo runs)\n"
             "  Within a minute: a fire alarm and a blocked exit at demo-hz-001, camera cam-2 offline at\n"
             "  demo-nb-001, a low battery at demo-wz-001. Try:\n"
             f"    curl -H 'Authorization: Bearer {token}' {url}/api/v1/alerts\n"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import uvicorn
 from prometheus_client import start_http_server
 from psycopg_pool import ConnectionPool
 
+from dashboards import CONSOLE_DIR
 from gateway.api.app import create_app
 from gateway.config import Settings
 from gateway.ingest.service import IngestService
@@ -18,8 +18,6 @@ from gateway.store.db import Conn, open_pool
 from gateway.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
-
-CONSOLE_DIR = Path(__file__).resolve().parent.parent / "dashboards" / "web"
 
 
 class ApiServer:

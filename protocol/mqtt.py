@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import ssl
 import struct
+import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -105,3 +108,97 @@ def ack_all(client: mqtt.Client, mids: Sequence[int]) -> None:
     if mids:
         blob = struct.pack(f"!{len(mids)}I", *((_PUBACK << 24) | (2 << 16) | mid for mid in mids))
         client._packet_queue(_PUBACK, blob, 0, 0)  # paho internal: see above
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker could not be reached, or refused us (the message says which, and why)."""
+
+
+class BrokerUnreachable(BrokerUnavailable):
+    """No TCP connection (nothing listens there, a wrong host, a firewall)."""
+
+
+class BrokerRefused(BrokerUnavailable):
+    """The broker answered the CONNECT with a failure (``reason``: its reason code's name)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+_PROBE_ORDER = (MqttVersion.V5, MqttVersion.V311)
+
+
+def connect_and_wait(client: mqtt.Client, endpoint: MqttEndpoint, *, timeout: float = 10.0,
+                     keepalive: int = 30) -> None:
+    """Connect ``client``, start its network thread and wait for the broker's answer.
+
+    paho's ``connect()`` returns once TCP is up and queues everything published meanwhile, so a
+    tool that does not wait would report messages "published" to a broker that then refuses
+    the session. Raises :class:`BrokerUnavailable` with the reason; the client is stopped then.
+    The client's own ``on_connect`` / ``on_disconnect`` still run (they are chained, then put back).
+    """
+    answered = threading.Event()
+    outcome: list[BrokerUnavailable | None] = []
+    own_connect: Any = client.on_connect  # paho types them as a union of every callback version
+    own_disconnect: Any = client.on_disconnect
+
+    def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        failed = getattr(reason, "is_failure", False)
+        outcome.append(BrokerRefused(f"MQTT broker at {endpoint} refused the connection: {reason}", str(reason))
+                       if failed else None)
+        answered.set()
+        if own_connect is not None:
+            own_connect(c, userdata, flags, reason, props)
+
+    def on_disconnect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if not answered.is_set():
+            outcome.append(BrokerUnavailable(
+                f"MQTT broker at {endpoint} closed the connection before answering ({reason})"))
+            answered.set()
+        if own_disconnect is not None:
+            own_disconnect(c, userdata, flags, reason, props)
+
+    client.on_connect, client.on_disconnect = on_connect, on_disconnect
+    try:
+        client.connect(endpoint.host, endpoint.port, keepalive=keepalive)
+    except (OSError, ValueError) as exc:
+        raise BrokerUnreachable(f"cannot reach the MQTT broker at {endpoint}: {exc}") from None
+    client.loop_start()
+    error = outcome[0] if answered.wait(timeout) else BrokerUnavailable(
+        f"MQTT broker at {endpoint}: no answer within {timeout:g} s")
+    client.on_connect, client.on_disconnect = own_connect, own_disconnect
+    if error is not None:
+        client.loop_stop()
+        client.disconnect()
+        raise error
+
+
+def negotiate_version(endpoint: MqttEndpoint, *, timeout: float = 5.0) -> MqttVersion:
+    """The protocol version the broker speaks: MQTT 5 if it accepts it, else 3.1.1.
+
+    A 3.1.1-only broker answers a version-5 CONNECT with "unacceptable protocol version" or
+    (amqtt) by closing the connection; both are taken as "try 3.1.1". Any other refusal (bad
+    credentials, not authorised) is the answer, raised as :class:`BrokerRefused`; no broker at
+    all as :class:`BrokerUnreachable`.
+    """
+    last: BrokerUnavailable | None = None
+    for version in _PROBE_ORDER:
+        probe = new_client(endpoint, f"safeguard-probe-{uuid.uuid4().hex[:12]}", version)
+        try:
+            connect_and_wait(probe, endpoint, timeout=timeout)
+        except BrokerUnreachable:
+            raise
+        except BrokerRefused as exc:
+            if "protocol version" not in exc.reason.lower():
+                raise
+            last = exc
+            continue
+        except BrokerUnavailable as exc:
+            last = exc
+            continue
+        probe.disconnect()
+        probe.loop_stop()
+        return version
+    assert last is not None
+    raise last

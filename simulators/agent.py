@@ -9,6 +9,7 @@ partition (messages held back, then delivered late in order), a skewed clock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -71,8 +72,13 @@ class VirtualAgent:
     max_delay_s: float = 0.0
     boot: str = ""
     partitioned: bool = False
-    published: int = 0
-    refused: int = 0
+    sent: int = 0  # handed to paho
+    published: int = 0  # acknowledged by the broker (PUBACK): only these count as delivered
+    refused: int = 0  # refused by paho (in-flight limit, no connection)
+    connected: threading.Event = field(default_factory=threading.Event)
+    connect_error: str | None = None  # why the last connection attempt failed, if it failed
+    unreachable: bool = False  # that attempt found no broker at all (TCP refused)
+    answered: threading.Event = field(default_factory=threading.Event)  # connected, or failed
     _held: list[tuple[str, bytes, bool]] = field(default_factory=list)
     _delayed: list[tuple[float, str, bytes]] = field(default_factory=list)
     _last: mqtt.MQTTMessageInfo | None = None
@@ -86,7 +92,9 @@ class VirtualAgent:
         client = new_client(self.endpoint, f"sim-{self.site}-{self.boot}", self.version)
         client.will_set(status_topic(self.site), json.dumps({"online": False, "boot": self.boot}), qos=1,
                         retain=True)
-        client.on_connect = lambda *_a: self._birth()
+        client.on_connect = self._on_connect
+        client.on_publish = self._on_publish
+        client.on_connect_fail = self._on_connect_fail
         client.reconnect_delay_set(1, 5)
         client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=5)
         client.loop_start()
@@ -94,6 +102,23 @@ class VirtualAgent:
         now = time.time()
         for device in self.devices:  # spread the first messages over one interval
             device.next_due = now + self.rng.uniform(0, min(self.heartbeat_s, 1.0))
+
+    def _on_connect(self, _c: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            self.connect_error, self.unreachable = f"the broker refused the connection: {reason}", False
+            log.warning("%s: the broker refused the connection: %s", self.site, reason)
+        else:
+            self.connect_error = None
+            self.connected.set()
+            self._birth()
+        self.answered.set()
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        self.connect_error, self.unreachable = f"cannot reach the MQTT broker at {self.endpoint}", True
+        self.answered.set()
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, _reason: Any, _props: Any) -> None:
+        self.published += 1  # paho's network thread is the only writer
 
     def _birth(self) -> None:
         devices = [{"id": d.id, "kind": d.kind.value, "name": d.name or d.id, "location": d.name or d.id}
@@ -129,7 +154,7 @@ class VirtualAgent:
             return
         info = client.publish(topic, payload, qos=1, retain=retain)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
-            self.published += 1
+            self.sent += 1
             self._last = info
         else:  # paho refuses silently past its in-flight limit: count it
             self.refused += 1
@@ -179,9 +204,10 @@ class VirtualAgent:
             if sock is not None:
                 sock.close()
 
-    def leave(self) -> None:
+    def leave(self, deadline: float | None = None) -> None:
         """Deliver what the network still holds, then disconnect cleanly without a status
-        (the gateway sees the devices fall silent, nothing else)."""
+        (the gateway sees the devices fall silent, nothing else). Waits for the broker's
+        acknowledgements until ``deadline`` (``time.monotonic()``; default 10 s from now)."""
         if self._client is None:
             return
         self.end_partition()
@@ -190,8 +216,11 @@ class VirtualAgent:
             for _, topic, payload in delayed:
                 self._publish(topic, payload, False)
             last, client, self._client = self._last, self._client, None
-        if last is not None:
-            last.wait_for_publish(timeout=10)
+        if last is not None and self.connected.is_set():
+            remaining = (deadline if deadline is not None else time.monotonic() + 10) - time.monotonic()
+            if remaining > 0:
+                with contextlib.suppress(RuntimeError):  # paho: "message not queued" on a lost link
+                    last.wait_for_publish(timeout=remaining)
         client.disconnect()
         client.loop_stop()
 

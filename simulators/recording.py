@@ -24,7 +24,7 @@ from typing import IO, Any
 import paho.mqtt.client as mqtt
 
 from protocol import ALERTS_FILTER, SUBSCRIPTION
-from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
+from protocol.mqtt import BrokerUnavailable, MqttEndpoint, MqttVersion, connect_and_wait, new_client
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,15 @@ class Recorder:
         self._client.on_subscribe = lambda *_a: self.subscribed.set()
         self._client.on_message = self._on_message
 
-    def start(self) -> None:
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect and subscribe; raises :class:`BrokerUnavailable` (nothing recorded) if it cannot."""
         self._out.write(json.dumps({"format": FORMAT, "started": self._started}) + "\n")
-        self._client.connect(self._endpoint.host, self._endpoint.port, keepalive=30)
-        self._client.loop_start()
+        connect_and_wait(self._client, self._endpoint, timeout=timeout)
+        if not self.subscribed.wait(timeout):
+            self._client.disconnect()
+            self._client.loop_stop()
+            raise BrokerUnavailable(f"MQTT broker at {self._endpoint} did not confirm the subscription to "
+                                    f"{SUBSCRIPTION}")
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         if not self._include_alerts and mqtt.topic_matches_sub(ALERTS_FILTER, message.topic):
@@ -138,8 +143,7 @@ def replay(
     endpoint = MqttEndpoint.parse(url)
     client = new_client(endpoint, f"safeguard-replay-{int(time.time())}", version)
     client.max_inflight_messages_set(_MAX_IN_FLIGHT)
-    client.connect(endpoint.host, endpoint.port, keepalive=30)
-    client.loop_start()
+    connect_and_wait(client, endpoint)
     summary = ReplaySummary()
     pending: list[mqtt.MQTTMessageInfo] = []
     stop = stop or threading.Event()

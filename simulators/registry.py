@@ -19,21 +19,41 @@ def _row(site: SiteSpec) -> dict[str, object]:
             "category": site.category, "address": site.address, "cameras_required": len(site.cameras)}
 
 
+class GatewayApiError(ConnectionError):
+    """The gateway's API refused a registration or could not be reached (the message says which)."""
+
+
 def register_via_api(api_url: str, token: str, sites: Iterable[SiteSpec]) -> int:
     """PUT /api/v1/sites/{id} for each site (needs an admin token); returns how many."""
     count = 0
     for site in sites:
         body = {k: v for k, v in _row(site).items() if k != "id"}
-        request = urllib.request.Request(  # noqa: S310 - the operator gives the gateway's URL
-            f"{api_url.rstrip('/')}/api/v1/sites/{site.id}", data=json.dumps(body).encode(), method="PUT",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10):  # noqa: S310
-                count += 1
-        except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"registering site {site.id!r} failed: HTTP {exc.code} {exc.read()[:200]!r}") from None
+        _call(api_url, token, "PUT", site.id, json.dumps(body).encode(), doing="registering")
+        count += 1
     return count
+
+
+def delete_via_api(api_url: str, token: str, site_ids: Iterable[str]) -> int:
+    """DELETE /api/v1/sites/{id} for each site, with all it recorded (needs an admin token)."""
+    count = 0
+    for site in site_ids:
+        _call(api_url, token, "DELETE", site, None, doing="deleting")
+        count += 1
+    return count
+
+
+def _call(api_url: str, token: str, method: str, site: str, body: bytes | None, *, doing: str) -> None:
+    request = urllib.request.Request(  # noqa: S310 - the operator gives the gateway's URL
+        f"{api_url.rstrip('/')}/api/v1/sites/{site}", data=body, method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30):  # noqa: S310
+            pass
+    except urllib.error.HTTPError as exc:
+        raise GatewayApiError(f"{doing} site {site!r} failed: HTTP {exc.code} {exc.read()[:200]!r}") from None
+    except urllib.error.URLError as exc:
+        raise GatewayApiError(f"{doing} site {site!r} failed: cannot reach {api_url}: {exc.reason}") from None
 
 
 def write_sites_csv(path: Path, sites: Iterable[SiteSpec]) -> int:

@@ -24,10 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from gateway.rules.model import AlertKind
 from protocol import ALERTS_FILTER, DeviceKind
-from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
+from protocol.mqtt import BrokerUnavailable, BrokerUnreachable, MqttEndpoint, MqttVersion, connect_and_wait, new_client
 from simulators.agent import VirtualAgent, VirtualDevice
 
 log = logging.getLogger(__name__)
+
+_CONNECT_S = 10.0  # how long the sites may take to come online
+_LEAVE_S = 10.0  # how long, in all, to wait for the broker's last acknowledgements
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 DEMO_SCENARIO = Path(__file__).resolve().parent / "demo.yaml"
@@ -262,11 +265,12 @@ class ScenarioRunner:
         watcher = self._watch(watch) if watch else None
         pending = sorted(self.scenario.events, key=lambda e: e.at)
         partitions: list[tuple[float, VirtualAgent]] = []
-        started = time.time()
-        if watch:
-            watch.started = started
         for agent in self.agents.values():
             agent.start()
+        self._await_connections()
+        started = time.time()  # the scenario's clock starts once the sites are online
+        if watch:
+            watch.started = started
         try:
             while not stop.is_set():
                 elapsed = time.time() - started
@@ -282,12 +286,32 @@ class ScenarioRunner:
                     agent.tick(now)
                 stop.wait(0.05)
         finally:
+            deadline = time.monotonic() + _LEAVE_S  # one wait for all sites, not one per site
             for agent in self.agents.values():
-                agent.leave()
+                agent.leave(deadline)
             if watcher is not None:
                 watcher.disconnect()
                 watcher.loop_stop()
         return watch.snapshot() if watch else []
+
+    def _await_connections(self) -> None:
+        """Wait until every site is online; raise :class:`BrokerUnavailable` if none got in."""
+        deadline = time.monotonic() + _CONNECT_S
+        for agent in self.agents.values():  # each answers: connected, refused, or nobody there
+            agent.answered.wait(max(0.0, deadline - time.monotonic()))
+        offline = [a for a in self.agents.values() if not a.connected.is_set()]
+        if len(offline) == len(self.agents):
+            for agent in self.agents.values():
+                agent.leave(time.monotonic())
+            first = offline[0]
+            if first.unreachable:
+                raise BrokerUnreachable(f"{first.connect_error}")
+            reason = first.connect_error or f"no answer within {_CONNECT_S:g} s"
+            raise BrokerUnavailable(f"MQTT broker at {self._endpoint} (MQTT {self._version}): no site could "
+                                    f"connect: {reason}")
+        if offline:
+            log.warning("%d of %d sites are not connected yet (paho keeps trying): %s", len(offline),
+                        len(self.agents), ", ".join(a.site for a in offline[:5]))
 
     def _watch(self, watch: AlertWatch) -> mqtt.Client:
         client = new_client(self._endpoint, f"sim-check-{int(time.time() * 1000)}", self._version)
@@ -295,10 +319,9 @@ class ScenarioRunner:
         client.on_connect = lambda c, *_a: c.subscribe(ALERTS_FILTER, qos=1)
         client.on_subscribe = lambda *_a: subscribed.set()
         client.on_message = watch.on_message
-        client.connect(self._endpoint.host, self._endpoint.port, keepalive=30)
-        client.loop_start()
+        connect_and_wait(client, self._endpoint)
         if not subscribed.wait(10):
-            raise RuntimeError(f"could not subscribe to {ALERTS_FILTER} on {self._endpoint}")
+            raise BrokerUnavailable(f"could not subscribe to {ALERTS_FILTER} on {self._endpoint}")
         return client
 
     def _apply(self, event: Event) -> list[tuple[float, VirtualAgent]]:

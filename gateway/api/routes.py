@@ -14,12 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import ConnDep, PrincipalDep, check_site, require
 from gateway.api.live import AlertHub, EventStreamResponse
-from gateway.auth import MAY_ACT_ON_ALERTS, Principal, Role
+from gateway.auth import MAY_ACT_ON_ALERTS, Principal, Role, list_tokens, revoke_token
 from gateway.rules import engine
 from gateway.rules.model import AlertKind, AlertState, Severity
 from gateway.store import alerts as alert_store
 from gateway.store.db import Conn, from_epoch, rfc3339
-from gateway.store.sites import SiteFields, SiteRecord, upsert_sites
+from gateway.store.sites import SiteFields, SiteRecord, purge_site, upsert_sites
 
 router = APIRouter(prefix="/api/v1")
 
@@ -129,6 +129,31 @@ def put_site(site: SiteId, body: SiteFields, conn: ConnDep) -> dict[str, Any]:
     upsert_sites(conn, [SiteRecord(id=site, **body.model_dump())])
     conn.commit()
     return _site_json(_get_site(conn, site))
+
+
+@router.delete("/sites/{site}", dependencies=[require(Role.ADMIN)])
+def delete_site(site: SiteId, conn: ConnDep) -> dict[str, Any]:
+    """Delete a site and everything recorded of it (for test and scenario sites; see docs/api.md)."""
+    deleted = purge_site(conn, site)
+    if deleted is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"site {site!r} is not registered")
+    conn.commit()
+    return {"site": site, "deleted": deleted}
+
+
+@router.get("/tokens", dependencies=[require(Role.ADMIN)])
+def get_tokens(conn: ConnDep) -> dict[str, Any]:
+    """Every API token's holder, role, site and life; never the token or its hash."""
+    return {"items": [{**row, **{k: rfc3339(row[k]) for k in ("created_at", "expires_at", "revoked_at")}}
+                      for row in list_tokens(conn)]}
+
+
+@router.delete("/tokens/{token_id}", dependencies=[require(Role.ADMIN)])
+def delete_token(token_id: Annotated[int, Path(ge=1, le=_MAX_ID)], conn: ConnDep) -> dict[str, Any]:
+    """Revoke a token at once; its row stays (who held it, when it was revoked)."""
+    if not revoke_token(conn, token_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no live token {token_id}")
+    return {"id": token_id, "status": "revoked"}
 
 
 @router.get("/sites/{site}/devices")

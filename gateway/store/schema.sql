@@ -139,6 +139,7 @@ CREATE TABLE api_tokens (
     token_hash bytea NOT NULL UNIQUE,  -- sha256 of the token; the token itself is never stored
     created_at timestamptz NOT NULL DEFAULT now(),
     revoked_at timestamptz,
+    expires_at timestamptz,  -- NULL: until revoked
     CHECK ((role = 'institution') = (site IS NOT NULL))
 );
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.store.db import Conn
@@ -56,27 +59,108 @@ class SiteCsvError(ValueError):
     """A bad sites CSV; the message names the line and the column."""
 
 
+# Excel on Chinese Windows saves CSV as GBK (GB 18030 is its superset); everything else as UTF-8,
+# often with a byte-order mark.
+_ENCODINGS = ("utf-8-sig", "gb18030")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SiteCsvError(f"{path}: {exc.strerror or exc}") from None
+    for encoding in _ENCODINGS:
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise SiteCsvError(f"{path}: not UTF-8 or GBK/GB 18030 text: save it as CSV UTF-8 (逗号分隔) and try again")
+
+
 def read_sites_csv(path: Path) -> list[SiteRecord]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"id"} - set(reader.fieldnames or ())
-        unknown = set(reader.fieldnames or ()) - set(CSV_COLUMNS)
-        if missing or unknown:
-            raise SiteCsvError(
-                f"{path}: header must use columns {', '.join(CSV_COLUMNS)} (id required);"
-                f" missing {sorted(missing)}, unknown {sorted(unknown)}"
-            )
-        records, seen = [], set()
-        for row in reader:
-            line = reader.line_num
-            values = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
-            try:
-                record = SiteRecord.model_validate(values)
-            except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                raise SiteCsvError(f"{path}, line {line}: {problems}") from None
-            if record.id in seen:
-                raise SiteCsvError(f"{path}, line {line}: site {record.id!r} appears twice")
-            seen.add(record.id)
-            records.append(record)
+    """Every row of a sites CSV, validated; raises SiteCsvError naming the line and the column."""
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    header = [name.strip() for name in reader.fieldnames or ()]
+    reader.fieldnames = header
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    unknown = [c for c in header if c not in CSV_COLUMNS]
+    if missing or unknown:
+        raise SiteCsvError(
+            f"{path}: line 1 must name the columns {','.join(CSV_COLUMNS)} (any order);"
+            f" missing {missing}, unknown {unknown}"
+        )
+    records, seen = [], set()
+    for row in reader:
+        line = reader.line_num
+        extra: list[str] = row.pop(None, None) or []  # type: ignore[assignment]  # DictReader: surplus fields
+        given = [v for v in row.values() if v is not None]  # and None for fields the row lacks
+        if extra or len(given) < len(header):
+            fields = len(given) + len(extra)
+            raise SiteCsvError(f"{path}, line {line}: {fields} fields, the header has {len(header)}"
+                               f" ({','.join(header)}); an empty value is an empty field between commas")
+        values = {k: v for k, v in row.items() if v != ""}
+        try:
+            record = SiteRecord.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise SiteCsvError(f"{path}, line {line}: {problems}") from None
+        if record.id in seen:
+            raise SiteCsvError(f"{path}, line {line}: site {record.id!r} appears twice")
+        seen.add(record.id)
+        records.append(record)
     return records
+
+
+def unknown_place(conn: Conn, *, city: str | None, county: str | None) -> str | None:
+    """Why ``city``/``county`` match no registered site (a typo, another spelling), or None if they do."""
+    if city is None and county is None:
+        return None
+    row = conn.execute(
+        "SELECT bool_or(%(city)s::text IS NULL OR city = %(city)s) AS city_known,"
+        " bool_or((%(city)s::text IS NULL OR city = %(city)s) AND (%(county)s::text IS NULL OR county = %(county)s))"
+        " AS both_known FROM sites",
+        {"city": city, "county": county},
+    ).fetchone()
+    city_known, both_known = (row["city_known"], row["both_known"]) if row else (None, None)
+    if not city_known:
+        return f"no registered site is in city {city!r}"
+    if not both_known:
+        where = f" of city {city!r}" if city else ""
+        return f"no registered site is in county {county!r}{where}"
+    return None
+
+
+def purge_site(conn: Conn, site: str) -> dict[str, int] | None:
+    """Delete a site and everything recorded of it (alerts, readings, problems, tokens, ...); the
+    rows deleted per table, or None if there is no such site. The caller commits.
+
+    For sites that should never have been real (a scenario's, a test's): alerts and their history
+    are otherwise never deleted. Every table with a ``site`` column is found from the catalogue, so
+    a table added later is purged too; foreign keys decide the order (a table whose rows are still
+    referenced is retried after the others).
+    """
+    if conn.execute("SELECT 1 FROM sites WHERE id = %s FOR UPDATE", (site,)).fetchone() is None:
+        return None
+    tables = [row["table_name"] for row in conn.execute(
+        "SELECT c.table_name FROM information_schema.columns c JOIN information_schema.tables t"
+        " USING (table_schema, table_name) WHERE c.table_schema = current_schema() AND c.column_name = 'site'"
+        " AND t.table_type = 'BASE TABLE' AND c.table_name <> 'sites' ORDER BY c.table_name")]
+    deleted: dict[str, int] = {}
+    for _ in range(len(tables) + 1):  # each pass empties at least one table, or none is left
+        postponed = []
+        for table in tables:
+            try:
+                with conn.transaction():  # a savepoint: a refused delete leaves the others standing
+                    cursor = conn.execute(sql.SQL("DELETE FROM {} WHERE site = %s").format(sql.Identifier(table)),
+                                          (site,))
+            except psycopg.errors.ForeignKeyViolation:
+                postponed.append(table)
+                continue
+            if cursor.rowcount:
+                deleted[table] = deleted.get(table, 0) + cursor.rowcount
+        if not postponed:
+            break
+        tables = postponed
+    conn.execute("DELETE FROM sites WHERE id = %s", (site,))
+    deleted["sites"] = 1
+    return deleted

@@ -23,13 +23,14 @@ import cv2
 import numpy as np
 import pytest
 
+from dashboards import CONSOLE_DIR
 from gateway.auth import Role, create_token
 from gateway.config import Settings
 from gateway.devservers import free_port
 from gateway.ingest.batch import Inbound
 from gateway.ingest.provisional import provisional_alerts
 from gateway.problems import store as problem_store
-from gateway.runtime import CONSOLE_DIR, Gateway
+from gateway.runtime import Gateway
 from gateway.store.db import connect
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol import MessageType, alert_topic, device_topic

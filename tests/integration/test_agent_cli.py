@@ -74,3 +74,16 @@ def test_calibrate_refuses_points_outside_the_frame(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "points [(900, 60)] are outside the 320x240 frame" in result.stderr
+
+
+def test_check_config_refuses_a_region_outside_a_video_files_frame(tmp_path: Path) -> None:
+    video = tmp_path / "exit.avi"
+    grey_video(video)
+    inside = site_config(tmp_path, str(video), "[[100, 60], [220, 60], [220, 200]]")
+    assert safeguard("agent", "check-config", str(inside)).returncode == 0
+    outside = site_config(tmp_path, str(video), "[[100, 60], [900, 60], [220, 200]]")
+    result = safeguard("agent", "check-config", str(outside))
+    assert result.returncode == 2
+    expected = "site.yaml:6: exits.0.region: points [(900, 60)] are outside the 320x240 frame of camera cam-1"
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr

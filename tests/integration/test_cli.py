@@ -12,6 +12,8 @@ from tests.support import safeguard
 
 pytestmark = pytest.mark.integration
 
+HEADER = "id,name,city,county,category,address,cameras_required"
+
 
 def test_migrate_twice_is_a_no_op(database_url: str) -> None:
     result = safeguard("migrate", database_url=database_url)
@@ -50,11 +52,14 @@ def test_sites_import_then_institution_token(tmp_path: Path, database_url: str) 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("id,name\nhz-0001,A\nbad id!,B\n", "line 3: id: String should match pattern"),
-        ("id,name,cameras_required\nhz-0001,A,many\n", "line 2: cameras_required"),
-        ("id,name\nhz-0001,A\nhz-0001,B\n", "line 3: site 'hz-0001' appears twice"),
-        ("name,colour\nA,red\n", "missing ['id'], unknown ['colour']"),
-        ("id\nalerts\n", "site id 'alerts' is reserved"),
+        (f"{HEADER}\nhz-0001,A,c,d,e,f,1\nbad id!,B,c,d,e,f,1\n", "line 3: id: String should match pattern"),
+        (f"{HEADER}\nhz-0001,A,c,d,e,f,many\n", "line 2: cameras_required"),
+        (f"{HEADER}\nhz-0001,A,c,d,e,f,1\nhz-0001,B,c,d,e,f,1\n", "line 3: site 'hz-0001' appears twice"),
+        ("id,name,colour\nA,B,red\n", "missing ['city', 'county', 'category', 'address', 'cameras_required'],"
+                                       " unknown ['colour']"),
+        (f"{HEADER}\nalerts,A,c,d,e,f,1\n", "site id 'alerts' is reserved"),
+        (f"{HEADER}\nhz-0001,A,杭州市\n", "line 2: 3 fields, the header has 7"),
+        (f"{HEADER}\nhz-0001,A,c,d,e,f,1,extra\n", "line 2: 8 fields, the header has 7"),
     ],
 )
 def test_sites_import_names_the_bad_line(tmp_path: Path, database_url: str, content: str, message: str) -> None:
@@ -66,6 +71,29 @@ def test_sites_import_names_the_bad_line(tmp_path: Path, database_url: str, cont
     with connect(database_url) as conn:
         count = conn.execute("SELECT count(*) AS n FROM sites").fetchone()
     assert count == {"n": 0}, "a bad file registers nothing"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gbk", "gb18030"])
+def test_sites_import_reads_what_excel_saves(tmp_path: Path, database_url: str, encoding: str) -> None:
+    csv_file = tmp_path / "sites.csv"
+    csv_file.write_bytes(f"{HEADER}\r\nhz-0001,西湖艺术学校,杭州市,西湖区,舞蹈,文三路 1 号,3\r\n".encode(encoding))
+    result = safeguard("sites", "import", str(csv_file), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    with connect(database_url) as conn:
+        row = conn.execute("SELECT name, county, category FROM sites WHERE id = 'hz-0001'").fetchone()
+    assert row == {"name": "西湖艺术学校", "county": "西湖区", "category": "舞蹈"}
+
+
+def test_sites_import_of_a_missing_or_binary_file_is_one_line(tmp_path: Path, database_url: str) -> None:
+    missing = safeguard("sites", "import", str(tmp_path / "absent.csv"), database_url=database_url)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"safeguard: error: {tmp_path / 'absent.csv'}: No such file or directory"
+    binary = tmp_path / "sites.xlsx"
+    binary.write_bytes(b"PK\x03\x04\xff\xfe\x00\x81\xff" * 10)
+    result = safeguard("sites", "import", str(binary), database_url=database_url)
+    assert result.returncode == 2
+    assert "not UTF-8 or GBK/GB 18030 text" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_token_create_refuses_a_site_for_other_roles(database_url: str) -> None:

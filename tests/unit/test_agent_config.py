@@ -49,14 +49,16 @@ def test_a_good_config_loads(tmp_path: Path) -> None:
     [
         ("url: mqtts://hz-0001:secret@broker.example:8883", "url: http://broker", ":3: broker.url: Value error, MQTT"),
         ("heartbeat_s: 30", "heartbeat_s: 0", ":4: heartbeat_s: Input should be greater than or equal to 1"),
-        ("    camera: cam-1", "    camera: cam-9", "exit 'exit-1' watches camera 'cam-9'"),
+        ("    camera: cam-1", "    camera: cam-9", ":10: exits.0.camera: exit 'exit-1' watches camera 'cam-9'"),
+        ("source: 0}", "source: clips/absent.mp4}", ":7: cameras.1.source: 'clips/absent.mp4' is neither"),
         (", [200, 300], [10, 300]]", "]", ":11: exits.0.region: List should have at least 3 items"),
         ("adapter: simulated}", "adapter: gas}", ":16: smoke.2.adapter: Input should be"),
         ("{id: smoke-1, adapter: zigbee2mqtt, address: hall-smoke}", "{id: smoke-1, adapter: zigbee2mqtt}",
          "adapter zigbee2mqtt needs an address"),
         ("site: hz-0001", "site: hz 0001", ":1: site: String should match pattern"),
         ("heartbeat_s: 30", "heartbeat_s: 30\ncolour: red", ":5: colour: Extra inputs are not permitted"),
-        ("{id: smoke-3, adapter: simulated}", "{id: cam-2, adapter: simulated}", "unique within the site: cam-2"),
+        ("{id: smoke-3, adapter: simulated}", "{id: cam-2, adapter: simulated}",
+         ":16: smoke.2.id: device id 'cam-2' is used twice in the site"),
     ],
 )
 def test_errors_name_the_key_and_line(tmp_path: Path, old: str, new: str, message: str) -> None:
@@ -67,8 +69,10 @@ def test_errors_name_the_key_and_line(tmp_path: Path, old: str, new: str, messag
 
 
 def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(AgentConfigError, match="not valid YAML"):
-        load_agent_config(write(tmp_path, "site: [unclosed"))
+    with pytest.raises(AgentConfigError, match=r"site.yaml:1: not valid YAML: while parsing a flow sequence"):
+        load_agent_config(write(tmp_path, "site: [unclosed\nbroker: x\n"))
+    with pytest.raises(AgentConfigError, match=r"site.yaml:4: not valid YAML: .*could not find expected ':'"):
+        load_agent_config(write(tmp_path, GOOD.replace("heartbeat_s: 30", "heartbeat_s 30\nx")))
     with pytest.raises(AgentConfigError, match="No such file"):
         load_agent_config(tmp_path / "absent.yaml")
 
@@ -87,3 +91,19 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
 )
 def test_zigbee2mqtt_fields_map_to_the_contract(payload: dict[str, object], expected: SmokeStatus) -> None:
     assert map_zigbee2mqtt(payload) == expected
+
+
+def test_a_video_file_is_found_next_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "gate.mp4").write_bytes(b"\x00")
+    config = load_agent_config(write(tmp_path, GOOD.replace("source: 0}", "source: clips/gate.mp4}")))
+    assert config.cameras[1].source == str(tmp_path.resolve() / "clips" / "gate.mp4")
+
+
+def test_the_example_config_the_docs_name_passes(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "site.example.yaml"
+    config = load_agent_config(example)
+    assert config.site == "hz-0001"
+    assert (len(config.cameras), len(config.exits), len(config.smoke)) == (2, 1, 2)
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "edge-agent.md").read_text(encoding="utf-8")
+    assert "deploy/site.example.yaml" in docs

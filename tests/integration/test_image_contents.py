@@ -1,0 +1,48 @@
+"""The production image serves the console: the package built from what the Dockerfile copies
+contains the console and the SQL it needs (built here as the image builds it, without Docker)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+def _copied_paths() -> list[str]:
+    """The sources of the Dockerfile's COPY lines (what the image's `pip install .` sees)."""
+    sources: list[str] = []
+    for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        if match := re.match(r"COPY\s+(.+)\s+\S+$", line.strip()):
+            sources += match.group(1).split()
+    return sources
+
+
+def test_the_images_package_contains_the_console(tmp_path: Path) -> None:
+    context = tmp_path / "context"
+    context.mkdir()
+    for source in _copied_paths():
+        path = ROOT / source
+        if path.is_dir():
+            shutil.copytree(path, context / source, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(path, context / source)
+    wheels = tmp_path / "wheels"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels),
+         str(context)], capture_output=True, text=True, timeout=300, check=False)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for console_file in ("index.html", "app.js", "app.css", "i18n.js"):
+        assert f"dashboards/web/{console_file}" in names
+    assert "dashboards/grafana/provisioning/dashboards/json/alerts.json" in names
+    assert "gateway/store/schema.sql" in names
