@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 KEEPALIVE_S = 15.0
 REPLAY_PAGE = 500
 _REPLAY_WAIT_S = 30.0  # a resume waits this long for a pooled connection once its turn came
-_BACKFILL_LIMIT = 10_000
+_BACKFILL_PAGE = 1000
 _PROVISIONAL_KEPT = 1000  # provisional alerts remembered for streams that start later
 _FETCH = "SELECT id, site, alert FROM alert_history WHERE id = ANY(%s) ORDER BY id"
 _SINCE = (
@@ -143,10 +143,13 @@ class AlertHub:
             if self._last_id is None:  # first start: clients before now resume with Last-Event-ID
                 row = await (await fetch.execute("SELECT coalesce(max(id), 0) AS id FROM alert_history")).fetchone()
                 self._last_id = row["id"] if row else 0
-            else:  # catch up on what committed while we were away
-                rows = await (await fetch.execute(_SINCE, {"after": self._last_id, "site": None,
-                                                           "limit": _BACKFILL_LIMIT})).fetchall()
-                self._dispatch(rows)
+            else:  # catch up on what committed while we were away, page by page (all of it)
+                while True:
+                    rows = await (await fetch.execute(_SINCE, {"after": self._last_id, "site": None,
+                                                               "limit": _BACKFILL_PAGE})).fetchall()
+                    self._dispatch(rows)
+                    if len(rows) < _BACKFILL_PAGE:
+                        break
             self.listening.set()
             ids: asyncio.Queue[int] = asyncio.Queue()
             fetcher = asyncio.create_task(self._fetch_loop(fetch, ids))
