@@ -113,7 +113,9 @@ class Agent:
                     for s in config.smoke]
         self.publisher = Publisher(
             dataclasses.replace(MqttEndpoint.parse(config.broker.url),
-                                ca_file=str(config.broker.ca_file) if config.broker.ca_file else None),
+                                ca_file=str(config.broker.ca_file) if config.broker.ca_file else None,
+                                cert_file=str(config.broker.cert_file) if config.broker.cert_file else None,
+                                key_file=str(config.broker.key_file) if config.broker.key_file else None),
             config.site, config.broker.version, self.outbox,
             heartbeat_s=config.heartbeat_s, devices=devices,
             client_id=config.broker.client_id or f"safeguard-agent-{config.site}",

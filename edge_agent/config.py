@@ -22,7 +22,9 @@ class BrokerConfig(_Strict):
     url: str  # mqtt://user:pass@host:port, mqtts:// for TLS
     version: MqttVersion = MqttVersion.V5
     client_id: str | None = None  # default: safeguard-agent-{site}
-    ca_file: Path | None = None
+    ca_file: Path | None = None  # mqtts: the broker's CA (default: the system's trust store)
+    cert_file: Path | None = None  # mqtts: a client certificate (PEM), when the broker requires one
+    key_file: Path | None = None  # its private key (default: in cert_file)
 
     @field_validator("url")
     @classmethod

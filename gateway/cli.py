@@ -120,11 +120,18 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_sites_import(args: argparse.Namespace) -> int:
+    from gateway.broker_config import ReservedSiteId, check_site_id  # noqa: PLC0415
     from gateway.store.db import connect  # noqa: PLC0415
     from gateway.store.sites import read_sites_csv, upsert_sites  # noqa: PLC0415
 
     records = read_sites_csv(Path(args.file))
-    with connect(_settings(args).database_url) as conn:
+    settings = _settings(args)
+    for record in records:  # before any is written: a refused file registers nothing
+        try:
+            check_site_id(settings, record.id)
+        except ReservedSiteId as exc:
+            raise ValueError(f"{args.file}: {exc}") from None
+    with connect(settings.database_url) as conn:
         count = upsert_sites(conn, records)
         conn.commit()
     sys.stderr.write(f"registered {count} sites from {args.file}\n")
@@ -144,6 +151,55 @@ def cmd_sites_delete(args: argparse.Namespace) -> int:
             raise ValueError(f"site {args.site!r} is not registered")
         conn.commit()
     sys.stderr.write(f"deleted site {args.site}: " + ", ".join(f"{n} {t}" for t, n in sorted(deleted.items())) + "\n")
+    return 0
+
+
+def cmd_sites_broker_secret(args: argparse.Namespace) -> int:
+    from gateway.broker_config import check_site_id, issue_site_secret, revoke_site_secret  # noqa: PLC0415
+    from gateway.store.db import connect  # noqa: PLC0415
+
+    settings = _settings(args)
+    if not args.revoke:
+        check_site_id(settings, args.site)  # registered before the check existed: it would get no account
+    with connect(settings.database_url) as conn:
+        if args.revoke:
+            revoked = revoke_site_secret(conn, args.site)
+            conn.commit()
+            sys.stderr.write(f"site {args.site}: broker account {'revoked' if revoked else 'did not exist'};"
+                             " locked out once broker-config has run and the broker reloaded\n")
+            return 0
+        secret = issue_site_secret(conn, args.site)
+        conn.commit()
+    # The secret goes to stdout only, alone on its line, once (never to the log): only its hash is kept.
+    sys.stderr.write(f"site {args.site}: new broker secret (username {args.site}); shown once, give it to the"
+                     " site's agent (broker url mqtts://SITE:SECRET@host:8883); any old one stops working at the"
+                     " next broker-config\n")
+    sys.stdout.write(f"{secret}\n")
+    return 0
+
+
+def cmd_broker_config(args: argparse.Namespace) -> int:
+    import grp  # noqa: PLC0415
+
+    from gateway import broker_config  # noqa: PLC0415
+
+    settings = _settings(args)
+    out = Path(args.out)
+    group = None
+    if args.group:
+        group = int(args.group) if args.group.isdigit() else grp.getgrnam(args.group).gr_gid
+    reload = broker_config.Reload(pid=args.reload_pid, pid_file=Path(args.reload_pid_file) if args.reload_pid_file
+                                  else None, command=args.reload_command)
+    if not args.watch:
+        generated = broker_config.generate(settings, out, group=group, reload=reload if reload.configured else None)
+        sys.stderr.write(f"wrote {out}: {len(generated.sites)} site accounts"
+                         f"{f', refused (reserved ids): {list(generated.skipped)}' if generated.skipped else ''}\n")
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    broker_config.watch(settings, out, interval_s=args.interval, stop=stop, group=group,
+                        reload=reload if reload.configured else None)
     return 0
 
 
@@ -552,7 +608,7 @@ def _add_agent_and_inspect(sub: Any, with_config: Callable[[argparse.ArgumentPar
         report.set_defaults(func=cmd_inspect_report)
 
 
-def _add_sites_and_tokens(sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+def _add_sites_and_tokens(sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> Any:
     sites = sub.add_parser("sites", help="site registry").add_subparsers(dest="sites_command", required=True)
     imp = with_config(sites.add_parser("import", help="register sites from a CSV file"))
     imp.add_argument("file", help="CSV with columns id,name,city,county,category,address,cameras_required")
@@ -575,6 +631,27 @@ def _add_sites_and_tokens(sub: Any, with_config: Callable[[argparse.ArgumentPars
     revoke = with_config(token.add_parser("revoke", help="revoke a token at once"))
     revoke.add_argument("id", type=int, help="the token's id (safeguard token list)")
     revoke.set_defaults(func=cmd_token_revoke)
+    return sites
+
+
+def _add_broker(sub: Any, sites: Any,
+                with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    secret = with_config(sites.add_parser("broker-secret", help="issue a site's broker secret (printed once, alone"
+                                          " on stdout), or --revoke its broker account"))
+    secret.add_argument("site")
+    secret.add_argument("--revoke", action="store_true", help="remove the site's broker account")
+    secret.set_defaults(func=cmd_sites_broker_secret)
+    broker = with_config(sub.add_parser("broker-config", help="write Mosquitto's password files and ACLs from the"
+                                        " site registry (docs/operations.md, Broker configuration)"))
+    broker.add_argument("--out", required=True, help="folder for external/internal .passwd and .acl")
+    broker.add_argument("--watch", action="store_true", help="keep running: rewrite (and reload) on every change")
+    broker.add_argument("--interval", type=float, default=10.0, help="--watch: seconds between registry checks")
+    broker.add_argument("--group", help="group (name or gid) of the files, mode 0640: the broker's, which reads them")
+    how = broker.add_mutually_exclusive_group()
+    how.add_argument("--reload-pid", type=int, help="after writing, SIGHUP this pid (the broker)")
+    how.add_argument("--reload-pid-file", help="after writing, SIGHUP the pid in this file (Mosquitto's pid_file)")
+    how.add_argument("--reload-command", help="after writing, run this (e.g. 'systemctl reload mosquitto')")
+    broker.set_defaults(func=cmd_broker_config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -608,7 +685,8 @@ def build_parser() -> argparse.ArgumentParser:
                               help="run only this lane (default: both); one process per lane keeps the alarm"
                                    " lane's interpreter free of routine work")
     with_config(sub.add_parser("migrate", help="create or upgrade the schema")).set_defaults(func=cmd_migrate)
-    _add_sites_and_tokens(sub, with_config)
+    sites = _add_sites_and_tokens(sub, with_config)
+    _add_broker(sub, sites, with_config)
     _add_simulate(with_config(sub.add_parser("simulate", help="virtual sites, or a scripted scenario (--check)")))
     _add_agent_and_inspect(sub, with_config)
     clips = sub.add_parser("clips", help="write the labelled synthetic exit-camera clips (needs the video extra)",

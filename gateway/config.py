@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     mqtt_shared_group: str | None = None
     mqtt_session_expiry_s: int = Field(86_400, ge=0)
     mqtt_ca_file: str | None = None  # mqtts with a private CA
+    # mqtts with a client certificate (optional; the broker may require one): PEM files.
+    mqtt_cert_file: str | None = None
+    mqtt_key_file: str | None = None
+    # Broker identity (`safeguard broker-config`, docs/operations.md "Broker configuration"): the
+    # dispatch system's account on the external listener (no password: no account), and site ids
+    # refused at registration besides the service accounts and the gateway's client ids.
+    broker_dispatch_user: str = Field("dispatch", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    broker_dispatch_password: SecretStr | None = None
+    broker_reserved_site_ids: frozenset[str] = frozenset()
     database_url: str = "postgresql://localhost/safeguard"
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)
@@ -62,7 +71,7 @@ class Settings(BaseSettings):
     ingest_worker_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # The routine lane subscribes to sg/v1/# so that any off-contract topic is dead-lettered; that
     # delivers every safety message to it a second time (acknowledged unread). Off: exact filters,
-    # for a broker whose ACL already refuses off-contract topics (deploy/mosquitto/acl).
+    # for a broker whose ACL already refuses off-contract topics (`safeguard broker-config` writes one).
     ingest_catch_all: bool = True
     # The lanes this ingest process runs (both by default). Each lane in a process of its own
     # (`safeguard ingest --lane alarm`, `--lane routine`) gives the alarm lane its own interpreter:
@@ -107,6 +116,11 @@ class Settings(BaseSettings):
         MqttEndpoint.parse(value)
         return value
 
+    @field_validator("broker_dispatch_password")
+    @classmethod
+    def _no_empty_password(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value and value.get_secret_value() else None  # unset in .env: no dispatch account
+
     @field_validator("database_url")
     @classmethod
     def _valid_database_url(cls, value: str) -> str:
@@ -142,7 +156,8 @@ class Settings(BaseSettings):
 
     @property
     def mqtt(self) -> MqttEndpoint:
-        return dataclasses.replace(MqttEndpoint.parse(self.mqtt_url), ca_file=self.mqtt_ca_file)
+        return dataclasses.replace(MqttEndpoint.parse(self.mqtt_url), ca_file=self.mqtt_ca_file,
+                                   cert_file=self.mqtt_cert_file, key_file=self.mqtt_key_file)
 
     @classmethod
     def settings_customise_sources(

@@ -36,6 +36,8 @@ class MqttEndpoint:
     username: str | None = None
     password: str | None = None
     ca_file: str | None = None  # mqtts: a private CA's certificate (default: the system's trust store)
+    cert_file: str | None = None  # mqtts: a client certificate (PEM), for a broker that requires one
+    key_file: str | None = None  # its private key (default: in cert_file)
 
     @classmethod
     def parse(cls, url: str) -> MqttEndpoint:
@@ -81,7 +83,10 @@ def new_client(
     if endpoint.username:
         client.username_pw_set(endpoint.username, endpoint.password)
     if endpoint.tls:
-        client.tls_set_context(ssl.create_default_context(cafile=endpoint.ca_file))
+        context = ssl.create_default_context(cafile=endpoint.ca_file)
+        if endpoint.cert_file:
+            context.load_cert_chain(endpoint.cert_file, endpoint.key_file)
+        client.tls_set_context(context)
     return client
 
 

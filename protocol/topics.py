@@ -24,7 +24,7 @@ ALARM_FILTERS = (f"{PREFIX}/+/+/smoke", f"{PREFIX}/+/+/exit", f"{PREFIX}/+/+/sta
 _ALARM_TYPES = frozenset({"smoke", "exit", "status"})
 # Everything but the alarm filters, without overlap, except five-level topics of an unknown type
 # (sg/v1/{site}/{device}/video): MQTT has no "all but" filter. Those need sg/v1/# (a second
-# delivery of every safety message) or a broker ACL that refuses them (deploy/mosquitto/acl).
+# delivery of every safety message) or a broker ACL that refuses them (the one `safeguard broker-config` writes).
 ROUTINE_FILTERS = (f"{PREFIX}/+/+/heartbeat", f"{PREFIX}/+/+/snapshot", f"{PREFIX}/+", f"{PREFIX}/+/+",
                    f"{PREFIX}/+/+/+/+/#")  # "#" also matches its parent level: six levels and more
 _PREFIX_SLASH = f"{PREFIX}/"

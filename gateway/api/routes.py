@@ -12,9 +12,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.api.deps import ConnDep, PrincipalDep, check_site, require
+from gateway.api.deps import ConnDep, PrincipalDep, SettingsDep, check_site, require
 from gateway.api.live import AlertHub, EventStreamResponse
 from gateway.auth import MAY_ACT_ON_ALERTS, Principal, Role, list_tokens, revoke_token
+from gateway.broker_config import ReservedSiteId, check_site_id
 from gateway.rules import engine
 from gateway.rules.model import AlertKind, AlertState, Severity
 from gateway.store import alerts as alert_store
@@ -125,7 +126,11 @@ def get_site(site: SiteId, conn: ConnDep, principal: PrincipalDep) -> dict[str, 
 
 
 @router.put("/sites/{site}", dependencies=[require(Role.ADMIN)])
-def put_site(site: SiteId, body: SiteFields, conn: ConnDep) -> dict[str, Any]:
+def put_site(site: SiteId, body: SiteFields, conn: ConnDep, settings: SettingsDep) -> dict[str, Any]:
+    try:
+        check_site_id(settings, site)  # a service account's name or the gateway's client id (issue 15)
+    except ReservedSiteId as exc:
+        raise HTTPException(422, str(exc)) from None  # the name of 422 differs across Starlette versions
     upsert_sites(conn, [SiteRecord(id=site, **body.model_dump())])
     conn.commit()
     return _site_json(_get_site(conn, site))

@@ -53,6 +53,9 @@ MISTAKES: list[tuple[tuple[str, ...], str]] = [
     (("replay", "FILE", "--mqtt-url", NO_BROKER), "No such file"),
     (("replay", "BAD", "--mqtt-url", NO_BROKER), "is not a safeguard-record/1 header"),
     (("clips", "--bogus"), "unrecognized arguments"),
+    (("broker-config",), "the following arguments are required: --out"),
+    (("broker-config", "--out", "FILE"), "cannot use the database"),
+    (("sites", "broker-secret", "alerts"), "reserved"),
 ]
 
 

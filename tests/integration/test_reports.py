@@ -333,4 +333,4 @@ def test_cli_writes_the_ledger_and_the_summary(conn: Conn, settings: Settings, t
     assert len(result.stdout.splitlines()) == 1 + sum(r.city == "杭州市" for r in rows)
     result = safeguard("ledger", "--from", "2025-03-01T00:00:00", "--to", END.isoformat(), "--out", str(ledger))
     assert result.returncode == 2
-    assert "give a time zone" in result.stderr
+    assert "give the time's zone" in result.stderr
