@@ -112,6 +112,17 @@ class Settings(BaseSettings):
     # The notifier (`safeguard notify`, docs/operations.md "Notifications"): channels, routes in
     # escalation steps, quiet hours, maintenance windows. Empty: it has nothing to do.
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    # The database away (issue 15): a role waits this long for a pooled connection before its attempt
+    # fails (ingest retries; an alarm it cannot store is pushed as a provisional alert meanwhile) ...
+    db_pool_timeout_s: float = Field(2.0, gt=0, le=60)
+    # ... and an API request this long before it answers 503 with Retry-After (docs/api.md).
+    api_db_timeout_s: float = Field(0.8, gt=0, le=30)
+    # SSE (docs/api.md, "Live push"): changes queued for one stream before a stream that does not read
+    # is ended (its client resumes with Last-Event-ID); resumes replaying from the database at once.
+    sse_client_queue: int = Field(1000, ge=1, le=100_000)
+    sse_replay_concurrency: int = Field(2, ge=1, le=64)
+    # A smoke alarm the database cannot store yet is published at once as a provisional alert.
+    provisional_alerts: bool = True
 
     @field_validator("mqtt_url")
     @classmethod

@@ -77,7 +77,7 @@ class Gateway:
 
     def start(self) -> None:
         ingest, supervise, api = self._roles
-        self.pool = open_pool(self.settings.database_url, max_size=10)
+        self.pool = open_pool(self.settings.database_url, max_size=10, timeout=self.settings.db_pool_timeout_s)
         if ingest:
             self.ingest = IngestService(self.settings, self.pool)
             self.ingest.start()

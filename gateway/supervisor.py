@@ -40,7 +40,13 @@ _RELAY_BATCH = 500
 
 
 class AlertRelay:
-    """Publishes committed alert changes to ``sg/v1/alerts/{site}`` (QoS 1), each once, in order."""
+    """Publishes committed alert changes to ``sg/v1/alerts/{site}`` (QoS 1), in order.
+
+    At least once: each change is marked relayed as soon as the broker acknowledged it, one at a
+    time, so a relay killed at any instant publishes at most the one change in flight again (it was
+    up to a whole batch before issue 15). Every payload carries ``change_id`` (the
+    ``alert_history`` id, the SSE event id) for consumers to drop such a repeat.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -66,7 +72,7 @@ class AlertRelay:
             self._client.loop_stop()
 
     def relay(self, pool: ConnectionPool[Conn]) -> int:
-        """Publish pending changes; mark them relayed once the broker acknowledged them."""
+        """Publish pending changes; mark each relayed once the broker acknowledged it."""
         client = self._client
         if client is None or not self._connected.is_set():
             return 0
@@ -74,23 +80,27 @@ class AlertRelay:
             rows = conn.execute(
                 "SELECT id, site, alert FROM alert_history WHERE NOT relayed ORDER BY id LIMIT %s", (_RELAY_BATCH,)
             ).fetchall()
-            if not rows:
-                return 0
-            done = []
+            conn.commit()
+            done = 0
             for row in rows:
-                info = client.publish(alert_topic(row["site"]), json.dumps(row["alert"]), qos=1)
+                info = client.publish(alert_topic(row["site"]), json.dumps(relayed_alert(row)), qos=1)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:  # paho refuses silently past its in-flight limit
                     log.warning("alert relay publish refused (rc=%s); will retry", info.rc)
                     break
                 info.wait_for_publish(timeout=10)
                 if not info.is_published():
                     break
-                done.append(row["id"])
-            if done:
-                conn.execute("UPDATE alert_history SET relayed = true WHERE id = ANY(%s)", (done,))
+                conn.execute("UPDATE alert_history SET relayed = true WHERE id = %s", (row["id"],))
                 conn.commit()
-                metrics.RELAYED.inc(len(done))
-            return len(done)
+                done += 1
+            if done:
+                metrics.RELAYED.inc(done)
+            return done
+
+
+def relayed_alert(row: dict[str, Any]) -> dict[str, Any]:
+    """The MQTT payload of one change: the alert, and ``change_id`` to drop a repeat by."""
+    return {**row["alert"], "change_id": row["id"]}
 
 
 class Supervisor:

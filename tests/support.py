@@ -205,7 +205,9 @@ class SseReader:
                         name, _, value = line.partition(":")
                         event[name] = value.removeprefix(" ")
                     elif line == "" and event:
-                        self.events.put({"event": event.get("event"), "id": int(event["id"]),
+                        # No id: a provisional alert (docs/api.md), not a stored change.
+                        self.events.put({"event": event.get("event"),
+                                         "id": int(event["id"]) if "id" in event else None,
                                          "data": json.loads(event["data"])})
                         event = {}
         except BaseException as exc:  # noqa: BLE001 - reported to the test through ``error``

@@ -24,6 +24,9 @@ const state = {
   sites: new Map(), // id -> site
   sitesLoadedAt: 0,
   alerts: new Map(), // id -> alert
+  // key -> provisional alert: raised while the database was away, not stored yet (docs/console.md);
+  // the stored alert with the same key replaces it.
+  provisional: new Map(),
   touched: null, // ids changed by the stream while a list refresh is in flight
   lastEventId: null,
   stream: null,
@@ -190,7 +193,7 @@ function signOut() {
   clearSnapshots();
   localStorage.removeItem(KEY.token);
   Object.assign(state, {
-    token: null, role: null, ownSite: null, sites: new Map(), sitesLoadedAt: 0, alerts: new Map(),
+    token: null, role: null, ownSite: null, sites: new Map(), sitesLoadedAt: 0, alerts: new Map(), provisional: new Map(),
     lastEventId: null, detail: null, problems: null,
   });
   state.problemsSeq += 1;
@@ -248,8 +251,13 @@ function connectStream() {
     refreshAlerts(); // covers whatever changed before the stream was (re)established
   };
   stream.addEventListener("alert", (event) => {
+    const alert = JSON.parse(event.data);
+    if (alert.provisional) { // no event id: it is not a stored change (Last-Event-ID stays)
+      mergeProvisional(alert);
+      return;
+    }
     if (event.lastEventId) state.lastEventId = Number(event.lastEventId);
-    mergeAlert(JSON.parse(event.data), { live: true });
+    mergeAlert(alert, { live: true });
   });
   stream.onerror = () => {
     if (state.stream !== stream) return;
@@ -271,10 +279,31 @@ function isNewer(a, b) {
   return RANK[a.state] >= RANK[b.state];
 }
 
+// At most one unresolved alert per (site, device, kind): the key a provisional alert shares with the
+// stored one that replaces it (older stored changes carry no "key": made from its parts).
+function alertKey(alert) {
+  return alert.key ?? `${alert.site}/${alert.device ?? ""}/${alert.kind}`;
+}
+
+function storedUnresolved(key) {
+  for (const alert of state.alerts.values()) if (alert.state !== "resolved" && alertKey(alert) === key) return alert;
+  return null;
+}
+
+function mergeProvisional(alert) {
+  const key = alertKey(alert);
+  if (storedUnresolved(key)) return; // the stored alert is on screen already: it stands for it
+  const known = state.provisional.has(key);
+  state.provisional.set(key, alert);
+  if (!known) beep();
+  scheduleRender();
+}
+
 function mergeAlert(alert, { live = false } = {}) {
   const known = state.alerts.get(alert.id);
   if (known && !isNewer(alert, known)) return;
-  const { history: _history, ...plain } = alert;
+  const { history: _history, change_id: _change, ...plain } = alert;
+  const replaced = state.provisional.delete(alertKey(plain));
   state.alerts.set(alert.id, plain);
   if (state.touched) state.touched.add(alert.id);
   if (state.detail && state.detail.site.id === alert.site) {
@@ -282,7 +311,7 @@ function mergeAlert(alert, { live = false } = {}) {
     // An exit that becomes blocked sends a snapshot: look for it without waiting for the next poll.
     if (live && (plain.kind === "exit_blocked" || plain.kind === "fire_alarm_exit_blocked")) refreshDevicesSoon();
   }
-  if (live && plain.severity === "critical" && plain.state === "open"
+  if (live && plain.severity === "critical" && plain.state === "open" && !replaced
       && (!known || known.state !== "open" || plain.count > known.count)) {
     beep();
   }
@@ -309,6 +338,7 @@ async function refreshAlerts() {
       if (live && (!listed || isNewer(live, listed))) fresh.set(id, live);
     }
     state.alerts = fresh;
+    for (const key of [...state.provisional.keys()]) if (storedUnresolved(key)) state.provisional.delete(key);
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) signOut();
     return; // the stream's next (re)open refreshes again
@@ -351,7 +381,7 @@ function beep() {
 function openCritical() {
   let n = 0;
   for (const alert of state.alerts.values()) if (alert.severity === "critical" && alert.state === "open") n += 1;
-  return n;
+  return n + state.provisional.size;
 }
 
 function updateTitle() {
@@ -395,7 +425,8 @@ function badge(cls, text, extra = {}) {
 
 function alertRow(alert) {
   const actions = [];
-  if (mayAct() && alert.state !== "resolved") {
+  const provisional = alert.provisional === true; // no id yet: nothing to acknowledge until it is stored
+  if (mayAct() && alert.state !== "resolved" && !provisional) {
     if (alert.state === "open") {
       actions.push(h("button", { type: "button", testid: "alert-ack", onclick: () => act(alert.id, "ack") }, t("alert.ack")));
     }
@@ -412,13 +443,16 @@ function alertRow(alert) {
       t("alert.by", { who: alert.resolved_by ?? "—", at: formatTime(alert.resolved_at) })));
   }
   return h("li", {
-    class: `alert sev-${alert.severity} st-${alert.state}`,
+    class: `alert sev-${alert.severity} st-${alert.state}${provisional ? " provisional" : ""}`,
     testid: "alert-row",
-    dataset: { alertId: alert.id, state: alert.state, severity: alert.severity, kind: alert.kind, site: alert.site },
+    dataset: { alertId: alert.id ?? "", state: alert.state, severity: alert.severity, kind: alert.kind, site: alert.site,
+      key: alertKey(alert), provisional: provisional ? "true" : "false" },
   },
   h("div", { class: "alert-main" },
     badge(`sev sev-${alert.severity}`, t(`severity.${alert.severity}`)),
     h("strong", { class: "kind" }, kindText(alert.kind)),
+    provisional ? badge("provisional", t("alert.provisional"), { testid: "alert-provisional",
+      title: t("alert.provisional-hint") }) : null,
     alert.detail && alert.detail.escalated ? badge("escalated", t("alert.escalated")) : null,
     alert.count > 1 ? badge("count", t("alert.count", { n: alert.count })) : null,
     badge(`state st-${alert.state}`, t(`state.${alert.state}`), { testid: "alert-state" })),
@@ -436,13 +470,13 @@ function feedOrder(a, b) {
   const ca = a.severity === "critical" && a.state === "open" ? 0 : 1;
   const cb = b.severity === "critical" && b.state === "open" ? 0 : 1;
   if (ca !== cb) return ca - cb;
-  return Date.parse(b.updated_at) - Date.parse(a.updated_at) || b.id - a.id;
+  return Date.parse(b.updated_at) - Date.parse(a.updated_at) || (b.id ?? 0) - (a.id ?? 0);
 }
 
 function renderFeed() {
   const filter = $("feed-filter").value;
   const wanted = (a) => (filter === "active" ? a.state !== "resolved" : a.state === filter);
-  const items = [...state.alerts.values()].filter(wanted).sort(feedOrder);
+  const items = [...state.alerts.values(), ...state.provisional.values()].filter(wanted).sort(feedOrder);
   $("alert-feed").replaceChildren(...items.slice(0, FEED_ROWS).map(alertRow));
   $("feed-empty").hidden = items.length > 0;
   $("feed-count").textContent = t("feed.count", { n: items.length });

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request, Response, status
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from psycopg_pool import ConnectionPool
 
 from gateway.api.compliance import router as compliance_router
 from gateway.api.inspection import router as inspection_router
-from gateway.api.live import AlertHub
+from gateway.api.live import AlertHub, ProvisionalFeed
 from gateway.api.problems import router as problems_router
 from gateway.api.reports import router as reports_router
 from gateway.api.routes import router
@@ -23,7 +25,11 @@ from gateway.config import Settings
 from gateway.rules.model import AlertKind
 from gateway.store.db import Conn
 
+log = logging.getLogger(__name__)
+
 OPEN_ALERTS = Gauge("sg_open_alerts", "Unresolved alerts by kind", ["kind"])
+DB_UNAVAILABLE = Counter("sg_api_db_unavailable_total", "API requests answered 503: the database was away")
+RETRY_AFTER_S = 5  # what a 503 for a database away tells the client to wait
 
 
 def broker_reachable(settings: Settings, timeout: float = 1.0) -> bool:
@@ -43,12 +49,17 @@ def create_app(
     broker_ready: Callable[[], bool] | None = None,
     static_dir: str | None = None,
 ) -> FastAPI:
-    hub = AlertHub(settings.database_url)
+    hub = AlertHub(settings, pool)
+    feed = ProvisionalFeed(settings, hub) if settings.provisional_alerts else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await hub.start()
+        if feed is not None:
+            feed.start()
         yield
+        if feed is not None:
+            feed.stop()
         await hub.stop()
 
     app = FastAPI(
@@ -60,6 +71,7 @@ def create_app(
     app.state.settings = settings
     app.state.pool = pool
     app.state.hub = hub
+    app.state.provisional_feed = feed
     app.include_router(compliance_router)
     app.include_router(inspection_router)
     app.include_router(reports_router)
@@ -76,10 +88,11 @@ def create_app(
     def readyz() -> JSONResponse:
         checks: dict[str, Any] = {"broker": is_broker_ready()}
         try:
-            with pool.connection(timeout=2) as conn:
+            with pool.connection(timeout=settings.api_db_timeout_s) as conn:
                 conn.execute("SELECT 1")
             checks["database"] = True
-        except Exception:  # noqa: BLE001 - any failure means not ready; the reason is in the logs
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason goes to the log
+            log.warning("readiness: database not reachable: %s: %s", type(exc).__name__, exc)
             checks["database"] = False
         ready = all(checks.values())
         code = status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE
@@ -87,7 +100,7 @@ def create_app(
 
     @app.get("/metrics", tags=["health"])
     def metrics() -> Response:
-        with pool.connection() as conn:
+        with pool.connection(timeout=settings.api_db_timeout_s) as conn:
             counts = {
                 r["kind"]: r["n"]
                 for r in conn.execute("SELECT kind, count(*) AS n FROM alerts WHERE state <> 'resolved' GROUP BY kind")
@@ -95,6 +108,18 @@ def create_app(
         for kind in AlertKind:
             OPEN_ALERTS.labels(kind.value).set(counts.get(kind.value, 0))
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_away(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        # PoolTimeout is one too: no connection within api_db_timeout_s. A quick 503 the client may
+        # retry, not a request hanging for the pool's default 30 s and then a 500 (issue 15).
+        DB_UNAVAILABLE.inc()
+        log.warning("%s %s: database unavailable: %s: %s", request.method, request.url.path,
+                    type(exc).__name__, exc)
+        return JSONResponse(
+            {"detail": "database unavailable, retry later", "error": "database_unavailable"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     @app.exception_handler(ValueError)
     async def value_error(_request: Request, exc: ValueError) -> JSONResponse:

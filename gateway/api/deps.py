@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Query, Request, status
@@ -18,13 +19,22 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_conn(request: Request) -> Iterator[Conn]:
+def request_connection(request: Request) -> AbstractContextManager[Conn]:
+    """A pooled connection for a request, waited for at most ``api_db_timeout_s``: with the database
+    away the request fails fast (``PoolTimeout``, answered 503 by the app) instead of hanging."""
     pool: ConnectionPool[Conn] = request.app.state.pool
-    with pool.connection() as conn:
+    settings: Settings = request.app.state.settings
+    return pool.connection(timeout=settings.api_db_timeout_s)
+
+
+def get_conn(request: Request) -> Iterator[Conn]:
+    with request_connection(request) as conn:
         yield conn
 
 
-ConnDep = Annotated[Conn, Depends(get_conn)]
+# scope="function": the connection is committed and returned before the response is sent, so a
+# database lost at that moment answers 503 (not a 200 and then an error after it; issue 15).
+ConnDep = Annotated[Conn, Depends(get_conn, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
@@ -47,9 +57,8 @@ def get_principal(
     elif scheme.lower() != "bearer" or not token:
         raise _unauthorized("expected 'Authorization: Bearer <token>'")
     bootstrap = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
-    pool: ConnectionPool[Conn] = request.app.state.pool
     # A short-lived connection of its own: a streaming route must not hold one for its whole life.
-    with pool.connection() as conn:
+    with request_connection(request) as conn:
         principal = authenticate(conn, token.strip(), bootstrap)
     if principal is None:
         raise _unauthorized("unknown or revoked token")

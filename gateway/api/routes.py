@@ -10,11 +10,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, status
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import ConnDep, PrincipalDep, SettingsDep, check_site, require
-from gateway.api.live import AlertHub
+from gateway.api.live import AlertHub, EventStreamResponse
 from gateway.auth import MAY_ACT_ON_ALERTS, Principal, Role, list_tokens, revoke_token
 from gateway.broker_config import ReservedSiteId, check_site_id
 from gateway.notify import store as notify_store
@@ -224,20 +223,18 @@ def _visible_alert(conn: Conn, principal: Principal, alert_id: int) -> dict[str,
     return alert
 
 
-@router.get("/alerts/stream", response_class=StreamingResponse)
+@router.get("/alerts/stream", response_class=EventStreamResponse)
 async def alert_stream(
     request: Request,
     principal: PrincipalDep,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
     since_id: Annotated[int | None, Query(ge=0, description="as Last-Event-ID, for clients that cannot set it")] = None,
-) -> StreamingResponse:
+) -> EventStreamResponse:
     """Server-Sent Events: ``event: alert``, ``id: <change id>``, ``data: <alert JSON>``."""
     hub: AlertHub = request.app.state.hub
     resume = last_event_id if last_event_id is not None else since_id
-    return StreamingResponse(
-        hub.stream(principal, resume),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    return EventStreamResponse(
+        hub, hub.open(principal), resume, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 

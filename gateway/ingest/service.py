@@ -59,6 +59,7 @@ from gateway import metrics
 from gateway.config import Settings
 from gateway.ingest.batch import BatchProcessor, BatchResult, DeadLetter, Inbound, Rules, store_dead_letters
 from gateway.ingest.confirm import Confirmer
+from gateway.ingest.provisional import ProvisionalAlarms
 from gateway.store.db import Conn
 from protocol import (
     ALARM_FILTERS,
@@ -179,6 +180,8 @@ def lane_plans(settings: Settings, worker_id: str | None = None) -> list[LanePla
 
 class _LaneWorker:
     """One lane: a paho client (persistent session, manual ack) and the thread writing its batches."""
+
+    _provisional: ProvisionalAlarms | None = None  # made on the first batch the database refuses
 
     def __init__(self, settings: Settings, pool: ConnectionPool[Conn], plan: LanePlan) -> None:
         self._settings = settings
@@ -339,6 +342,7 @@ class _LaneWorker:
             except psycopg.OperationalError as exc:
                 # Database away: keep the batch unacknowledged and retry; the broker holds the rest.
                 metrics.STORE_ERRORS.inc()
+                self._announce_provisional(batch)
                 delay = _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)]
                 log.warning("ingest %s batch of %d not stored (%s); retrying in %.1fs",
                             self.plan.lane, len(batch), exc, delay)
@@ -440,6 +444,26 @@ class _LaneWorker:
     def _send_acks(self, mids: list[int]) -> None:
         if self._client is not None and self.connected:
             ack_all(self._client, mids)
+
+    # issue 15: alarms while the database is away -------------------------------------------
+
+    def _announce_provisional(self, batch: list[Inbound]) -> None:
+        """Push the batch's fire alarms as provisional alerts (once per batch and key); the batch
+        itself stays unacknowledged until it commits (gateway/ingest/provisional.py)."""
+        if not self._settings.provisional_alerts:
+            return
+        if self._provisional is None:
+            self._provisional = ProvisionalAlarms(self._publish_provisional)
+        try:
+            self._provisional.announce(batch)
+        except Exception:  # never let it stop the retry of the batch
+            log.exception("provisional alerts not published")
+
+    def _publish_provisional(self, topic: str, payload: str) -> bool:
+        client = self._client
+        if client is None or not self.connected:
+            return False
+        return client.publish(topic, payload, qos=1).rc == mqtt.MQTT_ERR_SUCCESS
 
 
 def _skip_catch_all(topic: str) -> bool:

@@ -54,10 +54,18 @@ class AlertNotFound(LookupError):
     pass
 
 
+def alert_key(site: str, device: str | None, kind: str) -> str:
+    """``site/device/kind`` (``site//kind`` for a site-level alert): at most one unresolved alert has
+    it (DESIGN section 4), so a provisional alert and the stored one that replaces it share it.
+    Unambiguous: ids have no ``/`` and are never empty."""
+    return f"{site}/{device or ''}/{kind}"
+
+
 def alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """An alert as the API and ``sg/v1/alerts/{site}`` carry it (DESIGN section 7)."""
+    """An alert as the API and ``sg/v1/alerts/{site}`` carry it (DESIGN section 7; ``key`` added in issue 15)."""
     return {
         "id": row["id"],
+        "key": alert_key(row["site"], row["device"], row["kind"]),
         "site": row["site"],
         "device": row["device"],
         "kind": row["kind"],

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
+import socket
+import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
 Conn = psycopg.Connection[DictRow]
 
@@ -23,15 +30,93 @@ def connect(url: str, *, autocommit: bool = False) -> Conn:
     return psycopg.connect(url, row_factory=dict_row, autocommit=autocommit)
 
 
-def open_pool(url: str, *, min_size: int = 1, max_size: int = 8, name: str = "safeguard") -> ConnectionPool[Conn]:
-    pool: ConnectionPool[Conn] = ConnectionPool(
+# A pooled connection's health check may take this long (a frozen server answers nothing; issue 15).
+CHECK_TIMEOUT_S = 0.5
+# Reconnecting after the database went away: attempts at most this far apart (psycopg_pool doubles
+# its delay without bound: after a minute away, the next attempt could be a minute after it is back).
+RECONNECT_MAX_DELAY_S = 2.0
+# A new connection to a server that accepts TCP but never answers (SIGSTOP'd) gives up after this (libpq: >= 2).
+CONNECT_TIMEOUT_S = 3
+
+
+def _sever(conn: Conn) -> None:
+    """Shut the connection's socket down under it: a query blocked on it fails at once."""
+    with contextlib.suppress(OSError, psycopg.Error), socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def check_connection(conn: Conn, *, timeout: float = CHECK_TIMEOUT_S) -> None:
+    """The pool's check (an empty query) with a deadline.
+
+    psycopg's own check has none: against a frozen (SIGSTOP'd) server the kernel still accepts what
+    we send and the answer never comes, so a request would hang until TCP gives up (minutes). Past
+    ``timeout`` the socket is shut down, the check raises ``OperationalError`` and the pool drops the
+    connection.
+    """
+    lock, done = threading.Lock(), [False]
+
+    def expire() -> None:
+        with lock:
+            if not done[0]:
+                _sever(conn)
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        ConnectionPool.check_connection(conn)
+    finally:
+        with lock:
+            done[0] = True
+        timer.cancel()
+
+
+class _Pool(ConnectionPool[Conn]):
+    """psycopg_pool's pool, but a connection that fails its check is followed by the next at once,
+    and reconnection attempts are never more than ``RECONNECT_MAX_DELAY_S`` apart.
+
+    psycopg_pool (3.2, 3.3) sleeps about a second after each failed check. With the dead idle
+    connections a database restart or failover leaves, a request allowed ``api_db_timeout_s`` =
+    0.5 s would then answer 503 though the database is up. Here: the next idle connection, or a
+    new one (the pool connects in the background), until the request's deadline.
+    """
+
+    def _getconn_with_check_loop(self, deadline: float) -> Conn:  # psycopg_pool 3.2/3.3 internals
+        while True:
+            conn = self._getconn_unchecked(deadline - time.monotonic())
+            try:
+                self._check_connection(conn)
+            except Exception:  # noqa: BLE001 - as psycopg_pool: any failed check discards the connection
+                self._putconn(conn, from_getconn=True)  # broken: the pool drops it and connects anew
+                if time.monotonic() >= deadline:
+                    raise PoolTimeout("no working connection before the deadline") from None
+                time.sleep(0.02)  # not a busy loop while every idle connection is failing
+                continue
+            except BaseException:
+                self._putconn(conn, from_getconn=True)
+                raise
+            return conn
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        if attempt is not None:  # a retry: its delay is doubled next, up to RECONNECT_MAX_DELAY_S
+            attempt.delay = min(attempt.delay, RECONNECT_MAX_DELAY_S / AttemptWithBackoff.DELAY_BACKOFF)
+        super()._add_connection(attempt, growing)
+
+
+def open_pool(
+    url: str, *, min_size: int = 1, max_size: int = 8, name: str = "safeguard", timeout: float = 30.0,
+    check_timeout: float = CHECK_TIMEOUT_S,
+) -> ConnectionPool[Conn]:
+    """A pool whose ``connection()`` waits at most ``timeout`` (``PoolTimeout``, an ``OperationalError``)."""
+    pool: ConnectionPool[Conn] = _Pool(
         url,
         min_size=min_size,
         max_size=max_size,
-        kwargs={"row_factory": dict_row},
+        kwargs={"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_S},
         name=name,
         open=False,
-        check=ConnectionPool.check_connection,
+        timeout=timeout,
+        check=functools.partial(check_connection, timeout=check_timeout),
     )
     pool.open(wait=True, timeout=30)
     return pool

@@ -9,6 +9,7 @@ for the README.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -26,11 +27,13 @@ from dashboards import CONSOLE_DIR
 from gateway.auth import Role, create_token
 from gateway.config import Settings
 from gateway.devservers import free_port
+from gateway.ingest.batch import Inbound
+from gateway.ingest.provisional import provisional_alerts
 from gateway.problems import store as problem_store
 from gateway.runtime import Gateway
 from gateway.store.db import connect
 from gateway.store.sites import SiteRecord, upsert_sites
-from protocol import MessageType, device_topic
+from protocol import MessageType, alert_topic, device_topic
 from tests.support import Agent, Api, wait_for
 
 CHROMIUM = os.environ.get("SAFEGUARD_CHROMIUM", "/usr/bin/chromium")
@@ -645,3 +648,29 @@ def test_alert_detail_shows_who_was_told_when(
                 agent.close()
         gateway.stop()
         receiver.stop()
+def test_provisional_alarm_card_is_shown_apart_and_replaced_by_the_stored_alert(
+    browser: Browser, world: World, consoles: list[BrowserContext]
+) -> None:
+    """Issue 15: while the database is away ingest pushes a fire alarm as provisional; the console
+    shows it as such (no buttons: there is no alert to act on yet) until the stored one replaces it."""
+    brigade = open_console(browser, consoles, world.gateway.api_url, world.tokens["fire_brigade"], world.page_errors)
+    reading = {"ts": time.time(), "boot": "boot-prov", "seq": 7, "state": "alarm", "battery_pct": 90.0,
+               "obscuration_pct": 4.0}
+    topic = device_topic(SITE_A, "smoke-1", MessageType.SMOKE)
+    [provisional] = provisional_alerts([Inbound(topic, json.dumps(reading).encode(), time.time())])
+    # As the ingest worker publishes it (gateway/ingest/provisional.py) when its batch cannot be stored.
+    world.agents[SITE_A].publish_raw(alert_topic(SITE_A), json.dumps(provisional))
+    key = f"{SITE_A}/smoke-1/fire_alarm"
+    card = brigade.locator(f'[data-testid="alert-row"][data-key="{key}"]')
+    expect(card).to_have_attribute("data-provisional", "true", timeout=LIVE_S)
+    expect(card.get_by_test_id("alert-provisional")).to_have_text("未入库")
+    expect(card.get_by_test_id("alert-ack")).to_have_count(0)
+    expect(brigade).to_have_title(re.compile(r"^\(1\) 安全守护$"), timeout=LIVE_S)
+    shot(brigade, "feed-provisional-zh")
+
+    world.agents[SITE_A].smoke("smoke-1", "alarm")  # the database is here: stored, with the same key
+    expect(card).to_have_attribute("data-provisional", "false", timeout=LIVE_S)
+    expect(card).to_have_count(1)
+    expect(card.get_by_test_id("alert-ack")).to_be_visible()
+    expect(brigade).to_have_title(re.compile(r"^\(1\) 安全守护$"))
+    assert world.page_errors == []

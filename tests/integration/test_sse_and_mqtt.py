@@ -31,8 +31,10 @@ DEVICES: list[dict[str, Any]] = [
     {"id": "smoke-1", "kind": "smoke", "name": "hall", "location": "1F"},
     {"id": "exit-1", "kind": "exit", "name": "east exit", "location": "1F"},
 ]
-# What the API adds to an alert in GET /api/v1/alerts/{id}; the pushed alert is the rest.
+# What the API adds to an alert in GET /api/v1/alerts/{id}, and what a pushed change adds (its
+# change id: SSE and MQTT); the rest is the same alert.
 API_ONLY = {"history"}
+PUSH_ONLY = {"change_id"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -50,7 +52,7 @@ def live(gateway: Gateway) -> Iterator[tuple[Api, Agent]]:
 
 
 def pushed_view(alert: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in alert.items() if k not in API_ONLY}
+    return {k: v for k, v in alert.items() if k not in API_ONLY | PUSH_ONLY}
 
 
 # --------------------------------------------------------------------------- SSE
@@ -71,7 +73,8 @@ def test_sse_receives_alert_published_over_mqtt(gateway: Gateway, live: tuple[Ap
         assert data["device"] == "smoke-1"
         assert data["state"] == "open"
         assert data["severity"] == "critical"
-        assert pushed_view(api.get_alert(data["id"])) == data
+        assert pushed_view(api.get_alert(data["id"])) == pushed_view(data)
+        assert data["change_id"] == event["id"]
 
         agent.exit("exit-1", "blocked", 0.4)
         events = reader.take(2)  # exit_blocked opened, then the site-level compound alert
@@ -110,7 +113,7 @@ def test_sse_reconnect_with_last_event_id_replays_missed_changes(gateway: Gatewa
         ids = [e["id"] for e in replay]
         assert ids == sorted(ids)
         assert ids[0] > opened["id"]
-        assert replay[-1]["data"] == pushed_view(final)
+        assert pushed_view(replay[-1]["data"]) == pushed_view(final)
         # Then live changes follow on the same connection, with no gap and no repeat.
         agent.exit("exit-1", "blocked", 0.3)
         live_event = resumed.next()
@@ -155,7 +158,7 @@ def test_mqtt_subscriber_receives_every_alert_change(gateway: Gateway, live: tup
         assert opened["kind"] == "exit_blocked"
         assert opened["state"] == "open"
         alert_id = opened["id"]
-        assert pushed_view(api.get_alert(alert_id)) == opened
+        assert pushed_view(api.get_alert(alert_id)) == pushed_view(opened)
 
         response = api.http.post(f"/api/v1/alerts/{alert_id}/ack", json={"note": "janitor called"})
         assert response.status_code == 200, response.text
@@ -169,7 +172,7 @@ def test_mqtt_subscriber_receives_every_alert_change(gateway: Gateway, live: tup
         assert topic == alert_topic(SITE)
         assert (resolved["id"], resolved["kind"], resolved["state"]) == (alert_id, "exit_blocked", "resolved")
         final = wait_state(api, alert_id, "resolved")
-        assert pushed_view(final) == resolved
+        assert pushed_view(final) == pushed_view(resolved)
         assert len(final["history"]) == 3
 
         # The same changes, in the same order and with the same content, went out over SSE.
@@ -198,7 +201,7 @@ def test_mqtt_relay_carries_fire_alarm_lifecycle(gateway: Gateway, live: tuple[A
         assert [(m["id"], m["state"]) for m in (acked, resolved)] == [(alert_id, "acknowledged"),
                                                                       (alert_id, "resolved")]
         final = api.get_alert(alert_id)
-        assert pushed_view(final) == resolved
+        assert pushed_view(final) == pushed_view(resolved)
         assert len(final["history"]) == 4
     finally:
         watcher.close()
