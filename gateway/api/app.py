@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from psycopg_pool import ConnectionPool
 
 from gateway.api.compliance import router as compliance_router
+from gateway.api.inputs import NulGuard
 from gateway.api.inspection import router as inspection_router
 from gateway.api.live import AlertHub
 from gateway.api.problems import router as problems_router
@@ -57,6 +58,7 @@ def create_app(
         description="Fire-safety monitoring of tutoring institutions: sites, devices, alerts, live push.",
         lifespan=lifespan,
     )
+    app.add_middleware(NulGuard)
     app.state.settings = settings
     app.state.pool = pool
     app.state.hub = hub
