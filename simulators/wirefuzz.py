@@ -211,7 +211,7 @@ def _garbage_topic(rng: random.Random) -> str:
     return "sg/v1/" + "".join(rng.choice(string.printable + "\x00é") for _ in range(rng.randrange(30)))
 
 
-def _dumps(body: Any) -> bytes:
+def dumps(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, allow_nan=True).encode("utf-8", errors="surrogatepass")
 
 
@@ -220,31 +220,31 @@ def case(rng: random.Random) -> Case:
     roll = rng.random()
     topic, body, message_type = valid(rng)
     if roll < 0.25:
-        return Case(topic, _dumps(body), "valid", message_type)
+        return Case(topic, dumps(body), "valid", message_type)
     if roll < 0.75:
         mutated, kind = _mutate_body(rng, body, message_type)
         if rng.random() < 0.3:  # a second mutation now and then
             mutated, second = _mutate_body(rng, mutated, message_type)
             kind = f"{kind}+{second}"
-        return Case(topic, _dumps(mutated), kind, message_type)
+        return Case(topic, dumps(mutated), kind, message_type)
     what = rng.randrange(6)
     if what == 0:
-        return Case(_garbage_topic(rng), _dumps(body), "garbage:topic", message_type)
+        return Case(_garbage_topic(rng), dumps(body), "garbage:topic", message_type)
     if what == 1:
         return Case(topic, rng.choice(RAW_GARBAGE), "garbage:raw", message_type)
     if what == 2:
         return Case(topic, rng.randbytes(rng.randrange(64)), "garbage:bytes", message_type)
     if what == 3:
-        text = _dumps(body)
+        text = dumps(body)
         return Case(topic, text[: rng.randrange(len(text))], "garbage:truncated", message_type)
     if what == 4:
         snapshot = f"sg/v1/{_site_id(rng)}/{_device_id(rng)}/snapshot"
         jpeg = rng.random() < 0.5
-        payload = JPEG + rng.randbytes(rng.randrange(256)) if jpeg else _dumps(body)
+        payload = JPEG + rng.randbytes(rng.randrange(256)) if jpeg else dumps(body)
         return Case(snapshot, payload, "valid" if jpeg else "garbage:snapshot", MessageType.SNAPSHOT)
     if rng.random() < 0.02:  # oversize: rare, each one is 256 KiB
         return Case(topic, b" " * (MAX_PAYLOAD_BYTES + 1), "garbage:oversize", message_type)
-    return Case(topic, _dumps(rng.choice(([body], body.get("ts"), str(body), {"payload": body}))),
+    return Case(topic, dumps(rng.choice(([body], body.get("ts"), str(body), {"payload": body}))),
                 "garbage:shape", message_type)
 
 
