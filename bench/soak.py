@@ -101,6 +101,10 @@ def feed(url: str, rate: float, boot: str, stop: threading.Event, tally: Tally, 
     client.max_queued_messages_set(0)  # queue while the broker is away: that is what an agent does
     client.connect(endpoint.host, endpoint.port, keepalive=30)
     client.loop_start()
+    # The malformed share on a client of its own: a broker may drop a client for what it sends.
+    bad = new_client(endpoint, f"soak-bad-{boot}", MqttVersion.V5)
+    bad.connect(endpoint.host, endpoint.port, keepalive=30)
+    bad.loop_start()
     rng = random.Random(seed)
     fuzz = wirefuzz.cases(seed, 10**12)
     started = time.monotonic()
@@ -112,7 +116,7 @@ def feed(url: str, rate: float, boot: str, stop: threading.Event, tally: Tally, 
         site = rng.randrange(plan.sites)
         index = (n // plan.sites) % plan.devices_per_site
         topic, payload = _message(plan, site_id(plan, site), index, boot, n)  # the load generator's shapes
-        tally.pending.append((time.time(), n, client.publish(topic, json.dumps(payload), qos=1)))
+        _publish(client, tally, n, topic, json.dumps(payload).encode())
         n += 1
         if rng.random() < MALFORMED_SHARE:
             case = next(fuzz)
@@ -122,15 +126,15 @@ def feed(url: str, rate: float, boot: str, stop: threading.Event, tally: Tally, 
             if rng.random() < 0.5 and topic.count("/") == 4:
                 levels = topic.split("/")
                 topic = "/".join([*levels[:2], site_id(plan, site), *levels[3:]])
-            with contextlib.suppress(ValueError):  # paho refuses some topics itself (NUL, wildcards)
-                client.publish(topic, case.payload, qos=1)
+            with contextlib.suppress(ValueError):  # paho refuses some topics itself (wildcards)
+                bad.publish(topic, case.payload, qos=0)
                 tally.malformed += 1
         if time.monotonic() - started >= alarms * ALARM_EVERY_S:
             device = f"live-{alarms}"
             body = {"ts": time.time(), "boot": boot, "seq": 0, "state": "alarm", "battery_pct": 90.0,
                     "obscuration_pct": 15.0}
-            info = client.publish(device_topic(ALARM_SITE, device, MessageType.SMOKE), json.dumps(body), qos=1)
-            tally.pending.append((time.time(), device, info))
+            _publish(client, tally, device, device_topic(ALARM_SITE, device, MessageType.SMOKE),
+                     json.dumps(body).encode())
             alarms += 1
         if n % 500 == 0:
             tally.settle(time.time())
@@ -139,8 +143,18 @@ def feed(url: str, rate: float, boot: str, stop: threading.Event, tally: Tally, 
         tally.settle(time.time())
         time.sleep(0.5)
     tally.settle(time.time(), final=True)
-    client.disconnect()
-    client.loop_stop()
+    for c in (client, bad):
+        c.disconnect()
+        c.loop_stop()
+
+
+def _publish(client: mqtt.Client, tally: Tally, key: int | str, topic: str, payload: bytes) -> None:
+    try:
+        info = client.publish(topic, payload, qos=1)
+    except (ValueError, RuntimeError):  # paho's queue full, or not connected: not sent, not counted
+        tally.unacked += 1
+        return
+    tally.pending.append((time.time(), key, info))
 
 
 def _rss_mb(pid: int | None) -> float:
@@ -301,6 +315,8 @@ def run(stack: Stack, args: argparse.Namespace, kinds: list[str], rng: random.Ra
         print(f"{time.monotonic() - started:6.0f} s  fault: {stack.fault(kind, rng)}", flush=True)
     time.sleep(max(0.0, end - time.monotonic()))
     stop.set()
+    if not feeder.is_alive():
+        print("THE FEED STOPPED EARLY: see its traceback above", flush=True)
     feeder.join()
     sampler.join()
     drain(url, boot)
