@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 from psycopg_pool import ConnectionPool
 
 from gateway.api.compliance import router as compliance_router
+from gateway.api.inputs import NulGuard
 from gateway.api.inspection import router as inspection_router
 from gateway.api.live import AlertHub, ProvisionalFeed
 from gateway.api.problems import router as problems_router
@@ -68,6 +69,7 @@ def create_app(
         description="Fire-safety monitoring of tutoring institutions: sites, devices, alerts, live push.",
         lifespan=lifespan,
     )
+    app.add_middleware(NulGuard)
     app.state.settings = settings
     app.state.pool = pool
     app.state.hub = hub

@@ -7,15 +7,15 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
 
 from gateway.api.deps import ConnDep, PrincipalDep, SettingsDep, check_site
+from gateway.api.inputs import Instant, LocalDay, SiteId
 from gateway.compliance.store import Thresholds, daily_compliance, site_compliance
 from gateway.store.db import from_epoch
 
 router = APIRouter(prefix="/api/v1", tags=["compliance"])
 
-SiteId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 DEFAULT_PERIOD = timedelta(hours=24)
 MAX_PERIOD = timedelta(days=366)
 
@@ -43,8 +43,8 @@ def get_compliance(
     conn: ConnDep,
     principal: PrincipalDep,
     settings: SettingsDep,
-    start: Annotated[datetime | None, Query(alias="from", description="RFC 3339; default: 24 h before 'to'")] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="RFC 3339, exclusive; default: now")] = None,
+    start: Annotated[Instant | None, Query(alias="from", description="RFC 3339; default: 24 h before 'to'")] = None,
+    end: Annotated[Instant | None, Query(alias="to", description="RFC 3339, exclusive; default: now")] = None,
 ) -> dict[str, Any]:
     """Per camera online share, outages and delay, cameras reporting, and the verdict with its reasons."""
     check_site(principal, site)
@@ -84,9 +84,9 @@ def get_daily_compliance(
     conn: ConnDep,
     principal: PrincipalDep,
     settings: SettingsDep,
-    first: Annotated[date | None, Query(alias="from", description="local date, e.g. 2026-11-01; default: 'to' - 6")]
+    first: Annotated[LocalDay | None, Query(alias="from", description="local date, e.g. 2026-11-01; default: 'to' - 6")]
     = None,
-    last: Annotated[date | None, Query(alias="to", description="local date, inclusive; default: yesterday")] = None,
+    last: Annotated[LocalDay | None, Query(alias="to", description="local date, inclusive; default: yesterday")] = None,
 ) -> dict[str, Any]:
     """The kept daily figures: per local day the same answer as /compliance for that day.
     Days the timeline has not passed yet (today) are left out; ``complete_until`` says how far it is."""

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from gateway.api.deps import ConnDep, require
+from gateway.api.inputs import OptionalText
 from gateway.auth import Role
 from gateway.inspection.sampler import Level, SamplingError, inspection_csv
 from gateway.inspection.store import sample_from_db
@@ -19,7 +20,7 @@ def inspection_sample(
     conn: ConnDep,
     level: Level,
     seed: Annotated[int, Query(ge=0, le=2**63 - 1)],
-    city: str | None = None,
+    city: OptionalText = None,
     format: Literal["json", "csv"] = "json",
 ) -> dict[str, Any] | Response:
     try:

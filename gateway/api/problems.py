@@ -7,9 +7,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, status
+from fastapi import APIRouter, Body, HTTPException, status
 
 from gateway.api.deps import ConnDep, PrincipalDep, check_site
+from gateway.api.inputs import OptionalText, RowId, SiteFilter
 from gateway.api.routes import Limit, Note, decode_int_cursor, page
 from gateway.auth import Principal, Role
 from gateway.problems import store as problem_store
@@ -20,7 +21,6 @@ router = APIRouter(prefix="/api/v1", tags=["problems"])
 
 # Issue 6: inspectors keep the ledger; admins may do everything.
 MAY_ACT_ON_PROBLEMS = frozenset({Role.INSPECTOR, Role.ADMIN})
-SiteFilter = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 @router.get("/problems")
@@ -30,10 +30,10 @@ def list_problems(
     site: SiteFilter = None,
     status: ProblemStatus | None = None,
     kind: ProblemKind | None = None,
-    city: str | None = None,
-    county: str | None = None,
+    city: OptionalText = None,
+    county: OptionalText = None,
     limit: Limit = 100,
-    cursor: str | None = None,
+    cursor: OptionalText = None,
 ) -> dict[str, Any]:
     """Problems, newest first; ``status`` overdue means open past its deadline."""
     if site is not None:
@@ -60,7 +60,7 @@ def _visible(conn: Conn, principal: Principal, problem_id: int) -> dict[str, Any
 
 
 @router.get("/problems/{problem_id}")
-def get_problem(problem_id: int, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
+def get_problem(problem_id: RowId, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
     """One problem with its history (oldest first: at, action, status, by, note)."""
     return _visible(conn, principal, problem_id)
 
@@ -84,7 +84,7 @@ def _act(
 
 @router.post("/problems/{problem_id}/note")
 def note_problem(
-    problem_id: int, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
+    problem_id: RowId, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
 ) -> dict[str, Any]:
     """Add a note (``{"note": "..."}``, required) to the problem's history."""
     return _act(problem_store.add_note, problem_id, conn, principal, body)
@@ -92,7 +92,7 @@ def note_problem(
 
 @router.post("/problems/{problem_id}/close")
 def close_problem(
-    problem_id: int, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
+    problem_id: RowId, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
 ) -> dict[str, Any]:
     """Rectified by hand (``closed_by`` is the token's name); 409 when already rectified."""
     return _act(problem_store.close, problem_id, conn, principal, body)
@@ -100,7 +100,7 @@ def close_problem(
 
 @router.post("/problems/{problem_id}/reopen")
 def reopen_problem(
-    problem_id: int, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
+    problem_id: RowId, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
 ) -> dict[str, Any]:
     """Back to open (or overdue); 409 unless rectified, or when the same problem is open again."""
     return _act(problem_store.reopen, problem_id, conn, principal, body)

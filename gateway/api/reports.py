@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from gateway.api.compliance import period
 from gateway.api.deps import ConnDep, require
+from gateway.api.inputs import NO_NUL_PATTERN, Instant
 from gateway.auth import Role
 from gateway.config import Settings
 from gateway.reports.ledger import ledger_csv, ledger_rows, ledger_xlsx
@@ -20,9 +21,9 @@ router = APIRouter(prefix="/api/v1", tags=["reports"])
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 MEDIA = {"csv": "text/csv; charset=utf-8", "xlsx": XLSX, "html": "text/html; charset=utf-8"}
-Start = Annotated[datetime, Query(alias="from", description="RFC 3339, inclusive")]
-End = Annotated[datetime, Query(alias="to", description="RFC 3339, exclusive")]
-Place = Annotated[str, Query(min_length=1, max_length=200)]
+Start = Annotated[Instant, Query(alias="from", description="RFC 3339, inclusive")]
+End = Annotated[Instant, Query(alias="to", description="RFC 3339, exclusive")]
+Place = Annotated[str, Query(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)]
 
 
 def _stamp(value: datetime) -> str:

@@ -6,13 +6,13 @@ import base64
 import binascii
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import ConnDep, PrincipalDep, SettingsDep, check_site, require
+from gateway.api.inputs import MAX_BIGINT, NO_NUL_PATTERN, Instant, OptionalText, PgText, RowId, SiteFilter, SiteId
 from gateway.api.live import AlertHub, EventStreamResponse
 from gateway.auth import MAY_ACT_ON_ALERTS, Principal, Role, list_tokens, revoke_token
 from gateway.broker_config import ReservedSiteId, check_site_id
@@ -25,14 +25,13 @@ from gateway.store.sites import SiteFields, SiteRecord, purge_site, upsert_sites
 
 router = APIRouter(prefix="/api/v1")
 
-SiteId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-_MAX_ID = 2**63 - 1  # bigint
+_MAX_ID = MAX_BIGINT
 
 
 class Note(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: str | None = Field(None, max_length=2000)
+    note: PgText | None = Field(None, max_length=2000)
 
 
 def encode_cursor(value: str | int) -> str:
@@ -43,9 +42,12 @@ def decode_cursor(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid cursor") from None
+    if "\x00" in value:  # the cursor's value goes to PostgreSQL as text
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid cursor")
+    return value
 
 
 def decode_int_cursor(cursor: str | None) -> int | None:
@@ -96,11 +98,12 @@ def whoami(principal: PrincipalDep) -> dict[str, Any]:
 def list_sites(
     conn: ConnDep,
     principal: PrincipalDep,
-    city: str | None = None,
-    county: str | None = None,
-    q: Annotated[str | None, Query(max_length=100, description="substring of id or name")] = None,
+    city: OptionalText = None,
+    county: OptionalText = None,
+    q: Annotated[str | None, Query(max_length=100, pattern=NO_NUL_PATTERN, description="substring of id or name")]
+    = None,
     limit: Limit = 100,
-    cursor: str | None = None,
+    cursor: OptionalText = None,
 ) -> dict[str, Any]:
     after = decode_cursor(cursor)
     rows = conn.execute(
@@ -189,13 +192,13 @@ def list_devices(site: SiteId, conn: ConnDep, principal: PrincipalDep) -> dict[s
 def list_alerts(
     conn: ConnDep,
     principal: PrincipalDep,
-    site: str | None = None,
+    site: SiteFilter = None,
     state: AlertState | None = None,
     kind: AlertKind | None = None,
     severity: Severity | None = None,
-    since: Annotated[datetime | None, Query(description="RFC 3339; alerts updated at or after")] = None,
+    since: Annotated[Instant | None, Query(description="RFC 3339; alerts updated at or after")] = None,
     limit: Limit = 100,
-    cursor: str | None = None,
+    cursor: OptionalText = None,
 ) -> dict[str, Any]:
     if site is not None:
         check_site(principal, site)
@@ -227,8 +230,10 @@ def _visible_alert(conn: Conn, principal: Principal, alert_id: int) -> dict[str,
 async def alert_stream(
     request: Request,
     principal: PrincipalDep,
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
-    since_id: Annotated[int | None, Query(ge=0, description="as Last-Event-ID, for clients that cannot set it")] = None,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=MAX_BIGINT)] = None,
+    since_id: Annotated[
+        int | None, Query(ge=0, le=MAX_BIGINT, description="as Last-Event-ID, for clients that cannot set it")
+    ] = None,
 ) -> EventStreamResponse:
     """Server-Sent Events: ``event: alert``, ``id: <change id>``, ``data: <alert JSON>``."""
     hub: AlertHub = request.app.state.hub
@@ -239,7 +244,7 @@ async def alert_stream(
 
 
 @router.get("/alerts/{alert_id}")
-def get_alert(alert_id: int, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
+def get_alert(alert_id: RowId, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
     return _visible_alert(conn, principal, alert_id)
 
 
@@ -264,21 +269,21 @@ def _act(step: alert_store.Step, alert_id: int, conn: Conn, principal: Principal
 
 @router.post("/alerts/{alert_id}/ack")
 def ack_alert(
-    alert_id: int, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
+    alert_id: RowId, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
 ) -> dict[str, Any]:
     return _act(engine.acknowledge, alert_id, conn, principal, body)
 
 
 @router.post("/alerts/{alert_id}/resolve")
 def resolve_alert(
-    alert_id: int, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
+    alert_id: RowId, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
 ) -> dict[str, Any]:
     return _act(engine.resolve_by_hand, alert_id, conn, principal, body)
 
 
 @router.get("/dead-letters", dependencies=[require(Role.ADMIN)])
 def list_dead_letters(
-    conn: ConnDep, reason: str | None = None, limit: Limit = 100, cursor: str | None = None
+    conn: ConnDep, reason: OptionalText = None, limit: Limit = 100, cursor: OptionalText = None
 ) -> dict[str, Any]:
     before = decode_int_cursor(cursor)
     rows = conn.execute(

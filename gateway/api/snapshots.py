@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import Response
 
 from gateway.api.deps import ConnDep, PrincipalDep, check_site
+from gateway.api.inputs import DeviceId, SiteId
 from gateway.store.db import rfc3339
 
 router = APIRouter(prefix="/api/v1", tags=["snapshots"])
 
-SiteId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-DeviceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 # One index probe on snapshots_device (site, device, received_at DESC): the first entry is the newest.
 # `id DESC` only breaks exact ties of received_at (snapshots of one ingest batch).

@@ -12,6 +12,7 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.store.db import Conn
+from gateway.store.text import PgText
 from protocol.topics import RESERVED_SITE_IDS
 
 
@@ -19,11 +20,11 @@ class SiteFields(BaseModel):
     """What an operator registers about a site (DESIGN section 7)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    name: str = Field("", max_length=200)
-    city: str = Field("", max_length=100)
-    county: str = Field("", max_length=100)
-    category: str = Field("", max_length=100)
-    address: str = Field("", max_length=500)
+    name: PgText = Field("", max_length=200)
+    city: PgText = Field("", max_length=100)
+    county: PgText = Field("", max_length=100)
+    category: PgText = Field("", max_length=100)
+    address: PgText = Field("", max_length=500)
     cameras_required: int = Field(0, ge=0, le=10_000)
 
 
