@@ -7,6 +7,7 @@ gateway (forward compatibility, DESIGN.md section 3).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -91,6 +92,10 @@ class AgentStatus(_Message):
     def _birth_has_ts(self) -> AgentStatus:
         if self.online and self.ts is None:
             raise ValueError("ts is required when online is true (only the Last Will may omit it)")
+        counts = Counter(d.id for d in self.devices)
+        if len(counts) != len(self.devices):  # which one would the agent mean? refuse, do not guess
+            twice = sorted(i for i, n in counts.items() if n > 1)
+            raise ValueError(f"devices declares {', '.join(twice[:5])} more than once")
         return self
 
 
