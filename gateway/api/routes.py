@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import ConnDep, PrincipalDep, check_site, require
+from gateway.api.errors import CodedError
 from gateway.api.live import AlertHub
 from gateway.auth import MAY_ACT_ON_ALERTS, Principal, Role
 from gateway.rules import engine
@@ -69,6 +70,7 @@ def _site_json(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"], "name": row["name"], "city": row["city"], "county": row["county"],
         "category": row["category"], "address": row["address"], "cameras_required": row["cameras_required"],
+        "contact_name": row.get("contact_name", ""), "contact_phone": row.get("contact_phone", ""),
         "agent": None if row.get("online") is None else {
             "online": row["online"], "boot": row["boot"], "agent_version": row["agent_version"],
             "heartbeat_s": row["heartbeat_s"], "status_at": rfc3339(row["status_at"]),
@@ -218,12 +220,12 @@ def get_alert(alert_id: int, conn: ConnDep, principal: PrincipalDep) -> dict[str
 def _act(step: alert_store.Step, alert_id: int, conn: Conn, principal: Principal, body: Note | None) -> dict[str, Any]:
     _visible_alert(conn, principal, alert_id)
     if principal.role not in MAY_ACT_ON_ALERTS:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {principal.role} may not change alerts")
+        raise CodedError(status.HTTP_403_FORBIDDEN, "forbidden", f"role {principal.role} may not change alerts")
     try:
         alert_store.operator_step(conn, alert_id, step, from_epoch(time.time()), principal.name,
                                   body.note if body else None)
     except alert_store.AlertConflict as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        raise CodedError(status.HTTP_409_CONFLICT, exc.code, str(exc)) from None
     return alert_store.get(conn, alert_id)
 
 
