@@ -154,9 +154,10 @@ def non_compliant_sites(conn: Conn, at: datetime, settings: Settings) -> list[Co
                                  default_heartbeat_s=settings.default_heartbeat_s,
                                  missed_heartbeats=settings.missed_heartbeats)
     return [
-        Condition(ProblemKey(site, None, ProblemKind.NOT_COMPLIANT), start, {"reasons": list(c.verdict.reasons)})
+        Condition(ProblemKey(site, None, ProblemKind.NOT_COMPLIANT), start,
+                  {"reasons": list(c.verdict.reasons), "reason_codes": [dict(r) for r in c.verdict.codes]})
         for site, c in sorted(figures.items())
-        if not c.verdict.compliant
+        if c.verdict.compliant is False  # None: not reporting yet, no verdict
     ]
 
 
