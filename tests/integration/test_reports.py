@@ -282,7 +282,7 @@ def test_api_ledger_and_summary(client: tuple[TestClient, dict[str, str]]) -> No
     sheet = openpyxl.load_workbook(io.BytesIO(r.content)).active
     assert sheet is not None
     assert [row[0].value for row in sheet.iter_rows(min_row=3)] == ["b1", "a3", "a1", "a2"]
-    assert sheet.title == "台账 2025年3月1日 08:00至2025年3月2日 08:00"[:31]  # a date people read, not ISO
+    assert sheet.title == "台账 2025年3月1日 08：00至2025年3月2日 08：00"[:31]  # a date people read, not ISO
     assert sheet["A1"].value == "工作台账 2025年3月1日 08:00至2025年3月2日 08:00"
 
     r = c.get("/api/v1/reports/summary", params={**PERIOD, "city": "杭州市", "format": "csv"}, headers=auth)
