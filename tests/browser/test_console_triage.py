@@ -166,6 +166,7 @@ def test_triage_of_3000_sites_and_1000_open_alerts(
     assert row["n"] == minors
     expect(bulk).to_have_text("批量确认（0）")
     expect(bulk).to_be_disabled()
+    page.get_by_test_id("triage-severity").select_option("")
     page.get_by_test_id("feed-filter").select_option("open")
     expect(count).to_contain_text(f"{n_xihu - minors} 条告警")
 
