@@ -454,8 +454,9 @@ function alertRow(alert) {
     alert.count > 1 ? badge("count", t("alert.count", { n: alert.count })) : null,
     badge(`state st-${alert.state}`, t(`state.${alert.state}`), { testid: "alert-state" })),
   h("div", { class: "alert-where" },
-    h("a", { href: `#/site/${encodeURIComponent(alert.site)}`, testid: "alert-site" }, siteLabel(alert.site)),
-    " · ", alert.device ?? t("alert.site-level")),
+    h("span", { class: "where-site" }, // hidden inside a site card, which names the site once
+      h("a", { href: `#/site/${encodeURIComponent(alert.site)}`, testid: "alert-site" }, siteLabel(alert.site)), " · "),
+    alert.device ?? t("alert.site-level")),
   reading ? h("div", { class: "alert-reading", testid: "alert-reading" }, reading) : null,
   h("div", { class: "alert-when muted" },
     `${t("alert.opened")} ${formatTime(alert.opened_at)} · ${t("alert.updated")} ${formatTime(alert.updated_at)}`),
