@@ -212,13 +212,13 @@ def main() -> None:  # noqa: PLR0915 - one scripted session, top to bottom
                     insp.get_by_test_id("sample-seed").fill("2026")
                     insp.get_by_test_id("draw-sample").click()
                     expect(insp.get_by_test_id("sample-row").first).to_be_visible(timeout=60_000)
-                    insp.get_by_test_id("sample-summary").scroll_into_view_if_needed()
-                    rows = insp.get_by_test_id("sample-row").nth(8).bounding_box()
-                    assert rows is not None
-                    # the compliance panel, the exports and the first rows of the sample
+                    # the compliance panel, the exports and the first rows of the sample (page coordinates,
+                    # scrolled to the top: the tables' sticky headers stay in place)
+                    insp.evaluate("window.scrollTo(0, 0)")
+                    bottom = insp.evaluate("document.querySelectorAll('[data-testid=\"sample-row\"]')[8]"
+                                           ".getBoundingClientRect().bottom + window.scrollY")
                     insp.screenshot(path=str(ROOT / "docs" / "console-inspector.png"), full_page=True,
-                                    animations="disabled",
-                                    clip={"x": 0, "y": 0, "width": 1440, "height": rows["y"] + rows["height"] + 8})
+                                    animations="disabled", clip={"x": 0, "y": 0, "width": 1440, "height": bottom + 8})
                     print("wrote docs/console-triage.png and docs/console-inspector.png")
                 chromium.close()
         finally:
