@@ -11,12 +11,15 @@ from pathlib import Path
 
 from simulators.scenario import SiteSpec
 
-CSV_COLUMNS = ("id", "name", "city", "county", "category", "address", "cameras_required")
+# As gateway/store/sites.py CSV_COLUMNS (the contact columns are optional there).
+CSV_COLUMNS = ("id", "name", "city", "county", "category", "address", "cameras_required", "contact_name",
+               "contact_phone")
 
 
 def _row(site: SiteSpec) -> dict[str, object]:
     return {"id": site.id, "name": site.name or site.id, "city": site.city, "county": site.county,
-            "category": site.category, "address": site.address, "cameras_required": len(site.cameras)}
+            "category": site.category, "address": site.address, "cameras_required": len(site.cameras),
+            "contact_name": getattr(site, "contact_name", ""), "contact_phone": getattr(site, "contact_phone", "")}
 
 
 class GatewayApiError(ConnectionError):

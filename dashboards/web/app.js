@@ -1,7 +1,7 @@
 // Safety Guard web console: plain ES modules, no build step, nothing fetched from outside.
 // Uses only the HTTP API of DESIGN section 7 (see docs/api.md) and its SSE stream.
 
-import { LANGS, applyStatic, formatTime, lang, setLang, t } from "./i18n.js";
+import { LANGS, applyStatic, formatDuration, formatTime, has, lang, setLang, t } from "./i18n.js";
 
 const API = "/api/v1";
 const KEY = { token: "sg.token", lang: "sg.lang", muted: "sg.muted" };
@@ -10,12 +10,17 @@ const RANK = { open: 0, acknowledged: 1, resolved: 2 };
 const PAGE = 1000;
 const MAX_UNRESOLVED = 20000;
 const SITE_ROWS = 300;
-const FEED_ROWS = 500;
 const STATUS_ORDER = ["fire", "exit", "cameras", "offline", "fault", "noncompliant"];
 const DETAIL_POLL_MS = 5000; // site detail: how often the devices (and so new snapshots) are re-read
 const PROBLEM_ACTORS = new Set(["inspector", "admin"]); // docs/problems.md: who may note, close and reopen
 const PROBLEM_ROWS = 500;
 const PROBLEM_RANK = { overdue: 0, open: 1, rectified: 2 };
+const SEVERITY_RANK = { critical: 0, major: 1, minor: 2 };
+const KINDS = ["fire_alarm", "fire_alarm_exit_blocked", "exit_blocked", "camera_offline", "camera_stream_fault",
+  "detector_offline", "detector_fault", "agent_offline"];
+const TRIAGE_CARDS = 100; // site cards drawn at once (issue 13: 3,000 sites, 1,000 open alerts)
+const BULK_PARALLEL = 4; // acknowledgements in flight at once during a bulk acknowledge
+const DEFAULT_ZONE = "Asia/Shanghai"; // the gateway's problem_timezone unless the API says otherwise
 
 const state = {
   token: null,
@@ -43,6 +48,11 @@ const state = {
   problems: null, // the inspector view's problem list as last fetched
   problemsSeq: 0, // the latest problem-list request of the inspector view (older answers are dropped)
   notified: new Map(), // alert id -> {open, items, error}: "who was told when" on the site detail
+  selected: new Set(), // triage: alert ids chosen for a bulk acknowledge
+  cardsShown: TRIAGE_CARDS,
+  bulkRunning: false,
+  zone: DEFAULT_ZONE,
+  sample: null, // the last spot-check sample drawn in the inspector view
 };
 
 // ------------------------------------------------------------------ helpers
@@ -67,11 +77,31 @@ function h(tag, attrs = {}, ...children) {
 }
 
 class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, error = null) {
     super(detail);
     this.status = status;
     this.detail = detail;
+    // docs/api.md: refusals carry {"error": {"code", "message", ...params}} next to "detail".
+    this.code = error && typeof error.code === "string" ? error.code : null;
+    this.params = error ?? {};
   }
+}
+
+// What to show for a failed request, in the console's language: the API's code when it gave one
+// (apierr.<code>), else a text for the status; the API's own (English) words only as a tooltip.
+function errorText(err) {
+  if (!(err instanceof ApiError)) return t("error.generic", { detail: err?.message ?? String(err) });
+  if (err.code && has(`apierr.${err.code}`)) return t(`apierr.${err.code}`, err.params);
+  const byStatus = { 400: "apierr.bad_request", 403: "error.forbidden", 404: "apierr.not_found", 409: "apierr.conflict",
+    422: "apierr.bad_request" }[err.status];
+  return byStatus ? t(byStatus) : t("error.generic", { detail: err.detail ?? err.message });
+}
+
+function showError(el, err) {
+  el.textContent = errorText(err);
+  el.title = err instanceof ApiError ? (err.detail ?? "") : "";
+  el.dataset.code = err instanceof ApiError ? (err.code ?? "") : "";
+  el.hidden = false;
 }
 
 async function api(path, { method = "GET", body } = {}) {
@@ -86,7 +116,7 @@ async function api(path, { method = "GET", body } = {}) {
   }
   if (!response.ok) {
     const detail = data && typeof data.detail === "string" ? data.detail : JSON.stringify(data?.detail ?? response.statusText);
-    throw new ApiError(response.status, detail);
+    throw new ApiError(response.status, detail, data && typeof data.error === "object" ? data.error : null);
   }
   return data;
 }
@@ -194,7 +224,7 @@ function signOut() {
   localStorage.removeItem(KEY.token);
   Object.assign(state, {
     token: null, role: null, ownSite: null, sites: new Map(), sitesLoadedAt: 0, alerts: new Map(), provisional: new Map(),
-    lastEventId: null, detail: null, problems: null,
+    lastEventId: null, detail: null, problems: null, selected: new Set(), sample: null,
   });
   state.problemsSeq += 1;
   $("problems-table").tBodies[0].replaceChildren();
@@ -442,6 +472,7 @@ function alertRow(alert) {
     who.push(h("span", {}, `${t("state.resolved")}: `,
       t("alert.by", { who: alert.resolved_by ?? "—", at: formatTime(alert.resolved_at) })));
   }
+  const reading = readingText(alert);
   return h("li", {
     class: `alert sev-${alert.severity} st-${alert.state}${provisional ? " provisional" : ""}`,
     testid: "alert-row",
@@ -449,6 +480,7 @@ function alertRow(alert) {
       key: alertKey(alert), provisional: provisional ? "true" : "false" },
   },
   h("div", { class: "alert-main" },
+    selectBox(alert),
     badge(`sev sev-${alert.severity}`, t(`severity.${alert.severity}`)),
     h("strong", { class: "kind" }, kindText(alert.kind)),
     provisional ? badge("provisional", t("alert.provisional"), { testid: "alert-provisional",
@@ -457,8 +489,10 @@ function alertRow(alert) {
     alert.count > 1 ? badge("count", t("alert.count", { n: alert.count })) : null,
     badge(`state st-${alert.state}`, t(`state.${alert.state}`), { testid: "alert-state" })),
   h("div", { class: "alert-where" },
-    h("a", { href: `#/site/${encodeURIComponent(alert.site)}`, testid: "alert-site" }, siteLabel(alert.site)),
-    " · ", alert.device ?? t("alert.site-level")),
+    h("span", { class: "where-site" }, // hidden inside a site card, which names the site once
+      h("a", { href: `#/site/${encodeURIComponent(alert.site)}`, testid: "alert-site" }, siteLabel(alert.site)), " · "),
+    alert.device ?? t("alert.site-level")),
+  reading ? h("div", { class: "alert-reading", testid: "alert-reading" }, reading) : null,
   h("div", { class: "alert-when muted" },
     `${t("alert.opened")} ${formatTime(alert.opened_at)} · ${t("alert.updated")} ${formatTime(alert.updated_at)}`),
   who.length ? h("div", { class: "alert-who muted" }, ...who.flatMap((w, i) => (i ? [" · ", w] : [w]))) : null,
@@ -474,18 +508,17 @@ function feedOrder(a, b) {
 }
 
 function renderFeed() {
-  const filter = $("feed-filter").value;
-  const wanted = (a) => (filter === "active" ? a.state !== "resolved" : a.state === filter);
-  const items = [...state.alerts.values(), ...state.provisional.values()].filter(wanted).sort(feedOrder);
-  $("alert-feed").replaceChildren(...items.slice(0, FEED_ROWS).map(alertRow));
-  $("feed-empty").hidden = items.length > 0;
-  $("feed-count").textContent = t("feed.count", { n: items.length });
+  renderTriage(); // grouped by site: see "triage" below
 }
 
 async function act(id, action) {
   const error = $("action-error");
   error.hidden = true;
   const row = document.querySelector(`[data-testid="alert-row"][data-alert-id="${id}"]`);
+  const known = state.alerts.get(id);
+  if (action === "resolve" && known && !window.confirm(t("confirm.resolve", {
+    kind: kindText(known.kind), site: siteLabel(known.site), device: known.device ?? t("alert.site-level"),
+  }))) return;
   for (const button of row?.querySelectorAll("button") ?? []) button.disabled = true;
   try {
     const alert = await api(`${API}/alerts/${id}/${action}`, { method: "POST", body: {} });
@@ -495,18 +528,244 @@ async function act(id, action) {
       state.role = state.role === "reader" ? "inspector" : state.role;
       renderChrome();
     }
-    const text = err instanceof ApiError && err.status === 403 && !err.detail
-      ? t("error.forbidden") : t("error.generic", { detail: err.detail ?? err.message });
-    error.textContent = text;
-    error.hidden = false;
+    showError(error, err);
     const inline = row?.querySelector('[data-testid="alert-error"]');
-    if (inline) {
-      inline.textContent = text;
-      inline.hidden = false;
-    }
+    if (inline) showError(inline, err);
     for (const button of row?.querySelectorAll("button") ?? []) button.disabled = false;
     if (state.view === "alerts" && err instanceof ApiError && err.status === 403) scheduleRender();
   }
+}
+
+// ------------------------------------------------------------------ triage (issue 13): alerts grouped by site
+
+function triageOrder(a, b) {
+  const sa = SEVERITY_RANK[a.severity] ?? 3;
+  const sb = SEVERITY_RANK[b.severity] ?? 3;
+  if (sa !== sb) return sa - sb;
+  if (RANK[a.state] !== RANK[b.state]) return RANK[a.state] - RANK[b.state];
+  return Date.parse(b.updated_at) - Date.parse(a.updated_at) || b.id - a.id;
+}
+
+function triageFilter() {
+  return {
+    state: $("feed-filter").value, city: $("triage-city").value, county: $("triage-county").value,
+    kind: $("triage-kind").value, severity: $("triage-severity").value,
+    q: $("triage-search").value.trim().toLowerCase(),
+  };
+}
+
+function siteMatches(siteId, f) {
+  if (!f.city && !f.county && !f.q) return true;
+  const site = state.sites.get(siteId);
+  if (f.city && site?.city !== f.city) return false;
+  if (f.county && site?.county !== f.county) return false;
+  if (f.q && !siteId.toLowerCase().includes(f.q) && !(site?.name ?? "").toLowerCase().includes(f.q)) return false;
+  return true;
+}
+
+// [[site id, alerts sorted]] of the alerts the filters keep, the site with the worst alert first.
+function triageGroups(f) {
+  const bySite = new Map();
+  // Provisional alerts (raised while the database was away) are triaged with the stored ones.
+  for (const alert of [...state.alerts.values(), ...state.provisional.values()]) {
+    if (f.state === "active" ? alert.state === "resolved" : alert.state !== f.state) continue;
+    if (f.kind && alert.kind !== f.kind) continue;
+    if (f.severity && alert.severity !== f.severity) continue;
+    if (!siteMatches(alert.site, f)) continue;
+    let list = bySite.get(alert.site);
+    if (!list) bySite.set(alert.site, (list = []));
+    list.push(alert);
+  }
+  const groups = [...bySite.entries()];
+  for (const [, list] of groups) list.sort(triageOrder);
+  groups.sort((a, b) => triageOrder(a[1][0], b[1][0]) || (a[0] < b[0] ? -1 : 1));
+  return groups;
+}
+
+function contactText(site) {
+  const who = [site?.contact_name, site?.contact_phone].filter(Boolean).join(" ");
+  return `${t("detail.contact")}: ${who || "—"}`;
+}
+
+function siteCard(siteId, alerts) {
+  const site = state.sites.get(siteId);
+  const worst = alerts[0];
+  const phone = site?.contact_phone;
+  return h("li", {
+    class: `site-card sev-${worst.severity}`, testid: "site-card",
+    dataset: { site: siteId, severity: worst.severity, alerts: alerts.length },
+  },
+  h("div", { class: "card-head" },
+    h("a", { href: `#/site/${encodeURIComponent(siteId)}`, testid: "card-site", class: "card-name" }, site?.name || siteId),
+    h("small", { class: "mono muted" }, siteId),
+    h("span", { class: "muted" }, [site?.city, site?.county, categoryText(site?.category)].filter(Boolean).join(" · ")),
+    badge("count", t("triage.alerts", { n: alerts.length }), { testid: "card-count" })),
+  h("div", { class: "card-info" },
+    h("span", { testid: "card-address" }, `${t("detail.address")}: ${site?.address || "—"}`),
+    h("span", { testid: "card-contact" }, `${t("detail.contact")}: `, site?.contact_name || (phone ? "" : "—"), " ",
+      phone ? h("a", { href: `tel:${phone.replace(/[^0-9+]/g, "")}` }, phone) : null)),
+  h("ol", { class: "card-alerts" }, ...alerts.map(alertRow)));
+}
+
+function renderTriage() {
+  const f = triageFilter();
+  const groups = triageGroups(f);
+  const shown = groups.slice(0, state.cardsShown);
+  $("alert-feed").replaceChildren(...shown.map(([site, alerts]) => siteCard(site, alerts)));
+  const n = groups.reduce((sum, [, alerts]) => sum + alerts.length, 0);
+  $("feed-empty").hidden = n > 0;
+  $("feed-count").textContent = t("triage.count", { n, sites: groups.length });
+  const more = $("feed-more");
+  const rest = groups.length - shown.length;
+  more.hidden = rest <= 0;
+  more.textContent = t("triage.more", { n: Math.min(rest, TRIAGE_CARDS) });
+  renderCountyBoard(f);
+  renderBulkBar();
+}
+
+// A tile per county with unresolved alerts: its open critical and major counts; a click filters by it.
+function renderCountyBoard(f) {
+  const tiles = new Map();
+  for (const alert of state.alerts.values()) {
+    if (alert.state === "resolved") continue;
+    const site = state.sites.get(alert.site);
+    const city = site?.city ?? "";
+    const county = site?.county ?? "";
+    const key = `${city}\u0000${county}`;
+    let tile = tiles.get(key);
+    if (!tile) tiles.set(key, (tile = { city, county, critical: 0, major: 0, minor: 0, sites: new Set() }));
+    tile[alert.severity] = (tile[alert.severity] ?? 0) + 1;
+    tile.sites.add(alert.site);
+  }
+  const collator = new Intl.Collator(lang());
+  const ordered = [...tiles.values()].sort((a, b) => b.critical - a.critical || b.major - a.major
+    || collator.compare(a.city, b.city) || collator.compare(a.county, b.county));
+  $("county-board").replaceChildren(...ordered.map((tile) => {
+    const active = f.city === tile.city && f.county === tile.county;
+    return h("button", {
+      type: "button", class: `county-tile${tile.critical ? " has-critical" : ""}${active ? " active" : ""}`,
+      testid: "county-tile", "aria-pressed": String(active),
+      dataset: { city: tile.city, county: tile.county, critical: tile.critical, major: tile.major },
+      onclick: () => filterByCounty(active ? null : tile),
+    },
+    h("span", { class: "tile-name" }, tile.county || t("triage.no_county"), h("small", {}, tile.city)),
+    h("span", { class: "tile-counts" },
+      h("span", { class: "tile-critical", testid: "tile-critical" }, t("triage.tile_critical", { n: tile.critical })),
+      h("span", { class: "tile-major", testid: "tile-major" }, t("triage.tile_major", { n: tile.major }))));
+  }));
+}
+
+function filterByCounty(tile) {
+  $("triage-city").value = tile ? tile.city : "";
+  fillTriageCounties(tile ? tile.county : "");
+  state.cardsShown = TRIAGE_CARDS;
+  scheduleRender();
+}
+
+function fillTriageFilters() {
+  const cities = [...new Set([...state.sites.values()].map((s) => s.city).filter(Boolean))].sort();
+  optionList($("triage-city"), cities);
+  fillTriageCounties();
+  const kinds = [...new Set([...KINDS, ...[...state.alerts.values()].map((a) => a.kind)])];
+  const kind = $("triage-kind");
+  const previousKind = kind.value;
+  kind.replaceChildren(h("option", { value: "" }, t("sites.all")), ...kinds.map((k) => h("option", { value: k }, kindText(k))));
+  kind.value = kinds.includes(previousKind) ? previousKind : "";
+  const severity = $("triage-severity");
+  const previousSeverity = severity.value;
+  severity.replaceChildren(h("option", { value: "" }, t("sites.all")),
+    ...Object.keys(SEVERITY_RANK).map((v) => h("option", { value: v }, t(`severity.${v}`))));
+  severity.value = previousSeverity;
+}
+
+function fillTriageCounties(keep) {
+  const city = $("triage-city").value;
+  const counties = [...new Set([...state.sites.values()]
+    .filter((s) => !city || s.city === city).map((s) => s.county).filter(Boolean))].sort();
+  optionList($("triage-county"), counties, keep);
+}
+
+// ---- bulk acknowledge
+
+function selectBox(alert) {
+  if (!mayAct() || alert.state !== "open" || alert.provisional) return null; // provisional: no id to act on yet
+  return h("input", {
+    type: "checkbox", class: "select", testid: "alert-select", "aria-label": t("bulk.select_one"),
+    checked: state.selected.has(alert.id),
+    onchange: (e) => {
+      if (e.currentTarget.checked) state.selected.add(alert.id);
+      else state.selected.delete(alert.id);
+      renderBulkBar();
+    },
+  });
+}
+
+function selectedOpen() {
+  return [...state.selected].filter((id) => state.alerts.get(id)?.state === "open");
+}
+
+function renderBulkBar() {
+  const bar = $("bulk-bar");
+  bar.hidden = !mayAct();
+  if (bar.hidden) return;
+  for (const id of [...state.selected]) if (state.alerts.get(id)?.state !== "open") state.selected.delete(id);
+  const n = state.selected.size;
+  const button = $("bulk-ack");
+  button.textContent = t("bulk.ack", { n });
+  button.disabled = n === 0 || state.bulkRunning;
+  $("select-none").disabled = n === 0;
+}
+
+async function bulkAcknowledge() {
+  const ids = selectedOpen();
+  if (!ids.length || state.bulkRunning) return;
+  if (!window.confirm(t("bulk.confirm", { n: ids.length }))) return;
+  state.bulkRunning = true;
+  const status = $("bulk-status");
+  const error = $("action-error");
+  error.hidden = true;
+  let done = 0;
+  const failed = [];
+  status.textContent = t("bulk.progress", { done, n: ids.length });
+  renderBulkBar();
+  const queue = [...ids];
+  const worker = async () => {
+    while (queue.length) {
+      const id = queue.shift();
+      try {
+        mergeAlert(await api(`${API}/alerts/${id}/ack`, { method: "POST", body: {} }));
+        state.selected.delete(id);
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 401) return;
+        failed.push(err);
+      }
+      done += 1;
+      status.textContent = t("bulk.progress", { done, n: ids.length });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(BULK_PARALLEL, ids.length) }, worker));
+  state.bulkRunning = false;
+  status.textContent = t("bulk.done", { ok: ids.length - failed.length, failed: failed.length });
+  status.dataset.failed = String(failed.length);
+  if (failed.length) showError(error, failed[0]);
+  scheduleRender();
+}
+
+function wireTriage() {
+  const again = () => { state.cardsShown = TRIAGE_CARDS; scheduleRender(); };
+  $("triage-city").addEventListener("change", () => { fillTriageCounties(""); again(); });
+  for (const id of ["triage-county", "triage-kind", "triage-severity"]) $(id).addEventListener("change", again);
+  $("triage-search").addEventListener("input", again);
+  $("feed-filter").addEventListener("change", again);
+  $("feed-more").addEventListener("click", () => { state.cardsShown += TRIAGE_CARDS; scheduleRender(); });
+  $("select-shown").addEventListener("click", () => {
+    for (const [, alerts] of triageGroups(triageFilter())) {
+      for (const alert of alerts) if (alert.state === "open") state.selected.add(alert.id);
+    }
+    scheduleRender();
+  });
+  $("select-none").addEventListener("click", () => { state.selected.clear(); scheduleRender(); });
+  $("bulk-ack").addEventListener("click", bulkAcknowledge);
 }
 
 // ------------------------------------------------------------------ sites overview
@@ -522,6 +781,7 @@ async function loadSites(force = false) {
     state.sitesLoadedAt = Date.now();
     fillSiteFilters();
     fillInspectorSites();
+    fillTriageFilters();
     scheduleRender();
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) signOut();
@@ -633,7 +893,7 @@ function renderSites() {
     },
     h("td", { class: "mono" }, site.id),
     h("td", {}, site.name ?? ""),
-    h("td", {}, site.category ?? ""),
+    h("td", {}, categoryText(site.category)),
     h("td", { testid: "site-status" }, ...statusBadges(info)),
     h("td", {}, h("span", { class: `dot ${agent}` }), t(`agent.${agent}`)),
     h("td", { class: "num" }, info ? info.open : 0)));
@@ -674,19 +934,14 @@ async function openDetail(siteId) {
     renderDetail();
     loadSiteProblems(site.id);
   } catch (err) {
-    $("site-head").replaceChildren(h("p", { class: "error", testid: "detail-error" },
-      t("error.generic", { detail: err.detail ?? err.message })));
+    $("site-head").replaceChildren(h("p", { class: "error", testid: "detail-error" }, errorText(err)));
   }
 }
 
 function deviceState(device) {
   const s = device.state;
-  if (!s || typeof s !== "object") return device.status ?? "—";
-  const parts = [];
-  for (const key of ["state", "stream", "blocked_ratio", "battery_pct", "obscuration_pct"]) {
-    if (s[key] !== undefined && s[key] !== null) parts.push(`${key}=${s[key]}`);
-  }
-  return parts.join(" ") || device.status || "—";
+  if (!s || typeof s !== "object") return device.status ? wordOr(`devstate.${device.status}`, device.status) : "—";
+  return readingWords(s, device.kind).join(t("list.sep")) || (device.status ? wordOr(`devstate.${device.status}`, device.status) : "—");
 }
 
 function renderDetail() {
@@ -696,8 +951,8 @@ function renderDetail() {
   const info = siteStatuses().get(site.id);
   $("site-head").replaceChildren(
     h("h1", { testid: "site-title" }, site.name ?? site.id, " ", h("small", { class: "mono" }, site.id)),
-    h("p", {}, [site.city, site.county, site.category].filter(Boolean).join(" · ")),
-    h("p", { class: "muted" }, `${t("detail.address")}: ${site.address ?? "—"} · ${t("detail.cameras_required")}: ${site.cameras_required ?? 0}`),
+    h("p", {}, [site.city, site.county, categoryText(site.category)].filter(Boolean).join(" · ")),
+    h("p", { class: "muted" }, `${t("detail.address")}: ${site.address || "—"} · ${contactText(site)} · ${t("detail.cameras_required")}: ${site.cameras_required ?? 0}`),
     h("p", {}, ...statusBadges(info)),
   );
   const rows = detail.devices.map((d) => h("tr", { testid: "device-row", dataset: { device: d.id, online: String(Boolean(d.online)) } },
@@ -966,6 +1221,7 @@ async function loadCompliance(siteId) {
   const base = `${API}/sites/${encodeURIComponent(siteId)}/compliance`;
   const [compliance, daily] = await Promise.all([api(base).catch(() => null), api(`${base}/daily`).catch(() => null)]);
   if ($("inspector-site").value !== siteId) return;
+  if (daily && daily.time_zone) state.zone = daily.time_zone;
   if (compliance) {
     panel.replaceChildren(...complianceView(compliance, daily));
     return;
@@ -999,8 +1255,28 @@ function seconds(value) {
   return value === null || value === undefined ? "–" : `${value < 10 ? value.toFixed(2) : Math.round(value)} s`;
 }
 
+// null: no verdict, the site was not reporting yet (docs/compliance.md)
 function verdictBadge(compliant, extra = {}) {
+  if (compliant === null || compliant === undefined) return badge("st-unknown", t("compliance.unknown"), extra);
   return badge(compliant ? "st-ok" : "st-noncompliant", t(compliant ? "compliance.yes" : "compliance.no"), extra);
+}
+
+// Reasons as codes with parameters (reason_codes), in the console's language; older answers: the text.
+function reasonTexts(item) {
+  if (Array.isArray(item.reason_codes)) return item.reason_codes.map(reasonText);
+  return item.reasons ?? [];
+}
+
+function reasonText(reason) {
+  const key = `reason.${reason.code}`;
+  if (!has(key)) return reason.code;
+  const params = { ...reason };
+  for (const [name, value] of Object.entries(params)) if (typeof value === "number") params[name] = formatNumber(value);
+  return t(key, params);
+}
+
+function formatNumber(value) {
+  return Number.isInteger(value) ? String(value) : String(Math.round(value * 1000) / 1000);
 }
 
 /* GET /sites/{site}/compliance (the last 24 h) and /compliance/daily (the last 7 local days): docs/compliance.md */
@@ -1010,15 +1286,17 @@ function complianceView(c, daily) {
       (col) => h("th", {}, t(`compliance.col.${col}`))))),
     h("tbody", {}, ...c.cameras.map((cam) => h("tr", { testid: "compliance-camera", dataset: { device: cam.device } },
       h("td", {}, cam.device), h("td", {}, percent(cam.online_share)), h("td", {}, String(cam.outages)),
-      h("td", {}, seconds(cam.longest_outage_s)), h("td", {}, seconds(cam.delay_p50_s)),
+      h("td", { testid: "compliance-longest" }, formatDuration(cam.longest_outage_s)), h("td", {}, seconds(cam.delay_p50_s)),
       h("td", {}, seconds(cam.delay_p95_s))))));
   const view = [
     h("h2", { testid: "compliance-status", dataset: { available: "true" } }, t("inspector.available"), " ",
       verdictBadge(c.compliant, { testid: "compliance-verdict", dataset: { compliant: String(c.compliant) } })),
     h("p", { class: "muted" }, t("compliance.period", {
       from: formatTime(c.from), to: formatTime(c.to), reporting: c.cameras_reporting, required: c.cameras_required,
-    })),
-    h("ul", { class: "problems" }, ...c.reasons.map((reason) => h("li", { testid: "compliance-reason" }, reason))),
+    }), c.measured_from && c.measured_from !== c.from
+      ? h("span", { testid: "compliance-measured-from" }, " ", t("compliance.measured_from", { at: formatTime(c.measured_from) }))
+      : null),
+    h("ul", { class: "problems" }, ...reasonTexts(c).map((reason) => h("li", { testid: "compliance-reason" }, reason))),
     c.cameras.length ? cameras : h("p", { class: "muted" }, t("compliance.no-cameras")),
   ];
   if (daily) {
@@ -1027,7 +1305,8 @@ function complianceView(c, daily) {
         h("thead", {}, h("tr", {}, ...["date", "verdict", "reasons"].map((col) => h("th", {}, t(`compliance.col.${col}`))))),
         h("tbody", {}, ...[...daily.days].reverse().map((day) => h("tr", {
           testid: "compliance-day", dataset: { date: day.date, compliant: String(day.compliant) },
-        }, h("td", {}, day.date), h("td", {}, verdictBadge(day.compliant)), h("td", {}, day.reasons.join("；")))))));
+        }, h("td", {}, formatDay(day.date)), h("td", {}, verdictBadge(day.compliant)),
+        h("td", {}, reasonTexts(day).join(t("list.sep"))))))));
   }
   return view;
 }
@@ -1049,6 +1328,9 @@ function problemOrder(a, b) {
 function problemDetail(p) {
   const d = p.detail ?? {};
   if (p.kind === "detector_untested" && d.required !== undefined) return t("problems.tests", d);
+  if (p.kind === "not_compliant" && Array.isArray(d.reason_codes) && d.reason_codes.length) {
+    return d.reason_codes.map(reasonText).join(t("list.sep"));
+  }
   if (p.kind === "not_compliant" && Array.isArray(d.reasons) && d.reasons.length) return d.reasons.join("; ");
   return null;
 }
@@ -1090,27 +1372,45 @@ function problemRows(problems, { reload, error, colspan = 8 }) {
   });
 }
 
+// The unresolved alert behind a problem of an alert kind (same site, device and kind), if the console knows one.
+function openAlertOf(problem) {
+  for (const alert of state.alerts.values()) {
+    if (alert.state !== "resolved" && alert.site === problem.site && alert.kind === problem.kind
+        && (alert.device ?? null) === (problem.device ?? null)) return alert;
+  }
+  return null;
+}
+
 async function problemAction(problem, action, row, { reload, error }) {
-  const note = window.prompt(t(`problems.prompt.${action}`), "");
+  // Closing while its alert is still open is allowed with a reason only (the API says alert_still_open).
+  let stillOpen = action === "close" && problem.status !== "rectified" && openAlertOf(problem) !== null;
+  let note = window.prompt(t(stillOpen ? "problems.prompt.close_open_alert" : `problems.prompt.${action}`), "");
   if (note === null) return; // cancelled
-  const text = note.trim();
+  let text = note.trim();
   error.hidden = true;
-  if (action === "note" && !text) {
-    error.textContent = t("problems.note_required");
+  if ((action === "note" || stillOpen) && !text) {
+    error.textContent = t(stillOpen ? "apierr.alert_still_open" : "problems.note_required");
     error.hidden = false;
     return;
   }
   for (const button of row?.querySelectorAll("button") ?? []) button.disabled = true;
   try {
-    await api(`${API}/problems/${problem.id}/${action}`, { method: "POST", body: text ? { note: text } : {} });
+    try {
+      await api(`${API}/problems/${problem.id}/${action}`, { method: "POST", body: text ? { note: text } : {} });
+    } catch (err) {
+      if (!(err instanceof ApiError && err.code === "alert_still_open" && !stillOpen)) throw err;
+      stillOpen = true; // the console did not know the alert: ask again, saying why
+      note = window.prompt(t("problems.prompt.close_open_alert"), "");
+      text = (note ?? "").trim();
+      if (!text) throw err;
+      await api(`${API}/problems/${problem.id}/${action}`, { method: "POST", body: { note: text } });
+    }
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
       signOut();
       return;
     }
-    error.textContent = err instanceof ApiError && err.status === 403 && !err.detail
-      ? t("error.forbidden") : t("error.generic", { detail: err.detail ?? err.message });
-    error.hidden = false;
+    showError(error, err);
   }
   await reload();
 }
@@ -1143,8 +1443,7 @@ async function loadProblems() {
     }
     body.replaceChildren();
     count.textContent = "";
-    $("problem-error").textContent = t("error.generic", { detail: err.detail ?? err.message });
-    $("problem-error").hidden = false;
+    showError($("problem-error"), err);
     return;
   }
   if (seq !== state.problemsSeq) return;
@@ -1181,6 +1480,232 @@ function renderSiteProblems() {
   $("site-problems-section").hidden = false;
 }
 
+// ------------------------------------------------------------------ readings and categories in words
+
+function wordOr(key, fallback) {
+  return has(key) ? t(key) : fallback;
+}
+
+function categoryText(category) {
+  if (!category) return "";
+  return wordOr(`category.${category.toLowerCase()}`, category);
+}
+
+function epochOrIso(value) {
+  return typeof value === "number" ? new Date(value * 1000).toISOString() : value;
+}
+
+function pct(value) {
+  return `${Math.round(value * 10) / 10} %`;
+}
+
+// A device's reading (device_state.reading, or an alert's detail) as people say it.
+function readingWords(r, kind) {
+  const words = [];
+  if (r.state && !(kind === "exit" && r.state === "blocked" && r.blocked_ratio !== undefined)) {
+    words.push(wordOr(`devstate.${r.state}`, r.state));
+  }
+  if (r.stream && r.stream !== "ok") words.push(wordOr(`reading.stream.${r.stream}`, r.stream));
+  if (r.stream === "ok" && kind === "camera") words.push(t("reading.stream.ok"));
+  if (typeof r.battery_pct === "number") words.push(t("reading.battery", { pct: pct(r.battery_pct) }));
+  if (typeof r.obscuration_pct === "number") words.push(t("reading.obscuration", { pct: pct(r.obscuration_pct) }));
+  if (typeof r.blocked_ratio === "number" && (r.state === "blocked" || r.state === undefined)) {
+    words.push(t("reading.blocked", { pct: pct(r.blocked_ratio * 100) }));
+  }
+  if (r.blocked_since) {
+    const since = epochOrIso(r.blocked_since);
+    words.push(t("reading.blocked_since", { at: formatTime(since), for: formatDuration((Date.now() - Date.parse(since)) / 1000) }));
+  }
+  return words;
+}
+
+// What raised an alert, from its detail: battery %, obscuration, blocked since, last heard from...
+function readingText(alert) {
+  const d = alert.detail ?? {};
+  const words = [];
+  switch (alert.kind) {
+    case "fire_alarm":
+      if (typeof d.obscuration_pct === "number") words.push(t("reading.obscuration", { pct: pct(d.obscuration_pct) }));
+      if (d.detector_normal) words.push(t("reading.detector_normal"));
+      break;
+    case "detector_fault":
+      if (d.state && d.state !== "normal") words.push(wordOr(`devstate.${d.state}`, d.state));
+      if (typeof d.battery_pct === "number") words.push(t("reading.battery", { pct: pct(d.battery_pct) }));
+      break;
+    case "exit_blocked":
+      words.push(...readingWords({ blocked_ratio: d.blocked_ratio, blocked_since: d.blocked_since ?? undefined }, "exit"));
+      break;
+    case "camera_stream_fault":
+      if (d.stream) words.push(wordOr(`reading.stream.${d.stream}`, d.stream));
+      break;
+    case "camera_offline": case "detector_offline":
+      words.push(d.last_seen ? t("reading.last_seen", { at: formatTime(d.last_seen) }) : t("reading.never_seen"));
+      break;
+    case "agent_offline":
+      words.push(t("reading.offline_since", { at: formatTime(alert.opened_at) }));
+      break;
+    case "fire_alarm_exit_blocked":
+      words.push(t("reading.compound", { detectors: (d.detectors ?? []).join(", "), exits: (d.exits ?? []).join(", ") }));
+      break;
+    default:
+      break;
+  }
+  if (d.escalated && d.escalated_at) words.push(t("reading.escalated_at", { at: formatTime(d.escalated_at) }));
+  return words.join(t("list.sep"));
+}
+
+// ------------------------------------------------------------------ inspector: exports and the spot-check sample
+
+function showExports() {
+  const section = $("exports-section");
+  section.hidden = !mayActOnProblems();
+  if (section.hidden) return;
+  const today = localDate(new Date());
+  if (!$("export-from").value) $("export-from").value = `${today.slice(0, 8)}01`; // this month so far
+  if (!$("export-to").value) $("export-to").value = today;
+  if (!$("sample-seed").value) $("sample-seed").value = String(Math.floor(Math.random() * 1e6));
+}
+
+// "YYYY-MM-DD" of an instant in the gateway's zone
+function localDate(date) {
+  return new Intl.DateTimeFormat("en-CA", { timeZone: state.zone, year: "numeric", month: "2-digit", day: "2-digit" })
+    .format(date);
+}
+
+// The zone's offset ("+08:00") on a local day: the API takes RFC 3339 instants.
+function zoneOffset(day) {
+  const noon = new Date(`${day}T12:00:00Z`);
+  const name = new Intl.DateTimeFormat("en-US", { timeZone: state.zone, timeZoneName: "longOffset" })
+    .formatToParts(noon).find((p) => p.type === "timeZoneName")?.value ?? "GMT";
+  const m = /GMT([+-]\d{2}):?(\d{2})?/.exec(name);
+  return m ? `${m[1]}:${m[2] ?? "00"}` : "Z";
+}
+
+function nextDay(day) {
+  const d = new Date(`${day}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + 1);
+  return d.toISOString().slice(0, 10);
+}
+
+// [from, to) of the chosen local days, the last one included.
+function exportPeriod() {
+  const first = $("export-from").value;
+  const last = $("export-to").value;
+  if (!first || !last || first > last) throw new Error(t("exports.bad_period"));
+  const end = nextDay(last);
+  return { from: `${first}T00:00:00${zoneOffset(first)}`, to: `${end}T00:00:00${zoneOffset(end)}` };
+}
+
+function fileName(disposition, fallback) {
+  const utf8 = /filename\*=UTF-8''([^;]+)/i.exec(disposition ?? "");
+  if (utf8) return decodeURIComponent(utf8[1]);
+  const plain = /filename="([^"]+)"/i.exec(disposition ?? "");
+  return plain ? plain[1] : fallback;
+}
+
+// Fetch with the token (a plain link cannot send it) and hand the file to the browser.
+async function download(path, params, fallback) {
+  const response = await fetch(`${path}?${new URLSearchParams(params)}`, { headers: { Authorization: `Bearer ${state.token}` } });
+  if (!response.ok) {
+    let data = null;
+    try { data = await response.json(); } catch { data = null; }
+    throw new ApiError(response.status, typeof data?.detail === "string" ? data.detail : response.statusText, data?.error ?? null);
+  }
+  const name = fileName(response.headers.get("Content-Disposition"), fallback);
+  const url = URL.createObjectURL(await response.blob());
+  const link = h("a", { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  return name;
+}
+
+async function exportAction(run) {
+  const error = $("export-error");
+  const status = $("export-status");
+  error.hidden = true;
+  status.textContent = t("exports.working");
+  try {
+    const name = await run();
+    status.textContent = name ? t("exports.saved", { name }) : "";
+  } catch (err) {
+    status.textContent = "";
+    if (err instanceof ApiError) showError(error, err);
+    else {
+      error.textContent = err.message;
+      error.hidden = false;
+    }
+  }
+}
+
+function downloadReport(kind) {
+  return exportAction(() => {
+    const format = $("export-format").value;
+    const params = { ...exportPeriod(), format };
+    const city = $("inspector-city").value;
+    if (kind === "summary" && !city) throw new Error(t("exports.city_needed"));
+    if (city) params.city = city;
+    return download(`${API}/reports/${kind}`, params, `${kind}.${format}`);
+  });
+}
+
+function sampleParams() {
+  const params = { level: $("sample-level").value, seed: $("sample-seed").value || "0" };
+  const city = $("inspector-city").value;
+  if (params.level === "city") {
+    if (!city) throw new Error(t("exports.city_needed"));
+    params.city = city;
+  }
+  return params;
+}
+
+function drawSample() {
+  return exportAction(async () => {
+    state.sample = await api(`${API}/inspections/sample?${new URLSearchParams(sampleParams())}`);
+    renderSample();
+    return null;
+  });
+}
+
+function renderSample() {
+  const box = $("sample-result");
+  const sample = state.sample;
+  $("download-sample").hidden = !sample;
+  if (!sample) {
+    box.replaceChildren();
+    return;
+  }
+  box.replaceChildren(
+    h("p", { testid: "sample-summary" }, t("sample.summary", {
+      sampled: sample.sampled, institutions: sample.institutions, covered: sample.counties_covered,
+      counties: sample.counties, seed: sample.seed,
+    })),
+    h("table", { class: "grid", testid: "sample-table" },
+      h("thead", {}, h("tr", {}, ...["site", "name", "county", "category", "risk", "why"].map(
+        (col) => h("th", {}, t(`sample.col.${col}`))))),
+      h("tbody", {}, ...sample.sites.map((s) => h("tr", { testid: "sample-row", dataset: { site: s.site } },
+        h("td", { class: "mono" }, s.site), h("td", {}, s.name), h("td", {}, [s.city, s.county].filter(Boolean).join(" · ")),
+        h("td", {}, categoryText(s.category)), h("td", { class: "num" }, String(s.risk)),
+        h("td", {}, (s.reasons ?? []).join(t("list.sep"))))))));
+}
+
+function wireExports() {
+  $("download-ledger").addEventListener("click", () => downloadReport("ledger"));
+  $("download-summary").addEventListener("click", () => downloadReport("summary"));
+  $("draw-sample").addEventListener("click", drawSample);
+  $("download-sample").addEventListener("click", () => exportAction(() => {
+    const params = sampleParams();
+    return download(`${API}/inspections/sample`, { ...params, format: "csv" }, `inspection-${params.level}-${params.seed}.csv`);
+  }));
+}
+
+function formatDay(iso) {
+  if (!iso) return "—";
+  return new Intl.DateTimeFormat(lang(), { year: "numeric", month: "long", day: "numeric", weekday: "short", timeZone: "UTC" })
+    .format(new Date(`${iso}T00:00:00Z`));
+}
+
 // ------------------------------------------------------------------ routing and wiring
 
 function route() {
@@ -1203,6 +1728,7 @@ function route() {
   if (state.view === "inspector") {
     loadCompliance($("inspector-site").value);
     loadProblems();
+    showExports();
   }
   scheduleRender();
 }
@@ -1217,6 +1743,8 @@ function switchLang() {
   if (state.view === "inspector") loadCompliance($("inspector-site").value);
   renderProblems();
   renderSiteProblems();
+  fillTriageFilters();
+  renderSample();
   renderAll();
 }
 
@@ -1257,6 +1785,8 @@ function init() {
     loadProblems();
   });
   $("problem-status-filter").addEventListener("change", loadProblems);
+  wireTriage();
+  wireExports();
   window.addEventListener("hashchange", route);
   const saved = localStorage.getItem(KEY.token);
   if (saved) signIn(saved, { fromStorage: true });

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from psycopg_pool import ConnectionPool
 
+from gateway.api import errors
 from gateway.api.compliance import router as compliance_router
 from gateway.api.inputs import NulGuard
 from gateway.api.inspection import router as inspection_router
@@ -80,6 +81,7 @@ def create_app(
     app.include_router(snapshots_router)
     app.include_router(problems_router)
     app.include_router(router)
+    errors.install(app)
     is_broker_ready = broker_ready or (lambda: broker_reachable(settings))
 
     @app.get("/healthz", tags=["health"])

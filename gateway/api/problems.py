@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, status
 
 from gateway.api.deps import ConnDep, PrincipalDep, check_site
+from gateway.api.errors import CodedError
 from gateway.api.inputs import OptionalText, RowId, SiteFilter
 from gateway.api.routes import Limit, Note, decode_int_cursor, page
 from gateway.auth import Principal, Role
@@ -74,11 +75,13 @@ def _act(
 ) -> dict[str, Any]:
     _visible(conn, principal, problem_id)
     if principal.role not in MAY_ACT_ON_PROBLEMS:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {principal.role} may not change problems")
+        raise CodedError(status.HTTP_403_FORBIDDEN, "forbidden", f"role {principal.role} may not change problems")
     try:
         step(conn, problem_id, _now(), principal.name, body.note if body else None)
     except problem_store.ProblemConflict as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        raise CodedError(status.HTTP_409_CONFLICT, exc.code, str(exc), **exc.params) from None
+    except ValueError as exc:  # a note without text
+        raise CodedError(status.HTTP_400_BAD_REQUEST, "note_required", str(exc)) from None
     return problem_store.get(conn, problem_id, _now())
 
 

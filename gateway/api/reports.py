@@ -15,6 +15,7 @@ from gateway.api.inputs import NO_NUL_PATTERN, Instant
 from gateway.auth import Role
 from gateway.config import Settings
 from gateway.reports.ledger import ledger_csv, ledger_rows, ledger_xlsx
+from gateway.reports.spreadsheet import period_text
 from gateway.reports.summary import summary, summary_csv, summary_html, summary_title, summary_xlsx
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
@@ -53,8 +54,9 @@ def get_ledger(
     start, end = period(start, end, time.time())
     rows = ledger_rows(conn, start, end, city=city, county=county, settings=settings)
     if format == "xlsx":
-        title = " ".join(filter(None, [city, county, "工作台账"]))
-        body = ledger_xlsx(rows, title=title)
+        when = period_text(start, end, settings.problem_timezone)
+        title = " ".join(filter(None, [city, county, "工作台账", when]))
+        body = ledger_xlsx(rows, title=title, sheet_name=f"台账 {when}")
     else:
         body = ledger_csv(rows)
     return Response(body, media_type=MEDIA[format],

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import ConnDep, PrincipalDep, SettingsDep, check_site, require
+from gateway.api.errors import CodedError
 from gateway.api.inputs import MAX_BIGINT, NO_NUL_PATTERN, Instant, OptionalText, PgText, RowId, SiteFilter, SiteId
 from gateway.api.live import AlertHub, EventStreamResponse
 from gateway.auth import MAY_ACT_ON_ALERTS, Principal, Role, list_tokens, revoke_token
@@ -72,6 +73,7 @@ def _site_json(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"], "name": row["name"], "city": row["city"], "county": row["county"],
         "category": row["category"], "address": row["address"], "cameras_required": row["cameras_required"],
+        "contact_name": row.get("contact_name", ""), "contact_phone": row.get("contact_phone", ""),
         "agent": None if row.get("online") is None else {
             "online": row["online"], "boot": row["boot"], "agent_version": row["agent_version"],
             "heartbeat_s": row["heartbeat_s"], "status_at": rfc3339(row["status_at"]),
@@ -258,12 +260,12 @@ def alert_notifications(alert_id: int, conn: ConnDep, principal: PrincipalDep) -
 def _act(step: alert_store.Step, alert_id: int, conn: Conn, principal: Principal, body: Note | None) -> dict[str, Any]:
     _visible_alert(conn, principal, alert_id)
     if principal.role not in MAY_ACT_ON_ALERTS:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {principal.role} may not change alerts")
+        raise CodedError(status.HTTP_403_FORBIDDEN, "forbidden", f"role {principal.role} may not change alerts")
     try:
         alert_store.operator_step(conn, alert_id, step, from_epoch(time.time()), principal.name,
                                   body.note if body else None)
     except alert_store.AlertConflict as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        raise CodedError(status.HTTP_409_CONFLICT, exc.code, str(exc)) from None
     return alert_store.get(conn, alert_id)
 
 

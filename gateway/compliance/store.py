@@ -8,7 +8,7 @@ starts; anything older cannot). The figures themselves come from :mod:`gateway.c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.compliance.daily import DayFigures, absent_day, micros
 from gateway.compliance.rollup import daily_rows
-from gateway.compliance.timeline import Beat, CameraFigures, Verdict, camera_figures, verdict
+from gateway.compliance.timeline import Beat, CameraFigures, Verdict, camera_figures, not_yet_reporting, verdict
 from gateway.store.db import AGENT_TIMEOUT_S, Conn, rfc3339
 
 
@@ -26,15 +26,24 @@ class Thresholds:
     delay_p50_s: float = 10.0
 
 
+# When a site's figures start (issue 13): its registration, or its agent's first birth when later.
+# The devices its agent declares are created by that birth, so their earliest creation is the first
+# birth (the agent's row keeps only the latest status: a fallback for an agent that declared none).
+# NULL: no agent ever reported, so no verdict at all ("not yet reporting").
+REPORTING_SINCE = """CASE WHEN coalesce((SELECT min(dv.created_at) FROM devices dv WHERE dv.site = s.id), a.status_at)
+    IS NULL THEN NULL ELSE greatest(s.created_at,
+    coalesce((SELECT min(dv.created_at) FROM devices dv WHERE dv.site = s.id), a.status_at)) END"""
+
 # One row per camera heartbeat; a camera without heartbeats gives one row with a NULL arrival,
 # a site without cameras one row with a NULL device, an unknown site no row at all.
 _QUERY = f"""
 WITH site AS (
-    SELECT s.id, s.cameras_required, {AGENT_TIMEOUT_S} AS timeout_s
+    SELECT s.id, s.cameras_required, {AGENT_TIMEOUT_S} AS timeout_s, {REPORTING_SINCE} AS reporting_since
     FROM sites s LEFT JOIN agents a ON a.site = s.id
     WHERE %(site)s::text IS NULL OR s.id = %(site)s
 )
-SELECT site.id AS site, site.cameras_required, site.timeout_s::float8 AS timeout_s, d.id AS device,
+SELECT site.id AS site, site.cameras_required, site.timeout_s::float8 AS timeout_s, site.reporting_since,
+       d.id AS device,
        extract(epoch FROM r.received_at)::float8 AS arrival,
        extract(epoch FROM r.ts)::float8 AS ts,
        r.status = 'ok' AS stream_ok
@@ -57,9 +66,28 @@ class SiteCompliance:
     thresholds: Thresholds
     cameras: list[CameraFigures]
     verdict: Verdict
+    measured_from: datetime | None = None  # later than ``start`` when the site began reporting in the period
 
     def json(self) -> dict[str, Any]:
         return compliance_json(self)
+
+
+def _judged(
+    site: str, start: datetime, end: datetime, since: datetime | None, required: int, timeout_s: float,
+    thresholds: Thresholds, figures: Callable[[datetime], list[CameraFigures]],
+) -> SiteCompliance:
+    """The verdict over [max(start, since), end); none when the site was not reporting before ``end``."""
+    if since is None or since >= end:
+        return SiteCompliance(site=site, start=start, end=end, cameras_required=required, timeout_s=timeout_s,
+                              thresholds=thresholds, cameras=[], verdict=not_yet_reporting(required))
+    begin = max(start, since)
+    cameras = figures(begin)
+    return SiteCompliance(
+        site=site, start=start, end=end, cameras_required=required, timeout_s=timeout_s, thresholds=thresholds,
+        cameras=cameras, measured_from=begin,
+        verdict=verdict(cameras, cameras_required=required, online_share=thresholds.online_share,
+                        delay_p50_s=thresholds.delay_p50_s),
+    )
 
 
 def compliance_by_site(
@@ -89,26 +117,17 @@ def compliance_by_site(
     result = {}
     for site_id, (first, beats) in grouped.items():
         timeout_s = float(first["timeout_s"])
-        cameras = [
-            camera_figures(device, device_beats, start=start.timestamp(), end=end.timestamp(), timeout_s=timeout_s)
-            for device, device_beats in sorted(beats.items())
-        ]
-        required = int(first["cameras_required"])
-        result[site_id] = SiteCompliance(
-            site=site_id,
-            start=start,
-            end=end,
-            cameras_required=required,
-            timeout_s=timeout_s,
-            thresholds=thresholds,
-            cameras=cameras,
-            verdict=verdict(
-                cameras,
-                cameras_required=required,
-                online_share=thresholds.online_share,
-                delay_p50_s=thresholds.delay_p50_s,
-            ),
-        )
+
+        def figures(begin: datetime, beats: dict[str, list[Beat]] = beats, timeout_s: float = timeout_s
+                    ) -> list[CameraFigures]:
+            return [
+                camera_figures(device, device_beats, start=begin.timestamp(), end=end.timestamp(),
+                               timeout_s=timeout_s)
+                for device, device_beats in sorted(beats.items())
+            ]
+
+        result[site_id] = _judged(site_id, start, end, first["reporting_since"], int(first["cameras_required"]),
+                                  timeout_s, thresholds, figures)
     return result
 
 
@@ -146,7 +165,11 @@ def compliance_json(result: SiteCompliance) -> dict[str, Any]:
         "from": rfc3339(result.start),
         "to": rfc3339(result.end),
         "compliant": result.verdict.compliant,
+        "status": ("not_yet_reporting" if result.verdict.compliant is None
+                   else "compliant" if result.verdict.compliant else "not_compliant"),
+        "measured_from": rfc3339(result.measured_from),
         "reasons": list(result.verdict.reasons),
+        "reason_codes": [dict(c) for c in result.verdict.codes],
         "cameras_required": result.cameras_required,
         "cameras_reporting": result.verdict.cameras_reporting,
         "thresholds": {
@@ -189,7 +212,7 @@ def daily_compliance(
     what :func:`site_compliance` gives for it; days past the timeline's horizon are left out.
     None for an unknown site."""
     head = conn.execute(
-        f"SELECT s.cameras_required, {AGENT_TIMEOUT_S} AS timeout_s,"
+        f"SELECT s.cameras_required, {AGENT_TIMEOUT_S} AS timeout_s, {REPORTING_SINCE} AS reporting_since,"
         " (SELECT horizon FROM timeline_progress) AS horizon,"
         " array(SELECT id FROM devices WHERE site = s.id AND kind = 'camera' ORDER BY id) AS cameras"
         " FROM sites s LEFT JOIN agents a ON a.site = s.id WHERE s.id = %(site)s",
@@ -212,16 +235,25 @@ def daily_compliance(
         rows = daily_rows(conn, site, micros(bounds[0][0]), micros(bounds[-1][1]), zone=zone)
         figures = {(device, f.day): f for device, f in rows}
     days = []
+    since: datetime | None = head["reporting_since"]
     for start, end in bounds:
+        if since is not None and start < since < end:
+            # The day the site began reporting: its kept figures cover the whole day; measured from
+            # the first birth instead, from the readings (as /compliance would for that stretch).
+            clipped = compliance_by_site(conn, start, end, thresholds=thresholds,
+                                         default_heartbeat_s=default_heartbeat_s,
+                                         missed_heartbeats=missed_heartbeats, site=site).get(site)
+            if clipped is not None:
+                days.append(clipped)
+                continue
         period = micros(end) - micros(start)
-        cameras = [
-            figures.get((device, micros(start)), absent_day(micros(start), period)).camera(device, period)
-            for device in head["cameras"]
-        ]
-        days.append(SiteCompliance(
-            site=site, start=start, end=end, cameras_required=int(head["cameras_required"]),
-            timeout_s=float(head["timeout_s"]), thresholds=thresholds, cameras=cameras,
-            verdict=verdict(cameras, cameras_required=int(head["cameras_required"]),
-                            online_share=thresholds.online_share, delay_p50_s=thresholds.delay_p50_s),
-        ))
+
+        def kept(_begin: datetime, start: datetime = start, period: int = period) -> list[CameraFigures]:
+            return [
+                figures.get((device, micros(start)), absent_day(micros(start), period)).camera(device, period)
+                for device in head["cameras"]
+            ]
+
+        days.append(_judged(site, start, end, since, int(head["cameras_required"]), float(head["timeout_s"]),
+                            thresholds, kept))
     return DailyCompliance(site=site, zone=zone, days=days, complete_until=horizon)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 _US = 1_000_000
 
@@ -46,9 +47,23 @@ class CameraFigures:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    compliant: bool
+    """``compliant`` is None when there is nothing to judge (the site was not reporting yet);
+    ``reasons`` are English text (CLI, logs), ``codes`` the same as ``{"code": ..., params}``
+    for translation (gateway/compliance/reasons.py, the console)."""
+
+    compliant: bool | None
     reasons: list[str]
     cameras_reporting: int
+    codes: list[dict[str, Any]] = field(default_factory=list)
+
+
+NOT_YET_REPORTING = "not_yet_reporting"
+
+
+def not_yet_reporting(cameras_required: int) -> Verdict:
+    """No verdict: the period ended before the site was registered or its agent first reported."""
+    return Verdict(compliant=None, reasons=["not yet reporting"], cameras_reporting=0,
+                   codes=[{"code": NOT_YET_REPORTING, "required": cameras_required}])
 
 
 def _us(seconds: float) -> int:
@@ -168,15 +183,21 @@ def verdict(
     """Compliant iff every camera's online share >= ``online_share``, every camera's median delay
     <= ``delay_p50_s`` and at least ``cameras_required`` cameras reporting; otherwise the reasons."""
     reasons: list[str] = []
+    codes: list[dict[str, Any]] = []
     limit_pct = online_share * 100
     for camera in sorted(cameras, key=lambda c: c.device):
         if camera.online_share < online_share:
-            pct = camera.online_share * 100
-            reasons.append(f"{camera.device} online {_shown(pct, True, limit_pct)} % < {limit_pct:g} %")
+            pct = _shown(camera.online_share * 100, True, limit_pct)
+            reasons.append(f"{camera.device} online {pct} % < {limit_pct:g} %")
+            codes.append({"code": "camera_online_below", "device": camera.device, "pct": float(pct),
+                          "limit_pct": limit_pct, "longest_outage_s": camera.longest_outage_s})
         if camera.delay_p50_s is not None and camera.delay_p50_s > delay_p50_s:
             shown = _shown(camera.delay_p50_s, False, delay_p50_s)
             reasons.append(f"{camera.device} median delay {shown} s > {delay_p50_s:g} s")
+            codes.append({"code": "camera_delay_above", "device": camera.device, "delay_s": float(shown),
+                          "limit_s": delay_p50_s})
     reporting = sum(1 for c in cameras if c.reporting)
     if reporting < cameras_required:
         reasons.append(f"{reporting} of {cameras_required} required cameras reporting")
-    return Verdict(compliant=not reasons, reasons=reasons, cameras_reporting=reporting)
+        codes.append({"code": "cameras_missing", "reporting": reporting, "required": cameras_required})
+    return Verdict(compliant=not reasons, reasons=reasons, cameras_reporting=reporting, codes=codes)

@@ -61,7 +61,13 @@ _SELECT = "SELECT " + ", ".join(f"p.{c.strip()}" for c in COLUMNS.split(",") if 
 
 
 class ProblemConflict(Exception):
-    """A hand action that the problem's status does not allow (HTTP 409)."""
+    """A hand action that the problem's status does not allow (HTTP 409); ``code`` names why
+    (docs/api.md), ``params`` what a translation needs."""
+
+    def __init__(self, message: str, code: str = "conflict", **params: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
 class ProblemNotFound(LookupError):
@@ -148,9 +154,10 @@ def non_compliant_sites(conn: Conn, at: datetime, settings: Settings) -> list[Co
                                  default_heartbeat_s=settings.default_heartbeat_s,
                                  missed_heartbeats=settings.missed_heartbeats)
     return [
-        Condition(ProblemKey(site, None, ProblemKind.NOT_COMPLIANT), start, {"reasons": list(c.verdict.reasons)})
+        Condition(ProblemKey(site, None, ProblemKind.NOT_COMPLIANT), start,
+                  {"reasons": list(c.verdict.reasons), "reason_codes": [dict(r) for r in c.verdict.codes]})
         for site, c in sorted(figures.items())
-        if not c.verdict.compliant
+        if c.verdict.compliant is False  # None: not reporting yet, no verdict
     ]
 
 
@@ -307,13 +314,32 @@ def add_note(conn: Conn, problem_id: int, at: datetime, by: str, note: str | Non
         _history(conn, problem_id, at, "note", row["status"], by, note)
 
 
+def _open_alert(conn: Conn, problem: Mapping[str, Any]) -> int | None:
+    """The unresolved alert behind an alert-kind problem (same site, device and kind), if any."""
+    if ProblemKind(problem["kind"]) not in ALERT_KINDS:
+        return None
+    found = conn.execute(
+        "SELECT id FROM alerts WHERE site = %s AND coalesce(device, '') = coalesce(%s, '') AND kind = %s"
+        " AND state <> 'resolved' ORDER BY id DESC LIMIT 1",
+        (problem["site"], problem["device"], problem["kind"]),
+    ).fetchone()
+    return None if found is None else int(found["id"])
+
+
 def close(conn: Conn, problem_id: int, at: datetime, by: str, note: str | None) -> None:
     """Rectified by hand: ``closed_by`` is who. While the same condition lasts, no new problem opens."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _LOCK)
         row = _row(conn, problem_id, at)
         if row["status"] == ProblemStatus.RECTIFIED:
-            raise ProblemConflict(f"problem {problem_id} is already rectified")
+            raise ProblemConflict(f"problem {problem_id} is already rectified", "already_rectified")
+        alert = _open_alert(conn, row)
+        if alert is not None and not (note and note.strip()):
+            # Closing while the alert that raised it is still open is allowed, but only with a written
+            # reason (e.g. checked on site, the sensor is wrong): the history says why.
+            raise ProblemConflict(
+                f"problem {problem_id}: its alert {alert} is still open; closing it needs a note saying why",
+                "alert_still_open", alert_id=alert)
         conn.execute(
             "UPDATE problems SET status = 'rectified', rectified_at = %s, closed_by = %s, by_hand = false,"
             " clear_since = NULL, updated_at = %s WHERE id = %s",
@@ -328,7 +354,7 @@ def reopen(conn: Conn, problem_id: int, at: datetime, by: str, note: str | None)
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _LOCK)
         row = _row(conn, problem_id, at)
         if row["status"] != ProblemStatus.RECTIFIED:
-            raise ProblemConflict(f"problem {problem_id} is not rectified")
+            raise ProblemConflict(f"problem {problem_id} is not rectified", "not_rectified")
         status = ProblemStatus.OVERDUE if row["deadline"] <= at else ProblemStatus.OPEN
         try:
             with conn.transaction():
@@ -339,5 +365,6 @@ def reopen(conn: Conn, problem_id: int, at: datetime, by: str, note: str | None)
                 )
         except UniqueViolation:
             where = "/".join(filter(None, (row["site"], row["device"])))
-            raise ProblemConflict(f"another {row['kind']} problem of {where} is not rectified") from None
+            raise ProblemConflict(f"another {row['kind']} problem of {where} is not rectified",
+                                  "duplicate_open") from None
         _history(conn, problem_id, at, "reopened", status.value, by, note)

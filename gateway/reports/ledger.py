@@ -14,7 +14,7 @@ Figures for the half-open period [start, end):
 docs/reports.md describes the columns.
 """
 
-# ruff: noqa: RUF001 - the inspectors' texts use Chinese full-width punctuation on purpose
+# ruff: noqa: RUF001, RUF002 - the inspectors' texts use Chinese full-width punctuation on purpose
 from __future__ import annotations
 
 import io
@@ -27,7 +27,9 @@ from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
+from gateway.compliance.reasons import reason_text
 from gateway.compliance.store import SiteCompliance, Thresholds, compliance_by_site
+from gateway.compliance.timeline import NOT_YET_REPORTING
 from gateway.config import Settings
 from gateway.reports.spreadsheet import guard, to_csv
 from gateway.store.db import Conn
@@ -52,12 +54,17 @@ class LedgerRow:
     cameras_reporting: int | None  # None: no compliance figures (the period has not begun)
     online_share_min: float | None  # lowest camera online share; None without cameras or figures
     delay_p50_max_s: float | None  # highest camera median delay (s); None without delays
-    compliant: bool | None
-    reasons: tuple[str, ...]
+    compliant: bool | None  # None also for a site not reporting yet in the period (reason_codes says so)
+    reasons: tuple[str, ...]  # the reasons in words, in the ledger's language (zh-CN by default)
     problems: int
     rectified: int
     unrectified: int
     overdue: int
+    reason_codes: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def not_reporting(self) -> bool:
+        return any(c.get("code") == NOT_YET_REPORTING for c in self.reason_codes)
 
 
 _SITES = """
@@ -97,6 +104,7 @@ def ledger_rows(
     county: str | None = None,
     settings: Settings,
     now: datetime | None = None,
+    lang: str = "zh-CN",
 ) -> list[LedgerRow]:
     """The ledger of [start, end) (aware datetimes) for the sites of ``city``/``county`` (all when None),
     sorted by city, county, site id. ``now`` (default: the clock) caps the period (module docstring)."""
@@ -130,7 +138,8 @@ def ledger_rows(
             online_share_min=min(shares) if shares else None,
             delay_p50_max_s=max(delays) if delays else None,
             compliant=c.verdict.compliant if c else None,
-            reasons=tuple(c.verdict.reasons) if c else (),
+            reasons=tuple(reason_text(code, lang) for code in c.verdict.codes) if c else (),
+            reason_codes=tuple(dict(code) for code in c.verdict.codes) if c else (),
             problems=problems, rectified=rectified, unrectified=problems - rectified, overdue=overdue,
         ))
     return rows
@@ -141,6 +150,11 @@ def ledger_rows(
 
 def yes_no(value: bool | None) -> str:
     return "" if value is None else ("是" if value else "否")
+
+
+def verdict_cell(r: LedgerRow) -> str:
+    """是 / 否, 未接入 for a site not reporting yet, empty without figures."""
+    return "未接入" if r.not_reporting else yes_no(r.compliant)
 
 
 def percent_text(value: float | None) -> str:
@@ -155,7 +169,7 @@ def _text_cells(r: LedgerRow) -> list[str]:
     return [
         guard(r.site), guard(r.name), guard(r.city), guard(r.county), guard(r.category), str(r.cameras_required),
         "" if r.cameras_reporting is None else str(r.cameras_reporting), percent_text(r.online_share_min),
-        delay_text(r.delay_p50_max_s), yes_no(r.compliant), guard("；".join(r.reasons)), str(r.problems),
+        delay_text(r.delay_p50_max_s), verdict_cell(r), guard("；".join(r.reasons)), str(r.problems),
         str(r.rectified), str(r.unrectified), str(r.overdue),
     ]
 
@@ -174,13 +188,14 @@ def to_xlsx(
     widths: Sequence[int],
     formats: dict[int, str],
     freeze: str,
+    sheet_name: str | None = None,
 ) -> bytes:
     """One sheet: the title in A1 (bold), the header in row 2 (bold, frozen above ``freeze``), then
     ``rows`` from row 3; ``formats`` maps a 0-based column to its number format."""
     book = Workbook()
     sheet = book.active
     assert sheet is not None
-    sheet.title = sheet_title(title)
+    sheet.title = sheet_title(sheet_name or title)  # A1 has the whole title; a sheet name is short
     sheet.append([guard(title)])
     sheet["A1"].font = Font(bold=True, size=14)
     sheet.append(list(header))
@@ -200,22 +215,23 @@ def to_xlsx(
 
 
 def sheet_title(title: str) -> str:
-    """A valid sheet name: at most 31 characters, none of ``[]:*?/\\``."""
-    cleaned = "".join("_" if ch in "[]:*?/\\" else ch for ch in title).strip("'") or "Sheet1"
+    """A valid sheet name: at most 31 characters, none of ``[]:*?/\\`` (a time's colon becomes the
+    full-width one, which Excel allows: ``08：00``)."""
+    cleaned = "".join("：" if ch == ":" else "_" if ch in "[]*?/\\" else ch for ch in title).strip("'") or "Sheet1"
     return cleaned[:31]
 
 
 def _xlsx_cells(r: LedgerRow) -> list[Any]:
     return [
         guard(r.site), guard(r.name), guard(r.city), guard(r.county), guard(r.category), r.cameras_required,
-        r.cameras_reporting, r.online_share_min, r.delay_p50_max_s, yes_no(r.compliant) or None,
+        r.cameras_reporting, r.online_share_min, r.delay_p50_max_s, verdict_cell(r) or None,
         guard("；".join(r.reasons)) or None, r.problems, r.rectified, r.unrectified, r.overdue,
     ]
 
 
-def ledger_xlsx(rows: Iterable[LedgerRow], *, title: str) -> bytes:
+def ledger_xlsx(rows: Iterable[LedgerRow], *, title: str, sheet_name: str | None = None) -> bytes:
     """The ledger as XLSX: ``title`` in A1, :data:`LEDGER_HEADER` in row 2 (bold), one row per site from
     row 3, frozen below the header and right of the site's name; numbers as numbers, online share
     formatted ``0.0%``, delay in seconds ``0.00``, empty cells where there is no figure."""
     return to_xlsx(title, LEDGER_HEADER, (_xlsx_cells(r) for r in rows), widths=_LEDGER_WIDTHS,
-                   formats={7: PERCENT_FORMAT, 8: DELAY_FORMAT}, freeze="C3")
+                   formats={7: PERCENT_FORMAT, 8: DELAY_FORMAT}, freeze="C3", sheet_name=sheet_name)

@@ -27,9 +27,9 @@ from gateway.reports.ledger import (
     ledger_rows,
     percent_text,
     to_xlsx,
-    yes_no,
+    verdict_cell,
 )
-from gateway.reports.spreadsheet import guard, to_csv
+from gateway.reports.spreadsheet import guard, period_text, to_csv
 from gateway.store.db import Conn
 
 SUMMARY_HEADER: tuple[str, ...] = (
@@ -79,6 +79,7 @@ class CitySummary:
     counties: tuple[SummaryRow, ...]  # sorted by county
     total: SummaryRow
     sites: tuple[LedgerRow, ...] = ()  # the city's ledger, for the page's list of sites needing attention
+    zone: str = "Asia/Shanghai"  # for the period in words
 
     @property
     def rows(self) -> tuple[SummaryRow, ...]:
@@ -112,7 +113,7 @@ def summary(
         by_county.setdefault(row.county, []).append(row)
     counties = tuple(_row(county, by_county[county], inspected) for county in sorted(by_county))
     return CitySummary(city=city, start=start, end=end, counties=counties, total=_row(TOTAL_LABEL, ledger, inspected),
-                       sites=tuple(ledger))
+                       sites=tuple(ledger), zone=settings.problem_timezone)
 
 
 def attention(report: CitySummary) -> list[LedgerRow]:
@@ -139,18 +140,15 @@ def summary_csv(report: CitySummary) -> bytes:
 
 
 def summary_title(report: CitySummary) -> str:
-    return f"{report.city} 检查情况汇总 {_day(report.start)} 至 {_day(report.end)}"
-
-
-def _day(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
+    return f"{report.city} 检查情况汇总 {period_text(report.start, report.end, report.zone)}"
 
 
 def summary_xlsx(report: CitySummary, *, title: str | None = None) -> bytes:
     """XLSX: the title in A1, :data:`SUMMARY_HEADER` in row 2 (bold, frozen), counties then the total;
     shares as numbers formatted ``0.0%``."""
     return to_xlsx(title or summary_title(report), SUMMARY_HEADER, (_cells(r) for r in report.rows),
-                   widths=_WIDTHS, formats={3: PERCENT_FORMAT, 5: PERCENT_FORMAT}, freeze="B3")
+                   widths=_WIDTHS, formats={3: PERCENT_FORMAT, 5: PERCENT_FORMAT}, freeze="B3",
+                   sheet_name=f"汇总 {period_text(report.start, report.end, report.zone)}")
 
 
 _CSS = """
@@ -191,7 +189,7 @@ ATTENTION_HEADER: tuple[str, ...] = ("场所编号", "场所名称", "县区", "
 def _attention_rows(rows: Iterable[LedgerRow]) -> str:
     out = []
     for r in rows:
-        cells = [r.site, r.name, r.county, yes_no(r.compliant), str(r.unrectified), str(r.overdue),
+        cells = [r.site, r.name, r.county, verdict_cell(r), str(r.unrectified), str(r.overdue),
                  "；".join(r.reasons)]
         out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return "\n".join(out) or f'<tr><td colspan="{len(ATTENTION_HEADER)}">无</td></tr>'
@@ -212,7 +210,7 @@ def summary_html(report: CitySummary) -> str:
 </head>
 <body>
 <h1>{html.escape(report.city)} 检查情况汇总</h1>
-<p class="period">统计期间：{html.escape(_day(report.start))} 至 {html.escape(_day(report.end))}（不含截止时刻）</p>
+<p class="period">统计期间：{html.escape(period_text(report.start, report.end, report.zone))}</p>
 <table>
 <thead><tr>{head}</tr></thead>
 <tbody>

@@ -322,13 +322,18 @@ def refuse_resolve(alert: OpenAlert) -> str | None:
 
 
 class StepRefused(Exception):
-    """An operator's step that the alert's state does not allow (HTTP 409)."""
+    """An operator's step that the alert's state does not allow (HTTP 409); ``code`` names why
+    (docs/api.md: ``ack_required``, ``already_acknowledged``, ``condition_holds``)."""
+
+    def __init__(self, message: str, code: str = "conflict") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def acknowledge(alert: OpenAlert, alerts: OpenAlerts) -> list[Change]:
     """An operator acknowledges ``alert``: the step, what follows it, then the site's compound rule."""
     if alert.acknowledged:
-        raise StepRefused("the alert is already acknowledged")
+        raise StepRefused("the alert is already acknowledged", "already_acknowledged")
     step: list[Change] = [Acknowledge(alert.key)]
     after = apply(alerts, step)
     follow = evaluate_acknowledged(after[alert.key])
@@ -341,9 +346,15 @@ def resolve_by_hand(alert: OpenAlert, alerts: OpenAlerts) -> list[Change]:
     """An operator resolves ``alert`` (refused for an unacknowledged critical one), then the compound rule."""
     refusal = refuse_resolve(alert)
     if refusal:
-        raise StepRefused(refusal)
+        raise StepRefused(refusal, "ack_required")
     step: list[Change] = [Resolve(alert.key, "resolved by hand", by_hand=True)]
-    return step + evaluate_compound(alert.key.site, apply(alerts, step))
+    follow = evaluate_compound(alert.key.site, apply(alerts, step))
+    if any(isinstance(c, Raise) and c.key == alert.key for c in follow):
+        # The compound alert would open again at once as a new alert, losing its acknowledgement
+        # and escalation: it ends when its fire alarm ends or its exits clear, not by hand.
+        raise StepRefused("the fire alarm is still open and an exit still blocked: resolve the fire alarm"
+                          " or clear the exit first", "condition_holds")
+    return step + follow
 
 
 def apply(alerts: OpenAlerts, changes: Iterable[Change]) -> dict[AlertKey, OpenAlert]:

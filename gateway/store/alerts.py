@@ -47,7 +47,11 @@ _BY_KEY = (
 
 
 class AlertConflict(Exception):
-    """A lifecycle step that the alert's state does not allow (HTTP 409)."""
+    """A lifecycle step that the alert's state does not allow (HTTP 409); ``code`` as StepRefused's."""
+
+    def __init__(self, message: str, code: str = "conflict") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class AlertNotFound(LookupError):
@@ -196,7 +200,7 @@ def _locked_alert(conn: Conn, alert_id: int) -> tuple[OpenAlert, dict[AlertKey, 
     row = conn.execute(f"SELECT {COLUMNS} FROM alerts WHERE id = %s", (alert_id,)).fetchone()
     assert row is not None
     if row["state"] == AlertState.RESOLVED:
-        raise AlertConflict(f"alert {alert_id} is already resolved")
+        raise AlertConflict(f"alert {alert_id} is already resolved", "already_resolved")
     return open_alert(row), load_open(conn, [row["site"]])
 
 
@@ -211,7 +215,7 @@ def operator_step(conn: Conn, alert_id: int, decide: Step, at: datetime, by: str
         try:
             changes = decide(alert, alerts)
         except StepRefused as exc:
-            raise AlertConflict(f"alert {alert_id}: {exc}") from None
+            raise AlertConflict(f"alert {alert_id}: {exc}", exc.code) from None
         return persist(conn, changes, at, by=by, note=note)
 
 

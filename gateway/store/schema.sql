@@ -10,7 +10,9 @@ CREATE TABLE sites (
     address          text NOT NULL DEFAULT '',
     cameras_required integer NOT NULL DEFAULT 0 CHECK (cameras_required >= 0),
     created_at       timestamptz NOT NULL DEFAULT now(),
-    updated_at       timestamptz NOT NULL DEFAULT now()
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    contact_name     text NOT NULL DEFAULT '',  -- migration 0008
+    contact_phone    text NOT NULL DEFAULT ''
 );
 
 -- The edge agent of a site, from its retained status message (birth or Last Will).

@@ -26,6 +26,8 @@ class SiteFields(BaseModel):
     category: PgText = Field("", max_length=100)
     address: PgText = Field("", max_length=500)
     cameras_required: int = Field(0, ge=0, le=10_000)
+    contact_name: str = Field("", max_length=100)
+    contact_phone: str = Field("", max_length=50)
 
 
 class SiteRecord(SiteFields):
@@ -39,18 +41,22 @@ class SiteRecord(SiteFields):
         return value
 
 
-CSV_COLUMNS = ("id", "name", "city", "county", "category", "address", "cameras_required")
+REQUIRED_CSV_COLUMNS = ("id", "name", "city", "county", "category", "address", "cameras_required")
+OPTIONAL_CSV_COLUMNS = ("contact_name", "contact_phone")  # issue 13: older files without them still import
+CSV_COLUMNS = REQUIRED_CSV_COLUMNS + OPTIONAL_CSV_COLUMNS
 
 
 def upsert_sites(conn: Conn, sites: Iterable[SiteRecord]) -> int:
     rows = [s.model_dump() for s in sites]
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO sites (id, name, city, county, category, address, cameras_required)"
-            " VALUES (%(id)s, %(name)s, %(city)s, %(county)s, %(category)s, %(address)s, %(cameras_required)s)"
+            "INSERT INTO sites (id, name, city, county, category, address, cameras_required, contact_name,"
+            " contact_phone) VALUES (%(id)s, %(name)s, %(city)s, %(county)s, %(category)s, %(address)s,"
+            " %(cameras_required)s, %(contact_name)s, %(contact_phone)s)"
             " ON CONFLICT (id) DO UPDATE SET name = excluded.name, city = excluded.city, county = excluded.county,"
             " category = excluded.category, address = excluded.address,"
-            " cameras_required = excluded.cameras_required, updated_at = now()",
+            " cameras_required = excluded.cameras_required, contact_name = excluded.contact_name,"
+            " contact_phone = excluded.contact_phone, updated_at = now()",
             rows,
         )
     return len(rows)
@@ -83,12 +89,12 @@ def read_sites_csv(path: Path) -> list[SiteRecord]:
     reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
     header = [name.strip() for name in reader.fieldnames or ()]
     reader.fieldnames = header
-    missing = [c for c in CSV_COLUMNS if c not in header]
+    missing = [c for c in REQUIRED_CSV_COLUMNS if c not in header]
     unknown = [c for c in header if c not in CSV_COLUMNS]
     if missing or unknown:
         raise SiteCsvError(
-            f"{path}: line 1 must name the columns {','.join(CSV_COLUMNS)} (any order);"
-            f" missing {missing}, unknown {unknown}"
+            f"{path}: line 1 must name the columns {','.join(REQUIRED_CSV_COLUMNS)} (any order; optional:"
+            f" {','.join(OPTIONAL_CSV_COLUMNS)}); missing {missing}, unknown {unknown}"
         )
     records, seen = [], set()
     for row in reader:

@@ -204,10 +204,20 @@ def test_smoke_alarm_appears_live_and_acknowledge_reaches_a_second_console(
         brigade.screenshot(path=str(README_SHOT), animations="disabled")
         assert README_SHOT.stat().st_size < 300_000
 
-    # Resolving an unacknowledged fire alarm is refused: the 409's detail is shown.
+    # Resolving asks first; an unacknowledged fire alarm is then refused (409 ack_required), in Chinese.
+    asked: list[str] = []
+
+    def confirm(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    brigade.once("dialog", confirm)
     alert_row(brigade, SITE_A, "fire_alarm").get_by_test_id("alert-resolve").click()
     expect(brigade.get_by_test_id("action-error")).to_be_visible(timeout=LIVE_S)
-    expect(brigade.get_by_test_id("action-error")).to_contain_text("acknowledged")
+    expect(brigade.get_by_test_id("action-error")).to_have_text("紧急告警须先确认，才能解除")  # noqa: RUF001
+    expect(brigade.get_by_test_id("action-error")).to_have_attribute("data-code", "ack_required")
+    assert len(asked) == 1, asked
+    assert "火警" in asked[0], asked
 
     # The brigade acknowledges; the inspector's console follows.
     alert_row(brigade, SITE_A, "fire_alarm").get_by_test_id("alert-ack").click()
@@ -253,18 +263,20 @@ def test_smoke_alarm_appears_live_and_acknowledge_reaches_a_second_console(
     expect(brigade.get_by_test_id("timeline-item")).to_have_count(2)  # fire alarm, detector fault
     shot(brigade, "site-detail-zh")
 
-    # Inspector view: site A requires 2 cameras and has none: not compliant, and why; its kept
-    # daily figures (the timeline runs as the gateway starts) say the same for each past day.
+    # Inspector view: site A requires 2 cameras and has none: not compliant since its agent's birth,
+    # and why, in Chinese; the 7 past days are before the site existed: no verdict, not "not compliant".
     inspector.get_by_test_id("tab-inspector").click()
     inspector.get_by_test_id("inspector-site").select_option(SITE_A)
     status = inspector.get_by_test_id("compliance-status")
     expect(status).to_have_attribute("data-available", "true", timeout=LIVE_S)
     expect(inspector.get_by_test_id("compliance-verdict")).to_have_attribute("data-compliant", "false")
     expect(inspector.get_by_test_id("compliance-verdict")).to_have_text("不合规")
-    expect(inspector.get_by_test_id("compliance-reason")).to_have_text(["0 of 2 required cameras reporting"])
+    expect(inspector.get_by_test_id("compliance-reason")).to_have_text(["应接入摄像头 2 路，实际上报 0 路"])  # noqa: RUF001
+    expect(inspector.get_by_test_id("compliance-measured-from")).to_contain_text("开始上报")
     days = inspector.get_by_test_id("compliance-day")
     expect(days).to_have_count(7)
-    expect(inspector.locator('[data-testid="compliance-day"][data-compliant="false"]')).to_have_count(7)
+    expect(inspector.locator('[data-testid="compliance-day"][data-compliant="null"]')).to_have_count(7)
+    expect(days.first).to_contain_text("尚未接入")
     shot(inspector, "inspector-zh")
 
     # English, and back; the choice is remembered.

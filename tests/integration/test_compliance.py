@@ -46,7 +46,8 @@ def every(first: float, last: float, step: float = 60.0) -> list[float]:
 
 def add_site(conn: Conn, site: str, *, cameras_required: int, heartbeat_s: int | None) -> None:
     conn.execute(
-        "INSERT INTO sites (id, name, city, county, cameras_required) VALUES (%s, %s, 'Hangzhou', 'Xihu', %s)",
+        "INSERT INTO sites (id, name, city, county, cameras_required, created_at)"
+            " VALUES (%s, %s, 'Hangzhou', 'Xihu', %s, '2000-01-01Z')",
         (site, f"{site} school", cameras_required),
     )
     if heartbeat_s is not None:
@@ -57,7 +58,8 @@ def add_site(conn: Conn, site: str, *, cameras_required: int, heartbeat_s: int |
 
 
 def add_device(conn: Conn, site: str, device: str, kind: str = "camera") -> None:
-    conn.execute("INSERT INTO devices (site, id, kind, declared) VALUES (%s, %s, %s, true)", (site, device, kind))
+    conn.execute("INSERT INTO devices (site, id, kind, declared, created_at)"
+        " VALUES (%s, %s, %s, true, '2000-01-01Z')", (site, device, kind))
 
 
 def add_heartbeats(
@@ -132,11 +134,21 @@ def test_site_with_outages_stream_fault_late_and_silent_cameras(world: World) ->
         "from": "2025-03-01T00:00:00Z",
         "to": "2025-03-02T00:00:00Z",
         "compliant": False,
+        "status": "not_compliant",
+        "measured_from": "2025-03-01T00:00:00Z",
         "reasons": [
             "cam-2 online 95.1 % < 99 %",
             "cam-2 median delay 12.0 s > 10 s",
             "cam-3 online 0.0 % < 99 %",
             "2 of 3 required cameras reporting",
+        ],
+        "reason_codes": [  # the same, for translation (docs/compliance.md)
+            {"code": "camera_online_below", "device": "cam-2", "pct": 95.1, "limit_pct": 99.0,
+             "longest_outage_s": 3570.0},
+            {"code": "camera_delay_above", "device": "cam-2", "delay_s": 12.0, "limit_s": 10.0},
+            {"code": "camera_online_below", "device": "cam-3", "pct": 0.0, "limit_pct": 99.0,
+             "longest_outage_s": float(DAY)},
+            {"code": "cameras_missing", "reporting": 2, "required": 3},
         ],
         "cameras_required": 3,
         "cameras_reporting": 2,

@@ -40,13 +40,15 @@ def conn(database_url: str) -> Iterator[Conn]:
 
 
 def add_site(conn: Conn, site: str, cameras: list[str], *, heartbeat_s: int | None, required: int) -> None:
-    conn.execute("INSERT INTO sites (id, name, city, county, cameras_required) VALUES (%s, %s, 'Hangzhou', 'Xihu', %s)",
+    conn.execute("INSERT INTO sites (id, name, city, county, cameras_required, created_at)"
+        " VALUES (%s, %s, 'Hangzhou', 'Xihu', %s, '2000-01-01Z')",
                  (site, site, required))
     if heartbeat_s is not None:
         conn.execute("INSERT INTO agents (site, online, boot, heartbeat_s, status_at)"
                      " VALUES (%s, true, 'b1', %s, now())", (site, heartbeat_s))
     for camera in cameras:
-        conn.execute("INSERT INTO devices (site, id, kind, declared) VALUES (%s, %s, 'camera', true)", (site, camera))
+        conn.execute("INSERT INTO devices (site, id, kind, declared, created_at)"
+            " VALUES (%s, %s, 'camera', true, '2000-01-01Z')", (site, camera))
 
 
 def beats(rng: random.Random, first: float, last: float, step: float) -> list[float]:

@@ -194,7 +194,8 @@ def _seed(conn: psycopg.Connection[Any]) -> None:
         return now + timedelta(**kw)
 
     conn.cursor().executemany(
-        "INSERT INTO sites (id, name, city, county, cameras_required) VALUES (%s, %s, %s, %s, %s)",
+        "INSERT INTO sites (id, name, city, county, cameras_required, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, '2000-01-01Z')",
         [
             ("hz-001", "学而思 西湖", "杭州", "西湖区", 2),
             ("wz-001", "新东方 鹿城", "温州", "鹿城区", 1),
@@ -216,7 +217,8 @@ def _seed(conn: psycopg.Connection[Any]) -> None:
     with conn.cursor() as cur:
         for site, device, kind, status, reading, seen, deadline, offline in devices:
             cur.execute(
-                "INSERT INTO devices (site, id, kind, declared) VALUES (%s, %s, %s, true)", (site, device, kind)
+                "INSERT INTO devices (site, id, kind, declared, created_at)"
+                    " VALUES (%s, %s, %s, true, '2000-01-01Z')", (site, device, kind)
             )
             if status is not None:
                 cur.execute(

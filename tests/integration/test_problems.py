@@ -34,7 +34,8 @@ def settings(database_url: str) -> Settings:
 def conn(database_url: str) -> Iterator[Conn]:
     with connect(database_url) as c:
         for site, city, county in (("s1", "杭州市", "西湖区"), ("s2", "杭州市", "上城区"), ("s3", "宁波市", "鄞州区")):
-            c.execute("INSERT INTO sites (id, name, city, county) VALUES (%s, %s, %s, %s)", (site, site, city, county))
+            c.execute("INSERT INTO sites (id, name, city, county, created_at)"
+                " VALUES (%s, %s, %s, %s, '2000-01-01Z')", (site, site, city, county))
         c.commit()
         yield c
 
@@ -161,8 +162,9 @@ def add_smoke_tests(conn: Conn, site: str, device: str, times: list[datetime]) -
 
 def test_detectors_tested_fewer_than_twice_this_month(conn: Conn, settings: Settings) -> None:
     for device in ("smoke-1", "smoke-2", "smoke-3"):
-        conn.execute("INSERT INTO devices (site, id, kind) VALUES ('s1', %s, 'smoke')", (device,))
-    conn.execute("INSERT INTO devices (site, id, kind) VALUES ('s1', 'cam-1', 'camera')")
+        conn.execute("INSERT INTO devices (site, id, kind, created_at)"
+            " VALUES ('s1', %s, 'smoke', '2000-01-01Z')", (device,))
+    conn.execute("INSERT INTO devices (site, id, kind, created_at) VALUES ('s1', 'cam-1', 'camera', '2000-01-01Z')")
     # Months begin at midnight in Asia/Shanghai: 1 March 00:00 there is 28 Feb 16:00 UTC.
     march = datetime(2025, 2, 28, 16, 0, tzinfo=UTC)
     add_smoke_tests(conn, "s1", "smoke-1", [march - MIN, march + HOUR, march + HOUR + 10 * MIN])  # 1 test in March
@@ -187,7 +189,8 @@ def add_camera(conn: Conn, site: str, device: str, *, cameras_required: int, bea
     conn.execute("UPDATE sites SET cameras_required = %s WHERE id = %s", (cameras_required, site))
     conn.execute("INSERT INTO agents (site, online, boot, heartbeat_s, status_at) VALUES (%s, true, 'b', 60, %s)"
                  " ON CONFLICT DO NOTHING", (site, T - 2 * DAY))
-    conn.execute("INSERT INTO devices (site, id, kind) VALUES (%s, %s, 'camera')", (site, device))
+    conn.execute("INSERT INTO devices (site, id, kind, created_at)"
+        " VALUES (%s, %s, 'camera', '2000-01-01Z')", (site, device))
     if beats is not None:
         conn.execute(
             "INSERT INTO readings SELECT g, g + interval '50 milliseconds', %s, %s, 'camera', 'b',"

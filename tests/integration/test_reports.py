@@ -1,8 +1,11 @@
 """The ledger and the city summary report on hand-made data in a real PostgreSQL.
 
 Heartbeats and problems are inserted with SQL; every cell below is worked out by hand. No agent
-row, so the timeout is the default heartbeat 60 s x 3 = 180 s. The period is 2025-03-01 (UTC).
+row for the sites with cameras, so the timeout is the default heartbeat 60 s x 3 = 180 s. The period
+is 2025-03-01 (UTC).
 """
+
+# ruff: noqa: RUF001 - the inspectors' texts use Chinese full-width punctuation on purpose
 
 from __future__ import annotations
 
@@ -47,14 +50,22 @@ def every(first: float, last: float, step: float = 60.0) -> list[float]:
 
 def add_site(conn: Conn, site: str, name: str, city: str, county: str, category: str, cameras_required: int) -> None:
     conn.execute(
-        "INSERT INTO sites (id, name, city, county, category, cameras_required) VALUES (%s, %s, %s, %s, %s, %s)",
+        "INSERT INTO sites (id, name, city, county, category, cameras_required, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, '2000-01-01Z')",
         (site, name, city, county, category, cameras_required),
     )
 
 
+def add_agent(conn: Conn, site: str) -> None:
+    """An agent that reported long ago (its site has a verdict), declaring no devices."""
+    conn.execute("INSERT INTO agents (site, online, boot, heartbeat_s, status_at) VALUES (%s, true, 'b', 60,"
+                 " '2000-01-01Z')", (site,))
+
+
 def add_camera(conn: Conn, site: str, device: str, arrivals: list[float], *, delay: float) -> None:
     """A camera and its heartbeats arriving at ``arrivals`` (s after D), each sent ``delay`` s earlier."""
-    conn.execute("INSERT INTO devices (site, id, kind, declared) VALUES (%s, %s, 'camera', true)", (site, device))
+    conn.execute("INSERT INTO devices (site, id, kind, declared, created_at)"
+        " VALUES (%s, %s, 'camera', true, '2000-01-01Z')", (site, device))
     insert_heartbeats(conn, site, device, [D.timestamp() + a for a in arrivals], delay=delay)
 
 
@@ -91,8 +102,10 @@ def conn(database_url: str) -> Iterator[Conn]:
         add_camera(c, "a2", "cam-1", every(-60, DAY_S - 60), delay=0.25)
         # a3: no cameras required, none present: compliant.
         add_site(c, "a3", "三号", "杭州市", "上城区", "", 0)
+        add_agent(c, "a3")
         # b1: one camera required, none registered: not compliant.
         add_site(c, "b1", "宁波一号", "宁波市", "鄞州区", "户外", 1)
+        add_agent(c, "b1")
 
         # a1's problems
         p1 = add_problem(c, "a1", "exit-1", D + H, D + 2 * H)  # in the period, unrectified, overdue
@@ -118,10 +131,10 @@ def conn(database_url: str) -> Iterator[Conn]:
 
 
 A1 = ["a1", "<b>x</b>", "杭州市", "西湖区", "'=体育", "2", "2", "50.1%", "2.00", "否",
-      "cam-2 online 50.1 % < 99 %", "4", "1", "3", "1"]
+      "摄像头 cam-2 在线率 50.1 %，低于 99 %", "4", "1", "3", "1"]
 A2 = ["a2", "Site two", "杭州市", "西湖区", "舞蹈", "1", "1", "100.0%", "0.25", "是", "", "0", "0", "0", "0"]
 A3 = ["a3", "三号", "杭州市", "上城区", "", "0", "0", "", "", "是", "", "1", "1", "0", "0"]
-B1 = ["b1", "宁波一号", "宁波市", "鄞州区", "户外", "1", "0", "", "", "否", "0 of 1 required cameras reporting",
+B1 = ["b1", "宁波一号", "宁波市", "鄞州区", "户外", "1", "0", "", "", "否", "应接入摄像头 1 路，实际上报 0 路",
       "1", "0", "1", "1"]
 
 
@@ -157,7 +170,7 @@ def test_ledger_xlsx_cell_by_cell(conn: Conn, settings: Settings) -> None:
     assert values == [
         ["a3", "三号", "杭州市", "上城区", None, 0, 0, None, None, "是", None, 1, 1, 0, 0],
         ["a1", "<b>x</b>", "杭州市", "西湖区", "'=体育", 2, 2, pytest.approx(A1_SHARE), 2.0, "否",
-         "cam-2 online 50.1 % < 99 %", 4, 1, 3, 1],
+         "摄像头 cam-2 在线率 50.1 %，低于 99 %", 4, 1, 3, 1],
         ["a2", "Site two", "杭州市", "西湖区", "舞蹈", 1, 1, 1.0, 0.25, "是", None, 0, 0, 0, 0],
     ]
     assert sheet["H4"].number_format == "0.0%"
@@ -229,7 +242,9 @@ def test_summary_html_has_the_figures_and_escapes(conn: Conn, settings: Settings
     assert "<td>&lt;b&gt;x&lt;/b&gt;</td>" in page  # a1 needs attention (not compliant)
     assert "<b>x</b>" not in page
     assert "Site two" not in page  # compliant, nothing unrectified
-    assert "cam-2 online 50.1 % &lt; 99 %" in page
+    assert "摄像头 cam-2 在线率 50.1 %，低于 99 %" in page  # reasons in Chinese (issue 13)
+    # The period in words, in the gateway's zone (Asia/Shanghai): 2025-03-01T00:00Z is 08:00 there.
+    assert "<title>杭州市 检查情况汇总 2025年3月1日 08:00至2025年3月2日 08:00</title>" in page
 
 
 # --- the API --------------------------------------------------------------------------------------
@@ -267,6 +282,8 @@ def test_api_ledger_and_summary(client: tuple[TestClient, dict[str, str]]) -> No
     sheet = openpyxl.load_workbook(io.BytesIO(r.content)).active
     assert sheet is not None
     assert [row[0].value for row in sheet.iter_rows(min_row=3)] == ["b1", "a3", "a1", "a2"]
+    assert sheet.title == "台账 2025年3月1日 08：00至2025年3月2日 08：00"[:31]  # a date people read, not ISO
+    assert sheet["A1"].value == "工作台账 2025年3月1日 08:00至2025年3月2日 08:00"
 
     r = c.get("/api/v1/reports/summary", params={**PERIOD, "city": "杭州市", "format": "csv"}, headers=auth)
     assert r.status_code == 200, r.text

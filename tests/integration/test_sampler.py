@@ -68,7 +68,8 @@ def conn(database_url: str) -> Iterator[Conn]:
 
 
 def _camera(conn: Conn, site: str, device: str, *, status: str, deadline: datetime, offline: bool = False) -> None:
-    conn.execute("INSERT INTO devices (site, id, kind, declared) VALUES (%s, %s, 'camera', true)", (site, device))
+    conn.execute("INSERT INTO devices (site, id, kind, declared, created_at)"
+        " VALUES (%s, %s, 'camera', true, '2000-01-01Z')", (site, device))
     conn.execute(
         "INSERT INTO device_state (site, device, last_seen, last_ts, boot, seq, status, reading, deadline, offline)"
         " VALUES (%s, %s, %s, %s, 'b1', 1, %s, %s, %s, %s)",
@@ -88,13 +89,15 @@ def _alert(conn: Conn, site: str, device: str | None, kind: str, severity: str, 
 def _populate(conn: Conn) -> None:
     for site in SITES:
         conn.execute(
-            "INSERT INTO sites (id, name, city, county, category, cameras_required) VALUES (%s, %s, %s, %s, %s, %s)",
+            "INSERT INTO sites (id, name, city, county, category, cameras_required, created_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, '2000-01-01Z')",
             site,
         )
     later, earlier = NOW + timedelta(seconds=60), NOW - timedelta(seconds=1)
     _camera(conn, "hz-1", "cam-1", status="ok", deadline=later)
     _camera(conn, "hz-1", "cam-2", status="ok", deadline=earlier, offline=True)  # swept offline
-    conn.execute("INSERT INTO devices (site, id, kind) VALUES ('hz-1', 'smoke-1', 'smoke')")  # not a camera
+    conn.execute("INSERT INTO devices (site, id, kind, created_at)"
+        " VALUES ('hz-1', 'smoke-1', 'smoke', '2000-01-01Z')")  # not a camera
     _camera(conn, "hz-2", "cam-1", status="ok", deadline=earlier)  # stale, not swept yet
     _camera(conn, "hz-2", "cam-2", status="frozen", deadline=later)
     _camera(conn, "hz-4", "cam-1", status="ok", deadline=later)

@@ -58,8 +58,8 @@ def test_prune_deletes_old_readings_timeline_and_dead_letters_only(settings: Set
     now = time.time()
     old, recent = from_epoch(now - 100 * 86_400), from_epoch(now - 86_400)
     with connect(settings.database_url) as conn:
-        conn.execute("INSERT INTO sites (id) VALUES ('s1')")
-        conn.execute("INSERT INTO devices (site, id, kind) VALUES ('s1', 'cam-1', 'camera')")
+        conn.execute("INSERT INTO sites (id, created_at) VALUES ('s1', '2000-01-01Z')")
+        conn.execute("INSERT INTO devices (site, id, kind, created_at) VALUES ('s1', 'cam-1', 'camera', '2000-01-01Z')")
         for seq, ts in enumerate((old, recent)):
             conn.execute(
                 "INSERT INTO readings VALUES (%s, %s, 's1', 'cam-1', 'camera', 'b', %s, 'ok', '{}')", (ts, ts, seq)

@@ -47,8 +47,9 @@ def _policies(url: str) -> dict[tuple[str, str], tuple[Any, ...]]:
 
 def _insert_readings(url: str, site: str, device: str, arrivals: list[float]) -> None:
     with connect(url) as conn:
-        conn.execute("INSERT INTO sites (id) VALUES (%s) ON CONFLICT DO NOTHING", (site,))
-        conn.execute("INSERT INTO devices (site, id, kind) VALUES (%s, %s, 'camera') ON CONFLICT DO NOTHING",
+        conn.execute("INSERT INTO sites (id, created_at) VALUES (%s, '2000-01-01Z') ON CONFLICT DO NOTHING", (site,))
+        conn.execute("INSERT INTO devices (site, id, kind, created_at)"
+            " VALUES (%s, %s, 'camera', '2000-01-01Z') ON CONFLICT DO NOTHING",
                      (site, device))
         with conn.cursor() as cur:
             cur.executemany(
