@@ -228,7 +228,7 @@ def _visible_alert(conn: Conn, principal: Principal, alert_id: int) -> dict[str,
     return alert
 
 
-@router.get("/alerts/stream", response_class=EventStreamResponse)
+@router.get("/alerts/stream", response_class=EventStreamResponse, status_code=200)  # its __init__ takes none
 async def alert_stream(
     request: Request,
     principal: PrincipalDep,

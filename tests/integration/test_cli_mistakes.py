@@ -54,6 +54,8 @@ MISTAKES: list[tuple[tuple[str, ...], str]] = [
     (("replay", "BAD", "--mqtt-url", NO_BROKER), "is not a safeguard-record/1 header"),
     (("clips", "--bogus"), "unrecognized arguments"),
     (("broker-config",), "the following arguments are required: --out"),
+    (("notify", "--config", "FILE"), "No such file"),
+    (("notify", "--config", "BAD"), "expected a mapping"),
     (("broker-config", "--out", "FILE"), "cannot use the database"),
     (("sites", "broker-secret", "alerts"), "reserved"),
 ]
