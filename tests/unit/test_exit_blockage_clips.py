@@ -44,12 +44,7 @@ def left_at(seen: list[tuple[float, bool, ExitObservation]]) -> float:
     return next(ts for ts, truth, _ in seen if truth)
 
 
-@pytest.mark.parametrize("persistence", [
-    pytest.param(10.0, marks=pytest.mark.xfail(strict=True, reason="issue 11, open: at 10 s the door they held open "
-                                               "during the first seconds reads blocked once, at ~58 s, after it "
-                                               "opens and closes again (part of its ghost not healed)")),
-    30.0,
-])
+@pytest.mark.parametrize("persistence", [10.0, 30.0])
 def test_people_in_view_at_start_never_block(persistence: float) -> None:
     # Before: the first frame was the empty scene; the floor (and the door they held open) where
     # three people stood at start stayed "at rest" after they left: blocked at 10 s and at 30 s.
