@@ -202,10 +202,13 @@ def test_lanes_in_processes_of_their_own_store_what_each_is_for(settings: Settin
             assert scalar(database_url, "SELECT count(*) FROM readings WHERE kind = 'camera'") == 0
             routine = IngestProcess(url, database_url, "split", group="", lane="routine")
             try:
-                routine.wait_connected()
-                agent.heartbeat("cam-1")
-                wait_for(lambda: scalar(database_url, "SELECT count(*) FROM readings WHERE kind = 'camera'") >= 1,
-                         what="the routine lane's heartbeat")
+                routine.wait_connected()  # "connected" is logged before its subscription is in place:
+
+                def heartbeat_stored() -> bool:  # so send again until one is stored (each a new seq)
+                    agent.heartbeat("cam-1")
+                    return scalar(database_url, "SELECT count(*) FROM readings WHERE kind = 'camera'") >= 1
+
+                wait_for(heartbeat_stored, what="the routine lane's heartbeat")
             finally:
                 routine.stop()
         finally:
