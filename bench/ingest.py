@@ -84,7 +84,7 @@ def publish_backlog(plan: LoadPlan) -> None:
 # peer ---------------------------------------------------------------------------------------
 
 
-def measure_peer(stack: Stack, plan: LoadPlan) -> Figure:
+def measure_peer(stack: Stack, plan: LoadPlan, *, buffered: bool = False) -> Figure:
     endpoint = MqttEndpoint.parse(stack.mqtt_url)
     received = 0
     done = threading.Event()
@@ -97,7 +97,7 @@ def measure_peer(stack: Stack, plan: LoadPlan) -> Figure:
 
     def session() -> mqtt.Client:
         subscribed = threading.Event()
-        client = new_client(endpoint, "bench-peer", stack.version, persistent=True)
+        client = new_client(endpoint, "bench-peer", stack.version, persistent=True, buffered=buffered)
         client.on_message = on_message
         client.on_subscribe = lambda *_a: subscribed.set()
         client.on_connect = lambda c, *_a: c.subscribe(SUBSCRIPTION, qos=1)
@@ -254,6 +254,9 @@ def bench(storage: str, args: argparse.Namespace) -> None:
                   f" each message the next device, QoS 1, MQTT {args.mqtt_version}; drained from the broker's queue")
             peer = measure_peer(stack, plan)
             print(f"peer (bare paho subscriber, counts only): {peer}")
+            buffered = measure_peer(stack, plan, buffered=True)
+            print(f"peer on protocol.mqtt_socket's buffered reads: {buffered};"
+                  f" ratio to peer {buffered.rate / peer.rate:.2f}")
             modes = {"catch-all": (True,), "exact": (False,), "both": (True, False)}[args.filters]
             for catch_all in modes:
                 for count in args.workers:

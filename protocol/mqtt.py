@@ -22,6 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from protocol.mqtt_socket import BufferedClient
+
 
 class MqttVersion(StrEnum):
     V5 = "5"
@@ -69,10 +71,15 @@ def new_client(
     *,
     persistent: bool = False,
     manual_ack: bool = False,
+    buffered: bool = True,
 ) -> mqtt.Client:
-    """A paho 2.x client configured for ``endpoint`` (not yet connected)."""
+    """A paho 2.x client configured for ``endpoint`` (not yet connected).
+
+    ``buffered``: read the broker's stream in large chunks (``protocol.mqtt_socket``); off only
+    where bare paho is the point (the benches' peer).
+    """
     protocol = mqtt.MQTTv5 if version is MqttVersion.V5 else mqtt.MQTTv311
-    client = mqtt.Client(
+    client = (BufferedClient if buffered else mqtt.Client)(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=protocol,
