@@ -1,15 +1,20 @@
-"""The gateway's one validated settings tree: YAML file, then SAFEGUARD_* environment overrides."""
+"""The gateway's one validated settings tree.
+
+Sources, highest first: constructor arguments (``load_settings``' overrides), ``SAFEGUARD_*``
+environment variables, the YAML file, the defaults (issue 14).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.notify.config import NotifyConfig
 from protocol.mqtt import MqttEndpoint, MqttVersion
@@ -27,6 +32,11 @@ DEFAULT_PROBLEM_DEADLINE_DAYS: dict[str, int] = {
 
 class ConfigError(ValueError):
     """Invalid configuration; the message names the bad key."""
+
+
+# The YAML file's values while ``load_settings`` builds Settings from it: a source below the
+# environment. A context variable, so a plain ``Settings(...)`` reads no file.
+_file_values: ContextVar[dict[str, Any] | None] = ContextVar("_file_values", default=None)
 
 
 class Settings(BaseSettings):
@@ -182,12 +192,17 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment overrides the YAML file (passed as init values).
-        return (env_settings, init_settings)
+        # Constructor arguments > environment > YAML file (issue 14): an exported SAFEGUARD_DATABASE_URL
+        # must not redirect a test's or the demo's own Settings(database_url=...) elsewhere.
+        file_settings = InitSettingsSource(settings_cls, init_kwargs=_file_values.get() or {})
+        return (init_settings, env_settings, file_settings)
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Read ``path`` (YAML) if given, apply environment and ``overrides``; raise ConfigError naming the key."""
+    """Read ``path`` (YAML) if given, then the environment over it, then ``overrides`` over both.
+
+    Raise ConfigError naming the key.
+    """
     values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -197,10 +212,12 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
         values.update(loaded)
-    values.update(overrides)
+    token = _file_values.set(values)
     try:
-        return Settings(**values)
+        return Settings(**overrides)
     except ValidationError as exc:
         where = f"{path}: " if path else ""
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
         raise ConfigError(f"{where}{problems}") from None
+    finally:
+        _file_values.reset(token)
