@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from protocol import DEFAULT_HEARTBEAT_S
 from protocol.mqtt import MqttEndpoint, MqttVersion
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -89,7 +90,7 @@ class SmokeConfig(_Strict):
 class AgentConfig(_Strict):
     site: Id
     broker: BrokerConfig
-    heartbeat_s: int = Field(60, ge=1, le=3600)
+    heartbeat_s: int = Field(DEFAULT_HEARTBEAT_S, ge=1, le=3600)
     outbox: OutboxConfig = OutboxConfig()
     cameras: list[CameraConfig] = []
     exits: list[ExitConfig] = []

@@ -16,7 +16,11 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.compliance.timeline import DELAY_P50_S, ONLINE_SHARE
 from gateway.notify.config import NotifyConfig
+from gateway.rules.engine import BATTERY_LOW_PCT, MISSED_HEARTBEATS
+from gateway.store import RETENTION_DAYS
+from protocol import DEFAULT_HEARTBEAT_S, FUTURE_TOLERANCE_S
 from protocol.mqtt import MqttEndpoint, MqttVersion
 
 # Rectification deadlines in days per problem kind (docs/problems.md); settings may override any.
@@ -66,10 +70,10 @@ class Settings(BaseSettings):
     # /metrics for processes without the API (`safeguard ingest`, `supervise`); unset: none.
     metrics_port: int | None = Field(None, ge=1, le=65535)
     # Liveness (DESIGN section 4): silent for heartbeat_s x missed_heartbeats.
-    missed_heartbeats: int = Field(3, ge=1, le=100)
-    default_heartbeat_s: int = Field(60, ge=1)  # GB/T 28181 keep-alive when the agent did not say
+    missed_heartbeats: int = Field(MISSED_HEARTBEATS, ge=1, le=100)
+    default_heartbeat_s: int = Field(DEFAULT_HEARTBEAT_S, ge=1)  # GB/T 28181 keep-alive when the agent did not say
     escalate_after_s: float = Field(60.0, gt=0)
-    battery_low_pct: float = Field(20.0, ge=0, le=100)
+    battery_low_pct: float = Field(BATTERY_LOW_PCT, ge=0, le=100)
     # Ingest batching (routine lane: camera heartbeats): a batch is written when it is this big or
     # this old. The alarm lane (smoke, exit, agent status) writes small batches at once.
     batch_size: int = Field(1000, ge=1, le=60_000)
@@ -94,17 +98,17 @@ class Settings(BaseSettings):
     ingest_queue_max: int = Field(5000, ge=1, le=1_000_000)
     # A ts this far ahead of its arrival is refused (future_timestamp); an agent whose clock runs
     # ahead by more than this has a clock_skew alert (docs/wire-contract.md).
-    future_ts_tolerance_s: float = Field(300.0, gt=0)
+    future_ts_tolerance_s: float = Field(FUTURE_TOLERANCE_S, gt=0)
     # After each commit, confirm to every agent what it stored (sg/v1/{site}/agent/ack, issue 15):
     # agents keep each reading until then. Off only for a broker whose ACL refuses these topics.
     agent_ack: bool = True
     sweep_interval_s: float = Field(2.0, gt=0)
-    readings_retention_days: int = Field(90, ge=1)
-    dead_letter_retention_days: int = Field(90, ge=1)
+    readings_retention_days: int = Field(RETENTION_DAYS, ge=1)
+    dead_letter_retention_days: int = Field(RETENTION_DAYS, ge=1)
     # Real-time interface compliance (DESIGN section 5): every camera online at least this share
     # of the period, and its median delay from ts to arrival no more than this.
-    compliance_online_share: float = Field(0.99, ge=0, le=1)
-    compliance_delay_p50_s: float = Field(10.0, ge=0)
+    compliance_online_share: float = Field(ONLINE_SHARE, ge=0, le=1)
+    compliance_delay_p50_s: float = Field(DELAY_P50_S, ge=0)
     # The problem list (issue 6, docs/problems.md): rectification deadline per problem kind, in days.
     problem_deadline_days: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_PROBLEM_DEADLINE_DAYS))
     problem_clear_after_s: float = Field(3600.0, ge=0)  # condition clear this long: rectified automatically
