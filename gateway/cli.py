@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from gateway import demo_settings
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import ConfigError, Settings, check_settings_file, load_settings
 from protocol.mqtt import BrokerUnavailable, MqttEndpoint, MqttVersion, negotiate_version
 
 if TYPE_CHECKING:
@@ -107,6 +107,15 @@ def cmd_ingest_workers(args: argparse.Namespace) -> int:
         child.terminate()
     for child in children:
         child.wait(timeout=40)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """``safeguard check-config FILE``: the gateway's settings file, each mistake with its line."""
+    problems = check_settings_file(Path(args.file))
+    if problems:
+        raise ConfigError("\n".join(problems))  # main says it, exit 2 (as `agent check-config` does)
+    sys.stdout.write(f"{args.file}: OK\n")
     return 0
 
 
@@ -699,6 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help="run only this lane (default: both); one process per lane keeps the alarm"
                                    " lane's interpreter free of routine work")
     with_config(sub.add_parser("migrate", help="create or upgrade the schema")).set_defaults(func=cmd_migrate)
+    check = sub.add_parser("check-config", help="check the gateway's YAML settings file (each mistake with its line)")
+    check.add_argument("file", help="the settings file (what --config names)")
+    check.set_defaults(func=cmd_check_config)
     sites = _add_sites_and_tokens(sub, with_config)
     _add_broker(sub, sites, with_config)
     _add_simulate(with_config(sub.add_parser("simulate", help="virtual sites, or a scripted scenario (--check)")))

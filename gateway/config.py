@@ -7,9 +7,11 @@ environment variables, the YAML file, the defaults (issue 14).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -21,6 +23,7 @@ from gateway.notify.config import NotifyConfig
 from gateway.rules.engine import BATTERY_LOW_PCT, MISSED_HEARTBEATS
 from gateway.store import RETENTION_DAYS
 from protocol import DEFAULT_HEARTBEAT_S, FUTURE_TOLERANCE_S
+from protocol.configfile import ConfigFileError, read_yaml, validation_problems
 from protocol.mqtt import MqttEndpoint, MqttVersion
 
 # Rectification deadlines in days per problem kind (docs/problems.md); settings may override any.
@@ -38,9 +41,23 @@ class ConfigError(ValueError):
     """Invalid configuration; the message names the bad key."""
 
 
-# The YAML file's values while ``load_settings`` builds Settings from it: a source below the
-# environment. A context variable, so a plain ``Settings(...)`` reads no file.
-_file_values: ContextVar[dict[str, Any] | None] = ContextVar("_file_values", default=None)
+class _File(NamedTuple):
+    values: dict[str, Any]
+    environment: bool  # False: the file alone, no SAFEGUARD_* variable (check_settings_file)
+
+
+# The YAML file while ``load_settings`` or ``check_settings_file`` builds Settings from it: a
+# source below the environment. A context variable, so a plain ``Settings(...)`` reads no file.
+_file: ContextVar[_File | None] = ContextVar("_file", default=None)
+
+
+@contextmanager
+def _from_file(values: dict[str, Any], *, environment: bool) -> Iterator[None]:
+    token = _file.set(_File(values, environment))
+    try:
+        yield
+    finally:
+        _file.reset(token)
 
 
 class Settings(BaseSettings):
@@ -198,8 +215,9 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Constructor arguments > environment > YAML file (issue 14): an exported SAFEGUARD_DATABASE_URL
         # must not redirect a test's or the demo's own Settings(database_url=...) elsewhere.
-        file_settings = InitSettingsSource(settings_cls, init_kwargs=_file_values.get() or {})
-        return (init_settings, env_settings, file_settings)
+        file = _file.get() or _File({}, environment=True)
+        file_settings = InitSettingsSource(settings_cls, init_kwargs=file.values)
+        return (init_settings, env_settings, file_settings) if file.environment else (file_settings,)
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
@@ -207,21 +225,41 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 
     Raise ConfigError naming the key.
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        values.update(loaded)
-    token = _file_values.set(values)
+    values = _read(path)[0] if path is not None else {}
     try:
-        return Settings(**overrides)
+        with _from_file(values, environment=True):
+            return Settings(**overrides)
     except ValidationError as exc:
         where = f"{path}: " if path else ""
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
         raise ConfigError(f"{where}{problems}") from None
-    finally:
-        _file_values.reset(token)
+
+
+def check_settings_file(path: Path) -> list[str]:
+    """Every mistake in the settings file ``path``, each as ``FILE:LINE: key: message``; none: it is good.
+
+    Read and validated as ``load_settings`` does, but the file alone: no SAFEGUARD_* variable can
+    hide a mistake in it, or add one.
+    """
+    try:
+        values, root = _read(path)
+    except ConfigError as exc:
+        return [str(exc)]
+    try:
+        with _from_file(values, environment=False):
+            Settings()
+    except ValidationError as exc:
+        return validation_problems(path, root, exc)
+    return []
+
+
+def _read(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
+    """The settings file's values (an empty file: none) and its YAML node tree, for the lines of errors."""
+    try:
+        data, root = read_yaml(path)
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: expected a mapping of settings at the top level")
+    return data, root
