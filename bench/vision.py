@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from edge_agent.vision import BlockageParams, ExitBlockageDetector, ExitObservation, ExitState
+from edge_agent.vision import BlockageParams, ExitBlockageDetector, ExitObservation, ExitState, FramePacer
 from edge_agent.vision.baselines import SingleModelDetector
 from edge_agent.vision.exit_blockage import Frame, Polygon
 
@@ -193,8 +193,6 @@ def read_frames(path: Path) -> Iterator[Frame]:
 
 def paced(path: Path, fps: float) -> Iterator[tuple[int, float, Frame]]:
     """The frames the agent would analyse: (source frame index, timestamp, frame)."""
-    from edge_agent.vision import FramePacer  # noqa: PLC0415
-
     pacer = FramePacer(ANALYSIS_FPS)
     for k, frame in enumerate(read_frames(path)):
         ts = k / fps
@@ -321,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="override a BlockageParams field of the dual detector (repeatable)")
     args = ap.parse_args(argv)
-    global PARAMS  # noqa: PLW0603  (the bench's one knob, set once before any detector is made)
+    global PARAMS  # noqa: PLW0603 - the bench's one knob, set once before any detector is made
     fields = {f.name: f.type for f in dataclasses.fields(BlockageParams)}
     overrides: dict[str, Any] = {}
     for item in args.param:
@@ -341,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         if clips is None:
             clips = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sg-clips-")))
         if not any(clips.glob("*.json")):
-            from simulators.video import main as write_clips  # noqa: PLC0415  (only when generating)
+            from simulators.video import main as write_clips  # noqa: PLC0415 - only when generating clips
 
             if write_clips([str(clips), "--seed", str(args.seed)]) != 0:
                 return 1

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from protocol import DEFAULT_HEARTBEAT_S
+from protocol.configfile import ConfigFileError, at, read_yaml, validation_problems
 from protocol.mqtt import MqttEndpoint, MqttVersion
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -89,7 +91,7 @@ class SmokeConfig(_Strict):
 class AgentConfig(_Strict):
     site: Id
     broker: BrokerConfig
-    heartbeat_s: int = Field(60, ge=1, le=3600)
+    heartbeat_s: int = Field(DEFAULT_HEARTBEAT_S, ge=1, le=3600)
     outbox: OutboxConfig = OutboxConfig()
     cameras: list[CameraConfig] = []
     exits: list[ExitConfig] = []
@@ -132,61 +134,21 @@ class AgentConfigError(ValueError):
     """A bad agent config; each line names the key and the line of the file."""
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """The 1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
-            if match is None:
-                match = next((k for k, _ in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            match = node.value[part]
-        else:
-            match = None
-        if match is None:
-            break
-        node = match
-        line = node.start_mark.line + 1
-    return line
-
-
 def load_agent_config(path: Path) -> AgentConfig:
     try:
-        text = path.read_text(encoding="utf-8")
-        root = yaml.compose(text)
-        data: Any = yaml.safe_load(text)
-    except OSError as exc:
-        raise AgentConfigError(f"{path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise AgentConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.context_mark or exc.problem_mark  # where the construct began: the line to fix
-        where = f"{path}:{mark.line + 1}" if mark is not None else f"{path}"
-        what = " ".join(part for part in (exc.context, exc.problem) if part)
-        raise AgentConfigError(f"{where}: not valid YAML: {what}") from None
-    except yaml.YAMLError as exc:
-        raise AgentConfigError(f"{path}: not valid YAML: {exc}") from None
+        data, root = read_yaml(path)
+    except ConfigFileError as exc:
+        raise AgentConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise AgentConfigError(f"{path}:1: expected the agent's settings (site:, broker:, cameras:, ...) as a mapping")
     try:
         config = AgentConfig.model_validate(data, context={"defer_references": True})
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_url=False):
-            loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tuple["))))
-            problems.append(_at(path, root, loc, error["msg"]))
-        raise AgentConfigError("\n".join(problems)) from None
-    references = [_at(path, root, loc, msg) for loc, msg in config.reference_problems(path.parent)]
+        raise AgentConfigError("\n".join(validation_problems(path, root, exc))) from None
+    references = [at(path, root, loc, msg) for loc, msg in config.reference_problems(path.parent)]
     if references:
         raise AgentConfigError("\n".join(references))
     return _relative_to(config, path.parent)
-
-
-def _at(path: Path, root: yaml.Node | None, loc: tuple[int | str, ...], message: str) -> str:
-    key = ".".join(str(p) for p in loc) or "(top level)"
-    line = _line_of(root, loc)
-    return f"{path}:{line}: {key}: {message}" if line else f"{path}: {key}: {message}"
 
 
 def _is_file_source(source: str | int) -> bool:
@@ -206,4 +168,4 @@ def located(path: Path, loc: tuple[int | str, ...], message: str) -> str:
         root = yaml.compose(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         root = None
-    return _at(path, root, loc, message)
+    return at(path, root, loc, message)

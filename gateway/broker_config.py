@@ -231,7 +231,7 @@ class Reload:
     def __call__(self) -> None:
         try:
             if self.command:
-                subprocess.run(shlex.split(self.command), check=True, timeout=30)  # noqa: S603  # the operator's own
+                subprocess.run(shlex.split(self.command), check=True, timeout=30)  # noqa: S603 - the operator's own reload command
                 log.info("broker reloaded: %s", self.command)
                 return
             pid = self.pid

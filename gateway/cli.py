@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from gateway import demo_settings
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import ConfigError, Settings, check_settings_file, load_settings
 from protocol.mqtt import BrokerUnavailable, MqttEndpoint, MqttVersion, negotiate_version
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def cmd_ingest_workers(args: argparse.Namespace) -> int:
     to it again. Stops them all on SIGINT/SIGTERM.
     """
     import socket  # noqa: PLC0415 - only this command needs them
-    import subprocess  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415 - only this command needs them
 
     settings = _settings(args, demo=False)  # validate before starting anything
     env = dict(os.environ)
@@ -110,9 +110,18 @@ def cmd_ingest_workers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """``safeguard check-config FILE``: the gateway's settings file, each mistake with its line."""
+    problems = check_settings_file(Path(args.file))
+    if problems:
+        raise ConfigError("\n".join(problems))  # main says it, exit 2 (as `agent check-config` does)
+    sys.stdout.write(f"{args.file}: OK\n")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from gateway.store.db import connect  # noqa: PLC0415
-    from gateway.store.migrate import migrate  # noqa: PLC0415
+    from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
+    from gateway.store.migrate import migrate  # noqa: PLC0415 - psycopg only for database commands
 
     settings = _settings(args)
     with connect(settings.database_url) as conn:
@@ -123,9 +132,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_sites_import(args: argparse.Namespace) -> int:
-    from gateway.broker_config import ReservedSiteId, check_site_id  # noqa: PLC0415
-    from gateway.store.db import connect  # noqa: PLC0415
-    from gateway.store.sites import read_sites_csv, upsert_sites  # noqa: PLC0415
+    from gateway.broker_config import ReservedSiteId, check_site_id  # noqa: PLC0415 - psycopg only for database commands
+    from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
+    from gateway.store.sites import read_sites_csv, upsert_sites  # noqa: PLC0415 - psycopg only for database commands
 
     records = read_sites_csv(Path(args.file))
     settings = _settings(args)
@@ -142,8 +151,8 @@ def cmd_sites_import(args: argparse.Namespace) -> int:
 
 
 def cmd_sites_delete(args: argparse.Namespace) -> int:
-    from gateway.store.db import connect  # noqa: PLC0415
-    from gateway.store.sites import purge_site  # noqa: PLC0415
+    from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
+    from gateway.store.sites import purge_site  # noqa: PLC0415 - psycopg only for database commands
 
     if not args.yes:
         raise ValueError(f"this deletes site {args.site!r} and all its history (alerts, readings, problems,"
@@ -158,8 +167,8 @@ def cmd_sites_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_sites_broker_secret(args: argparse.Namespace) -> int:
-    from gateway.broker_config import check_site_id, issue_site_secret, revoke_site_secret  # noqa: PLC0415
-    from gateway.store.db import connect  # noqa: PLC0415
+    from gateway.broker_config import check_site_id, issue_site_secret, revoke_site_secret  # noqa: PLC0415 - psycopg only for database commands
+    from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
 
     settings = _settings(args)
     if not args.revoke:
@@ -182,9 +191,9 @@ def cmd_sites_broker_secret(args: argparse.Namespace) -> int:
 
 
 def cmd_broker_config(args: argparse.Namespace) -> int:
-    import grp  # noqa: PLC0415
+    import grp  # noqa: PLC0415 - Unix only, and only for --group
 
-    from gateway import broker_config  # noqa: PLC0415
+    from gateway import broker_config  # noqa: PLC0415 - psycopg only for database commands
 
     settings = _settings(args)
     out = Path(args.out)
@@ -207,8 +216,8 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from gateway.auth import Role, create_token  # noqa: PLC0415
-    from gateway.store.db import connect  # noqa: PLC0415
+    from gateway.auth import Role, create_token  # noqa: PLC0415 - psycopg only for database commands
+    from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
 
     role = Role(args.role)
     expires_at = _expiry(args.expires) if args.expires else None
@@ -230,8 +239,8 @@ def _expiry(text: str) -> datetime:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    from gateway.auth import list_tokens  # noqa: PLC0415
-    from gateway.store.db import connect  # noqa: PLC0415
+    from gateway.auth import list_tokens  # noqa: PLC0415 - psycopg only for database commands
+    from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
 
     with connect(_settings(args).database_url) as conn:
         rows = list_tokens(conn)
@@ -244,8 +253,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from gateway.auth import revoke_token  # noqa: PLC0415
-    from gateway.store.db import connect  # noqa: PLC0415
+    from gateway.auth import revoke_token  # noqa: PLC0415 - psycopg only for database commands
+    from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
 
     with connect(_settings(args).database_url) as conn:
         if not revoke_token(conn, args.id):
@@ -268,7 +277,7 @@ def _mqtt(args: argparse.Namespace) -> tuple[str, MqttVersion]:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from simulators.recording import Recorder  # noqa: PLC0415
+    from simulators.recording import Recorder  # noqa: PLC0415 - the simulators only for their commands
 
     url, version = _mqtt(args)
     stop = threading.Event()
@@ -295,7 +304,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from simulators.recording import read_recording, replay  # noqa: PLC0415
+    from simulators.recording import read_recording, replay  # noqa: PLC0415 - the simulators only for their commands
 
     next(read_recording(Path(args.file)), None)  # a missing or foreign file is said before the broker is asked
     url, version = _mqtt(args)
@@ -311,8 +320,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from simulators import registry  # noqa: PLC0415
-    from simulators.scenario import AlertWatch, ScenarioRunner, fleet, format_table, judge, load_scenario  # noqa: PLC0415
+    from simulators import registry  # noqa: PLC0415 - the simulators only for their commands
+    from simulators.scenario import AlertWatch, ScenarioRunner, fleet, format_table, judge, load_scenario  # noqa: PLC0415 - the simulators only for their commands
 
     if args.api_url and not args.token:
         raise ValueError("--api-url needs --token (an admin token) to register the sites")
@@ -356,9 +365,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect_sample(args: argparse.Namespace) -> int:
-    from gateway.inspection.sampler import inspection_csv, write_inspection_csv  # noqa: PLC0415
-    from gateway.inspection.store import sample_from_db  # noqa: PLC0415
-    from gateway.store.db import connect  # noqa: PLC0415
+    from gateway.inspection.sampler import inspection_csv, write_inspection_csv  # noqa: PLC0415 - keep `safeguard --help` fast
+    from gateway.inspection.store import sample_from_db  # noqa: PLC0415 - psycopg only for database commands
+    from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
 
     with connect(_settings(args).database_url) as conn:
         sample = sample_from_db(conn, level=args.level, city=args.city, seed=args.seed)
@@ -376,14 +385,14 @@ def cmd_inspect_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from edge_agent.config import load_agent_config  # noqa: PLC0415
+    from edge_agent.config import load_agent_config  # noqa: PLC0415 - the agent's modules only for `agent`
 
     path = args.config or args.file
     if not path:
         raise ValueError("give the site's config: safeguard agent --config site.yaml")
     config = load_agent_config(Path(path))  # AgentConfigError is a ValueError: main says it, exit 2
     if args.action == "calibrate":
-        from edge_agent.calibrate import calibrate  # noqa: PLC0415
+        from edge_agent.calibrate import calibrate  # noqa: PLC0415 - OpenCV only for calibrate
 
         if not args.exit:
             raise ValueError("calibrate needs --exit EXIT_ID")
@@ -423,7 +432,7 @@ def _check_regions(config: Any, path: Path, *, streams: bool) -> None:
         sys.stderr.write("note: exit regions not checked against the frame (OpenCV is not installed:"
                          " pip install '.[video]')\n")
         return
-    from edge_agent.config import AgentConfigError, located  # noqa: PLC0415
+    from edge_agent.config import AgentConfigError, located  # noqa: PLC0415 - the agent's modules only for `agent`
 
     problems = [located(path, loc, message) for loc, message in regions_outside(config, streams=streams)]
     if problems:
@@ -486,8 +495,8 @@ def _check_places(conn: Conn, city: str | None, county: str | None) -> None:
 
 def cmd_inspect_compliance(args: argparse.Namespace) -> int:
     """Which institutions fail the real-time interface requirement over a period, and why."""
-    from gateway.reports.ledger import ledger_rows  # noqa: PLC0415
-    from gateway.store.db import connect  # noqa: PLC0415
+    from gateway.reports.ledger import ledger_rows  # noqa: PLC0415 - psycopg only for database commands
+    from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
 
     settings = _settings(args)
     start, end = _period(args, settings)
@@ -506,9 +515,9 @@ def cmd_inspect_compliance(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect_report(args: argparse.Namespace) -> int:
-    from gateway.reports import ledger as ledger_report  # noqa: PLC0415
-    from gateway.reports import summary as summary_report  # noqa: PLC0415
-    from gateway.store.db import connect  # noqa: PLC0415
+    from gateway.reports import ledger as ledger_report  # noqa: PLC0415 - psycopg only for database commands
+    from gateway.reports import summary as summary_report  # noqa: PLC0415 - psycopg only for database commands
+    from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
 
     if args.inspect_command == "summary" and not args.city:
         raise ValueError("the summary is per city: give --city")
@@ -542,7 +551,7 @@ def cmd_clips(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo  # noqa: PLC0415
+    from gateway.demo import run_demo  # noqa: PLC0415 - FastAPI, uvicorn and amqtt only for the demo
 
     data_dir = Path(args.data_dir).resolve()
     if args.reset and data_dir.exists():
@@ -699,6 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help="run only this lane (default: both); one process per lane keeps the alarm"
                                    " lane's interpreter free of routine work")
     with_config(sub.add_parser("migrate", help="create or upgrade the schema")).set_defaults(func=cmd_migrate)
+    check = sub.add_parser("check-config", help="check the gateway's YAML settings file (each mistake with its line)")
+    check.add_argument("file", help="the settings file (what --config names)")
+    check.set_defaults(func=cmd_check_config)
     sites = _add_sites_and_tokens(sub, with_config)
     _add_broker(sub, sites, with_config)
     _add_simulate(with_config(sub.add_parser("simulate", help="virtual sites, or a scripted scenario (--check)")))

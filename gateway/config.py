@@ -1,17 +1,29 @@
-"""The gateway's one validated settings tree: YAML file, then SAFEGUARD_* environment overrides."""
+"""The gateway's one validated settings tree.
+
+Sources, highest first: constructor arguments (``load_settings``' overrides), ``SAFEGUARD_*``
+environment variables, the YAML file, the defaults (issue 14).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.compliance.timeline import DELAY_P50_S, ONLINE_SHARE
 from gateway.notify.config import NotifyConfig
+from gateway.rules.engine import BATTERY_LOW_PCT, MISSED_HEARTBEATS
+from gateway.store import RETENTION_DAYS
+from protocol import DEFAULT_HEARTBEAT_S, FUTURE_TOLERANCE_S
+from protocol.configfile import ConfigFileError, read_yaml, validation_problems
 from protocol.mqtt import MqttEndpoint, MqttVersion
 
 # Rectification deadlines in days per problem kind (docs/problems.md); settings may override any.
@@ -27,6 +39,25 @@ DEFAULT_PROBLEM_DEADLINE_DAYS: dict[str, int] = {
 
 class ConfigError(ValueError):
     """Invalid configuration; the message names the bad key."""
+
+
+class _File(NamedTuple):
+    values: dict[str, Any]
+    environment: bool  # False: the file alone, no SAFEGUARD_* variable (check_settings_file)
+
+
+# The YAML file while ``load_settings`` or ``check_settings_file`` builds Settings from it: a
+# source below the environment. A context variable, so a plain ``Settings(...)`` reads no file.
+_file: ContextVar[_File | None] = ContextVar("_file", default=None)
+
+
+@contextmanager
+def _from_file(values: dict[str, Any], *, environment: bool) -> Iterator[None]:
+    token = _file.set(_File(values, environment))
+    try:
+        yield
+    finally:
+        _file.reset(token)
 
 
 class Settings(BaseSettings):
@@ -56,10 +87,10 @@ class Settings(BaseSettings):
     # /metrics for processes without the API (`safeguard ingest`, `supervise`); unset: none.
     metrics_port: int | None = Field(None, ge=1, le=65535)
     # Liveness (DESIGN section 4): silent for heartbeat_s x missed_heartbeats.
-    missed_heartbeats: int = Field(3, ge=1, le=100)
-    default_heartbeat_s: int = Field(60, ge=1)  # GB/T 28181 keep-alive when the agent did not say
+    missed_heartbeats: int = Field(MISSED_HEARTBEATS, ge=1, le=100)
+    default_heartbeat_s: int = Field(DEFAULT_HEARTBEAT_S, ge=1)  # GB/T 28181 keep-alive when the agent did not say
     escalate_after_s: float = Field(60.0, gt=0)
-    battery_low_pct: float = Field(20.0, ge=0, le=100)
+    battery_low_pct: float = Field(BATTERY_LOW_PCT, ge=0, le=100)
     # Ingest batching (routine lane: camera heartbeats): a batch is written when it is this big or
     # this old. The alarm lane (smoke, exit, agent status) writes small batches at once.
     batch_size: int = Field(1000, ge=1, le=60_000)
@@ -84,17 +115,17 @@ class Settings(BaseSettings):
     ingest_queue_max: int = Field(5000, ge=1, le=1_000_000)
     # A ts this far ahead of its arrival is refused (future_timestamp); an agent whose clock runs
     # ahead by more than this has a clock_skew alert (docs/wire-contract.md).
-    future_ts_tolerance_s: float = Field(300.0, gt=0)
+    future_ts_tolerance_s: float = Field(FUTURE_TOLERANCE_S, gt=0)
     # After each commit, confirm to every agent what it stored (sg/v1/{site}/agent/ack, issue 15):
     # agents keep each reading until then. Off only for a broker whose ACL refuses these topics.
     agent_ack: bool = True
     sweep_interval_s: float = Field(2.0, gt=0)
-    readings_retention_days: int = Field(90, ge=1)
-    dead_letter_retention_days: int = Field(90, ge=1)
+    readings_retention_days: int = Field(RETENTION_DAYS, ge=1)
+    dead_letter_retention_days: int = Field(RETENTION_DAYS, ge=1)
     # Real-time interface compliance (DESIGN section 5): every camera online at least this share
     # of the period, and its median delay from ts to arrival no more than this.
-    compliance_online_share: float = Field(0.99, ge=0, le=1)
-    compliance_delay_p50_s: float = Field(10.0, ge=0)
+    compliance_online_share: float = Field(ONLINE_SHARE, ge=0, le=1)
+    compliance_delay_p50_s: float = Field(DELAY_P50_S, ge=0)
     # The problem list (issue 6, docs/problems.md): rectification deadline per problem kind, in days.
     problem_deadline_days: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_PROBLEM_DEADLINE_DAYS))
     problem_clear_after_s: float = Field(3600.0, ge=0)  # condition clear this long: rectified automatically
@@ -182,25 +213,53 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment overrides the YAML file (passed as init values).
-        return (env_settings, init_settings)
+        # Constructor arguments > environment > YAML file (issue 14): an exported SAFEGUARD_DATABASE_URL
+        # must not redirect a test's or the demo's own Settings(database_url=...) elsewhere.
+        file = _file.get() or _File({}, environment=True)
+        file_settings = InitSettingsSource(settings_cls, init_kwargs=file.values)
+        return (init_settings, env_settings, file_settings) if file.environment else (file_settings,)
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Read ``path`` (YAML) if given, apply environment and ``overrides``; raise ConfigError naming the key."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        values.update(loaded)
-    values.update(overrides)
+    """Read ``path`` (YAML) if given, then the environment over it, then ``overrides`` over both.
+
+    Raise ConfigError naming the key.
+    """
+    values = _read(path)[0] if path is not None else {}
     try:
-        return Settings(**values)
+        with _from_file(values, environment=True):
+            return Settings(**overrides)
     except ValidationError as exc:
         where = f"{path}: " if path else ""
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
         raise ConfigError(f"{where}{problems}") from None
+
+
+def check_settings_file(path: Path) -> list[str]:
+    """Every mistake in the settings file ``path``, each as ``FILE:LINE: key: message``; none: it is good.
+
+    Read and validated as ``load_settings`` does, but the file alone: no SAFEGUARD_* variable can
+    hide a mistake in it, or add one.
+    """
+    try:
+        values, root = _read(path)
+    except ConfigError as exc:
+        return [str(exc)]
+    try:
+        with _from_file(values, environment=False):
+            Settings()
+    except ValidationError as exc:
+        return validation_problems(path, root, exc)
+    return []
+
+
+def _read(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
+    """The settings file's values (an empty file: none) and its YAML node tree, for the lines of errors."""
+    try:
+        data, root = read_yaml(path)
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: expected a mapping of settings at the top level")
+    return data, root

@@ -649,7 +649,7 @@ class MosquittoServer(_ChildServer):
         assert self.port is not None
         tls = self.tls.lines() if self.tls else []
         if self.identity is not None:
-            from gateway import broker_config as bc  # noqa: PLC0415  # the file names; no import cycle at module load
+            from gateway import broker_config as bc  # noqa: PLC0415 - only a broker with an identity needs broker-config's file names
 
             assert self.internal_port is not None
             return ["per_listener_settings true",

@@ -8,6 +8,7 @@ bytes into a validated message or a precise :class:`Rejection`.
 
 from protocol.messages import (
     ACK_MAX_BYTES,
+    DEFAULT_HEARTBEAT_S,
     FUTURE_TOLERANCE_S,
     MAX_PAYLOAD_BYTES,
     MAX_TIMESTAMP,
@@ -56,6 +57,7 @@ __all__ = [
     "ACK_MAX_BYTES",
     "ALARM_FILTERS",
     "ALERTS_FILTER",
+    "DEFAULT_HEARTBEAT_S",
     "FUTURE_TOLERANCE_S",
     "MAX_PAYLOAD_BYTES",
     "MAX_TIMESTAMP",

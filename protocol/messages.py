@@ -22,6 +22,9 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 # ts would only fail at the database, taking its whole batch with it (issue 15).
 MAX_TIMESTAMP = 253_402_300_799.0
 FUTURE_TOLERANCE_S = 300.0  # default of the gateway's ``future_ts_tolerance_s``
+# GB/T 28181 keep-alive: an agent's heartbeat interval unless configured, and the interval the
+# gateway assumes of an agent whose birth did not announce ``heartbeat_s``.
+DEFAULT_HEARTBEAT_S = 60
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 

@@ -146,8 +146,8 @@ def run(plan: LoadPlan) -> LoadReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse  # noqa: PLC0415
-    import sys  # noqa: PLC0415
+    import argparse  # noqa: PLC0415 - only the command line needs them
+    import sys  # noqa: PLC0415 - only the command line needs them
 
     parser = argparse.ArgumentParser(prog="python -m simulators.load", description=__doc__)
     parser.add_argument("--mqtt-url", required=True)

@@ -51,7 +51,7 @@ def _call(api_url: str, token: str, method: str, site: str, body: bytes | None, 
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=30):  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30):  # noqa: S310 - the operator gives the gateway's URL
             pass
     except urllib.error.HTTPError as exc:
         raise GatewayApiError(f"{doing} site {site!r} failed: HTTP {exc.code} {exc.read()[:200]!r}") from None

@@ -16,14 +16,23 @@ from zoneinfo import ZoneInfo
 
 from gateway.compliance.daily import DayFigures, absent_day, micros
 from gateway.compliance.rollup import daily_rows
-from gateway.compliance.timeline import Beat, CameraFigures, Verdict, camera_figures, not_yet_reporting, verdict
+from gateway.compliance.timeline import (
+    DELAY_P50_S,
+    ONLINE_SHARE,
+    Beat,
+    CameraFigures,
+    Verdict,
+    camera_figures,
+    not_yet_reporting,
+    verdict,
+)
 from gateway.store.db import AGENT_TIMEOUT_S, Conn, rfc3339
 
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    online_share: float = 0.99
-    delay_p50_s: float = 10.0
+    online_share: float = ONLINE_SHARE
+    delay_p50_s: float = DELAY_P50_S
 
 
 # When a site's figures start (issue 13): its registration, or its agent's first birth when later.

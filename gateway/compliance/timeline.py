@@ -177,6 +177,12 @@ def _shown(value: float, holds: bool, bound: float) -> str:
     return repr(value)
 
 
+# Real-time interface thresholds (DESIGN section 5): the defaults of compliance_online_share and
+# compliance_delay_p50_s, defined here only.
+ONLINE_SHARE = 0.99
+DELAY_P50_S = 10.0
+
+
 def verdict(
     cameras: Sequence[CameraFigures], *, cameras_required: int, online_share: float, delay_p50_s: float
 ) -> Verdict:

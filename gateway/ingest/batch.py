@@ -37,6 +37,7 @@ from gateway.rules.model import AlertKey, Change, DeviceStatus, OpenAlert, OpenA
 from gateway.store import alerts as alert_store
 from gateway.store.db import Conn, from_epoch, lock_sites
 from protocol import (
+    DEFAULT_HEARTBEAT_S,
     FUTURE_TOLERANCE_S,
     AgentStatus,
     DeviceKind,
@@ -94,9 +95,9 @@ class BatchResult:
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    missed_heartbeats: int = 3
-    default_heartbeat_s: int = 60
-    battery_low_pct: float = 20.0
+    missed_heartbeats: int = engine.MISSED_HEARTBEATS
+    default_heartbeat_s: int = DEFAULT_HEARTBEAT_S
+    battery_low_pct: float = engine.BATTERY_LOW_PCT
     future_tolerance_s: float = FUTURE_TOLERANCE_S
 
 

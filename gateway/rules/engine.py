@@ -28,6 +28,10 @@ from gateway.rules.model import (
 )
 from protocol import DeviceKind, ExitReading, ExitState, Heartbeat, Reading, SmokeReading, SmokeState, StreamState
 
+# Defaults of the gateway's settings of the same names (DESIGN section 4), defined here only.
+BATTERY_LOW_PCT = 20.0  # below this a detector's battery is a detector_fault
+MISSED_HEARTBEATS = 3  # silent for heartbeat_s x this: offline
+
 _DETECTOR_FAULT_STATES = frozenset({SmokeState.FAULT, SmokeState.TAMPER})
 _SILENCE_KINDS: Mapping[DeviceKind, AlertKind] = {
     DeviceKind.CAMERA: AlertKind.CAMERA_OFFLINE,
@@ -169,7 +173,7 @@ def evaluate_reading(
     prev: DeviceStatus | None,
     alerts: OpenAlerts,
     *,
-    battery_low_pct: float = 20.0,
+    battery_low_pct: float = BATTERY_LOW_PCT,
 ) -> list[Change]:
     """Changes caused by one device reading. A reading older than the device's latest state
     (``stale``, e.g. a backlog after a partition) only resumes liveness and raises alarms."""
@@ -387,7 +391,7 @@ def evaluate(
     prev: DeviceStatus | None,
     alerts: OpenAlerts,
     *,
-    battery_low_pct: float = 20.0,
+    battery_low_pct: float = BATTERY_LOW_PCT,
 ) -> tuple[list[Change], OpenAlerts]:
     """A reading's own changes followed by the site-level compound rule, and the alerts after both."""
     changes = evaluate_reading(site, device, reading, prev, alerts, battery_low_pct=battery_low_pct)

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from gateway.compliance.rollup import continuous_aggregate_sql, is_continuous_aggregate
+from gateway.store import RETENTION_DAYS
 from gateway.store.db import Conn
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def apply_timescale(conn: Conn, *, retention_days: int, day_zone: str) -> None:
     conn.execute("SELECT remove_continuous_aggregate_policy('compliance_daily', if_exists => true)")
 
 
-def migrate(conn: Conn, *, retention_days: int = 90, day_zone: str = "Asia/Shanghai") -> list[str]:
+def migrate(conn: Conn, *, retention_days: int = RETENTION_DAYS, day_zone: str = "Asia/Shanghai") -> list[str]:
     """Apply pending migrations; return the versions applied now (empty when up to date)."""
     applied_now: list[str] = []
     with conn.transaction():

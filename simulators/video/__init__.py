@@ -15,6 +15,6 @@ __all__ = ["STANDARD_CLIPS", "Camera", "RenderOptions", "main", "make_clip", "wr
 
 def main(argv: list[str] | None = None) -> int:
     """Command entry point (``python -m simulators.video``); returns the exit code."""
-    from simulators.video.cli import main as cli_main  # noqa: PLC0415  (keeps argparse/executor out of imports)
+    from simulators.video.cli import main as cli_main  # noqa: PLC0415 - keeps argparse and the process pool out of `import simulators.video`
 
     return cli_main(argv)

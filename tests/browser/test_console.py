@@ -29,6 +29,8 @@ from gateway.config import Settings
 from gateway.devservers import free_port
 from gateway.ingest.batch import Inbound
 from gateway.ingest.provisional import provisional_alerts
+from gateway.notify.config import NotifyConfig
+from gateway.notify.receivers import LocalReceiver
 from gateway.problems import store as problem_store
 from gateway.runtime import Gateway
 from gateway.store.db import connect
@@ -214,7 +216,7 @@ def test_smoke_alarm_appears_live_and_acknowledge_reaches_a_second_console(
     brigade.once("dialog", confirm)
     alert_row(brigade, SITE_A, "fire_alarm").get_by_test_id("alert-resolve").click()
     expect(brigade.get_by_test_id("action-error")).to_be_visible(timeout=LIVE_S)
-    expect(brigade.get_by_test_id("action-error")).to_have_text("紧急告警须先确认，才能解除")  # noqa: RUF001
+    expect(brigade.get_by_test_id("action-error")).to_have_text("紧急告警须先确认，才能解除")  # noqa: RUF001 - the console's texts use Chinese full-width punctuation on purpose
     expect(brigade.get_by_test_id("action-error")).to_have_attribute("data-code", "ack_required")
     assert len(asked) == 1, asked
     assert "火警" in asked[0], asked
@@ -271,7 +273,7 @@ def test_smoke_alarm_appears_live_and_acknowledge_reaches_a_second_console(
     expect(status).to_have_attribute("data-available", "true", timeout=LIVE_S)
     expect(inspector.get_by_test_id("compliance-verdict")).to_have_attribute("data-compliant", "false")
     expect(inspector.get_by_test_id("compliance-verdict")).to_have_text("不合规")
-    expect(inspector.get_by_test_id("compliance-reason")).to_have_text(["应接入摄像头 2 路，实际上报 0 路"])  # noqa: RUF001
+    expect(inspector.get_by_test_id("compliance-reason")).to_have_text(["应接入摄像头 2 路，实际上报 0 路"])  # noqa: RUF001 - the console's texts use Chinese full-width punctuation on purpose
     expect(inspector.get_by_test_id("compliance-measured-from")).to_contain_text("开始上报")
     days = inspector.get_by_test_id("compliance-day")
     expect(days).to_have_count(7)
@@ -610,9 +612,6 @@ def test_inspector_closes_an_overdue_problem_with_a_note(
 def test_alert_detail_shows_who_was_told_when(
     browser: Browser, settings: Settings, consoles: list[BrowserContext]
 ) -> None:
-    from gateway.notify.config import NotifyConfig  # noqa: PLC0415
-    from gateway.notify.receivers import LocalReceiver  # noqa: PLC0415
-
     receiver = LocalReceiver().start()
     notify = NotifyConfig.model_validate({
         "channels": {"xihu-wecom": {"type": "wecom", "url": receiver.url("/wecom") + "?key=k"},

@@ -31,6 +31,8 @@ MISTAKES: list[tuple[tuple[str, ...], str]] = [
     (("supervise", "--config", "BAD"), "expected a mapping"),
     (("api", "--config", "FILE"), "No such file"),
     (("migrate",), "cannot use the database"),
+    (("check-config", "FILE"), "No such file"),
+    (("check-config", "BAD"), "1: expected a mapping"),
     (("sites", "import", "FILE"), "No such file"),
     (("sites", "import", "BAD"), "line 1 must name the columns"),
     (("sites", "delete", "hz-0001"), "give --yes"),

@@ -41,6 +41,7 @@ from gateway.rules.model import AlertKey, AlertKind, Raise
 from gateway.runtime import Gateway
 from gateway.store import alerts as alert_store
 from gateway.store.db import connect, from_epoch, lock_sites
+from gateway.store.sites import purge_site
 from tests.support import Agent, Api, scalar, wait_for, wait_state
 
 pytestmark = pytest.mark.integration
@@ -417,8 +418,6 @@ def test_safeguard_notify_refuses_a_bad_config_naming_the_key(tmp_path: Path) ->
 
 
 def test_purging_a_site_takes_its_notifications_with_it(database_url: str, receiver: LocalReceiver) -> None:
-    from gateway.store.sites import purge_site  # noqa: PLC0415
-
     register(database_url)
     config = notify_config(receiver, steps=[{"after_s": 0, "channels": ["city-hook"]}])
     with running(Settings(database_url=database_url, notify=config)):

@@ -162,7 +162,7 @@ def test_dropped_database_connections_mid_stream_lose_nothing(gateway: Gateway) 
         publisher.start()
         dropped = 0
         for mark in (250, 500, 750):
-            wait_for(lambda: publisher.sent >= mark or publisher.error, what=f"{mark} heartbeats sent")  # noqa: B023
+            wait_for(lambda: publisher.sent >= mark or publisher.error, what=f"{mark} heartbeats sent")  # noqa: B023 - called in this iteration
             dropped += terminate_backends(database_url)
         publisher.join(60)
         assert publisher.error is None, repr(publisher.error)

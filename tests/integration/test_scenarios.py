@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.rules.model import GATEWAY_KINDS, AlertKind
 from gateway.runtime import Gateway
 from simulators.scenario import AlertWatch, Scenario, ScenarioRunner, format_table, judge, load_scenario
 from tests.support import ADMIN_TOKEN, Api
@@ -29,8 +30,6 @@ def _check(gateway: Gateway, scenario: Scenario) -> tuple[bool, str]:
 
 
 def test_the_shipped_scenarios_cover_every_alert_kind() -> None:
-    from gateway.rules.model import GATEWAY_KINDS, AlertKind  # noqa: PLC0415
-
     expected = {e.kind for path in SCENARIOS for e in load_scenario(path).expect}
     assert expected == set(AlertKind) - GATEWAY_KINDS  # notifier_failing: tests/integration/test_notify.py
     assert any(f.kind == "any" and not load_scenario(p).expect for p in SCENARIOS for f in load_scenario(p).forbid)

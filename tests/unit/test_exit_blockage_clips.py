@@ -118,7 +118,7 @@ def test_real_people_only_footage_never_blocks(clip: str) -> None:
     path = FOOTAGE / clip
     if not path.exists():
         pytest.skip(f"{path} not present")
-    from bench.vision import REAL_CLIPS  # noqa: PLC0415
+    from bench.vision import REAL_CLIPS  # noqa: PLC0415 - bench code, only when the real footage is there
 
     region = next(c.region for c in REAL_CLIPS if c.file == clip)
     cap = cv2.VideoCapture(str(path))

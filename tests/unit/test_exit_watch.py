@@ -8,6 +8,7 @@ import numpy as np
 
 from edge_agent.agent import ExitWatch
 from edge_agent.config import ExitConfig
+from gateway.cli import main
 
 REGION = [(50, 40), (110, 40), (110, 100), (50, 100)]
 
@@ -52,8 +53,6 @@ def test_the_learnt_view_is_saved_and_an_accept_request_resets_the_exit(tmp_path
 
 
 def test_accept_clear_command_leaves_the_request_for_the_running_agent(tmp_path: Path) -> None:
-    from gateway.cli import main  # noqa: PLC0415
-
     reference = tmp_path / "exit-1.png"
     config = tmp_path / "site.yaml"
     config.write_text(f"""\

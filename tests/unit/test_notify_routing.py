@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gateway.config import ConfigError, load_settings
 from gateway.notify.config import NotifyConfig
 from gateway.notify.routing import (
     AlertEvent,
@@ -17,6 +18,8 @@ from gateway.notify.routing import (
     failing_since,
     plan,
 )
+from gateway.rules.engine import apply, evaluate_notifier
+from gateway.rules.model import AlertKind, Raise, Resolve
 
 CHANNELS = {
     "inst": {"type": "wecom", "url": "http://127.0.0.1:1/inst"},
@@ -141,8 +144,6 @@ def test_a_channel_is_failing_when_its_failures_since_the_last_success_last_long
                        "end": "2026-12-01T09:00:00+08:00"}]}, "end must be after start"),
 ])
 def test_bad_notify_config_is_refused_naming_the_key(bad: dict[str, Any], says: str) -> None:
-    from gateway.config import ConfigError, load_settings  # noqa: PLC0415
-
     with pytest.raises(ConfigError) as refused:
         load_settings(notify={"channels": CHANNELS, **bad})
     assert "notify" in str(refused.value)
@@ -150,9 +151,6 @@ def test_bad_notify_config_is_refused_naming_the_key(bad: dict[str, Any], says: 
 
 
 def test_notifier_failing_is_raised_once_while_failing_and_resolved_on_recovery() -> None:
-    from gateway.rules.engine import apply, evaluate_notifier  # noqa: PLC0415
-    from gateway.rules.model import AlertKind, Raise, Resolve  # noqa: PLC0415
-
     raised = evaluate_notifier("s1", "city-hook", failing=True, since=T0, alerts={})
     assert [type(c) for c in raised] == [Raise]
     assert raised[0].key.kind is AlertKind.NOTIFIER_FAILING
