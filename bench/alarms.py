@@ -12,6 +12,12 @@ the alert, and how many alarms were not seen within 10 s.
 ``--storm``: instead of the steady feed, 200 agents reconnect at once and flush a 10-minute
 backlog each (17 devices, one message per 30 s: 68,000 messages as fast as the publishers
 go) while the live alarms go on.
+
+Before the load, the bench drains a 30,000-message province-shaped backlog with a bare paho
+subscriber (``bench.ingest``'s peer) and prints its rate: the machine's speed in the same run,
+so that figures taken on a machine in another state can be compared. ``--rate-of-peer F``
+sets the background to F times that rate instead of ``--rate`` (5,700 msg/s was 0.24 of the
+peer on this machine at its usual speed, 23,872 msg/s).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as mqtt
 
+from bench.ingest import Figure, Stack, measure_peer
 from gateway.devservers import IngestProcess, MosquittoServer, PostgresServer, free_port
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
@@ -129,6 +136,16 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def calibrate(mqtt_url: str, database_url: str) -> Figure:
+    """The bare paho peer's drain rate on a province-shaped backlog, then its session dropped."""
+    peer = measure_peer(Stack(mqtt_url, database_url, MqttVersion.V5), province_plan(mqtt_url, 30_000, processes=2))
+    endpoint = MqttEndpoint.parse(mqtt_url)
+    client = new_client(endpoint, "bench-peer", MqttVersion.V5)  # clean start: the broker forgets it
+    client.connect(endpoint.host, endpoint.port)
+    client.disconnect()
+    return peer
+
+
 def serve(mqtt_url: str, database_url: str, port: int, *, split_lanes: bool) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SAFEGUARD_MQTT_URL": mqtt_url, "SAFEGUARD_DATABASE_URL": database_url,
            "SAFEGUARD_API_PORT": str(port), "SAFEGUARD_BOOTSTRAP_TOKEN": TOKEN}
@@ -147,25 +164,34 @@ def serve(mqtt_url: str, database_url: str, port: int, *, split_lanes: bool) -> 
     raise SystemExit("safeguard serve did not become ready")
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of live alarms")
     parser.add_argument("--rate", type=float, default=5700.0, help="background msg/s (steady mode)")
+    parser.add_argument("--rate-of-peer", type=float, metavar="F",
+                        help="background at F x the bare paho peer's drain rate measured first (steady mode)")
     parser.add_argument("--storm", action="store_true", help="200 agents flushing a 10-minute backlog each")
     parser.add_argument("--split-lanes", action="store_true",
                         help="the alarm lane in a process of its own (safeguard ingest --lane alarm)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
         root = Path(tmp)
         with PostgresServer(root / "pg", fast=True) as pg, \
                 MosquittoServer(root / "mqtt", max_queued_messages=1_000_000) as broker:
             database_url = pg.url
+            peer = calibrate(broker.url, database_url)
+            rate = args.rate_of_peer * peer.rate if args.rate_of_peer else args.rate
             if args.storm:
                 plan = LoadPlan(broker.url, 200 * 17 * 20, sites=200, cameras=4, smoke=10, exits=3, processes=2)
                 what = "reconnect storm: 200 agents x 17 devices x 20 messages (10 min at 30 s), flat out"
             else:
-                plan = province_plan(broker.url, int(args.rate * (args.duration + 5)), processes=2, rate=args.rate)
-                what = f"background {args.rate:,.0f} msg/s, {plan.sites} sites x {plan.devices_per_site} devices"
+                plan = province_plan(broker.url, int(rate * (args.duration + 5)), processes=2, rate=rate)
+                what = (f"background {rate:,.0f} msg/s ({rate / peer.rate:.2f} of the peer),"
+                        f" {plan.sites} sites x {plan.devices_per_site} devices")
             with connect(database_url) as conn:
                 migrate(conn)
                 upsert_sites(conn, [SiteRecord(id=site_id(plan, i)) for i in range(plan.sites)]
@@ -199,6 +225,7 @@ def main() -> None:
             gateway.wait(timeout=60)
             if alarm_lane is not None:
                 alarm_lane.stop()
+    print(f"machine: the bare paho peer drains {peer}")
     print(f"{what}; published {report.published:,} at {report.rate:,.0f} msg/s; one new alarm a second"
           f" for {args.duration:.0f} s")
     print(f"alarm -> SSE:                  {watch.figures(watch.sse)}")
