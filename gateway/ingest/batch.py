@@ -91,6 +91,9 @@ class BatchResult:
     duplicates: int = 0
     dead: list[DeadLetter] = field(default_factory=list)
     alerts: list[alert_store.Recorded] = field(default_factory=list)
+    # (site, device, boot, seq) of every reading the batch durably dealt with (stored now or
+    # before): what the agents are told (gateway/ingest/confirm.py), without parsing it again.
+    stored_keys: list[_Key] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +318,7 @@ def _classify(decoded: list[_Decoded], loaded: _Loaded, decision: Decision, resu
                 decision.snapshots.append((message, topic, payload))
                 continue
             key = (topic.site, topic.device, payload.boot, payload.seq)
+            result.stored_keys.append(key)  # confirmed once the batch commits
             if key in keys:
                 repeated += 1
                 continue

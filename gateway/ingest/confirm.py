@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -41,9 +41,10 @@ RANGES_PER_ENTRY = 1_000
 _ENVELOPE = len('{"ts":,"acks":[]}') + 32  # the numbers of ts included, generously
 
 _DeviceBoot = tuple[str, str]
+_Key = tuple[str, str, str, int]  # (site, device, boot, seq), as BatchResult.stored_keys
 
 
-class _Key(BaseModel):
+class _Readable(BaseModel):
     """The two fields a confirmation needs, read leniently about everything else in the payload."""
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
@@ -59,20 +60,25 @@ def _new_done() -> _Done:
 
 
 def confirmations(
-    batch: Sequence[Inbound], refused: Iterable[Inbound], *, ts: float, max_bytes: int = ACK_MAX_BYTES
+    stored: Iterable[_Key], refused: Iterable[Inbound], *, ts: float, max_bytes: int = ACK_MAX_BYTES
 ) -> list[tuple[str, bytes]]:
-    """``(topic, payload)`` of the confirmations for a committed ``batch``; ``refused`` are the ones
-    of it that went to the dead-letter store. Messages with no readable site, device, boot and seq
-    (malformed, not a reading) cannot be confirmed and are left out."""
+    """``(topic, payload)`` of the confirmations for a committed batch: ``stored`` are the
+    ``(site, device, boot, seq)`` of its readings (``BatchResult.stored_keys``), ``refused`` the
+    messages of it that went to the dead-letter store. A refused message with no readable site,
+    device, boot and seq (malformed, not a reading) cannot be confirmed and is left out."""
     done = _new_done()
-    collect(batch, refused, done)
+    collect(stored, refused, done)
     return _payloads(done, ts=ts, max_bytes=max_bytes)
 
 
-def collect(batch: Sequence[Inbound], refused: Iterable[Inbound], done: _Done) -> None:
-    """Add what ``batch`` committed to ``done`` (see :func:`confirmations`)."""
-    dead = {id(m) for m in refused}
-    for message in batch:
+def collect(stored: Iterable[_Key], refused: Iterable[Inbound], done: _Done) -> None:
+    """Add a committed batch to ``done`` (see :func:`confirmations`).
+
+    The stored keys come from the batch processor, which has decoded them already; only the
+    refused (rare) are read again here, leniently: they failed the contract somewhere."""
+    for site, device, boot, seq in stored:
+        done[site][(device, boot)][0].append(seq)
+    for message in refused:
         try:
             topic = parse_topic(message.topic)
         except TopicError:
@@ -80,11 +86,10 @@ def collect(batch: Sequence[Inbound], refused: Iterable[Inbound], done: _Done) -
         if topic.type not in _READING_TYPES or topic.device is None:
             continue
         try:
-            key = _Key.model_validate_json(message.payload)
+            key = _Readable.model_validate_json(message.payload)
         except ValidationError:
             continue
-        stored, dead_lettered = done[topic.site][(topic.device, key.boot)]
-        (dead_lettered if id(message) in dead else stored).append(key.seq)
+        done[topic.site][(topic.device, key.boot)][1].append(key.seq)
 
 
 def _payloads(done: _Done, *, ts: float, max_bytes: int) -> list[tuple[str, bytes]]:
@@ -102,14 +107,18 @@ def encode(
     entries: list[str] = []
     for (device, boot), (stored, dead) in devices.items():
         # A seq both stored and dead-lettered in one batch (a forged repeat): it is stored.
-        ranges, refused = seq_ranges(stored), seq_ranges(set(dead).difference(stored))
+        ranges = seq_ranges(stored)
+        refused = seq_ranges(set(dead).difference(stored)) if dead else []
+        names = f'"device":{json.dumps(device)},"boot":{json.dumps(boot)}'  # ids are text: escaped
+        # Written out, not json.dumps of a dict of lists: this runs once per device per flush.
+        if len(ranges) + len(refused) <= RANGES_PER_ENTRY:  # nearly always: one entry
+            entries.append(f'{{{names},"seq":{_ranges(ranges)},"refused":{_ranges(refused)}}}')
+            continue
         tagged = [("seq", r) for r in ranges] + [("refused", r) for r in refused]
         for start in range(0, len(tagged), RANGES_PER_ENTRY):
             part = tagged[start : start + RANGES_PER_ENTRY]
-            fields = {"device": device, "boot": boot,
-                      "seq": [list(r) for tag, r in part if tag == "seq"],
-                      "refused": [list(r) for tag, r in part if tag == "refused"]}
-            entries.append(json.dumps(fields, separators=(",", ":")))
+            entries.append(f'{{{names},"seq":{_ranges([r for tag, r in part if tag == "seq"])},'
+                           f'"refused":{_ranges([r for tag, r in part if tag == "refused"])}}}')
     head = f'{{"ts":{ts!r},"acks":['
     payloads: list[bytes] = []
     chunk: list[str] = []
@@ -124,6 +133,10 @@ def encode(
         payloads.append(f"{head}{','.join(chunk)}]}}".encode())
     return payloads
 
+
+
+def _ranges(ranges: list[tuple[int, int]]) -> str:
+    return "[" + ",".join(f"[{first},{last}]" for first, last in ranges) + "]"
 
 
 FLUSH_S = 2.0  # a lane's confirmations wait at most this long: one message per site per flush
@@ -150,10 +163,10 @@ class Confirmer:
     def start(self) -> None:
         self._thread.start()
 
-    def add(self, batch: Sequence[Inbound], refused: Iterable[Inbound]) -> None:
-        """A committed batch (called after its commit)."""
+    def add(self, stored: Iterable[_Key], refused: Iterable[Inbound]) -> None:
+        """A committed batch (called after its commit): see :func:`confirmations`."""
         with self._lock:
-            collect(batch, refused, self._pending)
+            collect(stored, refused, self._pending)
 
     def flush(self) -> int:
         """Publish what is pending; returns how many messages."""

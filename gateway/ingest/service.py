@@ -354,7 +354,7 @@ class _LaneWorker:
             self._rejects.add(result.dead)
             self.accepted += result.accepted
             self._ack(batch)
-            self._confirm(batch, result)
+            self._confirm(result)
             return
 
     def _write(self, batch: list[Inbound]) -> BatchResult:
@@ -401,6 +401,7 @@ class _LaneWorker:
             total.duplicates += one.duplicates
             total.dead += one.dead
             total.alerts += one.alerts
+            total.stored_keys += one.stored_keys
         return total
 
     def _ack(self, batch: list[Inbound]) -> None:
@@ -408,7 +409,7 @@ class _LaneWorker:
         generation = self._generation
         self._send_acks([m.mid for m in batch if m.qos == 1 and m.generation == generation])
 
-    def _confirm(self, batch: list[Inbound], result: BatchResult) -> None:
+    def _confirm(self, result: BatchResult) -> None:
         """Tell each agent what this committed batch holds for it (gateway/ingest/confirm.py).
 
         After the commit, so a confirmation is never ahead of the database; gathered for up to
@@ -420,7 +421,7 @@ class _LaneWorker:
         if self._confirmer is None:
             self._confirmer = Confirmer(self._publish_ack, name=f"confirm-{self.plan.lane}")
             self._confirmer.start()
-        self._confirmer.add(batch, [d.message for d in result.dead])
+        self._confirmer.add(result.stored_keys, [d.message for d in result.dead])
 
     def _publish_ack(self, topic: str, payload: bytes) -> None:
         client = self._client

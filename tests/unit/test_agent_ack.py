@@ -63,16 +63,16 @@ def inbound(site: str, device: str, seq: int, boot: str = "b1", kind: MessageTyp
 
 
 def test_a_batch_is_confirmed_per_site_with_ranges_per_device_and_boot() -> None:
-    stored = [inbound("s-1", "cam-1", s) for s in (0, 1, 2, 5)] + [inbound("s-1", "cam-1", 0, boot="b0")]
-    stored += [inbound("s-2", "smoke-1", 9, kind=MessageType.SMOKE)]
+    stored = [("s-1", "cam-1", "b1", s) for s in (0, 1, 2, 5)] + [("s-1", "cam-1", "b0", 0)]
+    stored += [("s-2", "smoke-1", "b1", 9)]
     dead = [inbound("s-1", "cam-1", 3)]
-    other = [
+    other = [  # refused too, but with nothing to confirm them by
         Inbound("sg/v1/s-1/agent/status", b'{"online":true,"ts":1.0,"boot":"b1"}', 1.0),  # no seq
         Inbound("sg/v1/s-1/exit-1/snapshot", b"\xff\xd8\xff", 1.0),  # no seq
         Inbound("sg/v1/s-1/cam-1/heartbeat", b"not json", 1.0),  # nothing to name
         Inbound("sg/v1/s-1/cam-1/video", b"{}", 1.0),  # not a contract topic
     ]
-    out = confirmations(stored + dead + other, dead, ts=123.5)
+    out = confirmations(stored, dead + other, ts=123.5)
     assert [t for t, _ in out] == ["sg/v1/s-1/agent/ack", "sg/v1/s-2/agent/ack"]
     first, second = (decode_ack(p) for _, p in out)
     assert first.ts == 123.5
@@ -81,7 +81,7 @@ def test_a_batch_is_confirmed_per_site_with_ranges_per_device_and_boot() -> None
         ("cam-1", "b0"): (((0, 0),), ()),
     }
     assert [(a.device, a.seq) for a in second.acks] == [("smoke-1", ((9, 9),))]
-    assert confirmations(other, [], ts=1.0) == []
+    assert confirmations([], other, ts=1.0) == []
 
 
 def test_a_big_confirmation_is_split_below_the_bound_and_loses_no_range() -> None:
@@ -102,6 +102,13 @@ def test_a_big_confirmation_is_split_below_the_bound_and_loses_no_range() -> Non
     assert refused == {k: [(1, 1)] for k in devices}
 
 
+def test_ids_that_need_escaping_survive_the_written_out_json() -> None:
+    boot = 'b\u00e9"\\1\n'  # a boot id is any text without NUL
+    (payload,) = encode({("cam-1", boot): ([1, 2, 3, 7], [9])}, ts=1.5)
+    (entry,) = decode_ack(payload).acks
+    assert (entry.device, entry.boot, entry.seq, entry.refused) == ("cam-1", boot, ((1, 3), (7, 7)), ((9, 9),))
+
+
 def test_a_seq_both_stored_and_dead_lettered_in_one_batch_is_stored() -> None:
     payload = encode({("cam-1", "b1"): ([1, 2], [2, 3])}, ts=1.0)
     (ack,) = (decode_ack(p) for p in payload)
@@ -112,15 +119,14 @@ def test_a_seq_both_stored_and_dead_lettered_in_one_batch_is_stored() -> None:
 def test_a_lanes_confirmations_are_gathered_one_message_per_site_per_flush() -> None:
     sent: list[tuple[str, bytes]] = []
     confirmer = Confirmer(lambda topic, payload: sent.append((topic, payload)), interval_s=3600)  # flushed by hand
-    confirmer.add([inbound("s-1", "cam-1", s) for s in range(0, 5)], [])
-    confirmer.add([inbound("s-1", "cam-1", s) for s in range(5, 9)] + [inbound("s-2", "cam-1", 0)],
-                  [])
+    confirmer.add([("s-1", "cam-1", "b1", s) for s in range(0, 5)], [])
+    confirmer.add([("s-1", "cam-1", "b1", s) for s in range(5, 9)] + [("s-2", "cam-1", "b1", 0)], [])
     assert sent == []
     assert confirmer.flush() == 2
     assert [t for t, _ in sent] == ["sg/v1/s-1/agent/ack", "sg/v1/s-2/agent/ack"]
     assert decode_ack(sent[0][1]).acks[0].seq == ((0, 8),)  # ranges merged across batches
     assert confirmer.flush() == 0  # nothing pending
-    confirmer.add([inbound("s-1", "cam-1", 9)], [])
+    confirmer.add([("s-1", "cam-1", "b1", 9)], [])
     confirmer.stop()  # publishes what is pending
     assert decode_ack(sent[-1][1]).acks[0].seq == ((9, 9),)
 
