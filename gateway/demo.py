@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import sys
 import threading
@@ -26,6 +25,7 @@ from gateway.auth import Role, create_token
 from gateway.config import Settings
 from gateway.devservers import PostgresServer, free_port
 from gateway.runtime import Gateway
+from gateway.shutdown import stop_on_signals
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
@@ -126,9 +126,7 @@ class _Withdraw:
 
 
 def run_demo(data_dir: Path, *, api_port: int = 8000, mqtt_port: int = 1883, feed: bool = True) -> int:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     data_dir.mkdir(parents=True, exist_ok=True)
     pg = PostgresServer(data_dir / "postgres")
     broker = EmbeddedBroker(port_or_free(mqtt_port))
