@@ -713,6 +713,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Modules of an optional extra whose absence the importing code words as an install command.
+_EXTRA_MODULES = frozenset({"amqtt"})  # the demo extra (gateway/demo.py)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["clips"]:  # its own command line (simulators.video), --help included
@@ -726,6 +730,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (ConfigError, ValueError) as exc:
         sys.stderr.write(f"safeguard: error: {exc}\n")
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in _EXTRA_MODULES:
+            raise
+        sys.stderr.write(f"safeguard: error: {exc}\n")  # the message says what to install
         return 2
     except ConnectionError as exc:  # a broker or API that is not there or refuses us
         sys.stderr.write(f"safeguard: error: {exc}\n")

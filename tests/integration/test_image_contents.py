@@ -68,3 +68,14 @@ def test_an_installed_gateway_finds_the_console_in_its_package(wheel: Path, tmp_
     console_dir, found = ran.stdout.split()
     assert Path(console_dir) == site / "dashboards" / "web"
     assert found == "True"
+
+
+def test_the_demo_broker_is_an_extra_the_image_goes_without(wheel: Path) -> None:
+    """amqtt serves `safeguard demo` only: the image's `pip install .` (no extra) does not get it."""
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = (n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        requires = [line for line in archive.read(metadata).decode().splitlines() if line.startswith("Requires-Dist:")]
+    amqtt = [line for line in requires if line.split()[1].lower().startswith("amqtt")]
+    assert amqtt
+    assert all('extra == "demo"' in line for line in amqtt), amqtt
+    assert "[demo]" not in (ROOT / "Dockerfile").read_text(encoding="utf-8")
