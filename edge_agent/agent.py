@@ -5,6 +5,10 @@ and runs it until SIGINT/SIGTERM. Every reading goes through the :class:`Publish
 through the durable outbox): a state change at once, the current state again every
 ``heartbeat_s``; an exit that becomes blocked also sends a JPEG snapshot with the region
 outlined.
+
+Each exit is analysed on a thread of its own (:class:`~edge_agent.exit_worker.ExitWorker`):
+the camera's thread only decides which frames are due (``EXIT_ANALYSIS_FPS``) and hands them
+over, the latest frame winning when the analysis falls behind.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import cv2
 import numpy as np
 
 from edge_agent.config import AgentConfig, ExitConfig, SmokeConfig
+from edge_agent.exit_worker import ExitWorker, ExitWorkerStats
 from edge_agent.outbox import Kind, Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.sources.smoke import (
@@ -81,8 +86,17 @@ class ExitWatch:
 
     def feed(self, frame: np.ndarray, ts: float) -> tuple[ExitObservation, bool] | None:
         """Analyse the frame if it is time; return the observation and whether the state changed."""
-        if not self._pacer.take(ts):
+        if not self.due(ts):
             return None
+        return self.analyse(frame, ts)
+
+    def due(self, ts: float) -> bool:
+        """Whether the frame of ``ts`` is to be analysed (at most EXIT_ANALYSIS_FPS a second); cheap,
+        called on the camera's thread for every frame."""
+        return self._pacer.take(ts)
+
+    def analyse(self, frame: np.ndarray, ts: float) -> tuple[ExitObservation, bool]:
+        """Analyse a due frame; return the observation and whether the state changed."""
         if self.detector is None:
             height, width = frame.shape[:2]
             reference = self._reference(frame)
@@ -160,6 +174,8 @@ class Agent:
         )
         self.smoke = {s.id: make_smoke_adapter(s) for s in config.smoke}
         self.exits = {e.id: ExitWatch(e) for e in config.exits}
+        self.workers = {device: ExitWorker(device, functools.partial(self._analyse, watch))
+                        for device, watch in self.exits.items()}
         self._cameras: list[Any] = []
         self._stopping = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="agent-heartbeats", daemon=True)
@@ -169,6 +185,8 @@ class Agent:
         self.publisher.start()
         for device, adapter in self.smoke.items():
             adapter.start(functools.partial(self._smoke_changed, device))
+        for worker in self.workers.values():
+            worker.start()
         if self.config.cameras:
             from edge_agent.sources.camera import CameraWatcher  # noqa: PLC0415 - OpenCV capture threads
 
@@ -185,12 +203,22 @@ class Agent:
         self._stopping.set()
         for watcher in self._cameras:
             watcher.stop()
+        for worker in self.workers.values():  # after the cameras: nothing is offered any more
+            worker.stop(timeout=5.0)
         for adapter in self.smoke.values():
             adapter.stop()
         if self._ticker.is_alive():
             self._ticker.join(timeout=5)
         self.publisher.stop(drain_s=2.0)
         self.outbox.close()
+
+    def exit_stats(self) -> dict[str, ExitWorkerStats]:
+        """Per exit: the frames handed to its analysis thread, analysed and dropped."""
+        return {device: worker.stats() for device, worker in self.workers.items()}
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every exit has analysed the frames handed over so far (for tests)."""
+        return all(worker.wait_idle(timeout) for worker in self.workers.values())
 
     # sources -> publisher ------------------------------------------------------------------
 
@@ -201,18 +229,19 @@ class Agent:
         self.publisher.send(camera, MessageType.HEARTBEAT, fields)
 
     def _frame(self, camera: str, frame: np.ndarray, ts: float) -> None:
-        for watch in self.exits.values():
-            if watch.config.camera != camera:
-                continue
-            result = watch.feed(frame, ts)
-            if result is None:
-                continue
-            observation, changed = result
-            if changed:
-                self._send_exit(watch.config.id, observation, kind=None)
-                if observation.state is ExitState.BLOCKED:
-                    self.publisher.send_snapshot(watch.config.id,
-                                                 outline_snapshot(frame, watch.config.region, observation))
+        """The camera thread's sink: hand the due frames to the exits' threads and return."""
+        for device, watch in self.exits.items():
+            if watch.config.camera == camera and watch.due(ts):
+                self.workers[device].offer(frame, ts)
+
+    def _analyse(self, watch: ExitWatch, frame: np.ndarray, ts: float) -> None:
+        """On the exit's thread: detect, and on a change send the state (and a snapshot if blocked)."""
+        observation, changed = watch.analyse(frame, ts)
+        if changed:
+            self._send_exit(watch.config.id, observation, kind=None)
+            if observation.state is ExitState.BLOCKED:
+                self.publisher.send_snapshot(watch.config.id,
+                                             outline_snapshot(frame, watch.config.region, observation))
 
     def _send_exit(self, device: str, observation: ExitObservation, kind: Kind | None) -> None:
         self.publisher.send(device, MessageType.EXIT, {

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from gateway import demo_settings
 from gateway.config import ConfigError, Settings, check_settings_file, load_settings
+from gateway.shutdown import stop_on_signals, wait_for_signal
 from protocol.mqtt import BrokerUnavailable, MqttEndpoint, MqttVersion, negotiate_version
 
 if TYPE_CHECKING:
@@ -32,16 +31,6 @@ def _settings(args: argparse.Namespace, *, demo: bool = True) -> Settings:
         sys.stderr.write(f"using the running demo's settings ({published})\n")
         return load_settings(published)
     return load_settings(None)
-
-
-def _wait_for_signal(tick: Callable[[], None] | None = None, every_s: float = 1.0) -> None:
-    """Block until SIGINT or SIGTERM; meanwhile call ``tick`` every ``every_s`` if given."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(every_s if tick else None):
-        if tick is not None:
-            tick()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -63,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if gateway.api is not None:
         logging.getLogger("safeguard").info("API on %s", gateway.api_url)
     try:
-        _wait_for_signal()
+        wait_for_signal()
     finally:
         gateway.stop()
     return 0
@@ -102,7 +91,7 @@ def cmd_ingest_workers(args: argparse.Namespace) -> int:
                 log.warning("ingest worker %s-%d exited with %s; restarting it", base, index, child.returncode)
                 children[index] = spawn(index)
 
-    _wait_for_signal(restart_the_dead)
+    wait_for_signal(restart_the_dead)
     for child in children:
         child.terminate()
     for child in children:
@@ -207,9 +196,7 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
         sys.stderr.write(f"wrote {out}: {len(generated.sites)} site accounts"
                          f"{f', refused (reserved ids): {list(generated.skipped)}' if generated.skipped else ''}\n")
         return 0
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     broker_config.watch(settings, out, interval_s=args.interval, stop=stop, group=group,
                         reload=reload if reload.configured else None)
     return 0
@@ -280,9 +267,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from simulators.recording import Recorder  # noqa: PLC0415 - the simulators only for their commands
 
     url, version = _mqtt(args)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     path = Path(args.file)
     with path.open("w", encoding="utf-8") as out:
         recorder = Recorder(url, version, out, include_alerts=args.include_alerts)
@@ -308,9 +293,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     next(read_recording(Path(args.file)), None)  # a missing or foreign file is said before the broker is asked
     url, version = _mqtt(args)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     summary = replay(Path(args.file), url, version, speed=args.speed, progress=sys.stderr, stop=stop)
     sys.stderr.write(
         f"replayed {summary.published} messages to {url} in {summary.duration_s:.1f} s"
@@ -338,9 +321,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         sys.stderr.write(f"wrote {count} sites to {args.sites_csv} (register them: safeguard sites import)\n")
     if args.api_url:
         registry.register_via_api(args.api_url, args.token, scenario.sites)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     runner = ScenarioRunner(scenario, url, version, seed=args.seed)
     watch = AlertWatch({s.id for s in scenario.sites}) if args.check else None
     sys.stderr.write(f"running {scenario.name!r}: {len(scenario.sites)} sites for {scenario.duration:g} s on {url}\n")
@@ -415,9 +396,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         return 0
     from edge_agent.agent import run_agent  # noqa: PLC0415 - OpenCV only for a running agent
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     return run_agent(config, stop)
 
 
@@ -734,6 +713,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Modules of an optional extra whose absence the importing code words as an install command.
+_EXTRA_MODULES = frozenset({"amqtt"})  # the demo extra (gateway/demo.py)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["clips"]:  # its own command line (simulators.video), --help included
@@ -747,6 +730,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (ConfigError, ValueError) as exc:
         sys.stderr.write(f"safeguard: error: {exc}\n")
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in _EXTRA_MODULES:
+            raise
+        sys.stderr.write(f"safeguard: error: {exc}\n")  # the message says what to install
         return 2
     except ConnectionError as exc:  # a broker or API that is not there or refuses us
         sys.stderr.write(f"safeguard: error: {exc}\n")

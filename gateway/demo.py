@@ -1,6 +1,7 @@
 """``safeguard demo``: broker, database, gateway, simulated sites and console on one machine.
 
-The broker is amqtt in-process (MQTT 3.1.1, enough for a demo); PostgreSQL runs
+The broker is amqtt in-process (MQTT 3.1.1, enough for a demo; the ``demo`` extra, which
+``./run demo`` and ``./run test`` install, so the production image goes without); PostgreSQL runs
 from the machine's own server binaries in a data folder of the project's (the same
 code path the test suite uses, so what the demo runs is what CI tests; the pip
 wheels that embed PostgreSQL ship old or unmaintained builds).
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import sys
 import threading
@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from amqtt.broker import Broker
 
 from gateway import demo_settings
 from gateway.auth import Role, create_token
 from gateway.config import Settings
 from gateway.devservers import PostgresServer, free_port
 from gateway.runtime import Gateway
+from gateway.shutdown import stop_on_signals
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
@@ -47,6 +47,21 @@ def port_or_free(preferred: int, host: str = "127.0.0.1") -> int:
     return preferred
 
 
+AMQTT_MISSING = ("the demo's MQTT broker (amqtt) is not installed: pip install -e '.[demo]'"
+                 " (./run demo installs it)")
+
+
+def _amqtt_broker() -> Any:
+    """amqtt's Broker class, or a one-line error saying how to install it (``safeguard`` main says it)."""
+    try:
+        from amqtt.broker import Broker  # noqa: PLC0415 - the demo extra's, not a core dependency
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("amqtt"):
+            raise  # amqtt is there but one of its own dependencies is not: that error says which
+        raise ModuleNotFoundError(AMQTT_MISSING, name="amqtt") from exc
+    return Broker
+
+
 class EmbeddedBroker:
     """amqtt on its own asyncio loop in a thread."""
 
@@ -57,6 +72,7 @@ class EmbeddedBroker:
         self._broker: Any = None
 
     def start(self) -> None:
+        broker_class = _amqtt_broker()
         self._thread.start()
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
@@ -64,7 +80,7 @@ class EmbeddedBroker:
         }
 
         async def boot() -> None:
-            self._broker = Broker(config)
+            self._broker = broker_class(config)
             await self._broker.start()
 
         asyncio.run_coroutine_threadsafe(boot(), self._loop).result(timeout=15)
@@ -126,9 +142,8 @@ class _Withdraw:
 
 
 def run_demo(data_dir: Path, *, api_port: int = 8000, mqtt_port: int = 1883, feed: bool = True) -> int:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    _amqtt_broker()  # a missing extra is said before PostgreSQL is started
+    stop = stop_on_signals()
     data_dir.mkdir(parents=True, exist_ok=True)
     pg = PostgresServer(data_dir / "postgres")
     broker = EmbeddedBroker(port_or_free(mqtt_port))

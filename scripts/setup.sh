@@ -4,7 +4,7 @@
 #   scripts/setup.sh             venv + Python deps + Mosquitto and PostgreSQL server binaries
 #   scripts/setup.sh --browser   ... and Chromium and a CJK font, for the browser tests (./run test)
 #
-# Re-runs are fast: the venv is only created when missing, `pip install -e '.[dev]'` only
+# Re-runs are fast: the venv is only created when missing, `pip install -e '.[dev,demo]'` only
 # runs when pyproject.toml is newer than .venv/.installed, and system packages are only
 # installed when their binaries cannot be found. Missing system packages are installed
 # with apt-get when running as root on a Debian/Ubuntu machine; otherwise we say what to
@@ -78,8 +78,8 @@ else
 fi
 
 if [ ! -e "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
-    say "installing Python dependencies (pip install -e '.[dev]')"
-    "$VENV/bin/python" -m pip install -q -e '.[dev]'
+    say "installing Python dependencies (pip install -e '.[dev,demo]': the tests' tools, the demo's broker)"
+    "$VENV/bin/python" -m pip install -q -e '.[dev,demo]'
     touch "$STAMP"
 fi
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -42,6 +43,34 @@ def broker_reachable(settings: Settings, timeout: float = 1.0) -> bool:
             return True
     except OSError:
         return False
+
+
+class DatabaseReadiness:
+    """The database half of ``/readyz``, logged when it changes, not at every probe.
+
+    An orchestrator probes every few seconds: a database away for an hour would otherwise
+    write a warning per probe. The first failure is logged with its error, the recovery once
+    (with the number of failed probes); the probes in between answer 503 silently.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # probes run on the API's thread pool, several at once
+        self._reachable: bool | None = None  # None: not probed yet
+        self._failed_probes = 0  # since the database was last reachable
+
+    def record(self, error: Exception | None) -> bool:
+        """Note one probe's outcome (``error`` None: reachable); return whether it was reachable."""
+        reachable = error is None
+        with self._lock:
+            previous, self._reachable = self._reachable, reachable
+            failed = self._failed_probes
+            self._failed_probes = 0 if reachable else failed + 1
+        if not reachable and previous is not False:
+            log.warning("readiness: database not reachable: %s: %s (not logged again until it is back)",
+                        type(error).__name__, error)
+        elif reachable and previous is False:
+            log.info("readiness: database reachable again after %d failed probe(s)", failed)
+        return reachable
 
 
 def create_app(
@@ -83,6 +112,7 @@ def create_app(
     app.include_router(router)
     errors.install(app)
     is_broker_ready = broker_ready or (lambda: broker_reachable(settings))
+    database_readiness = DatabaseReadiness()
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -91,13 +121,13 @@ def create_app(
     @app.get("/readyz", tags=["health"])
     def readyz() -> JSONResponse:
         checks: dict[str, Any] = {"broker": is_broker_ready()}
+        error: Exception | None = None
         try:
             with pool.connection(timeout=settings.api_db_timeout_s) as conn:
                 conn.execute("SELECT 1")
-            checks["database"] = True
         except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason goes to the log
-            log.warning("readiness: database not reachable: %s: %s", type(exc).__name__, exc)
-            checks["database"] = False
+            error = exc
+        checks["database"] = database_readiness.record(error)
         ready = all(checks.values())
         code = status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE
         return JSONResponse({"ready": ready, "checks": checks}, status_code=code)
