@@ -3,9 +3,11 @@
 Edge agents, simulators and the gateway all speak through this package:
 ``topics`` builds and parses topic strings (the only place they are written),
 ``messages`` holds the frozen payload models and the decoder that turns raw
-bytes into a validated message or a precise :class:`Rejection`.
+bytes into a validated message or a precise :class:`Rejection`, ``alerts`` the
+alert kinds, severities, states and the :class:`Alert` the gateway publishes.
 """
 
+from protocol.alerts import Alert, AlertKind, AlertState, Severity, alert_key
 from protocol.messages import (
     ACK_MAX_BYTES,
     DEFAULT_HEARTBEAT_S,
@@ -66,6 +68,9 @@ __all__ = [
     "AckedDevice",
     "AgentAck",
     "AgentStatus",
+    "Alert",
+    "AlertKind",
+    "AlertState",
     "DeclaredDevice",
     "DeviceKind",
     "ExitReading",
@@ -75,6 +80,7 @@ __all__ = [
     "Reading",
     "RejectReason",
     "Rejection",
+    "Severity",
     "SmokeReading",
     "SmokeState",
     "Snapshot",
@@ -82,6 +88,7 @@ __all__ = [
     "Topic",
     "ack_topic",
     "ack_topic_site",
+    "alert_key",
     "alert_topic",
     "check_not_ahead",
     "decode",

@@ -22,8 +22,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gateway.rules.model import AlertKind
-from protocol import ALERTS_FILTER, DeviceKind
+from protocol import ALERTS_FILTER, AlertKind, DeviceKind
 from protocol.mqtt import BrokerUnavailable, BrokerUnreachable, MqttEndpoint, MqttVersion, connect_and_wait, new_client
 from simulators.agent import VirtualAgent, VirtualDevice
 

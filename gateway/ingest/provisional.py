@@ -34,9 +34,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from gateway.ingest.batch import Inbound
-from gateway.rules.model import AlertKind
-from gateway.store.alerts import alert_key
-from protocol import ExitReading, Rejection, SmokeReading, alert_topic, decode
+from protocol import AlertKind, ExitReading, Rejection, SmokeReading, alert_key, alert_topic, decode
 from protocol.messages import ExitState, SmokeState
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,6 @@ from gateway.rules.model import (
     SEVERITY,
     Acknowledge,
     AlertKey,
-    AlertKind,
-    AlertState,
     Change,
     OpenAlert,
     OpenAlerts,
@@ -33,6 +31,7 @@ from gateway.rules.model import (
     Update,
 )
 from gateway.store.db import ALERT_CHANNEL, Conn, lock_sites, rfc3339
+from protocol import AlertKind, AlertState, alert_key
 
 SYSTEM = "system"
 
@@ -56,13 +55,6 @@ class AlertConflict(Exception):
 
 class AlertNotFound(LookupError):
     pass
-
-
-def alert_key(site: str, device: str | None, kind: str) -> str:
-    """``site/device/kind`` (``site//kind`` for a site-level alert): at most one unresolved alert has
-    it (DESIGN section 4), so a provisional alert and the stored one that replaces it share it.
-    Unambiguous: ids have no ``/`` and are never empty."""
-    return f"{site}/{device or ''}/{kind}"
 
 
 def alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
