@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from protocol import Alert, AlertKind, AlertState, Severity, alert_key
+from gateway.ingest.batch import Inbound
+from gateway.ingest.provisional import provisional_alerts
+from gateway.store import alerts as alert_store
+from protocol import Alert, AlertKind, AlertState, MessageType, Severity, alert_key, device_topic
 
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 T1 = datetime(2026, 11, 23, 9, 30, 0, 200_000, tzinfo=UTC)
@@ -113,3 +116,28 @@ def test_the_alert_is_frozen() -> None:
     alert = from_row(row())
     with pytest.raises(ValidationError):
         alert.count = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("r", ROWS)
+def test_the_gateway_publishes_what_it_built_by_hand_before(r: dict[str, Any]) -> None:
+    published = alert_store.alert_json(r)
+    assert published == hand_built(r)
+    assert json.dumps(published, ensure_ascii=False) == json.dumps(hand_built(r), ensure_ascii=False)
+    assert Alert.model_validate_json(json.dumps(published)) == alert_store.alert(r)
+
+
+def test_a_provisional_alert_is_what_ingest_built_by_hand_before() -> None:
+    reading = {"ts": 1_700_000_002.0, "boot": "b1", "seq": 2, "state": "alarm", "obscuration_pct": 9.5}
+    inbound = Inbound(device_topic("site-p", "smoke-1", MessageType.SMOKE), json.dumps(reading).encode(),
+                      1_700_000_100.25)
+    [published] = provisional_alerts([inbound])
+    assert published == {
+        "id": None, "key": "site-p/smoke-1/fire_alarm", "provisional": True, "site": "site-p", "device": "smoke-1",
+        "kind": "fire_alarm", "severity": "critical", "state": "open", "opened_at": "2023-11-14T22:13:22Z",
+        "updated_at": "2023-11-14T22:15:00.250000Z", "acknowledged_at": None, "acknowledged_by": None,
+        "resolved_at": None, "resolved_by": None, "count": 1,
+        "detail": {"state": "alarm", "obscuration_pct": 9.5, "detector_normal": False, "boot": "b1", "seq": 2,
+                   "provisional_reason": "database unavailable; not stored yet"},
+    }
+    parsed = Alert.model_validate_json(json.dumps(published, ensure_ascii=False))
+    assert (parsed.provisional, parsed.id, parsed.change_id) == (True, None, None)
