@@ -2,9 +2,10 @@
 
 Edge agents, simulators and the gateway all speak through this package:
 ``topics`` builds and parses topic strings (the only place they are written),
-``messages`` holds the frozen payload models and the decoder that turns raw
-bytes into a validated message or a precise :class:`Rejection`, ``alerts`` the
-alert kinds, severities, states and the :class:`Alert` the gateway publishes.
+``messages`` holds the frozen payload models, the encoder of what agents send
+and the decoder that turns raw bytes into a validated message or a precise
+:class:`Rejection`; ``alerts`` the alert kinds, severities, states and the
+:class:`Alert` the gateway publishes.
 """
 
 from protocol.alerts import Alert, AlertKind, AlertState, Severity, alert_key
@@ -32,6 +33,7 @@ from protocol.messages import (
     check_not_ahead,
     decode,
     decode_ack,
+    encode,
     seq_ranges,
 )
 from protocol.topics import (
@@ -94,6 +96,7 @@ __all__ = [
     "decode",
     "decode_ack",
     "device_topic",
+    "encode",
     "is_ack_topic",
     "is_alarm_topic",
     "is_alert_topic",

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from protocol import ALERTS_FILTER, Alert, AlertKind, AlertState, DeviceKind
+from protocol import ALERTS_FILTER, Alert, AlertKind, AlertState, DeviceKind, SmokeState, StreamState
 from protocol.mqtt import BrokerUnavailable, BrokerUnreachable, MqttEndpoint, MqttVersion, connect_and_wait, new_client
 from simulators.agent import VirtualAgent, VirtualDevice
 
@@ -53,6 +53,9 @@ class Action(StrEnum):
 
 _NEEDS_DEVICE = {Action.CAMERA_SILENT, Action.CAMERA_RESUME, Action.STREAM, Action.SMOKE, Action.BATTERY,
                  Action.DETECTOR_SILENT, Action.DETECTOR_RESUME, Action.EXIT_BLOCKED, Action.EXIT_CLEAR}
+
+
+_STATES: dict[Action, type[StrEnum]] = {Action.STREAM: StreamState, Action.SMOKE: SmokeState}
 
 
 class _Strict(BaseModel):
@@ -87,6 +90,12 @@ class Event(_Strict):
             raise ValueError(f"{self.do} needs a value")
         if self.do is Action.PARTITION and (self.until is None or self.until <= self.at):
             raise ValueError("partition needs until > at")
+        # The virtual agent sends the contract's models: a value the contract has not is refused here.
+        states = _STATES.get(self.do)
+        if states is not None and self.value not in set(states):
+            raise ValueError(f"{self.do} value must be one of {', '.join(states)}, not {self.value!r}")
+        if self.do is Action.BATTERY and not (isinstance(self.value, float | int) and 0 <= self.value <= 100):
+            raise ValueError(f"battery value must be a percent from 0 to 100, not {self.value!r}")
         return self
 
 
