@@ -69,6 +69,7 @@ from protocol.messages import (
     SmokeState,
     StreamState,
     decode_ack,
+    encode,
 )
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
 from protocol.topics import MessageType, ack_topic, device_topic, status_topic
@@ -327,12 +328,11 @@ class Publisher:
 
     def _status(self, *, online: bool) -> bytes:
         if not online:
-            return json.dumps({"online": False, "ts": time.time(), "boot": self.boot}).encode()
-        status = AgentStatus(
+            return encode(AgentStatus(online=False, ts=time.time(), boot=self.boot))
+        return encode(AgentStatus(
             online=True, ts=time.time(), boot=self.boot, agent_version=self.agent_version,
             heartbeat_s=self.heartbeat_s, devices=self.devices,
-        )
-        return status.model_dump_json().encode()
+        ))
 
     # ------------------------------------------------------------------ the drain thread
 
@@ -362,7 +362,7 @@ class Publisher:
     def _connect(self) -> _Connection | None:
         """A fresh client, connected and accepted by the broker, or None (``error`` set if fatal)."""
         client = new_client(self.endpoint, self.client_id, self.version)
-        will = json.dumps({"online": False, "boot": self.boot})
+        will = encode(AgentStatus(online=False, boot=self.boot))  # no ts: the gateway uses its arrival
         client.will_set(self.status_topic, will, qos=1, retain=True)
         client.max_inflight_messages_set(self.max_in_flight)  # we bound in-flight ourselves
         client.max_queued_messages_set(0)

@@ -2,10 +2,13 @@
 
 Edge agents, simulators and the gateway all speak through this package:
 ``topics`` builds and parses topic strings (the only place they are written),
-``messages`` holds the frozen payload models and the decoder that turns raw
-bytes into a validated message or a precise :class:`Rejection`.
+``messages`` holds the frozen payload models, the encoder of what agents send
+and the decoder that turns raw bytes into a validated message or a precise
+:class:`Rejection`; ``alerts`` the alert kinds, severities, states and the
+:class:`Alert` the gateway publishes.
 """
 
+from protocol.alerts import Alert, AlertKind, AlertState, Severity, alert_key
 from protocol.messages import (
     ACK_MAX_BYTES,
     DEFAULT_HEARTBEAT_S,
@@ -30,6 +33,7 @@ from protocol.messages import (
     check_not_ahead,
     decode,
     decode_ack,
+    encode,
     seq_ranges,
 )
 from protocol.topics import (
@@ -66,6 +70,9 @@ __all__ = [
     "AckedDevice",
     "AgentAck",
     "AgentStatus",
+    "Alert",
+    "AlertKind",
+    "AlertState",
     "DeclaredDevice",
     "DeviceKind",
     "ExitReading",
@@ -75,6 +82,7 @@ __all__ = [
     "Reading",
     "RejectReason",
     "Rejection",
+    "Severity",
     "SmokeReading",
     "SmokeState",
     "Snapshot",
@@ -82,11 +90,13 @@ __all__ = [
     "Topic",
     "ack_topic",
     "ack_topic_site",
+    "alert_key",
     "alert_topic",
     "check_not_ahead",
     "decode",
     "decode_ack",
     "device_topic",
+    "encode",
     "is_ack_topic",
     "is_alarm_topic",
     "is_alert_topic",

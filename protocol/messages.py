@@ -264,6 +264,21 @@ def decode(topic: str, payload: bytes) -> tuple[Topic, AgentStatus | Reading | S
     return parsed, message
 
 
+_OFFLINE_FIELDS = {"online", "boot", "ts"}
+
+
+def encode(message: AgentStatus | Reading) -> bytes:
+    """The payload of a message an agent (or a simulator) sends, as :func:`decode` reads it back.
+
+    Every field is written, ``null`` included (a heartbeat's ``last_frame_ts: null`` says "no frame
+    yet"), except in an offline status (the Last Will, or a clean goodbye): that one says only
+    ``online``, ``boot`` and, when it has one, ``ts``.
+    """
+    if isinstance(message, AgentStatus) and not message.online:
+        return message.model_dump_json(include=_OFFLINE_FIELDS, exclude_none=True).encode()
+    return message.model_dump_json().encode()
+
+
 def check_not_ahead(message: AgentStatus | Reading | Snapshot, received_at: float, tolerance_s: float) -> None:
     """Refuse a ``ts`` more than ``tolerance_s`` ahead of its arrival (``future_timestamp``).
 

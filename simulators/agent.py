@@ -10,7 +10,6 @@ partition (messages held back, then delivered late in order), a skewed clock.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import threading
@@ -21,7 +20,22 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from protocol import DeviceKind, MessageType, device_topic, status_topic
+from protocol import (
+    AgentStatus,
+    DeclaredDevice,
+    DeviceKind,
+    ExitReading,
+    ExitState,
+    Heartbeat,
+    MessageType,
+    Reading,
+    SmokeReading,
+    SmokeState,
+    StreamState,
+    device_topic,
+    encode,
+    status_topic,
+)
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
 
 log = logging.getLogger(__name__)
@@ -43,16 +57,20 @@ class VirtualDevice:
     blocked_since: float | None = None
     next_due: float = 0.0
 
-    def reading(self, now: float) -> dict[str, Any]:
+    def reading(self, now: float, boot: str, seq: int) -> Reading:
+        """What the device says at ``now`` (ValueError if a switch holds a state the contract has not)."""
         if self.kind is DeviceKind.CAMERA:
             ok = self.stream == "ok"
-            return {"stream": self.stream, "fps": 12.5 if ok else 0.0, "last_frame_ts": now if ok else None}
+            return Heartbeat(ts=now, boot=boot, seq=seq, stream=StreamState(self.stream), fps=12.5 if ok else 0.0,
+                             last_frame_ts=now if ok else None)
         if self.kind is DeviceKind.SMOKE:
             obscuration = 9.5 if self.smoke_state == "alarm" else 0.0
-            return {"state": self.smoke_state, "battery_pct": self.battery_pct, "obscuration_pct": obscuration}
+            return SmokeReading(ts=now, boot=boot, seq=seq, state=SmokeState(self.smoke_state),
+                                battery_pct=self.battery_pct, obscuration_pct=obscuration)
         blocked = self.exit_state == "blocked"
-        return {"state": self.exit_state, "blocked_ratio": 0.65 if blocked else 0.0,
-                "blocked_since": self.blocked_since if blocked else None}
+        ratio, since = (0.65, self.blocked_since) if blocked else (0.0, None)
+        return ExitReading(ts=now, boot=boot, seq=seq, state=ExitState(self.exit_state), blocked_ratio=ratio,
+                           blocked_since=since)
 
 
 @dataclass
@@ -90,7 +108,7 @@ class VirtualAgent:
         self.boot = uuid.uuid4().hex[:12]
         self._seq.clear()
         client = new_client(self.endpoint, f"sim-{self.site}-{self.boot}", self.version)
-        client.will_set(status_topic(self.site), json.dumps({"online": False, "boot": self.boot}), qos=1,
+        client.will_set(status_topic(self.site), encode(AgentStatus(online=False, boot=self.boot)), qos=1,
                         retain=True)
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
@@ -121,11 +139,11 @@ class VirtualAgent:
         self.published += 1  # paho's network thread is the only writer
 
     def _birth(self) -> None:
-        devices = [{"id": d.id, "kind": d.kind.value, "name": d.name or d.id, "location": d.name or d.id}
-                   for d in self.devices]
-        status = {"online": True, "ts": self.now(), "boot": self.boot, "agent_version": "simulator",
-                  "heartbeat_s": max(1, round(self.heartbeat_s)), "devices": devices}
-        self._send(status_topic(self.site), json.dumps(status).encode(), retain=True, hold=False)
+        devices = tuple(DeclaredDevice(id=d.id, kind=d.kind, name=d.name or d.id, location=d.name or d.id)
+                        for d in self.devices)
+        status = AgentStatus(online=True, ts=self.now(), boot=self.boot, agent_version="simulator",
+                             heartbeat_s=max(1, round(self.heartbeat_s)), devices=devices)
+        self._send(status_topic(self.site), encode(status), retain=True, hold=False)
 
     def now(self) -> float:
         """The agent's own clock (possibly skewed)."""
@@ -162,8 +180,8 @@ class VirtualAgent:
 
     def send_reading(self, device: VirtualDevice) -> None:
         seq = self._seq[device.id] = self._seq.get(device.id, -1) + 1
-        payload = {"ts": self.now(), "boot": self.boot, "seq": seq, **device.reading(self.now())}
-        self._send(device_topic(self.site, device.id, _READING_TYPE[device.kind]), json.dumps(payload).encode())
+        reading = device.reading(self.now(), self.boot, seq)
+        self._send(device_topic(self.site, device.id, _READING_TYPE[device.kind]), encode(reading))
 
     def tick(self, now: float) -> None:
         """Send every reading that is due (heartbeat_s with jitter), and delayed ones whose time came."""
@@ -229,8 +247,8 @@ class VirtualAgent:
         client = self._client
         if client is None:
             return
-        info = client.publish(status_topic(self.site), json.dumps({"online": False, "ts": self.now(),
-                                                                    "boot": self.boot}), qos=1, retain=True)
+        goodbye = AgentStatus(online=False, ts=self.now(), boot=self.boot)
+        info = client.publish(status_topic(self.site), encode(goodbye), qos=1, retain=True)
         info.wait_for_publish(5)
         self._client = None
         client.disconnect()

@@ -13,7 +13,6 @@ different device, as in real traffic (~170,000 devices in a province).
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import time
 import uuid
@@ -21,7 +20,18 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
-from protocol import MessageType, device_topic
+from protocol import (
+    ExitReading,
+    ExitState,
+    Heartbeat,
+    MessageType,
+    Reading,
+    SmokeReading,
+    SmokeState,
+    StreamState,
+    device_topic,
+    encode,
+)
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
 
 MAX_IN_FLIGHT = 1000
@@ -84,8 +94,8 @@ def _worker(plan: LoadPlan, part: int, results: multiprocessing.Queue[tuple[int,
             if delay > 0:
                 time.sleep(delay)
         site = site_id(plan, my_sites[n % len(my_sites)])
-        topic, payload = _message(plan, site, (n // len(my_sites)) % plan.devices_per_site, boot, n)
-        info = client.publish(topic, json.dumps(payload), qos=1)
+        topic, reading = _message(plan, site, (n // len(my_sites)) % plan.devices_per_site, boot, n)
+        info = client.publish(topic, encode(reading), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             failed += 1
             continue
@@ -98,19 +108,19 @@ def _worker(plan: LoadPlan, part: int, results: multiprocessing.Queue[tuple[int,
     client.loop_stop()
 
 
-def _message(plan: LoadPlan, site: str, index: int, boot: str, seq: int) -> tuple[str, dict[str, object]]:
+def _message(plan: LoadPlan, site: str, index: int, boot: str, seq: int) -> tuple[str, Reading]:
     """The routine message of device ``index`` of ``site``: cameras, then smoke detectors, then exits."""
     now = time.time()
-    base: dict[str, object] = {"ts": now, "boot": boot, "seq": seq}
     if index < plan.cameras:
         topic = device_topic(site, f"cam-{index + 1}", MessageType.HEARTBEAT)
-        return topic, {**base, "stream": "ok", "fps": 10.0, "last_frame_ts": now}
+        return topic, Heartbeat(ts=now, boot=boot, seq=seq, stream=StreamState.OK, fps=10.0, last_frame_ts=now)
     index -= plan.cameras
     if index < plan.smoke:
         topic = device_topic(site, f"smoke-{index + 1}", MessageType.SMOKE)
-        return topic, {**base, "state": "normal", "battery_pct": 90.0, "obscuration_pct": 0.0}
+        return topic, SmokeReading(ts=now, boot=boot, seq=seq, state=SmokeState.NORMAL, battery_pct=90.0,
+                                   obscuration_pct=0.0)
     topic = device_topic(site, f"exit-{index - plan.smoke + 1}", MessageType.EXIT)
-    return topic, {**base, "state": "clear", "blocked_ratio": 0.0, "blocked_since": None}
+    return topic, ExitReading(ts=now, boot=boot, seq=seq, state=ExitState.CLEAR, blocked_ratio=0.0, blocked_since=None)
 
 
 def _settle(pending: list[mqtt.MQTTMessageInfo], published: int, failed: int) -> tuple[int, int]:

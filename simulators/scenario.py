@@ -8,7 +8,6 @@ to the gateway's ``sg/v1/alerts/#`` and measures each expected alert's delay.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -22,8 +21,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gateway.rules.model import AlertKind
-from protocol import ALERTS_FILTER, DeviceKind
+from protocol import ALERTS_FILTER, Alert, AlertKind, AlertState, DeviceKind, SmokeState, StreamState
 from protocol.mqtt import BrokerUnavailable, BrokerUnreachable, MqttEndpoint, MqttVersion, connect_and_wait, new_client
 from simulators.agent import VirtualAgent, VirtualDevice
 
@@ -55,6 +53,9 @@ class Action(StrEnum):
 
 _NEEDS_DEVICE = {Action.CAMERA_SILENT, Action.CAMERA_RESUME, Action.STREAM, Action.SMOKE, Action.BATTERY,
                  Action.DETECTOR_SILENT, Action.DETECTOR_RESUME, Action.EXIT_BLOCKED, Action.EXIT_CLEAR}
+
+
+_STATES: dict[Action, type[StrEnum]] = {Action.STREAM: StreamState, Action.SMOKE: SmokeState}
 
 
 class _Strict(BaseModel):
@@ -89,6 +90,12 @@ class Event(_Strict):
             raise ValueError(f"{self.do} needs a value")
         if self.do is Action.PARTITION and (self.until is None or self.until <= self.at):
             raise ValueError("partition needs until > at")
+        # The virtual agent sends the contract's models: a value the contract has not is refused here.
+        states = _STATES.get(self.do)
+        if states is not None and self.value not in set(states):
+            raise ValueError(f"{self.do} value must be one of {', '.join(states)}, not {self.value!r}")
+        if self.do is Action.BATTERY and not (isinstance(self.value, float | int) and 0 <= self.value <= 100):
+            raise ValueError(f"battery value must be a percent from 0 to 100, not {self.value!r}")
         return self
 
 
@@ -178,7 +185,7 @@ def load_scenario(path: Path) -> Scenario:
 @dataclass(frozen=True, slots=True)
 class SeenAlert:
     t: float  # seconds after the scenario started, when the change arrived on MQTT
-    alert: dict[str, Any]
+    alert: Alert
 
 
 @dataclass
@@ -192,10 +199,11 @@ class AlertWatch:
 
     def on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
-            alert = json.loads(message.payload)
-        except json.JSONDecodeError:
+            alert = Alert.model_validate_json(message.payload)
+        except ValidationError:
+            log.warning("not an alert on %s: ignored", message.topic)
             return
-        if isinstance(alert, dict) and alert.get("site") in self.sites:
+        if alert.site in self.sites:
             with self._lock:
                 self.seen.append(SeenAlert(time.time() - self.started, alert))
 
@@ -212,11 +220,11 @@ class Verdict:
     delay_s: float | None = None
 
 
-def _matches(alert: dict[str, Any], kind: str, site: str | None, device: str | None, any_device: bool) -> bool:
+def _matches(alert: Alert, kind: str, site: str | None, device: str | None, any_device: bool) -> bool:
     return (
-        (kind == "any" or alert["kind"] == kind)
-        and (site is None or alert["site"] == site)
-        and (any_device or alert["device"] == device)
+        kind in ("any", alert.kind)
+        and (site is None or alert.site == site)
+        and (any_device or alert.device == device)
     )
 
 
@@ -227,7 +235,7 @@ def judge(scenario: Scenario, seen: list[SeenAlert]) -> list[Verdict]:
         where = f"{e.site}/{e.device}" if e.device else e.site
         what = f"{e.kind} {e.state} at {where} within {e.within:g} s of {e.at:g} s"
         hits = [s for s in seen if _matches(s.alert, e.kind, e.site, e.device, False)
-                and s.alert["state"] == e.state and s.t >= e.at - 0.5]  # 0.5 s: clocks of two processes
+                and s.alert.state == e.state and s.t >= e.at - 0.5]  # 0.5 s: clocks of two processes
         first = min(hits, key=lambda s: s.t, default=None)
         if first is None:
             verdicts.append(Verdict(False, what, "never happened"))
@@ -236,9 +244,9 @@ def judge(scenario: Scenario, seen: list[SeenAlert]) -> list[Verdict]:
             verdicts.append(Verdict(delay <= e.within, what, f"after {delay:.2f} s", delay))
     for f in scenario.forbid:
         what = f"no {f.kind} alert at {f.site or 'any site'}" + (f"/{f.device}" if f.device else "")
-        opened = [s for s in seen if s.alert["state"] == "open" and s.alert["count"] == 1
+        opened = [s for s in seen if s.alert.state is AlertState.OPEN and s.alert.count == 1
                   and _matches(s.alert, f.kind, f.site, f.device, f.device is None)]
-        detail = ", ".join(sorted({f"{s.alert['kind']}@{s.alert['site']}/{s.alert['device']}" for s in opened}))
+        detail = ", ".join(sorted({f"{s.alert.kind}@{s.alert.site}/{s.alert.device}" for s in opened}))
         verdicts.append(Verdict(not opened, what, f"raised: {detail}" if opened else "none raised"))
     return verdicts
 

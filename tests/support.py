@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 
 from gateway.auth import Role, create_token
 from gateway.store.db import Conn, connect, from_epoch
-from protocol import ALERTS_FILTER, MessageType, device_topic, status_topic
+from protocol import ALERTS_FILTER, Alert, MessageType, device_topic, status_topic
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
 
 if TYPE_CHECKING:
@@ -235,11 +235,12 @@ class SseReader:
 
 
 class AlertSubscriber:
-    """A paho client subscribed to ``sg/v1/alerts/#``, collecting (topic, alert JSON)."""
+    """A paho client subscribed to ``sg/v1/alerts/#``, collecting (topic, payload): ``next`` gives the
+    alert JSON as a dict, ``next_alert`` parses it as the contract's ``protocol.Alert``."""
 
     def __init__(self, url: str) -> None:
         endpoint = MqttEndpoint.parse(url)
-        self.messages: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._subscribed = threading.Event()
         self.client = new_client(endpoint, f"watcher-{uuid.uuid4().hex[:8]}", MqttVersion.V5)
         self.client.on_connect = lambda client, *_a: client.subscribe(ALERTS_FILTER, qos=1)
@@ -250,19 +251,28 @@ class AlertSubscriber:
         assert self._subscribed.wait(10), "subscription to sg/v1/alerts/# not acknowledged"
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.messages.put((message.topic, json.loads(message.payload)))
+        self.messages.put((message.topic, bytes(message.payload)))
 
-    def next(self, timeout: float = 20.0) -> tuple[str, dict[str, Any]]:
+    def _next(self, timeout: float) -> tuple[str, bytes]:
         try:
             return self.messages.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError(f"no message on {ALERTS_FILTER} within {timeout}s") from None
 
+    def next(self, timeout: float = 20.0) -> tuple[str, dict[str, Any]]:
+        topic, payload = self._next(timeout)
+        return topic, json.loads(payload)
+
+    def next_alert(self, timeout: float = 20.0) -> tuple[str, Alert]:
+        topic, payload = self._next(timeout)
+        return topic, Alert.model_validate_json(payload)
+
     def drain(self) -> list[tuple[str, dict[str, Any]]]:
         """Everything received so far and not yet taken, without waiting."""
         items = []
         while not self.messages.empty():
-            items.append(self.messages.get_nowait())
+            topic, payload = self.messages.get_nowait()
+            items.append((topic, json.loads(payload)))
         return items
 
     def close(self) -> None:

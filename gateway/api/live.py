@@ -40,9 +40,8 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.auth import Principal
 from gateway.config import Settings
-from gateway.store.alerts import alert_key
 from gateway.store.db import ALERT_CHANNEL, Conn
-from protocol import ALERTS_FILTER
+from protocol import ALERTS_FILTER, alert_key
 from protocol.mqtt import new_client
 
 log = logging.getLogger(__name__)

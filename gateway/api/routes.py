@@ -19,10 +19,10 @@ from gateway.auth import MAY_ACT_ON_ALERTS, Principal, Role, list_tokens, revoke
 from gateway.broker_config import ReservedSiteId, check_site_id
 from gateway.notify import store as notify_store
 from gateway.rules import engine
-from gateway.rules.model import AlertKind, AlertState, Severity
 from gateway.store import alerts as alert_store
 from gateway.store.db import Conn, from_epoch, rfc3339
 from gateway.store.sites import SiteFields, SiteRecord, purge_site, upsert_sites
+from protocol import AlertKind, AlertState, Severity
 
 router = APIRouter(prefix="/api/v1")
 

@@ -34,9 +34,18 @@ from typing import Any
 from prometheus_client import Counter
 
 from gateway.ingest.batch import Inbound
-from gateway.rules.model import AlertKind
-from gateway.store.alerts import alert_key
-from protocol import ExitReading, Rejection, SmokeReading, alert_topic, decode
+from protocol import (
+    Alert,
+    AlertKind,
+    AlertState,
+    ExitReading,
+    Rejection,
+    Severity,
+    SmokeReading,
+    alert_key,
+    alert_topic,
+    decode,
+)
 from protocol.messages import ExitState, SmokeState
 
 log = logging.getLogger(__name__)
@@ -45,31 +54,23 @@ PUBLISHED = Counter("sg_provisional_alerts_total", "Provisional alerts published
                     ["kind"])
 
 
-def _time(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
-
-
 def _alert(site: str, device: str | None, kind: AlertKind, ts: float, received_at: float,
            detail: dict[str, Any]) -> dict[str, Any]:
-    """Shaped as a stored alert (DESIGN section 7), with no id: it has none until it is stored."""
-    return {
-        "id": None,
-        "key": alert_key(site, device, kind.value),
-        "provisional": True,
-        "site": site,
-        "device": device,
-        "kind": kind.value,
-        "severity": "critical",
-        "state": "open",
-        "opened_at": _time(ts),
-        "updated_at": _time(received_at),
-        "acknowledged_at": None,
-        "acknowledged_by": None,
-        "resolved_at": None,
-        "resolved_by": None,
-        "count": 1,
-        "detail": {**detail, "provisional_reason": "database unavailable; not stored yet"},
-    }
+    """Shaped as a stored alert (``protocol.Alert``), with no id: it has none until it is stored."""
+    return Alert(
+        id=None,
+        key=alert_key(site, device, kind.value),
+        provisional=True,
+        site=site,
+        device=device,
+        kind=kind,
+        severity=Severity.CRITICAL,
+        state=AlertState.OPEN,
+        opened_at=datetime.fromtimestamp(ts, UTC),
+        updated_at=datetime.fromtimestamp(received_at, UTC),
+        count=1,
+        detail={**detail, "provisional_reason": "database unavailable; not stored yet"},
+    ).model_dump(mode="json")
 
 
 def provisional_alerts(batch: Sequence[Inbound]) -> list[dict[str, Any]]:

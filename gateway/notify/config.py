@@ -17,7 +17,7 @@ from gateway.notify.channels.dingtalk import DingTalkConfig
 from gateway.notify.channels.email import EmailConfig
 from gateway.notify.channels.webhook import WebhookConfig
 from gateway.notify.channels.wecom import WeComConfig
-from gateway.rules.model import AlertKind, Severity
+from protocol import AlertKind, Severity
 
 # One adapter per ``type``; an SMS gateway is one more config class here and one more file in
 # channels/ (docs/operations.md, "Adding a channel").

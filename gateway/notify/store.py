@@ -23,9 +23,9 @@ from gateway.notify.channels.base import Outcome
 from gateway.notify.config import NotifyConfig
 from gateway.notify.routing import AlertEvent, Planned, Told, backoff_s, failing_since, plan
 from gateway.rules import engine
-from gateway.rules.model import AlertKind
 from gateway.store import alerts as alert_store
 from gateway.store.db import Conn, from_epoch, lock_sites, rfc3339
+from protocol import AlertKind
 
 PLAN_LOCK = 0x5A_FE_6A_10
 HEALTH_LOCK = 0x5A_FE_6A_11

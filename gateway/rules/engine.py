@@ -14,8 +14,6 @@ from gateway.rules.model import (
     SEVERITY,
     Acknowledge,
     AlertKey,
-    AlertKind,
-    AlertState,
     Change,
     DeviceStatus,
     OpenAlert,
@@ -26,7 +24,18 @@ from gateway.rules.model import (
     Severity,
     Update,
 )
-from protocol import DeviceKind, ExitReading, ExitState, Heartbeat, Reading, SmokeReading, SmokeState, StreamState
+from protocol import (
+    AlertKind,
+    AlertState,
+    DeviceKind,
+    ExitReading,
+    ExitState,
+    Heartbeat,
+    Reading,
+    SmokeReading,
+    SmokeState,
+    StreamState,
+)
 
 # Defaults of the gateway's settings of the same names (DESIGN section 4), defined here only.
 BATTERY_LOW_PCT = 20.0  # below this a detector's battery is a detector_fault

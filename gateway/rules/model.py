@@ -4,34 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+# The kinds, severities and states are the wire contract's (protocol/alerts.py); in __all__ for the
+# code that imported them from here before they moved.
+from protocol.alerts import AlertKind, AlertState, Severity
 
-class AlertKind(StrEnum):
-    FIRE_ALARM = "fire_alarm"
-    FIRE_ALARM_EXIT_BLOCKED = "fire_alarm_exit_blocked"
-    EXIT_BLOCKED = "exit_blocked"
-    CAMERA_OFFLINE = "camera_offline"
-    CAMERA_STREAM_FAULT = "camera_stream_fault"
-    DETECTOR_OFFLINE = "detector_offline"
-    DETECTOR_FAULT = "detector_fault"
-    AGENT_OFFLINE = "agent_offline"
-    NOTIFIER_FAILING = "notifier_failing"  # raised by the notifier (gateway/notify), device = the channel
-    CLOCK_SKEW = "clock_skew"  # the agent's clock runs ahead of arrival beyond the tolerance (issue 15)
-
-
-class Severity(StrEnum):
-    CRITICAL = "critical"
-    MAJOR = "major"
-    MINOR = "minor"
-
-
-class AlertState(StrEnum):
-    OPEN = "open"
-    ACKNOWLEDGED = "acknowledged"
-    RESOLVED = "resolved"
-
+__all__ = [
+    "GATEWAY_KINDS",
+    "SEVERITY",
+    "SITE_LEVEL_KINDS",
+    "Acknowledge",
+    "AlertKey",
+    "AlertKind",
+    "AlertState",
+    "Change",
+    "DeviceStatus",
+    "OpenAlert",
+    "OpenAlerts",
+    "Raise",
+    "Repeat",
+    "Resolve",
+    "Severity",
+    "Update",
+]
 
 # DESIGN section 4.
 SEVERITY: Mapping[AlertKind, Severity] = {

@@ -22,8 +22,6 @@ from gateway.rules.model import (
     SEVERITY,
     Acknowledge,
     AlertKey,
-    AlertKind,
-    AlertState,
     Change,
     OpenAlert,
     OpenAlerts,
@@ -33,6 +31,7 @@ from gateway.rules.model import (
     Update,
 )
 from gateway.store.db import ALERT_CHANNEL, Conn, lock_sites, rfc3339
+from protocol import Alert, AlertKind, AlertState, Severity, alert_key
 
 SYSTEM = "system"
 
@@ -58,32 +57,30 @@ class AlertNotFound(LookupError):
     pass
 
 
-def alert_key(site: str, device: str | None, kind: str) -> str:
-    """``site/device/kind`` (``site//kind`` for a site-level alert): at most one unresolved alert has
-    it (DESIGN section 4), so a provisional alert and the stored one that replaces it share it.
-    Unambiguous: ids have no ``/`` and are never empty."""
-    return f"{site}/{device or ''}/{kind}"
+def alert(row: Mapping[str, Any]) -> Alert:
+    """An ``alerts`` row (``COLUMNS``) as the contract's alert message."""
+    return Alert(
+        id=row["id"],
+        key=alert_key(row["site"], row["device"], row["kind"]),
+        site=row["site"],
+        device=row["device"],
+        kind=AlertKind(row["kind"]),
+        severity=Severity(row["severity"]),
+        state=AlertState(row["state"]),
+        opened_at=row["opened_at"],
+        updated_at=row["updated_at"],
+        acknowledged_at=row["acknowledged_at"],
+        acknowledged_by=row["acknowledged_by"],
+        resolved_at=row["resolved_at"],
+        resolved_by=row["resolved_by"],
+        count=row["count"],
+        detail=row["detail"],
+    )
 
 
 def alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """An alert as the API and ``sg/v1/alerts/{site}`` carry it (DESIGN section 7; ``key`` added in issue 15)."""
-    return {
-        "id": row["id"],
-        "key": alert_key(row["site"], row["device"], row["kind"]),
-        "site": row["site"],
-        "device": row["device"],
-        "kind": row["kind"],
-        "severity": row["severity"],
-        "state": row["state"],
-        "opened_at": rfc3339(row["opened_at"]),
-        "updated_at": rfc3339(row["updated_at"]),
-        "acknowledged_at": rfc3339(row["acknowledged_at"]),
-        "acknowledged_by": row["acknowledged_by"],
-        "resolved_at": rfc3339(row["resolved_at"]),
-        "resolved_by": row["resolved_by"],
-        "count": row["count"],
-        "detail": row["detail"],
-    }
+    """An alert as the API and ``sg/v1/alerts/{site}`` carry it (DESIGN section 7): ``protocol.Alert``'s JSON."""
+    return alert(row).model_dump(mode="json")
 
 
 def open_alert(row: Mapping[str, Any]) -> OpenAlert:

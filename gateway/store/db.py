@@ -16,6 +16,8 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
+from protocol.alerts import rfc3339 as _rfc3339
+
 Conn = psycopg.Connection[DictRow]
 
 # A site's liveness timeout in seconds (DESIGN section 5), in queries that join its agent as ``a``:
@@ -124,9 +126,7 @@ def open_pool(
 
 def rfc3339(value: datetime | None) -> str | None:
     """API times: RFC 3339 in UTC with a ``Z``."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return None if value is None else _rfc3339(value)
 
 
 def from_epoch(seconds: float) -> datetime:

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from gateway.runtime import Gateway
-from protocol import alert_topic
+from protocol import AlertKind, AlertState, alert_topic
 from tests.support import (
     ADMIN_TOKEN,
     Agent,
@@ -189,19 +189,22 @@ def test_mqtt_relay_carries_fire_alarm_lifecycle(gateway: Gateway, live: tuple[A
     watcher = AlertSubscriber(gateway.settings.mqtt_url)
     try:
         agent.smoke("smoke-1", "alarm")
-        _, opened = watcher.next()
-        alert_id = opened["id"]
-        assert (opened["kind"], opened["state"]) == ("fire_alarm", "open")
+        _, opened = watcher.next_alert()  # parsed as a dispatch system would: protocol.Alert
+        alert_id = opened.id
+        assert alert_id is not None
+        assert (opened.kind, opened.state) == (AlertKind.FIRE_ALARM, AlertState.OPEN)
         agent.smoke("smoke-1", "normal")
-        _, normal = watcher.next()
-        assert (normal["id"], normal["state"], normal["detail"]["detector_normal"]) == (alert_id, "open", True)
+        _, normal = watcher.next_alert()
+        assert (normal.id, normal.state, normal.detail["detector_normal"]) == (alert_id, "open", True)
         assert api.http.post(f"/api/v1/alerts/{alert_id}/ack").status_code == 200
-        _, acked = watcher.next()
-        _, resolved = watcher.next()
-        assert [(m["id"], m["state"]) for m in (acked, resolved)] == [(alert_id, "acknowledged"),
-                                                                      (alert_id, "resolved")]
+        _, acked = watcher.next_alert()
+        _, resolved = watcher.next_alert()
+        assert [(m.id, m.state) for m in (acked, resolved)] == [(alert_id, "acknowledged"), (alert_id, "resolved")]
+        assert resolved.change_id is not None
+        assert acked.change_id is not None
+        assert resolved.change_id > acked.change_id
         final = api.get_alert(alert_id)
-        assert pushed_view(final) == pushed_view(resolved)
+        assert pushed_view(final) == pushed_view(resolved.model_dump(mode="json"))
         assert len(final["history"]) == 4
     finally:
         watcher.close()
@@ -217,7 +220,7 @@ def test_live_push_survives_dropped_database_connections(gateway: Gateway, live:
     try:
         agent.smoke("smoke-1", "alarm")
         opened = reader.next()
-        assert watcher.next()[1]["state"] == "open"
+        assert watcher.next_alert()[1].state is AlertState.OPEN
         alert_id = opened["data"]["id"]
 
         assert terminate_backends(gateway.settings.database_url) > 0
@@ -228,12 +231,12 @@ def test_live_push_survives_dropped_database_connections(gateway: Gateway, live:
         acked = reader.next()
         assert (acked["data"]["id"], acked["data"]["state"]) == (alert_id, "acknowledged")
         assert acked["id"] > opened["id"]
-        assert watcher.next()[1]["state"] == "acknowledged"
+        assert watcher.next_alert()[1].state is AlertState.ACKNOWLEDGED
 
         agent.smoke("smoke-1", "normal")
         resolved = reader.next()
         assert (resolved["data"]["id"], resolved["data"]["state"]) == (alert_id, "resolved")
-        assert watcher.next()[1]["state"] == "resolved"
+        assert watcher.next_alert()[1].state is AlertState.RESOLVED
         assert reader.events.empty()
     finally:
         reader.close()

@@ -27,6 +27,7 @@ from protocol import (
     check_not_ahead,
     decode,
     device_topic,
+    encode,
     status_topic,
 )
 
@@ -741,3 +742,41 @@ def test_birth_without_ts_is_rejected_but_the_will_may_omit_it() -> None:
     _, will = decode("sg/v1/site-1/agent/status", b'{"online": false, "boot": "b1"}')
     assert isinstance(will, AgentStatus)
     assert will.ts is None
+
+
+# ----------------------------------------------------------------------------- encode (what agents send)
+
+_DEVICES = (DeclaredDevice(id="cam-1", kind=DeviceKind.CAMERA, name="Hall", location="Hall"),
+            DeclaredDevice(id="smoke-1", kind=DeviceKind.SMOKE))
+
+
+@pytest.mark.parametrize(
+    ("topic", "message", "hand_written"),
+    [
+        # the Last Will: no ts (the gateway uses the arrival time)
+        (STATUS_TOPIC, AgentStatus(online=False, boot="b1"), {"online": False, "boot": "b1"}),
+        # a clean goodbye
+        (STATUS_TOPIC, AgentStatus(online=False, ts=TS, boot="b1"), {"online": False, "ts": TS, "boot": "b1"}),
+        # the birth
+        (STATUS_TOPIC, AgentStatus(online=True, ts=TS, boot="b1", agent_version="simulator", heartbeat_s=2,
+                                   devices=_DEVICES),
+         {"online": True, "ts": TS, "boot": "b1", "agent_version": "simulator", "heartbeat_s": 2,
+          "devices": [{"id": "cam-1", "kind": "camera", "name": "Hall", "location": "Hall"},
+                      {"id": "smoke-1", "kind": "smoke", "name": None, "location": None}]}),
+        (HEARTBEAT_TOPIC, Heartbeat(ts=TS, boot="b1", seq=3, stream=StreamState.LOST, fps=0.0),
+         {"ts": TS, "boot": "b1", "seq": 3, "stream": "lost", "fps": 0.0, "last_frame_ts": None}),
+        (SMOKE_TOPIC, SmokeReading(ts=TS, boot="b1", seq=0, state=SmokeState.ALARM, battery_pct=None,
+                                   obscuration_pct=9.5),
+         {"ts": TS, "boot": "b1", "seq": 0, "state": "alarm", "battery_pct": None, "obscuration_pct": 9.5}),
+        (EXIT_TOPIC, ExitReading(ts=TS, boot="b1", seq=7, state=ExitState.BLOCKED, blocked_ratio=0.65,
+                                 blocked_since=TS - 30),
+         {"ts": TS, "boot": "b1", "seq": 7, "state": "blocked", "blocked_ratio": 0.65, "blocked_since": TS - 30}),
+    ],
+)
+def test_encode_writes_what_agents_wrote_by_hand_and_decode_reads_it_back(
+    topic: str, message: AgentStatus | Heartbeat | SmokeReading | ExitReading, hand_written: dict[str, Any],
+) -> None:
+    payload = encode(message)
+    assert json.loads(payload) == hand_written  # the same fields and values, nulls included (or left out) as before
+    assert decode(topic, payload)[1] == message
+    assert decode(topic, json.dumps(hand_written).encode())[1] == message

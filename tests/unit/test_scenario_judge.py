@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from protocol import Alert, AlertKind, AlertState, Severity, alert_key
 from simulators.scenario import Scenario, SeenAlert, fleet, judge
 
 
@@ -16,7 +18,10 @@ def scenario(**extra: Any) -> Scenario:
 
 def seen(t: float, kind: str, site: str = "a", device: str | None = "smoke-1", state: str = "open",
          count: int = 1) -> SeenAlert:
-    return SeenAlert(t, {"kind": kind, "site": site, "device": device, "state": state, "count": count})
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    alert = Alert(id=1, key=alert_key(site, device, kind), site=site, device=device, kind=AlertKind(kind),
+                  severity=Severity.MAJOR, state=AlertState(state), opened_at=at, updated_at=at, count=count)
+    return SeenAlert(t, alert)
 
 
 def test_expected_alert_in_time_passes_with_its_delay() -> None:
