@@ -7,7 +7,8 @@ Starts a private PostgreSQL per storage path, registers 500 sites, and runs the 
 10,000 devices, 4 cameras, 13 smoke detectors and 3 exits a site; the first batches create the
 devices), then the same batches again (all duplicates). It prints the median and p90 wall time
 per batch and per message, which includes PostgreSQL's own work, and the gateway process's own
-CPU per message (``time.process_time``: steadier than wall time on a shared machine). Made to compare the exactly-once key (``reading_keys``, issue 15) before and after.
+CPU per message (``time.process_time``: steadier than wall time on a shared machine). Made to
+compare the exactly-once key (``reading_keys``, issue 15) before and after.
 """
 
 from __future__ import annotations
