@@ -140,8 +140,24 @@ def is_alarm_topic(topic: str) -> bool:
     return len(levels) == 5 and topic.startswith(_PREFIX_SLASH) and levels[4] in _ALARM_TYPES
 
 
+# The common case in one match (a device's reading or snapshot): parse_topic runs once per
+# inbound message, and the checks one by one cost more than the rest of decoding but pydantic.
+_DEVICE_TOPIC_RE = re.compile(rf"{PREFIX}/([A-Za-z0-9_-]{{1,64}})/([A-Za-z0-9_-]{{1,64}})/([a-z]+)")
+_DEVICE_TYPE_OF = {t.value: t for t in _DEVICE_TYPES}
+
+
 def parse_topic(topic: str) -> Topic:
     """Parse an inbound agent topic, or raise :class:`TopicError` saying why not."""
+    match = _DEVICE_TOPIC_RE.fullmatch(topic)
+    if match is not None:
+        site, device, kind = match.groups()
+        message_type = _DEVICE_TYPE_OF.get(kind)
+        if message_type is not None and site not in RESERVED_SITE_IDS and device not in RESERVED_DEVICE_IDS:
+            return Topic(site, device, message_type)
+    return _parse_topic_checks(topic)  # agent status, and every refusal with its reason
+
+
+def _parse_topic_checks(topic: str) -> Topic:
     levels = topic.split("/")
     if "/".join(levels[:2]) != PREFIX:
         raise TopicError(f"topic {topic!r} is not under {PREFIX}/")

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from gateway import metrics
@@ -381,16 +382,20 @@ def _load(conn: Conn, decoded: list[_Decoded], skews: dict[str, list[float]]) ->
     kinds: dict[_DeviceKey, str] = {}
     states: dict[_DeviceKey, DeviceStatus] = {}
     if pairs:  # each device's kind and latest stored state (before this batch), in one query
-        for r in conn.execute(
-            "SELECT d.site, d.id, d.kind, s.status, extract(epoch FROM s.last_ts)::float8 AS ts,"
-            " (s.reading->>'battery_pct')::float8 AS battery FROM devices d"
-            " JOIN unnest(%s::text[], %s::text[]) AS p(site, id) USING (site, id)"
-            " LEFT JOIN device_state s ON s.site = d.site AND s.device = d.id",
-            ([s for s, _ in pairs], [d for _, d in pairs]),
-        ):
-            kinds[(r["site"], r["id"])] = r["kind"]
-            if r["status"] is not None:
-                states[(r["site"], r["id"])] = DeviceStatus(r["status"], r["ts"], r["battery"])
+        # Binary parameters and tuple rows: a batch sends two arrays of ~1,000 ids and reads a row
+        # per device, and text arrays are quoted element by element (a regex each) in psycopg.
+        with conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute(
+                "SELECT d.site, d.id, d.kind, s.status, extract(epoch FROM s.last_ts)::float8,"
+                " (s.reading->>'battery_pct')::float8 FROM devices d"
+                " JOIN unnest(%s::text[], %s::text[]) AS p(site, id) USING (site, id)"
+                " LEFT JOIN device_state s ON s.site = d.site AND s.device = d.id",
+                ([s for s, _ in pairs], [d for _, d in pairs]), binary=True,
+            )
+            for site, device, kind, status, ts, battery in cur:
+                kinds[(site, device)] = kind
+                if status is not None:
+                    states[(site, device)] = DeviceStatus(status, ts, battery)
     agents = {r["site"]: dict(r) for r in conn.execute(
         "SELECT site, online, boot, agent_version, heartbeat_s, status_at FROM agents WHERE site = ANY(%s)",
         (list(known),),

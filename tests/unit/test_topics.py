@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol import (
     ALARM_FILTERS,
@@ -19,7 +21,7 @@ from protocol import (
     status_topic,
     valid_id,
 )
-from protocol.topics import TopicError
+from protocol.topics import TopicError, _parse_topic_checks
 
 DEVICE_TYPES = [t for t in MessageType if t is not MessageType.STATUS]
 
@@ -359,3 +361,26 @@ def test_exact_routine_filters_never_overlap_the_alarm_lane_and_miss_only_unknow
     unknown_type = len(levels) == 5 and levels[4] not in {"smoke", "exit", "status", "heartbeat", "snapshot"}
     if topic.startswith("sg/v1/") and not unknown_type:
         assert alarm or routine, topic
+
+
+_LEVEL = st.one_of(
+    st.sampled_from(["sg", "v1", "alerts", "agent", "status", "ack", "smoke", "exit", "heartbeat", "snapshot",
+                     "video", "site-1", "cam_2", "x" * 64, "x" * 65, "", "Smoke", "a b", "é", "+", "#", "s\n"]),
+    st.text(alphabet="abcAZ09_-/.\n", min_size=0, max_size=8),
+)
+
+
+@settings(max_examples=3_000, deadline=None, derandomize=True)
+@given(st.lists(_LEVEL, min_size=0, max_size=6).map("/".join),
+       st.sampled_from(["", "sg/v1/", "sg/v2/", "sg/"]))
+def test_the_quick_path_agrees_with_the_checks_one_by_one(rest: str, prefix: str) -> None:
+    topic = prefix + rest
+    try:
+        expected: Topic | str = _parse_topic_checks(topic)
+    except TopicError as exc:
+        expected = str(exc)
+    try:
+        got: Topic | str = parse_topic(topic)
+    except TopicError as exc:
+        got = str(exc)
+    assert got == expected
