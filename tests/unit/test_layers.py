@@ -1,0 +1,63 @@
+"""The layers (docs/architecture.md): no package imports one above it.
+
+Every import in a package's modules counts, at the top or inside a function, so a lazy import
+cannot hide an upward one.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+OURS = frozenset({"protocol", "edge_agent", "simulators", "gateway", "dashboards", "bench", "tests"})
+
+# What each package may import of ours (itself aside).
+ALLOWED: dict[str, frozenset[str]] = {
+    "protocol": frozenset(),
+    "dashboards": frozenset(),
+    "edge_agent": frozenset({"protocol"}),
+    "simulators": frozenset({"protocol"}),
+    "gateway": frozenset({"protocol", "dashboards"}),
+}
+# The command line and the demo still live inside gateway and drive the agent and the simulators
+# (issue 14: they move to a package of their own above the three).
+EXCEPTIONS: dict[str, frozenset[str]] = {
+    "gateway/cli.py": frozenset({"edge_agent", "simulators"}),
+    "gateway/demo.py": frozenset({"simulators"}),
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    """Our top-level packages that ``path`` imports (absolute imports; relative ones stay inside)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found & OURS
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_no_package_imports_upwards(package: str) -> None:
+    wrong = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        relative = path.relative_to(ROOT).as_posix()
+        allowed = ALLOWED[package] | {package} | EXCEPTIONS.get(relative, frozenset())
+        for name in sorted(imported_packages(path) - allowed):
+            wrong.append(f"{relative} imports {name}")
+    assert wrong == []
+
+
+def test_the_check_sees_lazy_imports(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from gateway.config import Settings\n    import simulators.load\n", encoding="utf-8")
+    assert imported_packages(module) == {"gateway", "simulators"}
+
+
+def test_the_exceptions_are_still_needed() -> None:
+    for relative, names in EXCEPTIONS.items():
+        assert names <= imported_packages(ROOT / relative), f"{relative}: drop what it no longer imports"
