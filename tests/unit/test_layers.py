@@ -54,7 +54,8 @@ def test_no_package_imports_upwards(package: str) -> None:
 
 def test_the_check_sees_lazy_imports(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from gateway.config import Settings\n    import simulators.load\n", encoding="utf-8")
+    module.write_text("def f():\n    from gateway.config import Settings\n    import simulators.load\n",
+                      encoding="utf-8")
     assert imported_packages(module) == {"gateway", "simulators"}
 
 
