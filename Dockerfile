@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY protocol ./protocol
 COPY gateway ./gateway
 COPY simulators ./simulators
+COPY safeguard ./safeguard
 COPY dashboards ./dashboards
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 safeguard
 USER safeguard

@@ -39,7 +39,6 @@ import paho.mqtt.client as mqtt
 from edge_agent.outbox import Entry, Kind, Outbox
 from edge_agent.publisher import Publisher
 from gateway.config import Settings
-from gateway.devservers import MosquittoServer, PostgresServer, free_port
 from gateway.runtime import Gateway
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
@@ -47,6 +46,7 @@ from gateway.store.sites import SiteRecord, upsert_sites
 from protocol.messages import DeclaredDevice, DeviceKind
 from protocol.mqtt import MqttEndpoint, MqttVersion, connect_properties, new_client
 from protocol.topics import MessageType, is_ack_topic, status_topic
+from safeguard.devservers import MosquittoServer, PostgresServer, free_port
 
 SITE = "bench-drain"
 CAMERAS = [f"cam-{i}" for i in range(1, 6)]

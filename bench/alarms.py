@@ -38,12 +38,12 @@ import httpx
 import paho.mqtt.client as mqtt
 
 from bench.ingest import Figure, Stack, measure_peer
-from gateway.devservers import IngestProcess, MosquittoServer, PostgresServer, free_port
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol import ALERTS_FILTER, MessageType, device_topic
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
+from safeguard.devservers import IngestProcess, MosquittoServer, PostgresServer, free_port
 from simulators.load import LoadPlan, finish, province_plan, site_id, start
 
 TOKEN = "bench-admin-token-0123456789"
@@ -151,7 +151,7 @@ def serve(mqtt_url: str, database_url: str, port: int, *, split_lanes: bool) -> 
            "SAFEGUARD_API_PORT": str(port), "SAFEGUARD_BOOTSTRAP_TOKEN": TOKEN}
     if split_lanes:
         env["SAFEGUARD_INGEST_LANES"] = '["routine"]'  # the alarm lane runs in a process of its own
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve"], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "safeguard.cli", "--log-level", "WARNING", "serve"], env=env)
     api = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:

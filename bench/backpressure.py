@@ -26,10 +26,10 @@ import httpx
 import psycopg
 
 from bench.ingest import SESSION_EXPIRY_S, publish_backlog, stored
-from gateway.devservers import IngestProcess, MosquittoServer, PostgresServer
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
+from safeguard.devservers import IngestProcess, MosquittoServer, PostgresServer
 from simulators.load import province_plan, site_id
 
 _DEPTH = re.compile(r'^sg_ingest_queue_depth_max\{lane="(\w+)"\} (\S+)$', re.MULTILINE)

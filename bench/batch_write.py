@@ -23,11 +23,11 @@ from pathlib import Path
 import psycopg
 
 from bench.storage import add_storage_option, chosen_storages
-from gateway.devservers import PostgresServer
 from gateway.ingest.batch import BatchProcessor, Inbound, Rules
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
+from safeguard.devservers import PostgresServer
 
 SITES = 500
 DEVICES_PER_SITE = 20

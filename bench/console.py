@@ -32,11 +32,11 @@ from pydantic import SecretStr
 
 from gateway.auth import Role, create_token
 from gateway.config import Settings
-from gateway.devservers import MosquittoServer, PostgresServer
 from gateway.runtime import Gateway
 from gateway.store.db import Conn, connect, from_epoch
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
+from safeguard.devservers import MosquittoServer, PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("SAFEGUARD_CHROMIUM", "/usr/bin/chromium")

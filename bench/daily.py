@@ -36,9 +36,9 @@ import psycopg
 from bench.storage import add_storage_option, chosen_storages
 from gateway.compliance.rollup import catch_up, rollup
 from gateway.compliance.store import Thresholds, compliance_by_site, daily_compliance
-from gateway.devservers import PostgresServer
 from gateway.store.db import Conn, connect
 from gateway.store.migrate import migrate
+from safeguard.devservers import PostgresServer
 
 ZONE = "Asia/Shanghai"
 FIRST = date(2026, 11, 1)

@@ -33,10 +33,10 @@ import httpx
 from pydantic import SecretStr
 
 from gateway.config import Settings
-from gateway.devservers import MosquittoServer, PostgresServer
 from gateway.runtime import Gateway
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
+from safeguard.devservers import MosquittoServer, PostgresServer
 from tests.support import ADMIN_TOKEN, Agent, AlertSubscriber, Api, SseReader, wait_for
 
 SITE = "site-bench-away"

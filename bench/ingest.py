@@ -46,12 +46,12 @@ import paho.mqtt.client as mqtt
 import psycopg
 
 from bench.storage import add_storage_option, chosen_storages
-from gateway.devservers import IngestProcess, MosquittoServer, PostgresServer
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol import SUBSCRIPTION
 from protocol.mqtt import MqttEndpoint, MqttVersion, connect_properties, new_client
+from safeguard.devservers import IngestProcess, MosquittoServer, PostgresServer
 from simulators.load import LoadPlan, province_plan, site_id
 from simulators.load import run as run_load
 

@@ -31,13 +31,13 @@ import httpx
 import paho.mqtt.client as mqtt
 import yaml
 
-from gateway.devservers import MosquittoServer, PostgresServer, free_port
-from gateway.notify.receivers import LocalReceiver
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol import MessageType, device_topic
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
+from safeguard.devservers import MosquittoServer, PostgresServer, free_port
+from safeguard.receivers import LocalReceiver
 from simulators.load import finish, province_plan, site_id, start
 
 TOKEN = "bench-admin-token-0123456789"
@@ -66,7 +66,7 @@ def arrivals(receiver: LocalReceiver) -> dict[str, float]:
 def serve(config: Path, port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
     env.update({"SAFEGUARD_API_PORT": str(port), "SAFEGUARD_BOOTSTRAP_TOKEN": TOKEN})
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve",
+    proc = subprocess.Popen([sys.executable, "-m", "safeguard.cli", "--log-level", "WARNING", "serve",
                              "--config", str(config)], env=env)
     for _ in range(300):
         try:

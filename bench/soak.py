@@ -41,12 +41,12 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from bench.alarms import serve
-from gateway.devservers import MosquittoServer, PostgresServer, free_port
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol import MessageType, device_topic
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
+from safeguard.devservers import MosquittoServer, PostgresServer, free_port
 from simulators import wirefuzz
 from simulators.load import _message, province_plan, site_id
 

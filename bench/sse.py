@@ -36,10 +36,10 @@ from typing import Any
 
 import httpx
 
-from gateway.devservers import MosquittoServer, PostgresServer, free_port
 from gateway.store import alerts as alert_store
 from gateway.store.db import Conn, connect
 from gateway.store.migrate import migrate
+from safeguard.devservers import MosquittoServer, PostgresServer, free_port
 
 TOKEN = "bench-sse-admin-token-0123456789abcdef"
 
@@ -254,7 +254,7 @@ async def run_load(host: str, port: int, database_url: str, site: str, *, stream
 
 def api_process(settings_env: dict[str, str]) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")} | settings_env
-    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "api"], env=env)
+    return subprocess.Popen([sys.executable, "-m", "safeguard.cli", "api"], env=env)
 
 
 def main(argv: list[str] | None = None) -> int:

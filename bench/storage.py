@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gateway.devservers import timescaledb_available
+from safeguard.devservers import timescaledb_available
 
 STORAGES = ("plain", "timescale")
 

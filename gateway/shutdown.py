@@ -1,6 +1,6 @@
 """Stopping a long-running command on SIGINT (Ctrl-C) or SIGTERM (``docker stop``, systemd), written once.
 
-Used by the command line (``gateway/cli.py``) and the demo (``gateway/demo.py``); it imports
+Used by the command line (``safeguard/cli.py``) and the demo (``safeguard/demo.py``); it imports
 nothing of the project, so either may use it.
 """
 

@@ -84,7 +84,7 @@ if [ ! -e "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
 fi
 
 # ------------------------------------------------------------------------ server binaries
-# Same search order as gateway/devservers.py.
+# Same search order as safeguard/devservers.py.
 
 have_postgres() {
     local initdb bindir

@@ -25,11 +25,11 @@ from _pytest.terminal import TerminalReporter
 from pydantic import SecretStr
 
 from gateway.config import Settings
-from gateway.devservers import MosquittoServer, PostgresServer, find_postgres_bindir, timescaledb_available
 from gateway.runtime import Gateway
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from protocol.mqtt import MqttVersion
+from safeguard.devservers import MosquittoServer, PostgresServer, find_postgres_bindir, timescaledb_available
 from tests.support import ADMIN_TOKEN
 
 TEMPLATE_DB = "sg_template"

@@ -301,7 +301,7 @@ def safeguard(*args: str, database_url: str | None = None, env: dict[str, str] |
     if database_url:
         environ["SAFEGUARD_DATABASE_URL"] = database_url
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=environ, timeout=60,
+        [sys.executable, "-m", "safeguard.cli", *args], capture_output=True, text=True, env=environ, timeout=60,
         check=False,
     )
 

@@ -26,16 +26,16 @@ import pytest
 from dashboards import CONSOLE_DIR
 from gateway.auth import Role, create_token
 from gateway.config import Settings
-from gateway.devservers import free_port
 from gateway.ingest.batch import Inbound
 from gateway.ingest.provisional import provisional_alerts
 from gateway.notify.config import NotifyConfig
-from gateway.notify.receivers import LocalReceiver
 from gateway.problems import store as problem_store
 from gateway.runtime import Gateway
 from gateway.store.db import connect
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol import MessageType, alert_topic, device_topic
+from safeguard.devservers import free_port
+from safeguard.receivers import LocalReceiver
 from tests.support import Agent, Api, wait_for
 
 CHROMIUM = os.environ.get("SAFEGUARD_CHROMIUM", "/usr/bin/chromium")

@@ -12,9 +12,9 @@ import pytest
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
 from edge_agent.sources.smoke import Zigbee2MqttDetector
-from gateway.devservers import MosquittoServer
 from gateway.runtime import Gateway
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
+from safeguard.devservers import MosquittoServer
 from tests.support import Api, wait_for
 
 pytestmark = pytest.mark.integration

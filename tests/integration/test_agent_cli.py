@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 def safeguard(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "safeguard.cli", *args], capture_output=True, text=True, env=env,
                           timeout=60, check=False)
 
 

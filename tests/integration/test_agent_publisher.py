@@ -37,12 +37,12 @@ from pydantic import ValidationError
 
 from edge_agent.outbox import Kind, Outbox
 from edge_agent.publisher import Publisher
-from gateway.devservers import MosquittoServer, free_port
 from gateway.runtime import Gateway
 from gateway.store.db import connect
 from protocol.messages import DeclaredDevice, DeviceKind
 from protocol.mqtt import MqttEndpoint, MqttVersion, connect_properties, new_client
 from protocol.topics import MessageType, device_topic
+from safeguard.devservers import MosquittoServer, free_port
 from tests.support import Api, wait_for
 
 pytestmark = pytest.mark.integration

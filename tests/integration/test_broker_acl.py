@@ -30,12 +30,12 @@ from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
 from gateway import broker_config
 from gateway.config import Settings
-from gateway.devservers import MosquittoServer, MosquittoTls, free_port
 from gateway.ingest.service import _LaneWorker
 from gateway.runtime import Gateway
 from gateway.store.db import connect
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
+from safeguard.devservers import MosquittoServer, MosquittoTls, free_port
 from tests.support import ADMIN_TOKEN, Api, safeguard, wait_for
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser
+from safeguard.cli import build_parser
 from tests.support import safeguard
 
 pytestmark = pytest.mark.integration

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway import demo_settings
-from gateway.demo import EmbeddedBroker
-from gateway.devservers import MosquittoServer, free_port
 from gateway.store.db import connect
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol.mqtt import BrokerUnavailable, BrokerUnreachable, MqttEndpoint, MqttVersion, negotiate_version
+from safeguard import demo_settings
+from safeguard.demo import EmbeddedBroker
+from safeguard.devservers import MosquittoServer, free_port
 from tests.support import safeguard
 
 pytestmark = pytest.mark.integration
@@ -127,7 +127,7 @@ def _in(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``safeguard`` run in ``folder`` (where a demo's settings may be published), no SAFEGUARD_* set."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
     environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=folder, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "safeguard.cli", *args], cwd=folder, capture_output=True, text=True,
                           env=environ, timeout=60, check=False)
 
 

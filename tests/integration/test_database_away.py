@@ -24,10 +24,10 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from gateway.config import Settings
-from gateway.devservers import MosquittoServer, PostgresServer
 from gateway.runtime import Gateway
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
+from safeguard.devservers import MosquittoServer, PostgresServer
 from tests.support import ADMIN_TOKEN, Agent, AlertSubscriber, Api, SseReader, scalar, wait_for
 
 pytestmark = pytest.mark.integration

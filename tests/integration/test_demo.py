@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.devservers import free_port
+from safeguard.devservers import free_port
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ def test_demo_shows_incidents_and_stops_cleanly(tmp_path: Path) -> None:
     api_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo", "--data-dir", str(data_dir), "--api-port", str(api_port),
+        [sys.executable, "-m", "safeguard.cli", "demo", "--data-dir", str(data_dir), "--api-port", str(api_port),
          "--mqtt-port", str(free_port())],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )

@@ -1,8 +1,8 @@
-"""The throwaway PostgreSQL / Mosquitto process managers in gateway.devservers.
+"""The throwaway PostgreSQL / Mosquitto process managers in safeguard.devservers.
 
 When the suite runs as root, PostgresServer runs the server as the ``postgres`` system
 user and adds the search bit (o+x) to pytest's 0700 temp directories so that user can
-reach ``tmp_path`` (see the module docstring of gateway.devservers).
+reach ``tmp_path`` (see the module docstring of safeguard.devservers).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway import devservers
-from gateway.devservers import MosquittoServer, PostgresServer, ServerNotFound
+from safeguard import devservers
+from safeguard.devservers import MosquittoServer, PostgresServer, ServerNotFound
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,6 @@ import pytest
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
 from gateway.config import Settings
-from gateway.devservers import MosquittoServer
 from gateway.runtime import Gateway
 from gateway.store.db import connect
 from gateway.store.sites import SiteRecord, upsert_sites
@@ -29,6 +28,7 @@ from protocol import ACK_MAX_BYTES, ack_topic
 from protocol.messages import DeclaredDevice, DeviceKind
 from protocol.mqtt import MqttEndpoint, MqttVersion
 from protocol.topics import MessageType
+from safeguard.devservers import MosquittoServer
 from tests.support import Agent, scalar, wait_for
 
 pytestmark = pytest.mark.integration

@@ -55,6 +55,17 @@ def test_the_images_package_contains_the_console(wheel: Path) -> None:
     assert "gateway/store/schema.sql" in names
 
 
+def test_the_images_package_contains_its_entry_point(wheel: Path) -> None:
+    """`safeguard` (the image's ENTRYPOINT) runs ``safeguard.cli:main``: that package is copied too."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        (entry_points,) = (n for n in names if n.endswith(".dist-info/entry_points.txt"))
+        scripts = archive.read(entry_points).decode()
+    (line,) = (line for line in scripts.splitlines() if line.split("=")[0].strip() == "safeguard")
+    module = line.split("=")[1].strip().split(":")[0]
+    assert f"{module.replace('.', '/')}.py" in names
+
+
 def test_an_installed_gateway_finds_the_console_in_its_package(wheel: Path, tmp_path: Path) -> None:
     """The gateway serves the console found through the ``dashboards`` package (importlib.resources),
     not relative to a source tree: from the installed wheel, run far from this checkout."""

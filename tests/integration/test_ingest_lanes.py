@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings
-from gateway.devservers import IngestProcess, MosquittoServer
 from gateway.runtime import Gateway
 from gateway.store.db import connect
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol import MessageType, device_topic
+from safeguard.devservers import IngestProcess, MosquittoServer
 from simulators.load import LoadPlan, finish, province_plan, site_id, start
 from simulators.load import run as run_load
 from tests.support import Agent, duplicate_readings, scalar, wait_for
@@ -228,7 +228,7 @@ def test_ingest_workers_command_runs_restarts_and_stops_its_children(
            "SAFEGUARD_MQTT_CLIENT_ID": "gw-pool", "SAFEGUARD_INGEST_WORKER_ID": "pool"}
     env.pop("SAFEGUARD_MQTT_SHARED_GROUP", None)
     parent = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "ingest", "--workers", "2"], env=env,
+        [sys.executable, "-m", "safeguard.cli", "ingest", "--workers", "2"], env=env,
         stderr=subprocess.PIPE, text=True,
     )
     lines: list[str] = []

@@ -67,7 +67,7 @@ def test_cli_writes_the_inspection_list(gateway: Gateway, registry: dict[str, st
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
     env["SAFEGUARD_DATABASE_URL"] = gateway.settings.database_url
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "inspect", "sample", "--level", "city", "--city", CITY,
+        [sys.executable, "-m", "safeguard.cli", "inspect", "sample", "--level", "city", "--city", CITY,
          "--seed", "7", "--out", str(out)], capture_output=True, text=True, env=env, timeout=60, check=False,
     )
     assert result.returncode == 0, result.stderr

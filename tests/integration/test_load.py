@@ -7,9 +7,9 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.devservers import MosquittoServer
 from protocol import SUBSCRIPTION
 from protocol.mqtt import MqttEndpoint, MqttVersion, connect_properties, new_client
+from safeguard.devservers import MosquittoServer
 from simulators.load import LoadPlan, run
 from tests.support import wait_for
 

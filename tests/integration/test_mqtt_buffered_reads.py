@@ -6,9 +6,9 @@ import threading
 
 import paho.mqtt.client as mqtt
 
-from gateway.devservers import MosquittoServer
 from protocol.mqtt import MqttEndpoint, MqttVersion, connect_properties, new_client
 from protocol.mqtt_socket import BufferedSocket
+from safeguard.devservers import MosquittoServer
 
 _COUNT = 3_000
 

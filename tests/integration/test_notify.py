@@ -31,10 +31,8 @@ import pytest
 import yaml
 
 from gateway.config import Settings
-from gateway.devservers import MosquittoServer
 from gateway.notify import store as notify_store
 from gateway.notify.config import NotifyConfig
-from gateway.notify.receivers import LocalReceiver, SmtpSink
 from gateway.notify.service import Notifier
 from gateway.rules import engine
 from gateway.rules.model import AlertKey, AlertKind, Raise
@@ -42,6 +40,8 @@ from gateway.runtime import Gateway
 from gateway.store import alerts as alert_store
 from gateway.store.db import connect, from_epoch, lock_sites
 from gateway.store.sites import purge_site
+from safeguard.devservers import MosquittoServer
+from safeguard.receivers import LocalReceiver, SmtpSink
 from tests.support import Agent, Api, scalar, wait_for, wait_state
 
 pytestmark = pytest.mark.integration
@@ -307,7 +307,7 @@ def _notify_process(tmp_path: Path, database_url: str, config: dict[str, Any]) -
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump({"database_url": database_url, "notify": config}), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
-    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "notify", "--config", str(path)], env=env)
+    return subprocess.Popen([sys.executable, "-m", "safeguard.cli", "notify", "--config", str(path)], env=env)
 
 
 def test_a_notifier_killed_mid_delivery_resumes_without_losing_or_doubling_a_step(
@@ -410,7 +410,7 @@ def test_safeguard_notify_refuses_a_bad_config_naming_the_key(tmp_path: Path) ->
     path.write_text(yaml.safe_dump({"notify": {"channels": {}, "routes": [
         {"name": "r", "steps": [{"after_s": 0, "channels": ["brigade"]}]}]}}), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
-    done = subprocess.run([sys.executable, "-m", "gateway.cli", "notify", "--config", str(path)],
+    done = subprocess.run([sys.executable, "-m", "safeguard.cli", "notify", "--config", str(path)],
                           capture_output=True, text=True, env=env, timeout=60, check=False)
     assert done.returncode == 2
     assert "notify" in done.stderr

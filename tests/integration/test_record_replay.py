@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.devservers import MosquittoServer
 from gateway.runtime import Gateway
 from protocol import MessageType, device_topic
 from protocol.mqtt import MqttVersion
+from safeguard.devservers import MosquittoServer
 from simulators.recording import FORMAT, Recorder, RecordingError, read_recording, replay
 from tests.support import Agent, Api, wait_for
 

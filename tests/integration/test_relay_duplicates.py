@@ -26,7 +26,7 @@ def supervisor(settings: Settings) -> subprocess.Popen[bytes]:
         "SAFEGUARD_MQTT_URL": settings.mqtt_url, "SAFEGUARD_DATABASE_URL": settings.database_url,
         "SAFEGUARD_MQTT_CLIENT_ID": settings.mqtt_client_id, "SAFEGUARD_SWEEP_INTERVAL_S": "0.2",
     }
-    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "supervise"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "safeguard.cli", "supervise"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -323,7 +323,7 @@ def test_cli_writes_the_ledger_and_the_summary(conn: Conn, settings: Settings, t
     period = ["--from", D.isoformat(), "--to", END.isoformat()]
 
     def safeguard(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "gateway.cli", "inspect", *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "safeguard.cli", "inspect", *args], capture_output=True,
                               text=True, env=env, timeout=60, check=False)
 
     ledger = tmp_path / "ledger.csv"

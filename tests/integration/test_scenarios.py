@@ -50,7 +50,7 @@ def test_a_wrong_expectation_fails(gateway: Gateway, tmp_path: Path) -> None:
     wrong.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "simulate", "--scenario", str(wrong), "--check",
+        [sys.executable, "-m", "safeguard.cli", "simulate", "--scenario", str(wrong), "--check",
          "--mqtt-url", gateway.settings.mqtt_url, "--api-url", gateway.api_url, "--token", ADMIN_TOKEN],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )

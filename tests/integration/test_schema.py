@@ -13,9 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from gateway.devservers import PostgresServer
 from gateway.store.db import connect
 from gateway.store.migrate import apply_script, apply_timescale, migrate, migration_files
+from safeguard.devservers import PostgresServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.storage]
 
@@ -106,7 +106,7 @@ def test_migrate_is_idempotent(database_url: str) -> None:
 def test_migrate_from_two_processes_at_once(pg_server: PostgresServer, storage: str) -> None:
     url, declared = _fresh_db(pg_server), _declared(pg_server, storage)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")} | {"SAFEGUARD_DATABASE_URL": url}
-    procs = [subprocess.Popen([sys.executable, "-m", "gateway.cli", "migrate"], env=env, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-m", "safeguard.cli", "migrate"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
     assert [code for code, _, _ in results] == [0, 0], results

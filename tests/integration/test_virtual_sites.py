@@ -9,10 +9,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.devservers import MosquittoServer
 from gateway.runtime import Gateway
 from protocol import SUBSCRIPTION
 from protocol.mqtt import MqttEndpoint, MqttVersion, connect_properties, new_client
+from safeguard.devservers import MosquittoServer
 from simulators.scenario import ScenarioRunner, fleet
 from tests.support import Api, wait_for
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.demo import EmbeddedBroker
+from safeguard.cli import main
+from safeguard.demo import EmbeddedBroker
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import numpy as np
 
 from edge_agent.agent import ExitWatch
 from edge_agent.config import ExitConfig
-from gateway.cli import main
+from safeguard.cli import main
 
 REGION = [(50, 40), (110, 40), (110, 100), (50, 100)]
 

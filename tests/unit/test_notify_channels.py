@@ -20,8 +20,8 @@ from gateway.notify.channels.dingtalk import DingTalkChannel, DingTalkConfig
 from gateway.notify.channels.email import EmailChannel, EmailConfig
 from gateway.notify.channels.webhook import WebhookChannel, WebhookConfig, signature
 from gateway.notify.channels.wecom import MAX_BYTES, WeComChannel, WeComConfig
-from gateway.notify.receivers import LocalReceiver, SmtpSink
 from gateway.notify.render import render
+from safeguard.receivers import LocalReceiver, SmtpSink
 
 ALERT: dict[str, Any] = {
     "id": 42, "site": "inst-001", "device": "smoke-1", "kind": "fire_alarm", "severity": "critical", "state": "open",

@@ -20,16 +20,16 @@ from typing import Any
 
 import psycopg
 
-from gateway import demo_settings
 from gateway.auth import Role, create_token
 from gateway.config import Settings
-from gateway.devservers import PostgresServer, free_port
 from gateway.runtime import Gateway
 from gateway.shutdown import stop_on_signals
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol.mqtt import MqttVersion
+from safeguard import demo_settings
+from safeguard.devservers import PostgresServer, free_port
 from simulators.scenario import DEMO_SCENARIO, Scenario, ScenarioRunner, load_scenario
 
 log = logging.getLogger(__name__)

@@ -131,7 +131,7 @@ class SmtpSink:
     def __init__(self) -> None:
         from aiosmtpd.controller import Controller  # noqa: PLC0415 - a dev extra
 
-        from gateway.devservers import free_port  # noqa: PLC0415 - devservers loads psycopg; only the SMTP sink needs it
+        from safeguard.devservers import free_port  # noqa: PLC0415 - devservers loads psycopg; only the SMTP sink needs it
 
         self.mails: list[Mail] = []
         self._arrived = threading.Condition()

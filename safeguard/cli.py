@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from gateway import demo_settings
 from gateway.config import ConfigError, Settings, check_settings_file, load_settings
 from gateway.shutdown import stop_on_signals, wait_for_signal
 from protocol.mqtt import BrokerUnavailable, MqttEndpoint, MqttVersion, negotiate_version
+from safeguard import demo_settings
 
 if TYPE_CHECKING:
     from gateway.store.db import Conn
@@ -72,7 +72,7 @@ def cmd_ingest_workers(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env.setdefault("SAFEGUARD_MQTT_SHARED_GROUP", settings.mqtt_shared_group or "gateway")
     base = settings.ingest_worker_id or socket.gethostname()
-    command = [sys.executable, "-m", "gateway.cli", "--log-level", args.log_level, "ingest"]
+    command = [sys.executable, "-m", "safeguard.cli", "--log-level", args.log_level, "ingest"]
     if args.config:
         command += ["--config", args.config]
     if args.lane:
@@ -530,7 +530,7 @@ def cmd_clips(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo  # noqa: PLC0415 - FastAPI, uvicorn and amqtt only for the demo
+    from safeguard.demo import run_demo  # noqa: PLC0415 - FastAPI, uvicorn and amqtt only for the demo
 
     data_dir = Path(args.data_dir).resolve()
     if args.reset and data_dir.exists():
@@ -714,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules of an optional extra whose absence the importing code words as an install command.
-_EXTRA_MODULES = frozenset({"amqtt"})  # the demo extra (gateway/demo.py)
+_EXTRA_MODULES = frozenset({"amqtt"})  # the demo extra (safeguard/demo.py)
 
 
 def main(argv: list[str] | None = None) -> int:
