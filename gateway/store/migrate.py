@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from gateway.compliance.rollup import continuous_aggregate_sql, is_continuous_aggregate
 from gateway.store import RETENTION_DAYS
+from gateway.store.daily import continuous_aggregate_sql, is_continuous_aggregate
 from gateway.store.db import Conn
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.auth import Role, create_token
-from gateway.compliance.rollup import COLUMNS, PLAIN_BUCKET, advance, catch_up, daily_query, rollup
+from gateway.compliance.rollup import advance, catch_up, rollup
 from gateway.compliance.store import Thresholds, daily_compliance, site_compliance
 from gateway.config import Settings
 from gateway.runtime import Gateway
+from gateway.store.daily import COLUMNS, PLAIN_BUCKET, daily_query
 from gateway.store.db import Conn, connect
 from tests.support import ADMIN_TOKEN, Api, compressed_chunks, insert_heartbeats, run_timescale_jobs
 

@@ -60,3 +60,22 @@ def test_the_check_sees_lazy_imports(tmp_path: Path) -> None:
 def test_the_exceptions_are_still_needed() -> None:
     for relative, names in EXCEPTIONS.items():
         assert names <= imported_packages(ROOT / relative), f"{relative}: drop what it no longer imports"
+
+
+def gateway_parts(path: Path) -> set[str]:
+    """The ``gateway.X`` sub-packages ``path`` imports (absolute imports)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+        found.update(n.split(".")[1] for n in names if n.startswith("gateway.") and n.count(".") >= 1)
+    return found
+
+
+def test_the_store_imports_nothing_above_it_in_the_gateway() -> None:
+    # The schema and the SQL sit below the code that decides (compliance, ingest, api, supervisor):
+    # only the pure rules' types and the store itself.
+    wrong = [f"{p.relative_to(ROOT).as_posix()} imports gateway.{part}"
+             for p in sorted((ROOT / "gateway" / "store").rglob("*.py"))
+             for part in sorted(gateway_parts(p) - {"store", "rules"})]
+    assert wrong == []
