@@ -61,7 +61,7 @@ _READING_COLUMNS = ("ts", "received_at", "site", "device", "kind", "boot", "seq"
 _READING_TYPES = ("timestamptz", "timestamptz", "text", "text", "text", "text", "int8", "text", "jsonb")
 _STATE_COLUMNS = ("site", "device", "last_seen", "last_ts", "boot", "seq", "status", "reading", "deadline")
 _STATE_TYPES = ("text", "text", "timestamptz", "timestamptz", "text", "int8", "text", "jsonb", "timestamptz")
-_Key = tuple[str, str, str, int]  # (site, device, boot, seq): a reading's exactly-once key
+ReadingKey = tuple[str, str, str, int]  # (site, device, boot, seq): a reading's exactly-once key
 _DeviceKey = tuple[str, str]
 # An agent's stored clock skew is rewritten only when it moved this much: the figure is for a
 # tolerance of minutes, and a province's batches would otherwise upsert every agent's row each time.
@@ -94,7 +94,7 @@ class BatchResult:
     alerts: list[alert_store.Recorded] = field(default_factory=list)
     # (site, device, boot, seq) of every reading the batch durably dealt with (stored now or
     # before): what the agents are told (gateway/ingest/confirm.py), without parsing it again.
-    stored_keys: list[_Key] = field(default_factory=list)
+    stored_keys: list[ReadingKey] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +123,7 @@ class _Staged:
         self.status = r.stream.value if isinstance(r, Heartbeat) else r.state.value
 
     @property
-    def key(self) -> _Key:
+    def key(self) -> ReadingKey:
         return (self.site, self.device, self.reading.boot, self.reading.seq)
 
 
@@ -293,7 +293,7 @@ def _classify(decoded: list[_Decoded], loaded: _Loaded, decision: Decision, resu
 
     Returns how many readings repeat the key of an earlier one in this batch (duplicates, not staged)."""
     kinds = loaded.kinds
-    keys: set[_Key] = set()
+    keys: set[ReadingKey] = set()
     repeated = 0
     for message, topic, payload in decoded:
         if topic.site not in loaded.sites:
@@ -361,7 +361,7 @@ def _decide_agent_status(
         decision.new_devices.pop((site, d.id), None)
 
 
-def _first_inserted(staged: list[_Staged], inserted: set[_Key]) -> list[_Staged]:
+def _first_inserted(staged: list[_Staged], inserted: set[ReadingKey]) -> list[_Staged]:
     """Readings this transaction stored, each once, in arrival order."""
     fresh = []
     remaining = set(inserted)
@@ -452,7 +452,7 @@ def _staging(conn: Conn, name: str, like: str) -> None:
         having.add(conn)
 
 
-def _insert_readings(conn: Conn, staged: list[_Staged]) -> set[_Key]:
+def _insert_readings(conn: Conn, staged: list[_Staged]) -> set[ReadingKey]:
     if not staged:
         return set()
     _staging(conn, "readings_in", "readings")

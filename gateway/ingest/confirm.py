@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gateway.ingest.batch import Inbound
+from gateway.ingest.batch import Inbound, ReadingKey
 from protocol import ACK_MAX_BYTES, MessageType, ack_topic, parse_topic, seq_ranges
 from protocol.messages import BootId, Seq
 from protocol.topics import TopicError
@@ -41,7 +41,6 @@ RANGES_PER_ENTRY = 1_000
 _ENVELOPE = len('{"ts":,"acks":[]}') + 32  # the numbers of ts included, generously
 
 _DeviceBoot = tuple[str, str]
-_Key = tuple[str, str, str, int]  # (site, device, boot, seq), as BatchResult.stored_keys
 
 
 class _Readable(BaseModel):
@@ -60,7 +59,7 @@ def _new_done() -> _Done:
 
 
 def confirmations(
-    stored: Iterable[_Key], refused: Iterable[Inbound], *, ts: float, max_bytes: int = ACK_MAX_BYTES
+    stored: Iterable[ReadingKey], refused: Iterable[Inbound], *, ts: float, max_bytes: int = ACK_MAX_BYTES
 ) -> list[tuple[str, bytes]]:
     """``(topic, payload)`` of the confirmations for a committed batch: ``stored`` are the
     ``(site, device, boot, seq)`` of its readings (``BatchResult.stored_keys``), ``refused`` the
@@ -71,7 +70,7 @@ def confirmations(
     return _payloads(done, ts=ts, max_bytes=max_bytes)
 
 
-def collect(stored: Iterable[_Key], refused: Iterable[Inbound], done: _Done) -> None:
+def collect(stored: Iterable[ReadingKey], refused: Iterable[Inbound], done: _Done) -> None:
     """Add a committed batch to ``done`` (see :func:`confirmations`).
 
     The stored keys come from the batch processor, which has decoded them already; only the
@@ -163,7 +162,7 @@ class Confirmer:
     def start(self) -> None:
         self._thread.start()
 
-    def add(self, stored: Iterable[_Key], refused: Iterable[Inbound]) -> None:
+    def add(self, stored: Iterable[ReadingKey], refused: Iterable[Inbound]) -> None:
         """A committed batch (called after its commit): see :func:`confirmations`."""
         with self._lock:
             collect(stored, refused, self._pending)
