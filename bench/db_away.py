@@ -110,7 +110,7 @@ def run(gw: Gateway, pg: PostgresServer, args: argparse.Namespace) -> None:  # n
     api.http.timeout = httpx.Timeout(120)
     api.put_site(SITE, name="bench")
     devices = [{"id": f"smoke-{i}", "kind": "smoke", "name": f"d{i}", "location": "1F"} for i in range(args.alarms)]
-    agent = Agent(gw.settings.mqtt_url, SITE)
+    agent = Agent(gw.settings.mqtt.url, SITE)
     agent.birth(devices)
     wait_for(lambda: len(api.http.get(f"/api/v1/sites/{SITE}/devices").json()["items"]) == args.alarms or None)
 
@@ -122,7 +122,7 @@ def run(gw: Gateway, pg: PostgresServer, args: argparse.Namespace) -> None:  # n
     pg.start()
     wait_for(lambda: api.http.get("/api/v1/alerts").status_code == 200 or None, timeout=60, what="back")
 
-    watcher = AlertSubscriber(gw.settings.mqtt_url)
+    watcher = AlertSubscriber(gw.settings.mqtt.url)
     reader = SseReader(gw.api_url)
     to_mqtt, to_sse, stored_mqtt, stored_sse = [], [], [], []
     seen: set[int] = set()

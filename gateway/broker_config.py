@@ -94,10 +94,10 @@ def verify_password(password: str, hashed: str) -> bool:
 
 def reserved_site_ids(settings: Settings) -> frozenset[str]:
     """Names no site may take: the service accounts, the gateway's client id, the configured extras."""
-    names = {*RESERVED_SITE_IDS, settings.broker_dispatch_user, settings.mqtt_client_id,
-             *settings.broker_reserved_site_ids}
-    if settings.mqtt.username:
-        names.add(settings.mqtt.username)
+    names = {*RESERVED_SITE_IDS, settings.broker.dispatch_user, settings.mqtt.client_id,
+             *settings.broker.reserved_site_ids}
+    if settings.mqtt.endpoint.username:
+        names.add(settings.mqtt.endpoint.username)
     return frozenset(names)
 
 
@@ -107,10 +107,10 @@ def check_site_id(settings: Settings, site: str) -> None:
     On the external listener a site's client id is its id, and Mosquitto's client ids are one
     namespace across listeners: a site named like a gateway client (``{mqtt_client_id}-...``:
     ingest lanes, workers, the relay) would disconnect it on every connection."""
-    if site in reserved_site_ids(settings) or site.startswith(f"{settings.mqtt_client_id}-"):
+    if site in reserved_site_ids(settings) or site.startswith(f"{settings.mqtt.client_id}-"):
         raise ReservedSiteId(
             f"site id {site!r} is reserved for the broker's service accounts and the gateway's client ids"
-            f" ({', '.join(sorted(reserved_site_ids(settings)))}, {settings.mqtt_client_id}-*)")
+            f" ({', '.join(sorted(reserved_site_ids(settings)))}, {settings.mqtt.client_id}-*)")
 
 
 # --------------------------------------------------------------------------- rendering
@@ -137,7 +137,7 @@ def _section(user: str, write: Iterable[str], read: Iterable[str]) -> list[str]:
 
 def render(settings: Settings, sites: Iterable[Account]) -> BrokerFiles:
     """Password files and ACLs for both listeners from the site accounts and the settings."""
-    gateway = settings.mqtt
+    gateway = settings.mqtt.endpoint
     if not (gateway.username and gateway.password):
         raise BrokerConfigError("mqtt_url must carry the gateway's broker username and password"
                                 " (mqtt://USER:PASSWORD@host:port): they make the gateway's account")
@@ -154,9 +154,9 @@ def render(settings: Settings, sites: Iterable[Account]) -> BrokerFiles:
         external_acl += _section(site, (f"sg/v1/{site}/{t}" for t in _SITE_WRITE),
                                  (f"sg/v1/{site}/{t}" for t in _SITE_READ))
         written.append(site)
-    if settings.broker_dispatch_password is not None:
-        dispatch = settings.broker_dispatch_user
-        external_pw.append(f"{dispatch}:{hash_password(settings.broker_dispatch_password.get_secret_value())}")
+    if settings.broker.dispatch_password is not None:
+        dispatch = settings.broker.dispatch_user
+        external_pw.append(f"{dispatch}:{hash_password(settings.broker.dispatch_password.get_secret_value())}")
         external_acl += ["# The fire brigade's dispatch system: alert changes of every site.",
                          *_section(dispatch, (), ("sg/v1/alerts/#",))]
     internal_acl = [*header, "# The gateway: every site's messages; alert changes and agent acknowledgements.",
@@ -253,7 +253,7 @@ class Reload:
 def generate(settings: Settings, out_dir: Path, *, group: int | None = None,
              reload: Reload | None = None) -> BrokerFiles:
     """Read the registry, write the files, reload the broker (when told how)."""
-    with connect(settings.database_url) as conn:
+    with connect(settings.database.url) as conn:
         accounts = site_accounts(conn)
     generated = _write(settings, accounts, out_dir, group)
     if reload is not None:
@@ -279,7 +279,7 @@ def watch(settings: Settings, out_dir: Path, *, interval_s: float, stop: threadi
     last_sites: tuple[tuple[str, str], ...] | None = None
     while not stop.is_set():
         try:
-            with connect(settings.database_url) as conn:
+            with connect(settings.database.url) as conn:
                 accounts = site_accounts(conn)
             key = tuple((a.username, a.password_hash) for a in accounts)
             if key != last_sites:

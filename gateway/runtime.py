@@ -30,7 +30,7 @@ class ApiServer:
         static = str(CONSOLE_DIR) if (CONSOLE_DIR / "index.html").exists() else None
         app = create_app(settings, pool, broker_ready=broker_ready, static_dir=static)
         config = uvicorn.Config(
-            app, host=settings.api_host, port=settings.api_port, log_level="warning",
+            app, host=settings.api.host, port=settings.api.port, log_level="warning",
             timeout_graceful_shutdown=2, lifespan="on",
         )
         self._server = uvicorn.Server(config)
@@ -77,7 +77,7 @@ class Gateway:
 
     def start(self) -> None:
         ingest, supervise, api = self._roles
-        self.pool = open_pool(self.settings.database_url, max_size=10, timeout=self.settings.db_pool_timeout_s)
+        self.pool = open_pool(self.settings.database.url, max_size=10, timeout=self.settings.database.pool_timeout_s)
         if ingest:
             self.ingest = IngestService(self.settings, self.pool)
             self.ingest.start()
@@ -87,8 +87,8 @@ class Gateway:
         if self._notify:
             self.notifier = Notifier(self.settings)  # a pool of its own: sends never starve ingest
             self.notifier.start()
-        if not api and self.settings.metrics_port is not None:
-            start_http_server(self.settings.metrics_port, addr=self.settings.api_host)
+        if not api and self.settings.api.metrics_port is not None:
+            start_http_server(self.settings.api.metrics_port, addr=self.settings.api.host)
         if api:
             in_process = self.ingest
             ready = (lambda: in_process.connected) if in_process is not None else None
@@ -98,7 +98,7 @@ class Gateway:
     @property
     def api_url(self) -> str:
         assert self.api is not None
-        return f"http://{self.settings.api_host}:{self.api.port}"
+        return f"http://{self.settings.api.host}:{self.api.port}"
 
     def stop(self) -> None:
         for part in (self.api, self.notifier, self.supervisor, self.ingest):

@@ -54,9 +54,9 @@ class AlertRelay:
         self._connected = threading.Event()
 
     def start(self) -> None:
-        endpoint = self._settings.mqtt
-        client_id = f"{self._settings.mqtt_client_id}-relay-{uuid.uuid4().hex[:8]}"
-        client = new_client(endpoint, client_id, self._settings.mqtt_version)
+        endpoint = self._settings.mqtt.endpoint
+        client_id = f"{self._settings.mqtt.client_id}-relay-{uuid.uuid4().hex[:8]}"
+        client = new_client(endpoint, client_id, self._settings.mqtt.version)
         client.on_connect = lambda _c, _u, _f, reason, _p: (
             self._connected.clear() if reason.is_failure else self._connected.set()
         )
@@ -133,7 +133,7 @@ class Supervisor:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                with connect(self._settings.database_url, autocommit=True) as conn:
+                with connect(self._settings.database.url, autocommit=True) as conn:
                     self._campaign(conn)
             except psycopg.OperationalError as exc:
                 log.warning("supervisor lost the database (%s); retrying", exc)
@@ -141,7 +141,7 @@ class Supervisor:
                 log.exception("supervisor step failed; retrying")
             finally:
                 self._leader.clear()
-            self._stopping.wait(self._settings.sweep_interval_s)
+            self._stopping.wait(self._settings.liveness.sweep_interval_s)
 
     def _campaign(self, conn: Conn) -> None:
         """Wait for leadership on ``conn``; lead until stopped or the connection dies."""
@@ -149,7 +149,7 @@ class Supervisor:
             row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (LEADER_LOCK,)).fetchone()
             if row and row["ok"]:
                 break
-            self._stopping.wait(self._settings.sweep_interval_s)
+            self._stopping.wait(self._settings.liveness.sweep_interval_s)
         else:
             return
         log.info("supervisor is the leader")
@@ -160,7 +160,7 @@ class Supervisor:
             now = time.time()
             if now >= next_sweep:
                 self.tick(now)
-                next_sweep = now + self._settings.sweep_interval_s
+                next_sweep = now + self._settings.liveness.sweep_interval_s
             self._relay.relay(self._pool)
             wait = max(0.05, min(next_sweep - time.time(), 0.5))
             for _ in conn.notifies(timeout=wait, stop_after=1):
@@ -171,8 +171,8 @@ class Supervisor:
         self.sweep_silent(now)
         self.sweep_unheard(now)
         self.escalate(now)
-        self._periodic("problem sweep", self._settings.problem_sweep_s, now, self.sweep_problems)
-        self._periodic("daily compliance", self._settings.compliance_timeline_every_s, now, self.keep_daily)
+        self._periodic("problem sweep", self._settings.problems.sweep_s, now, self.sweep_problems)
+        self._periodic("daily compliance", self._settings.compliance.timeline_every_s, now, self.keep_daily)
         if now - self._last_prune >= _PRUNE_EVERY_S:
             self.prune(now)
             self._last_prune = now
@@ -240,8 +240,8 @@ class Supervisor:
     def sweep_unheard(self, now: float) -> None:
         """camera_offline / detector_offline for declared devices that never sent anything."""
         settings = self._settings
-        params = {"now": from_epoch(now), "default_heartbeat_s": settings.default_heartbeat_s,
-                  "missed_heartbeats": settings.missed_heartbeats}
+        params = {"now": from_epoch(now), "default_heartbeat_s": settings.liveness.default_heartbeat_s,
+                  "missed_heartbeats": settings.liveness.missed_heartbeats}
         self._sweep_locked(now, self._UNHEARD, params, lambda r, alerts: engine.evaluate_unheard(
             r["site"], r["device"], DeviceKind(r["kind"]), declared_at=r["declared_at"], timeout_s=r["timeout_s"],
             now=now, alerts=alerts,
@@ -254,10 +254,10 @@ class Supervisor:
             " AND opened_at <= %(cutoff)s AND NOT (detail ? 'escalated')"
             " AND site = ANY(coalesce(%(sites)s, ARRAY[site]))"
         )
-        self._sweep_locked(now, query, {"cutoff": from_epoch(now - self._settings.escalate_after_s)},
+        self._sweep_locked(now, query, {"cutoff": from_epoch(now - self._settings.liveness.escalate_after_s)},
                            lambda row, _alerts: engine.evaluate_escalation(
                                alert_store.open_alert(row), opened_at=row["opened_at"].timestamp(), now=now,
-                               after_s=self._settings.escalate_after_s,
+                               after_s=self._settings.liveness.escalate_after_s,
                            ))
 
     def _sweep_locked(
@@ -282,7 +282,7 @@ class Supervisor:
     def sweep_problems(self, now: float) -> problem_store.SweepResult:
         """The problem list (docs/problems.md); not_compliant at most every ``problem_compliance_every_s``."""
         last = self._last_compliance_sweep
-        compliance = last is None or now - last >= self._settings.problem_compliance_every_s
+        compliance = last is None or now - last >= self._settings.problems.compliance_every_s
         with self._pool.connection() as conn:
             result = problem_store.sweep(conn, now, self._settings, compliance=compliance)
         if compliance:
@@ -300,10 +300,10 @@ class Supervisor:
         and again on the next call, so that the alert sweeps are never held up for long."""
         settings = self._settings
         with self._pool.connection() as conn:
-            done = rollup.catch_up(conn, now, settle_s=settings.compliance_settle_s, zone=settings.problem_timezone,
-                                   default_heartbeat_s=settings.default_heartbeat_s,
-                                   missed_heartbeats=settings.missed_heartbeats, budget_s=_CATCH_UP_S)
-            rollup.rollup(conn, zone=settings.problem_timezone)
+            done = rollup.catch_up(conn, now, settle_s=settings.compliance.settle_s, zone=settings.timezone,
+                                   default_heartbeat_s=settings.liveness.default_heartbeat_s,
+                                   missed_heartbeats=settings.liveness.missed_heartbeats, budget_s=_CATCH_UP_S)
+            rollup.rollup(conn, zone=settings.timezone)
         return done
 
     def prune(self, now: float) -> dict[str, Any]:
@@ -313,7 +313,7 @@ class Supervisor:
             # What the schema has, not what the server offers: a database migrated before TimescaleDB
             # was installed has no policy until it is migrated again, and is pruned here meanwhile.
             policies = retention_policies(conn)
-            cutoff = from_epoch(now - self._settings.readings_retention_days * 86_400)
+            cutoff = from_epoch(now - self._settings.database.readings_retention_days * 86_400)
             if "readings" not in policies:
                 counts["readings"] = conn.execute("DELETE FROM readings WHERE ts < %s", (cutoff,)).rowcount
             # The exactly-once keys (migrations/0005), a plain table on both paths: kept as long as readings.
@@ -324,7 +324,7 @@ class Supervisor:
                 counts["camera_timeline"] = conn.execute(
                     "DELETE FROM camera_timeline WHERE until < %s", (cutoff,)
                 ).rowcount  # the daily figures rolled up from it stay
-            cutoff = from_epoch(now - self._settings.dead_letter_retention_days * 86_400)
+            cutoff = from_epoch(now - self._settings.database.dead_letter_retention_days * 86_400)
             counts["dead_letters"] = conn.execute("DELETE FROM dead_letters WHERE received_at < %s", (cutoff,)).rowcount
         log.info("retention pruned %s", counts)
         return counts

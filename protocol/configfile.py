@@ -63,11 +63,12 @@ def at(path: Path, root: yaml.Node | None, loc: tuple[int | str, ...], message: 
     return f"{path}:{line}: {key}: {message}" if line else f"{path}: {key}: {message}"
 
 
+def key_of(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """A validation error's location as the keys of the data: without validator and union steps."""
+    # "function-after[...]", "tuple[...]" in the location are no key.
+    return tuple(p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "tuple["))))
+
+
 def validation_problems(path: Path, root: yaml.Node | None, exc: ValidationError) -> list[str]:
     """One :func:`at` line per error of ``exc``, validating the data of the file ``path``."""
-    problems = []
-    for error in exc.errors(include_url=False):
-        # Validator and union steps in the location ("function-after[...]", "tuple[...]") are no key.
-        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tuple["))))
-        problems.append(at(path, root, loc, error["msg"]))
-    return problems
+    return [at(path, root, key_of(error["loc"]), error["msg"]) for error in exc.errors(include_url=False)]

@@ -70,8 +70,8 @@ def cmd_ingest_workers(args: argparse.Namespace) -> int:
 
     settings = _settings(args, demo=False)  # validate before starting anything
     env = dict(os.environ)
-    env.setdefault("SAFEGUARD_MQTT_SHARED_GROUP", settings.mqtt_shared_group or "gateway")
-    base = settings.ingest_worker_id or socket.gethostname()
+    env.setdefault("SAFEGUARD_MQTT_SHARED_GROUP", settings.mqtt.shared_group or "gateway")
+    base = settings.ingest.worker_id or socket.gethostname()
     command = [sys.executable, "-m", "safeguard.cli", "--log-level", args.log_level, "ingest"]
     if args.config:
         command += ["--config", args.config]
@@ -113,8 +113,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from gateway.store.migrate import migrate  # noqa: PLC0415 - psycopg only for database commands
 
     settings = _settings(args)
-    with connect(settings.database_url) as conn:
-        applied = migrate(conn, retention_days=settings.readings_retention_days, day_zone=settings.problem_timezone)
+    with connect(settings.database.url) as conn:
+        applied = migrate(conn, retention_days=settings.database.readings_retention_days, day_zone=settings.timezone)
         conn.commit()
     sys.stderr.write(f"applied {', '.join(applied)}\n" if applied else "schema up to date\n")
     return 0
@@ -132,7 +132,7 @@ def cmd_sites_import(args: argparse.Namespace) -> int:
             check_site_id(settings, record.id)
         except ReservedSiteId as exc:
             raise ValueError(f"{args.file}: {exc}") from None
-    with connect(settings.database_url) as conn:
+    with connect(settings.database.url) as conn:
         count = upsert_sites(conn, records)
         conn.commit()
     sys.stderr.write(f"registered {count} sites from {args.file}\n")
@@ -146,7 +146,7 @@ def cmd_sites_delete(args: argparse.Namespace) -> int:
     if not args.yes:
         raise ValueError(f"this deletes site {args.site!r} and all its history (alerts, readings, problems,"
                          " tokens); give --yes to do it")
-    with connect(_settings(args).database_url) as conn:
+    with connect(_settings(args).database.url) as conn:
         deleted = purge_site(conn, args.site)
         if deleted is None:
             raise ValueError(f"site {args.site!r} is not registered")
@@ -162,7 +162,7 @@ def cmd_sites_broker_secret(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not args.revoke:
         check_site_id(settings, args.site)  # registered before the check existed: it would get no account
-    with connect(settings.database_url) as conn:
+    with connect(settings.database.url) as conn:
         if args.revoke:
             revoked = revoke_site_secret(conn, args.site)
             conn.commit()
@@ -208,7 +208,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
     role = Role(args.role)
     expires_at = _expiry(args.expires) if args.expires else None
-    with connect(_settings(args).database_url) as conn:
+    with connect(_settings(args).database.url) as conn:
         token = create_token(conn, role=role, name=args.name, site=args.site, expires_at=expires_at)
     scope = f" for site {args.site}" if args.site else ""
     until = f", valid until {expires_at.isoformat(timespec='seconds')}" if expires_at else ""
@@ -229,7 +229,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     from gateway.auth import list_tokens  # noqa: PLC0415 - psycopg only for database commands
     from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
 
-    with connect(_settings(args).database_url) as conn:
+    with connect(_settings(args).database.url) as conn:
         rows = list_tokens(conn)
     sys.stdout.write("id\tstatus\trole\tsite\tname\tcreated\texpires\n")
     for r in rows:
@@ -243,7 +243,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     from gateway.auth import revoke_token  # noqa: PLC0415 - psycopg only for database commands
     from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
 
-    with connect(_settings(args).database_url) as conn:
+    with connect(_settings(args).database.url) as conn:
         if not revoke_token(conn, args.id):
             raise ValueError(f"no live token {args.id} (see: safeguard token list)")
     sys.stderr.write(f"revoked token {args.id}: refused from its next request on\n")
@@ -253,11 +253,11 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 def _mqtt(args: argparse.Namespace) -> tuple[str, MqttVersion]:
     """The broker and its protocol version: as told (option, config, environment), else asked of it."""
     settings = _settings(args)
-    url = args.mqtt_url or settings.mqtt_url
+    url = args.mqtt_url or settings.mqtt.url
     if args.mqtt_version and args.mqtt_version != "auto":
         return url, MqttVersion(args.mqtt_version)
-    if args.mqtt_version is None and "mqtt_version" in settings.model_fields_set:
-        return url, settings.mqtt_version
+    if args.mqtt_version is None and "version" in settings.mqtt.model_fields_set:
+        return url, settings.mqtt.version
     version = negotiate_version(MqttEndpoint.parse(url))
     sys.stderr.write(f"{url} speaks MQTT {version}\n")
     return url, version
@@ -350,7 +350,7 @@ def cmd_inspect_sample(args: argparse.Namespace) -> int:
     from gateway.inspection.store import sample_from_db  # noqa: PLC0415 - psycopg only for database commands
     from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
 
-    with connect(_settings(args).database_url) as conn:
+    with connect(_settings(args).database.url) as conn:
         sample = sample_from_db(conn, level=args.level, city=args.city, seed=args.seed)
     scope = f"city {sample.city}" if sample.city else "the province"
     sys.stderr.write(
@@ -425,7 +425,7 @@ def _period(args: argparse.Namespace, settings: Settings) -> tuple[datetime, dat
     or an RFC 3339 time with its zone. ``--to`` with a day or month includes it (the interval ends
     where it ends): ``--from 2026-11-01 --to 2026-11-30`` is all of November.
     """
-    zone = ZoneInfo(settings.problem_timezone)
+    zone = ZoneInfo(settings.timezone)
     today = datetime.now(zone).date()
     month = date(today.year, today.month, 1)
     start = _instant(args.start, zone, end=False) if args.start else datetime.combine(month, time_of_day(), zone)
@@ -479,7 +479,7 @@ def cmd_inspect_compliance(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     start, end = _period(args, settings)
-    with connect(settings.database_url) as conn:
+    with connect(settings.database.url) as conn:
         _check_places(conn, args.city, args.county)
         rows = ledger_rows(conn, start, end, city=args.city, county=args.county, settings=settings)
     failing = [r for r in rows if r.compliant is False]
@@ -504,7 +504,7 @@ def cmd_inspect_report(args: argparse.Namespace) -> int:
     start, end = _period(args, settings)
     out = Path(args.out)
     kind = out.suffix.lower().lstrip(".")
-    with connect(settings.database_url) as conn:
+    with connect(settings.database.url) as conn:
         _check_places(conn, args.city, getattr(args, "county", None))
         if args.inspect_command == "ledger":
             rows = ledger_report.ledger_rows(conn, start, end, city=args.city, county=args.county, settings=settings)

@@ -387,9 +387,9 @@ def two_sites(
     admin = Api(gateway.api_url)
     admin.put_site(site_a, name="A school", city="Hangzhou", county="Xihu", **site_fields)
     admin.put_site(site_b, name="B school", city="Hangzhou", county="Binjiang", **site_fields)
-    tokens = role_tokens(gateway.settings.database_url, site_a)
-    agent_a = Agent(gateway.settings.mqtt_url, site_a)
-    agent_b = Agent(gateway.settings.mqtt_url, site_b)
+    tokens = role_tokens(gateway.settings.database.url, site_a)
+    agent_a = Agent(gateway.settings.mqtt.url, site_a)
+    agent_b = Agent(gateway.settings.mqtt.url, site_b)
     try:
         agent_a.birth(devices)
         agent_b.birth(devices)

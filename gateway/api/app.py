@@ -37,7 +37,7 @@ RETRY_AFTER_S = 5  # what a 503 for a database away tells the client to wait
 
 def broker_reachable(settings: Settings, timeout: float = 1.0) -> bool:
     """For API processes without an ingest worker: can we open a TCP connection to the broker?"""
-    endpoint = settings.mqtt
+    endpoint = settings.mqtt.endpoint
     try:
         with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout):
             return True
@@ -81,7 +81,7 @@ def create_app(
     static_dir: str | None = None,
 ) -> FastAPI:
     hub = AlertHub(settings, pool)
-    feed = ProvisionalFeed(settings, hub) if settings.provisional_alerts else None
+    feed = ProvisionalFeed(settings, hub) if settings.ingest.provisional_alerts else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -123,7 +123,7 @@ def create_app(
         checks: dict[str, Any] = {"broker": is_broker_ready()}
         error: Exception | None = None
         try:
-            with pool.connection(timeout=settings.api_db_timeout_s) as conn:
+            with pool.connection(timeout=settings.api.db_timeout_s) as conn:
                 conn.execute("SELECT 1")
         except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason goes to the log
             error = exc
@@ -134,7 +134,7 @@ def create_app(
 
     @app.get("/metrics", tags=["health"])
     def metrics() -> Response:
-        with pool.connection(timeout=settings.api_db_timeout_s) as conn:
+        with pool.connection(timeout=settings.api.db_timeout_s) as conn:
             counts = {
                 r["kind"]: r["n"]
                 for r in conn.execute("SELECT kind, count(*) AS n FROM alerts WHERE state <> 'resolved' GROUP BY kind")

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from gateway.api.deps import ConnDep, PrincipalDep, SettingsDep, check_site
 from gateway.api.inputs import Instant, LocalDay, SiteId
-from gateway.compliance.store import Thresholds, daily_compliance, site_compliance
+from gateway.compliance.store import daily_compliance, site_compliance
 from gateway.store.db import from_epoch
 
 router = APIRouter(prefix="/api/v1", tags=["compliance"])
@@ -54,9 +54,9 @@ def get_compliance(
         site,
         start,
         end,
-        thresholds=Thresholds(settings.compliance_online_share, settings.compliance_delay_p50_s),
-        default_heartbeat_s=settings.default_heartbeat_s,
-        missed_heartbeats=settings.missed_heartbeats,
+        thresholds=settings.compliance,
+        default_heartbeat_s=settings.liveness.default_heartbeat_s,
+        missed_heartbeats=settings.liveness.missed_heartbeats,
     )
     if result is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"site {site!r} is not registered")
@@ -91,12 +91,13 @@ def get_daily_compliance(
     """The kept daily figures: per local day the same answer as /compliance for that day.
     Days the timeline has not passed yet (today) are left out; ``complete_until`` says how far it is."""
     check_site(principal, site)
-    zone = settings.problem_timezone
+    zone = settings.timezone
     first, last = days(first, last, datetime.now(ZoneInfo(zone)).date())
     result = daily_compliance(
         conn, site, first, last, zone=zone,
-        thresholds=Thresholds(settings.compliance_online_share, settings.compliance_delay_p50_s),
-        default_heartbeat_s=settings.default_heartbeat_s, missed_heartbeats=settings.missed_heartbeats,
+        thresholds=settings.compliance,
+        default_heartbeat_s=settings.liveness.default_heartbeat_s,
+        missed_heartbeats=settings.liveness.missed_heartbeats,
     )
     if result is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"site {site!r} is not registered")

@@ -24,7 +24,7 @@ def request_connection(request: Request) -> AbstractContextManager[Conn]:
     away the request fails fast (``PoolTimeout``, answered 503 by the app) instead of hanging."""
     pool: ConnectionPool[Conn] = request.app.state.pool
     settings: Settings = request.app.state.settings
-    return pool.connection(timeout=settings.api_db_timeout_s)
+    return pool.connection(timeout=settings.api.db_timeout_s)
 
 
 def get_conn(request: Request) -> Iterator[Conn]:
@@ -56,7 +56,7 @@ def get_principal(
         token = access_token
     elif scheme.lower() != "bearer" or not token:
         raise _unauthorized("expected 'Authorization: Bearer <token>'")
-    bootstrap = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
+    bootstrap = settings.api.bootstrap_token.get_secret_value() if settings.api.bootstrap_token else None
     # A short-lived connection of its own: a streaming route must not hold one for its whole life.
     with request_connection(request) as conn:
         principal = authenticate(conn, token.strip(), bootstrap)

@@ -99,10 +99,10 @@ class _Stream:
 
 class AlertHub:
     def __init__(self, settings: Settings, pool: ConnectionPool[Conn]) -> None:
-        self._url = settings.database_url
+        self._url = settings.database.url
         self._pool = pool
-        self._queue_size = settings.sse_client_queue
-        self._replay_slots = asyncio.Semaphore(settings.sse_replay_concurrency)
+        self._queue_size = settings.api.sse_client_queue
+        self._replay_slots = asyncio.Semaphore(settings.api.sse_replay_concurrency)
         self._clients: set[_Stream] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_id: int | None = None  # newest change pushed; None until first connected
@@ -336,8 +336,8 @@ class ProvisionalFeed:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         settings = self._settings
-        endpoint = settings.mqtt
-        client = new_client(endpoint, f"{settings.mqtt_client_id}-api-{uuid.uuid4().hex[:8]}", settings.mqtt_version)
+        endpoint = settings.mqtt.endpoint
+        client = new_client(endpoint, f"{settings.mqtt.client_id}-api-{uuid.uuid4().hex[:8]}", settings.mqtt.version)
         client.on_connect = lambda c, _u, _f, reason, _p: None if reason.is_failure else c.subscribe(ALERTS_FILTER, 1)
         client.on_subscribe = lambda *_a: self.subscribed.set()
         client.on_disconnect = lambda *_a: self.subscribed.clear()

@@ -54,7 +54,7 @@ def get_ledger(
     start, end = period(start, end, time.time())
     rows = ledger_rows(conn, start, end, city=city, county=county, settings=settings)
     if format == "xlsx":
-        when = period_text(start, end, settings.problem_timezone)
+        when = period_text(start, end, settings.timezone)
         title = " ".join(filter(None, [city, county, "工作台账", when]))
         body = ledger_xlsx(rows, title=title, sheet_name=f"台账 {when}")
     else:

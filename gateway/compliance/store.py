@@ -14,6 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from gateway.compliance.daily import DayFigures, absent_day, micros
 from gateway.compliance.rollup import daily_rows
 from gateway.compliance.timeline import (
@@ -29,10 +31,14 @@ from gateway.compliance.timeline import (
 from gateway.store.db import AGENT_TIMEOUT_S, Conn, rfc3339
 
 
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    online_share: float = ONLINE_SHARE
-    delay_p50_s: float = DELAY_P50_S
+class Thresholds(BaseModel):
+    """What every camera keeps to (DESIGN section 5); the gateway's ``compliance`` settings are one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Online at least this share of the period, and the median delay from ts to arrival no more than this.
+    online_share: float = Field(ONLINE_SHARE, ge=0, le=1)
+    delay_p50_s: float = Field(DELAY_P50_S, ge=0)
 
 
 # When a site's figures start (issue 13): its registration, or its agent's first birth when later.

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import metrics
 from gateway.rules import engine
@@ -97,12 +98,18 @@ class BatchResult:
     stored_keys: list[ReadingKey] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class Rules:
-    missed_heartbeats: int = engine.MISSED_HEARTBEATS
-    default_heartbeat_s: int = DEFAULT_HEARTBEAT_S
-    battery_low_pct: float = engine.BATTERY_LOW_PCT
-    future_tolerance_s: float = FUTURE_TOLERANCE_S
+class Rules(BaseModel):
+    """The thresholds the batch's rules apply; the gateway's ``liveness`` settings are one (gateway/config.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Liveness (DESIGN section 4): silent for heartbeat_s x missed_heartbeats.
+    missed_heartbeats: int = Field(engine.MISSED_HEARTBEATS, ge=1, le=100)
+    default_heartbeat_s: int = Field(DEFAULT_HEARTBEAT_S, ge=1)  # GB/T 28181 keep-alive when the agent did not say
+    battery_low_pct: float = Field(engine.BATTERY_LOW_PCT, ge=0, le=100)
+    # A ts this far ahead of its arrival is refused (future_timestamp); an agent whose clock runs
+    # ahead by more than this has a clock_skew alert (docs/wire-contract.md).
+    future_ts_tolerance_s: float = Field(FUTURE_TOLERANCE_S, gt=0)
 
 
 @dataclass(slots=True)
@@ -192,7 +199,7 @@ class BatchProcessor:
         result = BatchResult()
         decoded: list[_Decoded] = []
         skews: dict[str, list[float]] = {}  # per site: the readings' ts - arrival, refused ones too
-        tolerance = self._rules.future_tolerance_s
+        tolerance = self._rules.future_ts_tolerance_s
         for message in messages:
             try:
                 topic, payload = decode(message.topic, message.payload)
@@ -238,7 +245,7 @@ class BatchProcessor:
 
     def _decide_clocks(self, skews: dict[str, list[float]], loaded: _Loaded, decision: Decision) -> None:
         """Each registered agent's smoothed clock skew after this batch, and its clock_skew alert."""
-        tolerance = self._rules.future_tolerance_s
+        tolerance = self._rules.future_ts_tolerance_s
         alerts = loaded.open_alerts
         for site, samples in skews.items():
             if site not in loaded.sites:

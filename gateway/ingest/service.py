@@ -57,7 +57,7 @@ from psycopg_pool import ConnectionPool
 
 from gateway import metrics
 from gateway.config import Settings
-from gateway.ingest.batch import BatchProcessor, BatchResult, DeadLetter, Inbound, Rules, store_dead_letters
+from gateway.ingest.batch import BatchProcessor, BatchResult, DeadLetter, Inbound, store_dead_letters
 from gateway.ingest.confirm import Confirmer
 from gateway.ingest.provisional import ProvisionalAlarms
 from gateway.store.db import Conn
@@ -165,17 +165,17 @@ class LanePlan:
 
 def lane_plans(settings: Settings, worker_id: str | None = None) -> list[LanePlan]:
     """The lanes' sessions (``ingest_lanes``); ids are stable per worker (a restarted worker resumes them)."""
-    worker = worker_id or settings.ingest_worker_id
-    if worker is None and settings.mqtt_shared_group:
+    worker = worker_id or settings.ingest.worker_id
+    if worker is None and settings.mqtt.shared_group:
         worker = socket.gethostname()  # one worker per host unless told otherwise
-    base = f"{settings.mqtt_client_id}-{worker}" if worker else settings.mqtt_client_id
+    base = f"{settings.mqtt.client_id}-{worker}" if worker else settings.mqtt.client_id
     plans = [
-        LanePlan(Lane.ALARM, f"{base}-alarm", ALARM_FILTERS, settings.alarm_batch_size,
-                 settings.alarm_batch_interval_s),
-        LanePlan(Lane.ROUTINE, f"{base}-ingest", (SUBSCRIPTION,) if settings.ingest_catch_all else ROUTINE_FILTERS,
-                 settings.batch_size, settings.batch_interval_s),
+        LanePlan(Lane.ALARM, f"{base}-alarm", ALARM_FILTERS, settings.ingest.alarm_batch_size,
+                 settings.ingest.alarm_batch_interval_s),
+        LanePlan(Lane.ROUTINE, f"{base}-ingest", (SUBSCRIPTION,) if settings.ingest.catch_all else ROUTINE_FILTERS,
+                 settings.ingest.batch_size, settings.ingest.batch_interval_s),
     ]
-    return [p for p in plans if p.lane.value in settings.ingest_lanes]
+    return [p for p in plans if p.lane.value in settings.ingest.lanes]
 
 
 class _LaneWorker:
@@ -190,15 +190,12 @@ class _LaneWorker:
         # Unbounded as a container; what it (with _urgent and the batch in hand) holds is bounded by
         # the hand-off's slots, which paho's callback takes before handing off (back-pressure).
         self._queue: queue.SimpleQueue[Inbound | None] = queue.SimpleQueue()  # None: "look at the urgent ones"
-        self._handoff = _HandOff(settings.ingest_queue_max, plan.lane.value)
+        self._handoff = _HandOff(settings.ingest.queue_max, plan.lane.value)
         self._rejects = _RejectLog(plan.lane.value)
         # Alarm lane: what may raise an alert (an alarm, a fault, a blocked exit, agent status) goes
         # ahead of the routine "still normal" readings of the same lane, in its own small batches.
         self._urgent: collections.deque[Inbound] | None = collections.deque() if plan.lane is Lane.ALARM else None
-        self._processor = BatchProcessor(
-            Rules(settings.missed_heartbeats, settings.default_heartbeat_s, settings.battery_low_pct,
-                  settings.future_ts_tolerance_s)
-        )
+        self._processor = BatchProcessor(settings.liveness)  # the liveness settings are the batch's Rules
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._generation = 0
@@ -217,17 +214,17 @@ class _LaneWorker:
 
     def start(self) -> None:
         settings, plan = self._settings, self.plan
-        endpoint = settings.mqtt
-        client = new_client(endpoint, plan.client_id, settings.mqtt_version, persistent=True, manual_ack=True)
+        endpoint = settings.mqtt.endpoint
+        client = new_client(endpoint, plan.client_id, settings.mqtt.version, persistent=True, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=30)
-        if settings.mqtt_version is MqttVersion.V5:
+        if settings.mqtt.version is MqttVersion.V5:
             # Receive Maximum well above the batch size: Mosquitto stops at 20 unacked messages
             # otherwise (DESIGN section 2), and the lane keeps receiving while a batch commits.
             props = connect_properties(
-                session_expiry_s=settings.mqtt_session_expiry_s,
+                session_expiry_s=settings.mqtt.session_expiry_s,
                 receive_maximum=min(65_535, max(2_000, plan.batch_size * 10)),
             )
             client.connect_async(endpoint.host, endpoint.port, keepalive=30, clean_start=False, properties=props)
@@ -262,7 +259,7 @@ class _LaneWorker:
             log.error("broker refused the ingest %s lane: %s", self.plan.lane, reason)
             return
         self._generation += 1
-        group = self._settings.mqtt_shared_group
+        group = self._settings.mqtt.shared_group
         client.subscribe([(f"$share/{group}/{f}" if group else f, 1) for f in self.plan.filters])
         self._connected.set()
         log.info("ingest %s lane connected (session present: %s)", self.plan.lane,
@@ -416,7 +413,7 @@ class _LaneWorker:
         ``FLUSH_S`` (one message per site, not per batch); lost (a broker crash, a lost
         connection), it only costs the agent a resend, which is stored once.
         """
-        if not self._settings.agent_ack or self._client is None:
+        if not self._settings.ingest.agent_ack or self._client is None:
             return
         if self._confirmer is None:
             self._confirmer = Confirmer(self._publish_ack, name=f"confirm-{self.plan.lane}")
@@ -451,7 +448,7 @@ class _LaneWorker:
     def _announce_provisional(self, batch: list[Inbound]) -> None:
         """Push the batch's fire alarms as provisional alerts (once per batch and key); the batch
         itself stays unacknowledged until it commits (gateway/ingest/provisional.py)."""
-        if not self._settings.provisional_alerts:
+        if not self._settings.ingest.provisional_alerts:
             return
         if self._provisional is None:
             self._provisional = ProvisionalAlarms(self._publish_provisional)

@@ -60,7 +60,7 @@ class Notifier:
 
     def start(self) -> None:
         if self._pool is None:
-            self._pool = open_pool(self._settings.database_url, max_size=self._config.concurrency + 2, name="notify")
+            self._pool = open_pool(self._settings.database.url, max_size=self._config.concurrency + 2, name="notify")
         self._channels = {name: build_channel(name, cfg, self._config.timeout_s)
                           for name, cfg in self._config.channels.items()}
         self._executor = ThreadPoolExecutor(self._config.concurrency, thread_name_prefix="notify-send")
@@ -103,7 +103,7 @@ class Notifier:
         """Wake the loop on every committed alert change."""
         while not self._stopping.is_set():
             try:
-                with connect(self._settings.database_url, autocommit=True) as listener:
+                with connect(self._settings.database.url, autocommit=True) as listener:
                     listener.execute(f"LISTEN {ALERT_CHANNEL}")
                     while not self._stopping.is_set():
                         for _ in listener.notifies(timeout=1.0, stop_after=1):
@@ -165,7 +165,7 @@ class Notifier:
                     "digest" if first.purpose == "digest" else "all_clear" if first.purpose == "all_clear" else "alert",
                     route=first.route, step=first.step, delivery=",".join(str(c.id) for c in batch),
                     alerts=[c.alert for c in batch], sites={c.site: c.site_info for c in batch},
-                    language=self._config.language, zone=self._settings.problem_timezone, after_s=after_s,
+                    language=self._config.language, zone=self._settings.timezone, after_s=after_s,
                     console_url=self._config.console_url,
                 )
                 outcome = channel.send(message)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 
-from gateway.compliance.store import Thresholds, compliance_by_site
+from gateway.compliance.store import compliance_by_site
 from gateway.config import Settings
 from gateway.problems.rules import (
     Change,
@@ -149,10 +149,9 @@ def untested_detectors(conn: Conn, at: datetime, tz: ZoneInfo) -> list[Condition
 def non_compliant_sites(conn: Conn, at: datetime, settings: Settings) -> list[Condition]:
     """Sites failing the real-time interface requirement (DESIGN section 5) over [at - 1 day, at)."""
     start = at - timedelta(days=1)
-    thresholds = Thresholds(settings.compliance_online_share, settings.compliance_delay_p50_s)
-    figures = compliance_by_site(conn, start, at, thresholds=thresholds,
-                                 default_heartbeat_s=settings.default_heartbeat_s,
-                                 missed_heartbeats=settings.missed_heartbeats)
+    figures = compliance_by_site(conn, start, at, thresholds=settings.compliance,
+                                 default_heartbeat_s=settings.liveness.default_heartbeat_s,
+                                 missed_heartbeats=settings.liveness.missed_heartbeats)
     return [
         Condition(ProblemKey(site, None, ProblemKind.NOT_COMPLIANT), start,
                   {"reasons": list(c.verdict.reasons), "reason_codes": [dict(r) for r in c.verdict.codes]})
@@ -217,8 +216,8 @@ def sweep(conn: Conn, now: float, settings: Settings, *, compliance: bool) -> Sw
     not_compliant (a day of heartbeats of every site, so the caller does it less often)."""
     at = from_epoch(now)
     with conn.transaction():
-        conditions = alert_conditions(conn, at, timedelta(seconds=settings.problem_camera_offline_after_s))
-        conditions += untested_detectors(conn, at, ZoneInfo(settings.problem_timezone))
+        conditions = alert_conditions(conn, at, timedelta(seconds=settings.problems.camera_offline_after_s))
+        conditions += untested_detectors(conn, at, ZoneInfo(settings.timezone))
         evaluated = set(FAST_KINDS)
         if compliance:
             conditions += non_compliant_sites(conn, at, settings)
@@ -236,8 +235,8 @@ def sweep(conn: Conn, now: float, settings: Settings, *, compliance: bool) -> Sw
         }
         changes = evaluate(
             conditions, problems, closed, now=at, evaluated=evaluated,
-            deadline_days=settings.problem_deadline_days,
-            clear_after=timedelta(seconds=settings.problem_clear_after_s),
+            deadline_days=settings.problems.deadline_days,
+            clear_after=timedelta(seconds=settings.problems.clear_after_s),
         )
         for change in changes:
             _apply(conn, change, at)

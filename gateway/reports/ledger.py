@@ -28,7 +28,7 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
 from gateway.compliance.reasons import reason_text
-from gateway.compliance.store import SiteCompliance, Thresholds, compliance_by_site
+from gateway.compliance.store import SiteCompliance, compliance_by_site
 from gateway.compliance.timeline import NOT_YET_REPORTING
 from gateway.config import Settings
 from gateway.reports.spreadsheet import guard, to_csv
@@ -91,10 +91,6 @@ def as_of(end: datetime, now: datetime | None) -> datetime:
     return min(end, now if now is not None else datetime.now(UTC))
 
 
-def thresholds_of(settings: Settings) -> Thresholds:
-    return Thresholds(settings.compliance_online_share, settings.compliance_delay_p50_s)
-
-
 def ledger_rows(
     conn: Conn,
     start: datetime,
@@ -118,8 +114,9 @@ def ledger_rows(
     figures: dict[str, SiteCompliance] = {}
     if upto > start and sites:
         all_figures = compliance_by_site(
-            conn, start, upto, thresholds=thresholds_of(settings), default_heartbeat_s=settings.default_heartbeat_s,
-            missed_heartbeats=settings.missed_heartbeats,
+            conn, start, upto, thresholds=settings.compliance,
+            default_heartbeat_s=settings.liveness.default_heartbeat_s,
+            missed_heartbeats=settings.liveness.missed_heartbeats,
             site=sites[0]["id"] if len(sites) == 1 else None,
         )
         wanted = {s["id"] for s in sites}

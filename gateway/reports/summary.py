@@ -113,7 +113,7 @@ def summary(
         by_county.setdefault(row.county, []).append(row)
     counties = tuple(_row(county, by_county[county], inspected) for county in sorted(by_county))
     return CitySummary(city=city, start=start, end=end, counties=counties, total=_row(TOTAL_LABEL, ledger, inspected),
-                       sites=tuple(ledger), zone=settings.problem_timezone)
+                       sites=tuple(ledger), zone=settings.timezone)
 
 
 def attention(report: CitySummary) -> list[LedgerRow]:

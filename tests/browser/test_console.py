@@ -91,7 +91,7 @@ def register(gateway: Gateway) -> tuple[Api, dict[str, str]]:
                    address="江南大道 8 号", cameras_required=1)
     admin.put_site(SITE_C, name="海曙英语角", city="宁波市", county="海曙区", category="语言类",
                    address="中山西路 5 号", cameras_required=1)
-    with connect(gateway.settings.database_url) as conn:
+    with connect(gateway.settings.database.url) as conn:
         tokens = {
             "fire_brigade": create_token(conn, role=Role.FIRE_BRIGADE, name="西湖消防站"),
             "inspector": create_token(conn, role=Role.INSPECTOR, name="检查员李"),
@@ -101,7 +101,7 @@ def register(gateway: Gateway) -> tuple[Api, dict[str, str]]:
 
 
 def agents_for(gateway: Gateway) -> dict[str, Agent]:
-    agents = {site: Agent(gateway.settings.mqtt_url, site) for site in (SITE_A, SITE_B, SITE_C)}
+    agents = {site: Agent(gateway.settings.mqtt.url, site) for site in (SITE_A, SITE_B, SITE_C)}
     for agent in agents.values():
         agent.birth(DEVICES)
         agent.smoke("smoke-1", "normal")
@@ -351,7 +351,7 @@ def test_institution_never_sees_another_site(browser: Browser, world: World, con
 def test_console_survives_the_api_restarting(
     browser: Browser, settings: Settings, consoles: list[BrowserContext]
 ) -> None:
-    settings = settings.model_copy(update={"api_port": free_port()})  # the same address after the restart
+    settings = settings.updated(api_port=free_port())  # the same address after the restart
     errors: list[str] = []
     first = Gateway(settings)
     first.start()
@@ -414,7 +414,7 @@ def test_sites_overview_with_thousands_of_sites(
                    category="学科类", cameras_required=1)
         for i, (city, counties) in enumerate(list(cities.items()) * 1500)
     ]
-    with connect(world.gateway.settings.database_url) as conn:
+    with connect(world.gateway.settings.database.url) as conn:
         upsert_sites(conn, records)
         # One site failing the real-time interface requirement, as the leader's problem sweep records it.
         conn.execute(
@@ -537,7 +537,7 @@ def test_inspector_closes_an_overdue_problem_with_a_note(
     world.agents[SITE_A].exit("exit-1", "blocked", ratio=0.8)
     wait_for(lambda: world.admin.alert(site=SITE_A, kind="exit_blocked", state="open"), what="exit blocked")
     settings = world.gateway.settings
-    with connect(settings.database_url) as conn:
+    with connect(settings.database.url) as conn:
         problem_store.sweep(conn, time.time(), settings, compliance=False)
         row = conn.execute(
             "UPDATE problems SET deadline = now() - interval '1 hour'"
@@ -621,7 +621,7 @@ def test_alert_detail_shows_who_was_told_when(
                               {"after_s": 600, "channels": ["xihu-brigade"]}]}],
         "poll_interval_s": 0.1,
     })
-    gateway = Gateway(settings.model_copy(update={"notify": notify}))
+    gateway = Gateway(settings.updated(notify=notify))
     gateway.start()
     errors: list[str] = []
     agents: dict[str, Agent] = {}

@@ -68,7 +68,7 @@ def seed_triage(world: World) -> dict[str, Any]:
             kind, severity, detail = choices.get((i // 2) % 10, ("detector_fault", "minor",
                                                                  {"state": "fault", "battery_pct": 55.0}))
         rows.append((site.id, f"dev-{i}", kind, severity, Jsonb(detail), i))
-    with connect(world.gateway.settings.database_url) as conn:
+    with connect(world.gateway.settings.database.url) as conn:
         upsert_sites(conn, sites)
         with conn.cursor() as cur:
             cur.executemany(
@@ -159,7 +159,7 @@ def test_triage_of_3000_sites_and_1000_open_alerts(
     expect(page.get_by_test_id("bulk-status")).to_have_text(f"已确认 {minors} 条，失败 0 条", timeout=60_000)
     assert len(asked) == 1
     assert str(minors) in asked[0]
-    with connect(world.gateway.settings.database_url) as conn:
+    with connect(world.gateway.settings.database.url) as conn:
         row = conn.execute("SELECT count(*) AS n FROM alerts WHERE state = 'acknowledged' AND severity = 'minor'"
                            " AND site = ANY(%s)", (list(sites_xihu),)).fetchone()
     assert row is not None
@@ -233,7 +233,7 @@ def test_inspector_closes_with_a_note_downloads_the_ledger_and_summary_and_draws
     world.agents[SITE_A].exit("exit-1", "blocked", ratio=0.8)
     wait_for(lambda: world.admin.alert(site=SITE_A, kind="exit_blocked", state="open"), what="exit blocked")
     settings = world.gateway.settings
-    with connect(settings.database_url) as conn:
+    with connect(settings.database.url) as conn:
         problem_store.sweep(conn, time.time(), settings, compliance=False)
         conn.commit()
     page = open_console(browser, consoles, world.gateway.api_url, world.tokens["inspector"], world.page_errors)

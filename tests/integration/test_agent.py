@@ -33,7 +33,7 @@ def make_agent(gateway: Gateway, tmp_path: Path, smoke: list[dict[str, Any]], he
     Api(gateway.api_url).put_site(SITE, name="Agent site")
     config = AgentConfig.model_validate({
         "site": SITE,
-        "broker": {"url": gateway.settings.mqtt_url, "version": "5"},
+        "broker": {"url": gateway.settings.mqtt.url, "version": "5"},
         "heartbeat_s": heartbeat_s,
         "outbox": {"path": str(tmp_path / "outbox.db")},
         "smoke": smoke,

@@ -53,7 +53,7 @@ def run_agent(gateway: Gateway, tmp_path: Path, clip: Path, persistence_s: float
     Api(gateway.api_url).put_site(SITE)
     config = AgentConfig.model_validate({
         "site": SITE,
-        "broker": {"url": gateway.settings.mqtt_url},
+        "broker": {"url": gateway.settings.mqtt.url},
         "heartbeat_s": 1,
         "outbox": {"path": str(tmp_path / "outbox.db")},
         "cameras": [{"id": "cam-1", "source": str(clip)}],

@@ -282,10 +282,10 @@ def test_broker_stopped_for_a_while_every_reading_arrives_once_in_order(
     assert len(outbox) == 300
     mosquitto.start()
 
-    wait_for(lambda: len(stored(gateway.settings.database_url, site)) >= 300, timeout=60,
+    wait_for(lambda: len(stored(gateway.settings.database.url, site)) >= 300, timeout=60,
              what="300 readings stored at the gateway")
     wait_for(lambda: len(outbox) == 0, timeout=20, what="the outbox to drain")
-    rows = stored(gateway.settings.database_url, site)
+    rows = stored(gateway.settings.database.url, site)
     assert len(rows) == 300 == len(set(rows))  # each exactly once
     for device in ("cam-1", "smoke-1", "exit-1"):
         assert sorted(seq for d, boot, seq in rows if d == device and boot == pub.boot) == list(range(100))
@@ -320,7 +320,7 @@ def test_agent_killed_gives_agent_offline_through_the_last_will(
         return found
 
     wait_for(lambda: (agent() or {}).get("boot") == boot and (agent() or {}).get("online"), what="the birth stored")
-    wait_for(lambda: len(stored(gateway.settings.database_url, site)) == 3, what="3 readings stored")
+    wait_for(lambda: len(stored(gateway.settings.database.url, site)) == 3, what="3 readings stored")
     assert api.alert(kind="agent_offline", site=site) is None
 
     proc.send_signal(signal.SIGKILL)  # a real kill: no DISCONNECT, no offline status
@@ -354,9 +354,9 @@ def test_restart_over_the_same_outbox_delivers_what_was_left(
     pub.start()
     assert pub.boot != old_boot
     assert heartbeat(pub) == 0  # a new boot counts from 0 again
-    wait_for(lambda: len(stored(gateway.settings.database_url, site)) >= 51, what="51 readings stored")
+    wait_for(lambda: len(stored(gateway.settings.database.url, site)) >= 51, what="51 readings stored")
     wait_for(lambda: len(outbox) == 0, what="the outbox to drain")
-    rows = stored(gateway.settings.database_url, site)
+    rows = stored(gateway.settings.database.url, site)
     assert sorted(seq for _d, boot, seq in rows if boot == old_boot) == list(range(50))
     assert [seq for _d, boot, seq in rows if boot == pub.boot] == [0]
     status = api.http.get(f"/api/v1/sites/{site}").json()["agent"]
@@ -437,9 +437,9 @@ def test_broker_stopped_mid_drain_unacknowledged_messages_are_resent_in_order(
     mosquitto.start()
 
     wait_for(lambda: len(outbox) == 0, timeout=60, what="the outbox to drain")
-    wait_for(lambda: len(stored(gateway.settings.database_url, site)) >= 2_000, timeout=60,
+    wait_for(lambda: len(stored(gateway.settings.database.url, site)) >= 2_000, timeout=60,
              what="2,000 readings stored")
-    rows = stored(gateway.settings.database_url, site)
+    rows = stored(gateway.settings.database.url, site)
     assert sorted(seq for _d, b, seq in rows if b == boot) == list(range(2_000))  # each once
     seen: list[tuple[str, str, int]] = []
 

@@ -49,7 +49,7 @@ def fuzz_gateway(gateway: Gateway) -> Iterator[Gateway]:
     admin = Api(gateway.api_url)
     for site in (SITE_A, SITE_B):
         admin.put_site(site, name=f"{site} school", city="Hangzhou", county="Xihu", cameras_required=1)
-    agent = Agent(gateway.settings.mqtt_url, SITE_A)
+    agent = Agent(gateway.settings.mqtt.url, SITE_A)
     try:
         agent.birth(DEVICES)
         agent.smoke("smoke-1", "alarm")
@@ -66,7 +66,7 @@ def fuzz_gateway(gateway: Gateway) -> Iterator[Gateway]:
 def fuzz_token(request: pytest.FixtureRequest, fuzz_gateway: Gateway) -> str:
     if request.param == "admin":
         return ADMIN_TOKEN
-    return role_tokens(fuzz_gateway.settings.database_url, SITE_A)["institution"]
+    return role_tokens(fuzz_gateway.settings.database.url, SITE_A)["institution"]
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

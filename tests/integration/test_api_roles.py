@@ -182,7 +182,7 @@ def test_missing_or_bad_token_is_401(world: World) -> None:
 
 
 def test_tokens_are_stored_hashed(world: World) -> None:
-    with connect(world.gateway.settings.database_url) as conn:
+    with connect(world.gateway.settings.database.url) as conn:
         rows = conn.execute("SELECT t::text AS line, token_hash FROM api_tokens t").fetchall()
     assert len(rows) == len(world.tokens)
     for token in world.tokens.values():

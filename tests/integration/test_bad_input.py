@@ -35,7 +35,7 @@ OVERSIZE = 256 * 1024 + 1
 @pytest.fixture
 def agent(gateway: Gateway) -> Iterator[Agent]:
     Api(gateway.api_url).put_site(SITE, name="Bad input", city="Hangzhou", county="Xihu", cameras_required=1)
-    made = Agent(gateway.settings.mqtt_url, SITE)
+    made = Agent(gateway.settings.mqtt.url, SITE)
     made.birth(DEVICES)
     yield made
     with contextlib.suppress(Exception):
@@ -144,7 +144,7 @@ def test_bad_message_is_dead_lettered_counted_and_good_neighbours_stored(
     gateway: Gateway, agent: Agent, case: BadCase
 ) -> None:
     api = Api(gateway.api_url)
-    database_url = gateway.settings.database_url
+    database_url = gateway.settings.database.url
     rejected_before = metric(gateway.api_url, "sg_messages_rejected_total", reason=case.code)
 
     # good, good, BAD, good (an alarm), good, BAD again, good: published back to back, so they
@@ -197,7 +197,7 @@ def test_dead_letters_filter_by_reason_code(gateway: Gateway, agent: Agent) -> N
 
 def test_same_message_three_times_stored_once_one_alert(gateway: Gateway, agent: Agent) -> None:
     api = Api(gateway.api_url)
-    database_url = gateway.settings.database_url
+    database_url = gateway.settings.database.url
     duplicates_before = metric(gateway.api_url, "sg_messages_duplicate_total")
     topic1 = device_topic(SITE, "smoke-1", MessageType.SMOKE)
     topic2 = device_topic(SITE, "smoke-2", MessageType.SMOKE)
@@ -241,7 +241,7 @@ def test_payload_of_exactly_256_kib_is_accepted(gateway: Gateway, agent: Agent) 
     assert len(raw) == 256 * 1024
     agent.publish_raw(HB_TOPIC, raw)
     agent.heartbeat("cam-1")
-    wait_for(lambda: readings_count(gateway.settings.database_url) == 2, what="both heartbeats stored")
+    wait_for(lambda: readings_count(gateway.settings.database.url) == 2, what="both heartbeats stored")
     assert Api(gateway.api_url).dead_letters() == []
 
 
@@ -251,7 +251,7 @@ def test_unknown_fields_are_ignored_and_undeclared_devices_created(gateway: Gate
     agent.heartbeat("cam-1", codec="h265", resolution=[1920, 1080])
     agent.exit("exit-9", "blocked", 0.4, zone={"x": 1})  # not declared in the birth
     wait_for(lambda: api.alert(kind="exit_blocked", site=SITE, device="exit-9"), what="undeclared exit's alert")
-    wait_for(lambda: readings_count(gateway.settings.database_url) == 2, what="both readings stored")
+    wait_for(lambda: readings_count(gateway.settings.database.url) == 2, what="both readings stored")
     devices = {d["id"]: d for d in api.http.get(f"/api/v1/sites/{SITE}/devices").json()["items"]}
     assert devices["exit-9"]["kind"] == "exit"
     assert devices["exit-9"]["declared"] is False

@@ -545,7 +545,7 @@ def test_the_edge_agent_and_the_gateway_over_tls_with_their_accounts(broker: Bro
         assert agent.publisher.wait_connected(15)
 
         def online() -> bool:
-            with connect(broker.settings.database_url) as conn:
+            with connect(broker.settings.database.url) as conn:
                 row = conn.execute("SELECT online FROM agents WHERE site = 'site-a'").fetchone()
             return bool(row and row["online"])
 

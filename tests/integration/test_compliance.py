@@ -27,7 +27,7 @@ DAY = 86_400
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     # The histories are dated 2025: keep the supervisor's retention from pruning them.
-    return settings.model_copy(update={"readings_retention_days": 100 * 365})
+    return settings.updated(readings_retention_days=100 * 365)
 
 
 def at(seconds: float) -> float:
@@ -86,7 +86,7 @@ class World:
 
 @pytest.fixture
 def world(gateway: Gateway) -> World:
-    with connect(gateway.settings.database_url) as conn:
+    with connect(gateway.settings.database.url) as conn:
         # site-a: agent heartbeat 30 s, so the timeout is 30 x 3 = 90 s.
         add_site(conn, "site-a", cameras_required=3, heartbeat_s=30)
         for device in ("cam-1", "cam-2", "cam-3"):

@@ -46,7 +46,7 @@ def conn(database_url: str) -> Iterator[Conn]:
 
 @pytest.fixture
 def client(settings: Settings, conn: Conn) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    pool = open_pool(settings.database_url, max_size=4)
+    pool = open_pool(settings.database.url, max_size=4)
     app = create_app(settings, pool, broker_ready=lambda: True)
     try:
         with TestClient(app) as c:
@@ -56,7 +56,7 @@ def client(settings: Settings, conn: Conn) -> Iterator[tuple[TestClient, dict[st
                 "address": "文三路 100 号", "cameras_required": 1, "contact_name": "王老师",
                 "contact_phone": "0571-8888 6666"})
             assert r.status_code == 200, r.text
-            yield c, role_tokens(settings.database_url, SITE)
+            yield c, role_tokens(settings.database.url, SITE)
     finally:
         pool.close()
 

@@ -158,11 +158,11 @@ def test_unknown_site(conn: Conn) -> None:
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     # The histories are dated 2025: keep the supervisor's retention from pruning them.
-    return settings.model_copy(update={"readings_retention_days": 100 * 365})
+    return settings.updated(readings_retention_days=100 * 365)
 
 
 def test_api_daily_days_equal_the_compliance_of_each_day(gateway: Gateway) -> None:
-    with connect(gateway.settings.database_url) as conn:
+    with connect(gateway.settings.database.url) as conn:
         add_site(conn, "site-a", ["cam-1", "cam-2"], heartbeat_s=30, required=2)
         add_site(conn, "site-b", ["cam-1"], heartbeat_s=30, required=1)
         insert_heartbeats(conn, "site-a", "cam-1", [D0 + 30 * i for i in range(2 * 2880)], delay=0.1)

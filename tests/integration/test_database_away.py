@@ -144,10 +144,10 @@ def test_fire_alarm_while_the_database_is_away_is_pushed_provisionally_then_stor
         assert gw.ingest.wait_connected(10)
         api = Api(gw.api_url)
         api.put_site(SITE, name="Away")
-        agent = Agent(away_settings.mqtt_url, SITE)
+        agent = Agent(away_settings.mqtt.url, SITE)
         agent.birth([{"id": "smoke-1", "kind": "smoke", "name": "hall", "location": "1F"}])
         wait_for(lambda: api.http.get(f"/api/v1/sites/{SITE}/devices").json()["items"] or None, what="birth stored")
-        watcher = AlertSubscriber(away_settings.mqtt_url)
+        watcher = AlertSubscriber(away_settings.mqtt.url)
         reader = SseReader(gw.api_url)
         try:
             with contextlib.ExitStack() as outage:
@@ -178,7 +178,7 @@ def test_fire_alarm_while_the_database_is_away_is_pushed_provisionally_then_stor
             stored_event = reader.next(timeout=60)
             assert stored_event["id"] == stored["change_id"]
             assert stored_event["data"] == stored
-            url = away_settings.database_url
+            url = away_settings.database.url
             wait_for(lambda: scalar(url, "SELECT count(*) FROM alert_history WHERE NOT relayed") == 0 or None,
                      what="everything relayed")
             agent.smoke("smoke-1", "alarm")  # a repeat, stored at once: no provisional any more

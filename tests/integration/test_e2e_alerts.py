@@ -42,7 +42,7 @@ def start_site(
 ) -> tuple[Api, Agent]:
     api = Api(gw.api_url)
     api.put_site(site, name=f"Site {site}", city="Hangzhou", county="Xihu", cameras_required=1)
-    agent = Agent(gw.settings.mqtt_url, site, heartbeat_s=heartbeat_s)
+    agent = Agent(gw.settings.mqtt.url, site, heartbeat_s=heartbeat_s)
     agents.append(agent)
     agent.birth(DEVICES)
     return api, agent
@@ -271,7 +271,7 @@ def test_agent_offline_on_last_will_and_resolved_by_new_birth(gateway: Gateway, 
     site = api.http.get(f"/api/v1/sites/{SITE}").json()
     assert site["agent"]["online"] is False
 
-    restarted = Agent(gateway.settings.mqtt_url, SITE)
+    restarted = Agent(gateway.settings.mqtt.url, SITE)
     agents.append(restarted)
     restarted.birth(DEVICES)
     final = wait_state(api, alert["id"], "resolved")
@@ -282,7 +282,7 @@ def test_agent_offline_on_last_will_and_resolved_by_new_birth(gateway: Gateway, 
 def test_last_will_of_an_earlier_boot_raises_no_agent_offline(gateway: Gateway, agents: list[Agent]) -> None:
     """The agent restarted (new boot, new connection) before the old connection's Will fired."""
     api, old = start_site(gateway, agents)
-    new = Agent(gateway.settings.mqtt_url, SITE)
+    new = Agent(gateway.settings.mqtt.url, SITE)
     agents.append(new)
     new.birth(DEVICES)
     wait_for(lambda: (api.http.get(f"/api/v1/sites/{SITE}").json()["agent"] or {}).get("boot") == new.boot,
@@ -302,7 +302,7 @@ def test_last_will_of_an_earlier_boot_raises_no_agent_offline(gateway: Gateway, 
 
 
 def test_unacknowledged_critical_alert_escalates(settings: Settings, agents: list[Agent]) -> None:
-    gw = Gateway(settings.model_copy(update={"escalate_after_s": 0.5}))
+    gw = Gateway(settings.updated(escalate_after_s=0.5))
     gw.start()
     try:
         assert gw.ingest is not None

@@ -95,7 +95,7 @@ def test_broker_killed_with_a_backlog_and_restarted_empty_loses_nothing(
     settings: Settings, mosquitto: MosquittoServer, tmp_path: Path, made: list[Any]
 ) -> None:
     site = f"ack-{uuid.uuid4().hex[:8]}"
-    register(settings.database_url, site)
+    register(settings.database.url, site)
     gateway = Gateway(settings, supervise=False, api=False)
     gateway.start()  # its sessions exist at the broker; then it goes away: the broker holds the backlog
     assert gateway.ingest is not None
@@ -121,10 +121,10 @@ def test_broker_killed_with_a_backlog_and_restarted_empty_loses_nothing(
     gateway.start()
     made.append(gateway)
 
-    wait_for(lambda: len(stored(settings.database_url, site)) >= total, timeout=120,
+    wait_for(lambda: len(stored(settings.database.url, site)) >= total, timeout=120,
              what=f"all {total} readings stored")
     wait_for(lambda: len(outbox) == 0, timeout=60, what="the outbox to empty as the gateway confirms")
-    counts = stored(settings.database_url, site)
+    counts = stored(settings.database.url, site)
     assert set(counts) == set(produced)  # every reading the agent produced...
     assert set(counts.values()) == {1}  # ...exactly once
     stats = pub.stats()
@@ -132,7 +132,7 @@ def test_broker_killed_with_a_backlog_and_restarted_empty_loses_nothing(
     assert stats.resent > 0  # what the broker lost was sent again
     assert stats.bad_acks == 0
     # The gateway's own confirmations on sg/v1/# are not taken for agent messages.
-    assert scalar(settings.database_url, "SELECT count(*) FROM dead_letters WHERE topic LIKE %s", "%/agent/ack") == 0
+    assert scalar(settings.database.url, "SELECT count(*) FROM dead_letters WHERE topic LIKE %s", "%/agent/ack") == 0
 
 
 def test_confirmed_readings_leave_the_outbox_and_refused_ones_are_not_resent(
@@ -142,7 +142,7 @@ def test_confirmed_readings_leave_the_outbox_and_refused_ones_are_not_resent(
     """A registered site's readings are confirmed as stored, an unregistered site's as refused (dead
     letters): both leave the outbox at once, none is sent again (the timeout is far away)."""
     known, unknown = f"ack-{uuid.uuid4().hex[:8]}", f"ack-{uuid.uuid4().hex[:8]}"
-    register(gateway.settings.database_url, known)
+    register(gateway.settings.database.url, known)
     pubs = {}
     for site in (known, unknown):
         outbox = Outbox(tmp_path / f"{site}.sqlite").open()
@@ -155,7 +155,7 @@ def test_confirmed_readings_leave_the_outbox_and_refused_ones_are_not_resent(
     produced = {site: produce(pub, 50) for site, pub in pubs.items()}
     for pub in pubs.values():
         wait_for(lambda pub=pub: len(pub.outbox) == 0, timeout=60, what="the outbox to empty")  # type: ignore[misc]
-    assert set(stored(gateway.settings.database_url, known)) == set(produced[known])
+    assert set(stored(gateway.settings.database.url, known)) == set(produced[known])
     assert pubs[known].stats().confirmed == 150
     assert pubs[known].stats().gateway_refused == 0
     assert pubs[unknown].stats().gateway_refused == 150

@@ -71,9 +71,9 @@ def started(settings: Settings) -> Iterator[Gateway]:
 @pytest.fixture
 def agent(gateway: Gateway) -> Iterator[Agent]:
     Api(gateway.api_url).put_site(SITE, name="Bounds")
-    made = Agent(gateway.settings.mqtt_url, SITE)
+    made = Agent(gateway.settings.mqtt.url, SITE)
     made.birth(DEVICES)
-    wait_for(lambda: scalar(gateway.settings.database_url, "SELECT count(*) FROM devices WHERE site = %s", SITE) == 3
+    wait_for(lambda: scalar(gateway.settings.database.url, "SELECT count(*) FROM devices WHERE site = %s", SITE) == 3
              or None, what="the birth stored")
     yield made
     with contextlib.suppress(Exception):
@@ -91,7 +91,7 @@ def _hb(agent: Agent, seq: int, ts: float) -> bytes:
 def test_same_boot_and_seq_with_other_ts_is_stored_once(
     gateway: Gateway, agent: Agent, storage: str, spread: bool
 ) -> None:
-    url = gateway.settings.database_url
+    url = gateway.settings.database.url
     before = counters(gateway.api_url)
     topic = device_topic(SITE, "cam-1", MessageType.HEARTBEAT)
     now = time.time()
@@ -130,8 +130,8 @@ def test_one_reading_from_the_future_cannot_make_an_exit_stale(gateway: Gateway,
 
 def test_clock_skew_alert_raised_ahead_and_resolved_when_back(gateway: Gateway, agent: Agent) -> None:
     api = Api(gateway.api_url)
-    url = gateway.settings.database_url
-    tolerance = gateway.settings.future_ts_tolerance_s
+    url = gateway.settings.database.url
+    tolerance = gateway.settings.liveness.future_ts_tolerance_s
     sent = 0
 
     def one(ahead_s: float) -> None:  # one message, handled alone (its own batch)
@@ -164,7 +164,7 @@ def test_clock_skew_alert_raised_ahead_and_resolved_when_back(gateway: Gateway, 
 
 
 def test_counters_add_up_over_a_mix_of_good_duplicate_and_bad(gateway: Gateway, agent: Agent) -> None:
-    url = gateway.settings.database_url
+    url = gateway.settings.database.url
     before = counters(gateway.api_url)
     dead_before = scalar(url, "SELECT count(*) FROM dead_letters")
     hb = device_topic(SITE, "cam-1", MessageType.HEARTBEAT)
@@ -289,15 +289,15 @@ def _publish_burst(url: str, messages: int) -> None:
 def test_a_burst_while_the_database_holds_writes_keeps_the_gateway_within_its_bound(
     settings: Settings, storage: str
 ) -> None:
-    url = settings.database_url
+    url = settings.database.url
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("INSERT INTO sites (id) VALUES (%s)", (SITE,))
-    bounded = settings.model_copy(update={"ingest_queue_max": BOUND, "batch_size": 200})
+    bounded = settings.updated(ingest_queue_max=BOUND, batch_size=200)
     with started(bounded) as gw, psycopg.connect(url) as locker:
         assert gw.ingest is not None
         routine = next(lane for lane in gw.ingest.lanes if lane.plan.lane is Lane.ROUTINE)
         locker.execute("LOCK TABLE reading_keys, readings IN ACCESS EXCLUSIVE MODE")  # writes wait behind it
-        _publish_burst(bounded.mqtt_url, BURST)
+        _publish_burst(bounded.mqtt.url, BURST)
         wait_for(lambda: routine._handoff.held >= BOUND or None, what="the hand-off full")
         time.sleep(1.0)  # paho would go on reading here if nothing held it back
         assert routine._handoff.max_seen <= BOUND

@@ -60,8 +60,8 @@ def test_alarm_is_raised_while_a_heartbeat_flood_is_still_being_stored(
     flood = 20_000
     plan = LoadPlan(big_broker.url, flood, sites=50, cameras=4, processes=2)
     sites = [site_id(plan, i) for i in range(plan.sites)]
-    register(settings.database_url, [*sites, "site-fire"])
-    settings = settings.model_copy(update={"mqtt_url": big_broker.url})
+    register(settings.database.url, [*sites, "site-fire"])
+    settings = settings.updated(mqtt_url=big_broker.url)
     gateway = Gateway(settings, supervise=False, api=False)
     gateway.start()  # the sessions exist; the gateway goes away while the flood arrives
     assert gateway.ingest is not None
@@ -81,7 +81,7 @@ def test_alarm_is_raised_while_a_heartbeat_flood_is_still_being_stored(
     gateway.start()
     try:
         def heartbeats_when_alarm_raised() -> int | None:
-            with connect(settings.database_url) as conn:
+            with connect(settings.database.url) as conn:
                 row = conn.execute(
                     "SELECT (SELECT count(*) FROM alerts WHERE kind = 'fire_alarm') AS alarms,"
                     " (SELECT count(*) FROM readings WHERE kind = 'camera') AS beats"
@@ -90,22 +90,21 @@ def test_alarm_is_raised_while_a_heartbeat_flood_is_still_being_stored(
             return row["beats"] + 1 if row["alarms"] else None  # +1: zero stored is an answer too
 
         stored_then = wait_for(heartbeats_when_alarm_raised, timeout=120, what="the fire alarm") - 1
-        wait_for(lambda: scalar(settings.database_url, "SELECT count(*) FROM readings WHERE kind = 'camera'")
+        wait_for(lambda: scalar(settings.database.url, "SELECT count(*) FROM readings WHERE kind = 'camera'")
                  >= flood, timeout=300, what="the whole flood stored")
     finally:
         gateway.stop()
     assert stored_then < flood, "the alarm waited for the whole heartbeat flood"
-    assert duplicate_readings(settings.database_url) == 0
+    assert duplicate_readings(settings.database.url) == 0
 
 
 @pytest.mark.storage  # set-based writes into readings and device_state: on both storage paths
 def test_two_workers_share_the_stream_and_store_it_once(settings: Settings, mosquitto: MosquittoServer) -> None:
     plan = province_plan(mosquitto.url, 4_000, sites=20, processes=2)
-    register(settings.database_url, [site_id(plan, i) for i in range(plan.sites)])
+    register(settings.database.url, [site_id(plan, i) for i in range(plan.sites)])
     workers = []
     for index in range(2):
-        worker_settings = settings.model_copy(update={"mqtt_shared_group": "gateway",
-                                                      "ingest_worker_id": f"w{index}"})
+        worker_settings = settings.updated(mqtt_shared_group="gateway", ingest_worker_id=f"w{index}")
         gateway = Gateway(worker_settings, supervise=False, api=False)
         gateway.start()
         workers.append(gateway)
@@ -117,24 +116,24 @@ def test_two_workers_share_the_stream_and_store_it_once(settings: Settings, mosq
         assert len(ids) == 4, ids  # two lanes per worker, every session its own
         report = run_load(plan)
         assert report.published == plan.messages
-        wait_for(lambda: scalar(settings.database_url, "SELECT count(*) FROM readings") >= plan.messages,
+        wait_for(lambda: scalar(settings.database.url, "SELECT count(*) FROM readings") >= plan.messages,
                  timeout=120, what="every reading stored")
         shares = [sum(lane.accepted for lane in gw.ingest.lanes) for gw in workers if gw.ingest]
     finally:
         for gateway in workers:
             gateway.stop()
-    assert scalar(settings.database_url, "SELECT count(*) FROM readings") == plan.messages
-    assert duplicate_readings(settings.database_url) == 0
+    assert scalar(settings.database.url, "SELECT count(*) FROM readings") == plan.messages
+    assert duplicate_readings(settings.database.url) == 0
     assert all(share > 0 for share in shares), shares
     assert sum(shares) == plan.messages
     devices = plan.sites * plan.devices_per_site
-    assert scalar(settings.database_url, "SELECT count(*) FROM device_state") == devices
+    assert scalar(settings.database.url, "SELECT count(*) FROM device_state") == devices
 
 
 def test_worker_killed_mid_load_loses_nothing_and_raises_once(
     settings: Settings, big_broker: MosquittoServer
 ) -> None:
-    url, database_url = big_broker.url, settings.database_url
+    url, database_url = big_broker.url, settings.database.url
     plan = province_plan(url, 30_000, sites=50, processes=2)
     register(database_url, [site_id(plan, i) for i in range(plan.sites)] + ["site-fire"])
     group = f"g{uuid.uuid4().hex[:6]}"
@@ -188,7 +187,7 @@ class _Alarmist:
 
 
 def test_lanes_in_processes_of_their_own_store_what_each_is_for(settings: Settings, mosquitto: MosquittoServer) -> None:
-    url, database_url = mosquitto.url, settings.database_url
+    url, database_url = mosquitto.url, settings.database.url
     register(database_url, ["site-split"])
     alarm = IngestProcess(url, database_url, "split", group="", lane="alarm")
     try:
@@ -224,7 +223,7 @@ def test_ingest_workers_command_runs_restarts_and_stops_its_children(
 ) -> None:
     """``safeguard ingest --workers 2``: two children on a shared subscription with stable ids; a
     child that dies is started again under its id; SIGTERM stops them all."""
-    env = {**os.environ, "SAFEGUARD_MQTT_URL": mosquitto.url, "SAFEGUARD_DATABASE_URL": settings.database_url,
+    env = {**os.environ, "SAFEGUARD_MQTT_URL": mosquitto.url, "SAFEGUARD_DATABASE_URL": settings.database.url,
            "SAFEGUARD_MQTT_CLIENT_ID": "gw-pool", "SAFEGUARD_INGEST_WORKER_ID": "pool"}
     env.pop("SAFEGUARD_MQTT_SHARED_GROUP", None)
     parent = subprocess.Popen(

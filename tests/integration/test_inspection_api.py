@@ -26,7 +26,7 @@ def registry(gateway: Gateway) -> dict[str, str]:
         admin.put_site(f"hz-{i:03d}", name=f"机构 {i}", city=CITY, county=["西湖区", "上城区", "滨江区"][i % 3],
                        category="dance" if i % 5 == 0 else "language")
     admin.put_site("nb-001", name="宁波机构", city="宁波市", county="鄞州区")
-    return role_tokens(gateway.settings.database_url, "hz-000")
+    return role_tokens(gateway.settings.database.url, "hz-000")
 
 
 def test_city_sample_as_json_and_csv(gateway: Gateway, registry: dict[str, str]) -> None:
@@ -65,7 +65,7 @@ def test_unknown_city_is_a_clear_400(gateway: Gateway, registry: dict[str, str])
 def test_cli_writes_the_inspection_list(gateway: Gateway, registry: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "list.csv"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
-    env["SAFEGUARD_DATABASE_URL"] = gateway.settings.database_url
+    env["SAFEGUARD_DATABASE_URL"] = gateway.settings.database.url
     result = subprocess.run(
         [sys.executable, "-m", "safeguard.cli", "inspect", "sample", "--level", "city", "--city", CITY,
          "--seed", "7", "--out", str(out)], capture_output=True, text=True, env=env, timeout=60, check=False,

@@ -178,13 +178,13 @@ def test_a_published_fire_alarm_reaches_wecom_dingtalk_webhook_and_email_in_step
              {"after_s": 1.0, "channels": ["county-ding"]},
              {"after_s": 2.0, "channels": ["city-mail"]}]
     config = notify_config(receiver, smtp, steps=steps, language="en")
-    with Gateway(settings.model_copy(update={"notify": config})) as gw:
+    with Gateway(settings.updated(notify=config)) as gw:
         assert gw.notifier is not None  # `safeguard serve` runs the notifier when routes are configured
         assert gw.ingest is not None
         assert gw.ingest.wait_connected(10)
         api = Api(gw.api_url)
         api.put_site(SITE, name="Sunshine School", city="Hangzhou", county="Xihu", cameras_required=0)
-        agent = Agent(gw.settings.mqtt_url, SITE)
+        agent = Agent(gw.settings.mqtt.url, SITE)
         try:
             agent.birth([{"id": "smoke-1", "kind": "smoke", "name": "hall", "location": "1F"}])
             agent.smoke("smoke-1", "alarm")

@@ -147,8 +147,7 @@ def test_kinds_from_alerts(conn: Conn, settings: Settings) -> None:
 
 def test_deadlines_are_configurable(conn: Conn, settings: Settings) -> None:
     add_alert(conn, "s1", "exit-1", "exit_blocked", T)
-    sweep(conn, settings.model_copy(update={"problem_deadline_days": {**settings.problem_deadline_days,
-                                                                      "exit_blocked": 3}}), T)
+    sweep(conn, settings.updated(problem_deadline_days={**settings.problems.deadline_days, "exit_blocked": 3}), T)
     assert only(conn, T)["deadline"] == iso(T + 3 * DAY)
 
 
@@ -227,9 +226,9 @@ def test_not_compliant_sites_match_the_compliance_api(conn: Conn, settings: Sett
 
 
 def test_supervisor_tick_sweeps_at_most_every_problem_sweep_s(conn: Conn, settings: Settings) -> None:
-    pool = open_pool(settings.database_url, max_size=2)
+    pool = open_pool(settings.database.url, max_size=2)
     try:
-        supervisor = Supervisor(settings.model_copy(update={"problem_sweep_s": 60.0}), pool)
+        supervisor = Supervisor(settings.updated(problem_sweep_s=60.0), pool)
         supervisor.tick(T.timestamp())
         add_alert(conn, "s1", "exit-1", "exit_blocked", T)
         supervisor.tick((T + 59 * timedelta(seconds=1)).timestamp())
@@ -287,8 +286,8 @@ def test_close_by_hand_holds_back_the_same_condition_and_reopen_is_only_closed_b
 
 @pytest.fixture
 def api(settings: Settings, conn: Conn) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    tokens = role_tokens(settings.database_url, "s1")
-    pool = open_pool(settings.database_url, max_size=4)
+    tokens = role_tokens(settings.database.url, "s1")
+    pool = open_pool(settings.database.url, max_size=4)
     try:
         with TestClient(create_app(settings, pool, broker_ready=lambda: True)) as client:
             yield client, tokens

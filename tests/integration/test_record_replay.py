@@ -57,7 +57,7 @@ def test_replay_reproduces_the_alerts(tmp_path: Path, gateway: Gateway) -> None:
     api = Api(gateway.api_url)
     api.put_site(SITE, name="Replayed")
     progress = io.StringIO()
-    summary = replay(path, gateway.settings.mqtt_url, MqttVersion.V5, speed=20, progress=progress)
+    summary = replay(path, gateway.settings.mqtt.url, MqttVersion.V5, speed=20, progress=progress)
     assert summary.failed == 0
     assert summary.published == len(list(read_recording(path)))
     assert "replay [" in progress.getvalue()

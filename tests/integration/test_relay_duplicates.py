@@ -23,15 +23,15 @@ CHANGES = 3000
 
 def supervisor(settings: Settings) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")} | {
-        "SAFEGUARD_MQTT_URL": settings.mqtt_url, "SAFEGUARD_DATABASE_URL": settings.database_url,
-        "SAFEGUARD_MQTT_CLIENT_ID": settings.mqtt_client_id, "SAFEGUARD_SWEEP_INTERVAL_S": "0.2",
+        "SAFEGUARD_MQTT_URL": settings.mqtt.url, "SAFEGUARD_DATABASE_URL": settings.database.url,
+        "SAFEGUARD_MQTT_CLIENT_ID": settings.mqtt.client_id, "SAFEGUARD_SWEEP_INTERVAL_S": "0.2",
     }
     return subprocess.Popen([sys.executable, "-m", "safeguard.cli", "supervise"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def test_relay_killed_mid_relay_repeats_at_most_one_change_and_consumers_drop_it(settings: Settings) -> None:
-    url = settings.database_url
+    url = settings.database.url
     with connect(url) as conn:
         conn.execute("INSERT INTO sites (id, name) VALUES (%s, 'relay')", (SITE,))
         alert = conn.execute(
@@ -48,7 +48,7 @@ def test_relay_killed_mid_relay_repeats_at_most_one_change_and_consumers_drop_it
         )
         conn.commit()
         all_ids = [r["id"] for r in conn.execute("SELECT id FROM alert_history ORDER BY id")]
-    watcher = AlertSubscriber(settings.mqtt_url)
+    watcher = AlertSubscriber(settings.mqtt.url)
     received: list[dict[str, object]] = []
 
     def take(at_least: int) -> bool | None:

@@ -252,8 +252,8 @@ def test_summary_html_has_the_figures_and_escapes(conn: Conn, settings: Settings
 
 @pytest.fixture
 def client(settings: Settings, conn: Conn) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    tokens = role_tokens(settings.database_url, "a1")
-    pool = open_pool(settings.database_url, max_size=4)
+    tokens = role_tokens(settings.database.url, "a1")
+    pool = open_pool(settings.database.url, max_size=4)
     app = create_app(settings, pool, broker_ready=lambda: True)
     try:
         with TestClient(app) as c:
@@ -319,7 +319,7 @@ def test_api_roles_and_bad_input(client: tuple[TestClient, dict[str, str]]) -> N
 
 def test_cli_writes_the_ledger_and_the_summary(conn: Conn, settings: Settings, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
-    env["SAFEGUARD_DATABASE_URL"] = settings.database_url
+    env["SAFEGUARD_DATABASE_URL"] = settings.database.url
     period = ["--from", D.isoformat(), "--to", END.isoformat()]
 
     def safeguard(*args: str) -> subprocess.CompletedProcess[str]:

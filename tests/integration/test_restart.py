@@ -70,13 +70,13 @@ def gateways(settings: Settings) -> Iterator[list[Gateway]]:
 
 
 def test_restart_mid_stream_stores_every_reading_once(settings: Settings, gateways: list[Gateway]) -> None:
-    database_url = settings.database_url
+    database_url = settings.database.url
     first = start_gateway(settings)
     gateways.append(first)
     api = Api(first.api_url)
     api.put_site(SITE, name="Restart", city="Hangzhou", county="Xihu", cameras_required=len(CAMERAS))
-    agent = Agent(settings.mqtt_url, SITE)
-    watcher = AlertSubscriber(settings.mqtt_url)
+    agent = Agent(settings.mqtt.url, SITE)
+    watcher = AlertSubscriber(settings.mqtt.url)
     try:
         agent.birth([{"id": c, "kind": "camera", "name": c, "location": "1F"} for c in CAMERAS]
                     + [{"id": "smoke-1", "kind": "smoke", "name": "hall", "location": "1F"}])
@@ -151,10 +151,10 @@ def test_restart_mid_stream_stores_every_reading_once(settings: Settings, gatewa
 
 
 def test_dropped_database_connections_mid_stream_lose_nothing(gateway: Gateway) -> None:
-    database_url = gateway.settings.database_url
+    database_url = gateway.settings.database.url
     api = Api(gateway.api_url)
     api.put_site(SITE, name="Failover", city="Hangzhou", county="Xihu", cameras_required=len(CAMERAS))
-    agent = Agent(gateway.settings.mqtt_url, SITE)
+    agent = Agent(gateway.settings.mqtt.url, SITE)
     try:
         agent.birth([{"id": c, "kind": "camera", "name": c, "location": "1F"} for c in CAMERAS])
         total = 1000

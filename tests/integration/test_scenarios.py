@@ -24,7 +24,7 @@ def _check(gateway: Gateway, scenario: Scenario) -> tuple[bool, str]:
     api = Api(gateway.api_url)
     for site in scenario.sites:
         api.put_site(site.id, name=site.name or site.id, cameras_required=len(site.cameras))
-    runner = ScenarioRunner(scenario, gateway.settings.mqtt_url, gateway.settings.mqtt_version, seed=1)
+    runner = ScenarioRunner(scenario, gateway.settings.mqtt.url, gateway.settings.mqtt.version, seed=1)
     verdicts = judge(scenario, runner.run(AlertWatch({s.id for s in scenario.sites})))
     return all(v.ok for v in verdicts), format_table(scenario, verdicts)
 
@@ -51,7 +51,7 @@ def test_a_wrong_expectation_fails(gateway: Gateway, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEGUARD_")}
     result = subprocess.run(
         [sys.executable, "-m", "safeguard.cli", "simulate", "--scenario", str(wrong), "--check",
-         "--mqtt-url", gateway.settings.mqtt_url, "--api-url", gateway.api_url, "--token", ADMIN_TOKEN],
+         "--mqtt-url", gateway.settings.mqtt.url, "--api-url", gateway.api_url, "--token", ADMIN_TOKEN],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )
     assert result.returncode == 1, result.stdout + result.stderr

@@ -24,7 +24,7 @@ SITE = "scn-del-1"
 
 @pytest.fixture
 def agent(gateway: Gateway) -> Iterator[Agent]:
-    made = Agent(gateway.settings.mqtt_url, SITE, heartbeat_s=30)
+    made = Agent(gateway.settings.mqtt.url, SITE, heartbeat_s=30)
     yield made
     with contextlib.suppress(Exception):
         made.close()
@@ -53,7 +53,7 @@ def test_deleting_a_site_leaves_nothing_of_it(gateway: Gateway, agent: Agent) ->
     agent.smoke("smoke-1", "alarm")
     alert = wait_for(lambda: api.alert(site=SITE, kind="fire_alarm"), what="the fire alarm")
     assert api.http.post(f"/api/v1/alerts/{alert['id']}/ack", json={"note": "drill"}).status_code == 200
-    database_url = gateway.settings.database_url
+    database_url = gateway.settings.database.url
     with connect(database_url) as conn:
         create_token(conn, role=Role.INSTITUTION, name="school", site=SITE)
     before = _rows_of(database_url, SITE)
@@ -86,9 +86,9 @@ def test_sites_delete_from_the_command_line(database_url: str) -> None:
 
 
 def test_a_scenario_run_removes_the_sites_it_registered(gateway: Gateway) -> None:
-    api_url, database_url = gateway.api_url, gateway.settings.database_url
+    api_url, database_url = gateway.api_url, gateway.settings.database.url
     common = ("--sites", "2", "--prefix", "scn", "--duration", "1", "--heartbeat-s", "1",
-              "--mqtt-url", gateway.settings.mqtt_url, "--mqtt-version", "5", "--api-url", api_url,
+              "--mqtt-url", gateway.settings.mqtt.url, "--mqtt-version", "5", "--api-url", api_url,
               "--token", "test-admin-token-0123456789")
     kept = safeguard("simulate", *common, "--keep-sites")
     assert kept.returncode == 0, kept.stderr
@@ -100,7 +100,7 @@ def test_a_scenario_run_removes_the_sites_it_registered(gateway: Gateway) -> Non
 
 
 def test_tokens_listed_revoked_and_expiring(gateway: Gateway) -> None:
-    database_url = gateway.settings.database_url
+    database_url = gateway.settings.database.url
     created = safeguard("token", "create", "--role", "inspector", "--name", "bureau", "--expires", "30d",
                         database_url=database_url)
     assert created.returncode == 0, created.stderr

@@ -122,7 +122,7 @@ def test_institution_is_refused_other_sites_and_no_token_is_401(world: World) ->
 
 
 def test_latest_snapshot_query_uses_the_device_index(world: World) -> None:
-    with connect(world.gateway.settings.database_url) as conn:
+    with connect(world.gateway.settings.database.url) as conn:
         conn.execute(
             "INSERT INTO devices (site, id, kind) SELECT %s, 'exit-' || n, 'exit' FROM generate_series(10, 59) n",
             (SITE_A,),

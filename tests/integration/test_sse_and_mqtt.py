@@ -44,7 +44,7 @@ PUSH_ONLY = {"change_id"}
 def live(gateway: Gateway) -> Iterator[tuple[Api, Agent]]:
     api = Api(gateway.api_url)
     api.put_site(SITE, name="Live", city="Hangzhou", county="Xihu", cameras_required=0)
-    agent = Agent(gateway.settings.mqtt_url, SITE)
+    agent = Agent(gateway.settings.mqtt.url, SITE)
     agent.birth(DEVICES)
     yield api, agent
     with contextlib.suppress(Exception):
@@ -149,7 +149,7 @@ def test_sse_token_in_query_and_auth_required(gateway: Gateway, live: tuple[Api,
 
 def test_mqtt_subscriber_receives_every_alert_change(gateway: Gateway, live: tuple[Api, Agent]) -> None:
     api, agent = live
-    watcher = AlertSubscriber(gateway.settings.mqtt_url)
+    watcher = AlertSubscriber(gateway.settings.mqtt.url)
     reader = SseReader(gateway.api_url)
     try:
         agent.exit("exit-1", "blocked", 0.7)
@@ -186,7 +186,7 @@ def test_mqtt_subscriber_receives_every_alert_change(gateway: Gateway, live: tup
 
 def test_mqtt_relay_carries_fire_alarm_lifecycle(gateway: Gateway, live: tuple[Api, Agent]) -> None:
     api, agent = live
-    watcher = AlertSubscriber(gateway.settings.mqtt_url)
+    watcher = AlertSubscriber(gateway.settings.mqtt.url)
     try:
         agent.smoke("smoke-1", "alarm")
         _, opened = watcher.next_alert()  # parsed as a dispatch system would: protocol.Alert
@@ -215,7 +215,7 @@ def test_mqtt_relay_carries_fire_alarm_lifecycle(gateway: Gateway, live: tuple[A
 
 def test_live_push_survives_dropped_database_connections(gateway: Gateway, live: tuple[Api, Agent]) -> None:
     api, agent = live
-    watcher = AlertSubscriber(gateway.settings.mqtt_url)
+    watcher = AlertSubscriber(gateway.settings.mqtt.url)
     reader = SseReader(gateway.api_url)
     try:
         agent.smoke("smoke-1", "alarm")
@@ -223,7 +223,7 @@ def test_live_push_survives_dropped_database_connections(gateway: Gateway, live:
         assert watcher.next_alert()[1].state is AlertState.OPEN
         alert_id = opened["data"]["id"]
 
-        assert terminate_backends(gateway.settings.database_url) > 0
+        assert terminate_backends(gateway.settings.database.url) > 0
         # A change made while the hub and the relay are reconnecting is pushed all the same.
         response = api.http.post(f"/api/v1/alerts/{alert_id}/ack")
         assert response.status_code == 200, response.text
@@ -246,7 +246,7 @@ def test_live_push_survives_dropped_database_connections(gateway: Gateway, live:
 def test_first_change_during_hub_reconnect_is_pushed(gateway: Gateway, live: tuple[Api, Agent]) -> None:
     """The hub had pushed nothing yet when it lost the database (was a lost event before 987974a)."""
     api, agent = live
-    database_url = gateway.settings.database_url
+    database_url = gateway.settings.database.url
     reader = SseReader(gateway.api_url)  # no alert change has happened yet
     try:
         dropped_at = time.time()

@@ -28,10 +28,10 @@ HOST = "127.0.0.1"
 @pytest.fixture
 def api_only(settings: Settings) -> Iterator[Gateway]:
     """The API alone (no ingest, no supervisor), each stream's queue bounded at 20 changes."""
-    with connect(settings.database_url) as conn:
+    with connect(settings.database.url) as conn:
         conn.execute("INSERT INTO sites (id, name) VALUES (%s, 'SSE load')", (SITE,))
         conn.commit()
-    with Gateway(settings.model_copy(update={"sse_client_queue": 20}), ingest=False, supervise=False) as gw:
+    with Gateway(settings.updated(sse_client_queue=20), ingest=False, supervise=False) as gw:
         yield gw
 
 
@@ -48,7 +48,7 @@ def test_hundreds_of_streams_and_200_resuming_at_once_get_every_change_once_in_o
     (100) they failed with "too many clients" and their streams ended without the changes missed.
     """
     assert api_only.api is not None
-    result = asyncio.run(run_load(HOST, api_only.api.port, api_only.settings.database_url, SITE,
+    result = asyncio.run(run_load(HOST, api_only.api.port, api_only.settings.database.url, SITE,
                                   streams=300, resuming=200, changes=30, rate=200, token=ADMIN_TOKEN))
     for group in ("live", "resumed"):
         verdict = result[group]
@@ -60,7 +60,7 @@ def test_hundreds_of_streams_and_200_resuming_at_once_get_every_change_once_in_o
 
 def test_a_client_that_does_not_read_is_cut_off_and_resumes_with_last_event_id(api_only: Gateway) -> None:
     assert api_only.api is not None
-    port, url = api_only.api.port, api_only.settings.database_url
+    port, url = api_only.api.port, api_only.settings.database.url
     dropped_before = metric(api_only, "sg_sse_dropped_total")
 
     async def scenario() -> None:

@@ -140,10 +140,10 @@ def test_compressed_batches_are_skipped_by_transaction_and_arrival(database_url:
 def test_ingest_into_a_compressed_chunk_stores_a_redelivery_once(gateway: Gateway) -> None:
     """A late reading (after an outage of the agent's uplink) lands in a chunk already compressed; its
     redelivery (at least once) is not stored twice; the device is listed as usual."""
-    url = gateway.settings.database_url
+    url = gateway.settings.database.url
     api = Api(gateway.api_url)
     api.put_site("ts-site", name="school")
-    agent = Agent(gateway.settings.mqtt_url, "ts-site")
+    agent = Agent(gateway.settings.mqtt.url, "ts-site")
     try:
         agent.birth([{"id": "cam-1", "kind": "camera"}])
         old = time.time() - 10 * 86_400

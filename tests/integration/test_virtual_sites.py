@@ -64,7 +64,7 @@ def test_virtual_sites_are_healthy_for_the_gateway(gateway: Gateway) -> None:
     api = Api(gateway.api_url)
     for site in scenario.sites:
         api.put_site(site.id)
-    ScenarioRunner(scenario, gateway.settings.mqtt_url, MqttVersion.V5, seed=1).run()
+    ScenarioRunner(scenario, gateway.settings.mqtt.url, MqttVersion.V5, seed=1).run()
 
     def devices_seen() -> bool:
         return all(len(api.http.get(f"/api/v1/sites/{s.id}/devices").json()["items"]) == 5 for s in scenario.sites)

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _settings(**extra: object) -> Settings:
-    return Settings(mqtt_url="mqtts://safeguard-gateway:gw-pw@broker:8883", **extra)  # type: ignore[arg-type]
+    return Settings(mqtt_url="mqtts://safeguard-gateway:gw-pw@broker:8883", **extra)
 
 
 def _sections(acl: str) -> dict[str, list[str]]:
