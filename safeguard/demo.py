@@ -164,8 +164,8 @@ def run_demo(data_dir: Path, *, api_port: int = 8000, mqtt_port: int = 1883, fee
         gateway = Gateway(settings)
         gateway.start()
         started.append(gateway)
-        published = demo_settings.publish(data_dir, {"mqtt_url": broker.url, "mqtt_version": str(MqttVersion.V311),
-                                                     "database_url": database_url})
+        published = demo_settings.publish(data_dir, {"mqtt": {"url": broker.url, "version": str(MqttVersion.V311)},
+                                                     "database": {"url": database_url}})
         started.append(_Withdraw(data_dir))
         if feed:
             demo_feed = DemoFeed(scenario, broker.url)
