@@ -36,6 +36,7 @@ import psycopg
 from bench.storage import add_storage_option, chosen_storages
 from gateway.compliance.rollup import catch_up, rollup
 from gateway.compliance.store import Thresholds, compliance_by_site, daily_compliance
+from gateway.rules.engine import Heartbeats
 from gateway.store.db import Conn, connect
 from gateway.store.migrate import migrate
 from safeguard.devservers import PostgresServer
@@ -44,6 +45,7 @@ ZONE = "Asia/Shanghai"
 FIRST = date(2026, 11, 1)
 HEARTBEAT_S = 30
 THRESHOLDS = Thresholds()
+HEARTBEATS = Heartbeats()  # 60 s, 3 missed
 T = TypeVar("T")
 
 
@@ -104,8 +106,7 @@ def bench(storage: str, args: argparse.Namespace) -> bool:
             started, pieces = time.perf_counter(), 0
             for n in range(1, runs + 1):
                 now = day0.timestamp() + n * 86_400 / args.runs_per_day + 61
-                pieces += catch_up(conn, now, settle_s=60, zone=ZONE, default_heartbeat_s=60,
-                                   missed_heartbeats=3).pieces
+                pieces += catch_up(conn, now, settle_s=60, zone=ZONE, heartbeats=HEARTBEATS).pieces
             spent = time.perf_counter() - started
             print(f"timeline: {runs} runs, {spent:.2f} s: {readings / spent:,.0f} heartbeats/s,"
                   f" {pieces / spent:,.0f} pieces/s ({pieces:,} pieces)")
@@ -116,13 +117,13 @@ def bench(storage: str, args: argparse.Namespace) -> bool:
 
             def on_request() -> dict[str, Any]:
                 return {site: result.json() for site, result in compliance_by_site(
-                    conn, *period, thresholds=THRESHOLDS, default_heartbeat_s=60, missed_heartbeats=3).items()}
+                    conn, *period, thresholds=THRESHOLDS, heartbeats=HEARTBEATS).items()}
 
             def read_kept() -> dict[str, Any]:
                 kept = {}
                 for site in expected:
                     result = daily_compliance(conn, site, day, day, zone=ZONE, thresholds=THRESHOLDS,
-                                              default_heartbeat_s=60, missed_heartbeats=3)
+                                              heartbeats=HEARTBEATS)
                     assert result is not None
                     kept[site] = result.days[0].json()
                 return kept
@@ -142,8 +143,7 @@ def bench(storage: str, args: argparse.Namespace) -> bool:
                 conn.commit()
                 print(f"compression: {chunks['n'] if chunks else 0} chunks of readings in {spent:.2f} s")
                 now = day0.timestamp() + args.days * 86_400 + 61
-                _, idle = _timed(lambda: catch_up(conn, now, settle_s=60, zone=ZONE, default_heartbeat_s=60,
-                                                  missed_heartbeats=3))
+                _, idle = _timed(lambda: catch_up(conn, now, settle_s=60, zone=ZONE, heartbeats=HEARTBEATS))
                 compressed, peer = _timed(on_request)
                 same = same and compressed == expected
                 print(f"over compressed readings: a timeline run with nothing new {idle * 1000:,.0f} ms;"

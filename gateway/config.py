@@ -11,7 +11,8 @@ One section per concern; in YAML, a mapping per section (``docs/operations.md``,
 * ``liveness``: when a device or agent counts as silent, failing or skewed, and the supervisor's
   sweep of those and of escalation (``missed_heartbeats``, ``default_heartbeat_s``,
   ``battery_low_pct``, ``future_ts_tolerance_s``, ``escalate_after_s``, ``sweep_interval_s``) —
-  the :class:`~gateway.ingest.batch.Rules` the batch applies, passed whole;
+  the :class:`~gateway.ingest.batch.Rules` the batch applies and the
+  :class:`~gateway.rules.engine.Heartbeats` of the compliance figures and sweeps, passed whole;
 * ``ingest``: lanes, batching, back-pressure, the agents' confirmations, provisional alerts;
 * ``compliance``: the :class:`~gateway.compliance.store.Thresholds` (passed whole) and the daily
   timeline's pace;

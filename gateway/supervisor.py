@@ -240,8 +240,7 @@ class Supervisor:
     def sweep_unheard(self, now: float) -> None:
         """camera_offline / detector_offline for declared devices that never sent anything."""
         settings = self._settings
-        params = {"now": from_epoch(now), "default_heartbeat_s": settings.liveness.default_heartbeat_s,
-                  "missed_heartbeats": settings.liveness.missed_heartbeats}
+        params = {"now": from_epoch(now), **settings.liveness.params()}
         self._sweep_locked(now, self._UNHEARD, params, lambda r, alerts: engine.evaluate_unheard(
             r["site"], r["device"], DeviceKind(r["kind"]), declared_at=r["declared_at"], timeout_s=r["timeout_s"],
             now=now, alerts=alerts,
@@ -301,8 +300,7 @@ class Supervisor:
         settings = self._settings
         with self._pool.connection() as conn:
             done = rollup.catch_up(conn, now, settle_s=settings.compliance.settle_s, zone=settings.timezone,
-                                   default_heartbeat_s=settings.liveness.default_heartbeat_s,
-                                   missed_heartbeats=settings.liveness.missed_heartbeats, budget_s=_CATCH_UP_S)
+                                   heartbeats=settings.liveness, budget_s=_CATCH_UP_S)
             rollup.rollup(conn, zone=settings.timezone)
         return done
 

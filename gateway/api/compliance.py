@@ -55,8 +55,7 @@ def get_compliance(
         start,
         end,
         thresholds=settings.compliance,
-        default_heartbeat_s=settings.liveness.default_heartbeat_s,
-        missed_heartbeats=settings.liveness.missed_heartbeats,
+        heartbeats=settings.liveness,
     )
     if result is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"site {site!r} is not registered")
@@ -96,8 +95,7 @@ def get_daily_compliance(
     result = daily_compliance(
         conn, site, first, last, zone=zone,
         thresholds=settings.compliance,
-        default_heartbeat_s=settings.liveness.default_heartbeat_s,
-        missed_heartbeats=settings.liveness.missed_heartbeats,
+        heartbeats=settings.liveness,
     )
     if result is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"site {site!r} is not registered")

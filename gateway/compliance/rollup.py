@@ -27,6 +27,7 @@ from typing import Any
 
 from gateway.compliance.daily import DayFigures, DayStart, Piece, Prior, local_days, micros, timeline_pieces
 from gateway.compliance.timeline import _US, Beat
+from gateway.rules.engine import Heartbeats
 from gateway.store.daily import COLUMNS, PLAIN_BUCKET, daily_query, is_continuous_aggregate
 from gateway.store.db import AGENT_TIMEOUT_S, Conn, from_epoch
 
@@ -67,8 +68,7 @@ def _at(us: int) -> Any:
 
 
 def advance(
-    conn: Conn, now: float, *, settle_s: float, zone: str, default_heartbeat_s: int, missed_heartbeats: int,
-    max_span_s: float = 3600.0,
+    conn: Conn, now: float, *, settle_s: float, zone: str, heartbeats: Heartbeats, max_span_s: float = 3600.0,
 ) -> Advance:
     """Extend every camera's timeline to ``now - settle_s``; rewrite those with late readings.
 
@@ -88,8 +88,7 @@ def advance(
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             row = conn.execute("SELECT snapshot, pg_current_snapshot() AS now FROM timeline_progress").fetchone()
             seen, snapshot = (row["snapshot"], row["now"]) if row else (None, None)
-            planned = _plan(conn, seen, horizon, day_start, default_heartbeat_s, missed_heartbeats,
-                            round(max_span_s * _US))
+            planned = _plan(conn, seen, horizon, day_start, heartbeats, round(max_span_s * _US))
             cameras = [c for c in planned if c.start < horizon]
             # First heard of, but their day starts past the horizon: a cursor, so they are not forgotten.
             _start_cursors(conn, [c for c in planned if c.start >= horizon])
@@ -131,8 +130,8 @@ def advance(
 
 
 def catch_up(
-    conn: Conn, now: float, *, settle_s: float, zone: str, default_heartbeat_s: int, missed_heartbeats: int,
-    budget_s: float | None = None, max_span_s: float = 3600.0,
+    conn: Conn, now: float, *, settle_s: float, zone: str, heartbeats: Heartbeats, budget_s: float | None = None,
+    max_span_s: float = 3600.0,
 ) -> Advance:
     """:func:`advance` run after run until no camera is behind, or for at most ``budget_s`` of
     wall time (then the caller comes back later). What the runs did together (``behind`` and
@@ -141,8 +140,7 @@ def catch_up(
     total: Advance | None = None
     runs = 0
     while True:
-        done = advance(conn, now, settle_s=settle_s, zone=zone, default_heartbeat_s=default_heartbeat_s,
-                       missed_heartbeats=missed_heartbeats, max_span_s=max_span_s)
+        done = advance(conn, now, settle_s=settle_s, zone=zone, heartbeats=heartbeats, max_span_s=max_span_s)
         if total is not None:
             done.pieces += total.pieces
             done.rewritten = sorted({*total.rewritten, *done.rewritten})
@@ -157,8 +155,7 @@ def catch_up(
 
 
 def _plan(
-    conn: Conn, seen: Any, horizon: int, day_start: DayStart, default_heartbeat_s: int, missed_heartbeats: int,
-    max_span: int,
+    conn: Conn, seen: Any, horizon: int, day_start: DayStart, heartbeats: Heartbeats, max_span: int,
 ) -> list[_Camera]:
     """The cameras to extend and where each run starts: its cursor, or earlier for late readings.
 
@@ -187,8 +184,7 @@ def _plan(
         LEFT JOIN agents a ON a.site = cameras.site
         ORDER BY site, device
         """,
-        {"seen": None if seen is None else str(seen), "default_heartbeat_s": default_heartbeat_s,
-         "missed_heartbeats": missed_heartbeats},
+        {"seen": None if seen is None else str(seen), **heartbeats.params()},
     ).fetchall()
     cameras = []
     for row in rows:

@@ -28,6 +28,7 @@ from gateway.compliance.timeline import (
     not_yet_reporting,
     verdict,
 )
+from gateway.rules.engine import Heartbeats
 from gateway.store.db import AGENT_TIMEOUT_S, Conn, rfc3339
 
 
@@ -111,15 +112,13 @@ def compliance_by_site(
     end: datetime,
     *,
     thresholds: Thresholds,
-    default_heartbeat_s: int,
-    missed_heartbeats: int,
+    heartbeats: Heartbeats,
     site: str | None = None,
 ) -> dict[str, SiteCompliance]:
     """Compliance over [start, end) (aware datetimes) of ``site``, or of every site when None."""
     rows = conn.execute(
         _QUERY,
-        {"site": site, "from": start, "to": end, "default_heartbeat_s": default_heartbeat_s,
-         "missed_heartbeats": missed_heartbeats},
+        {"site": site, "from": start, "to": end, **heartbeats.params()},
     ).fetchall()
     grouped: dict[str, tuple[Any, dict[str, list[Beat]]]] = {}
     for row in rows:
@@ -153,12 +152,10 @@ def site_compliance(
     end: datetime,
     *,
     thresholds: Thresholds,
-    default_heartbeat_s: int,
-    missed_heartbeats: int,
+    heartbeats: Heartbeats,
 ) -> SiteCompliance | None:
     """The site's compliance over [start, end) (aware datetimes), or None for an unknown site."""
-    return compliance_by_site(conn, start, end, thresholds=thresholds, default_heartbeat_s=default_heartbeat_s,
-                              missed_heartbeats=missed_heartbeats, site=site).get(site)
+    return compliance_by_site(conn, start, end, thresholds=thresholds, heartbeats=heartbeats, site=site).get(site)
 
 
 def _camera_json(camera: CameraFigures) -> dict[str, Any]:
@@ -220,8 +217,7 @@ def daily_compliance(
     *,
     zone: str,
     thresholds: Thresholds,
-    default_heartbeat_s: int,
-    missed_heartbeats: int,
+    heartbeats: Heartbeats,
 ) -> DailyCompliance | None:
     """The site's kept daily figures for local days ``first``..``last`` (inclusive), each day exactly
     what :func:`site_compliance` gives for it; days past the timeline's horizon are left out.
@@ -231,7 +227,7 @@ def daily_compliance(
         " (SELECT horizon FROM timeline_progress) AS horizon,"
         " array(SELECT id FROM devices WHERE site = s.id AND kind = 'camera' ORDER BY id) AS cameras"
         " FROM sites s LEFT JOIN agents a ON a.site = s.id WHERE s.id = %(site)s",
-        {"default_heartbeat_s": default_heartbeat_s, "missed_heartbeats": missed_heartbeats, "site": site},
+        {**heartbeats.params(), "site": site},
     ).fetchone()
     if head is None:
         return None
@@ -255,9 +251,8 @@ def daily_compliance(
         if since is not None and start < since < end:
             # The day the site began reporting: its kept figures cover the whole day; measured from
             # the first birth instead, from the readings (as /compliance would for that stretch).
-            clipped = compliance_by_site(conn, start, end, thresholds=thresholds,
-                                         default_heartbeat_s=default_heartbeat_s,
-                                         missed_heartbeats=missed_heartbeats, site=site).get(site)
+            clipped = compliance_by_site(conn, start, end, thresholds=thresholds, heartbeats=heartbeats,
+                                         site=site).get(site)
             if clipped is not None:
                 days.append(clipped)
                 continue

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gateway import metrics
 from gateway.rules import engine
@@ -39,7 +39,6 @@ from gateway.rules.model import AlertKey, Change, DeviceStatus, OpenAlert, OpenA
 from gateway.store import alerts as alert_store
 from gateway.store.db import Conn, from_epoch, lock_sites
 from protocol import (
-    DEFAULT_HEARTBEAT_S,
     FUTURE_TOLERANCE_S,
     AgentStatus,
     DeviceKind,
@@ -98,14 +97,9 @@ class BatchResult:
     stored_keys: list[ReadingKey] = field(default_factory=list)
 
 
-class Rules(BaseModel):
+class Rules(engine.Heartbeats):
     """The thresholds the batch's rules apply; the gateway's ``liveness`` settings are one (gateway/config.py)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Liveness (DESIGN section 4): silent for heartbeat_s x missed_heartbeats.
-    missed_heartbeats: int = Field(engine.MISSED_HEARTBEATS, ge=1, le=100)
-    default_heartbeat_s: int = Field(DEFAULT_HEARTBEAT_S, ge=1)  # GB/T 28181 keep-alive when the agent did not say
     battery_low_pct: float = Field(engine.BATTERY_LOW_PCT, ge=0, le=100)
     # A ts this far ahead of its arrival is refused (future_timestamp); an agent whose clock runs
     # ahead by more than this has a clock_skew alert (docs/wire-contract.md).

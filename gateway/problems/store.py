@@ -149,9 +149,7 @@ def untested_detectors(conn: Conn, at: datetime, tz: ZoneInfo) -> list[Condition
 def non_compliant_sites(conn: Conn, at: datetime, settings: Settings) -> list[Condition]:
     """Sites failing the real-time interface requirement (DESIGN section 5) over [at - 1 day, at)."""
     start = at - timedelta(days=1)
-    figures = compliance_by_site(conn, start, at, thresholds=settings.compliance,
-                                 default_heartbeat_s=settings.liveness.default_heartbeat_s,
-                                 missed_heartbeats=settings.liveness.missed_heartbeats)
+    figures = compliance_by_site(conn, start, at, thresholds=settings.compliance, heartbeats=settings.liveness)
     return [
         Condition(ProblemKey(site, None, ProblemKind.NOT_COMPLIANT), start,
                   {"reasons": list(c.verdict.reasons), "reason_codes": [dict(r) for r in c.verdict.codes]})

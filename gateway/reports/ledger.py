@@ -114,9 +114,7 @@ def ledger_rows(
     figures: dict[str, SiteCompliance] = {}
     if upto > start and sites:
         all_figures = compliance_by_site(
-            conn, start, upto, thresholds=settings.compliance,
-            default_heartbeat_s=settings.liveness.default_heartbeat_s,
-            missed_heartbeats=settings.liveness.missed_heartbeats,
+            conn, start, upto, thresholds=settings.compliance, heartbeats=settings.liveness,
             site=sites[0]["id"] if len(sites) == 1 else None,
         )
         wanted = {s["id"] for s in sites}

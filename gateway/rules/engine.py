@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from gateway.rules.model import (
     SEVERITY,
     Acknowledge,
@@ -25,6 +27,7 @@ from gateway.rules.model import (
     Update,
 )
 from protocol import (
+    DEFAULT_HEARTBEAT_S,
     AlertKind,
     AlertState,
     DeviceKind,
@@ -40,6 +43,23 @@ from protocol import (
 # Defaults of the gateway's settings of the same names (DESIGN section 4), defined here only.
 BATTERY_LOW_PCT = 20.0  # below this a detector's battery is a detector_fault
 MISSED_HEARTBEATS = 3  # silent for heartbeat_s x this: offline
+
+
+class Heartbeats(BaseModel):
+    """When a device or agent counts as silent (DESIGN section 4): heartbeat_s x missed_heartbeats.
+
+    The gateway's ``liveness`` settings are one (gateway/config.py), passed whole to the batch,
+    the compliance figures and the sweeps.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    missed_heartbeats: int = Field(MISSED_HEARTBEATS, ge=1, le=100)
+    default_heartbeat_s: int = Field(DEFAULT_HEARTBEAT_S, ge=1)  # GB/T 28181 keep-alive when the agent did not say
+
+    def params(self) -> dict[str, int]:
+        """The query parameters of :data:`gateway.store.db.AGENT_TIMEOUT_S`."""
+        return {"default_heartbeat_s": self.default_heartbeat_s, "missed_heartbeats": self.missed_heartbeats}
 
 _DETECTOR_FAULT_STATES = frozenset({SmokeState.FAULT, SmokeState.TAMPER})
 _SILENCE_KINDS: Mapping[DeviceKind, AlertKind] = {

@@ -17,6 +17,7 @@ from gateway.auth import Role, create_token
 from gateway.compliance.rollup import advance, catch_up, rollup
 from gateway.compliance.store import Thresholds, daily_compliance, site_compliance
 from gateway.config import Settings
+from gateway.rules.engine import Heartbeats
 from gateway.runtime import Gateway
 from gateway.store.daily import COLUMNS, PLAIN_BUCKET, daily_query
 from gateway.store.db import Conn, connect
@@ -30,7 +31,7 @@ FIRST = date(2025, 3, 1)
 DAYS = 4
 D0 = datetime(2025, 3, 1, tzinfo=TZ).timestamp()  # local midnight starting the first day
 DAY = 86_400
-HEARTBEAT_S, MISSED = 60, 3
+HEARTBEATS = Heartbeats(default_heartbeat_s=60, missed_heartbeats=3)
 THRESHOLDS = Thresholds()
 
 
@@ -64,21 +65,21 @@ def beats(rng: random.Random, first: float, last: float, step: float) -> list[fl
 def on_request(conn: Conn, site: str, day: date) -> dict[str, Any]:
     start = datetime(day.year, day.month, day.day, tzinfo=TZ)
     result = site_compliance(conn, site, start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC),
-                             thresholds=THRESHOLDS, default_heartbeat_s=HEARTBEAT_S, missed_heartbeats=MISSED)
+                             thresholds=THRESHOLDS, heartbeats=HEARTBEATS)
     assert result is not None
     return {"date": day.isoformat(), **result.json()}
 
 
 def kept(conn: Conn, site: str, days: int = DAYS) -> list[dict[str, Any]]:
     result = daily_compliance(conn, site, FIRST, FIRST + timedelta(days=days - 1), zone=ZONE, thresholds=THRESHOLDS,
-                              default_heartbeat_s=HEARTBEAT_S, missed_heartbeats=MISSED)
+                              heartbeats=HEARTBEATS)
     assert result is not None
     days_: list[dict[str, Any]] = result.json()["days"]
     return days_
 
 
 def run(conn: Conn, now: float) -> Any:
-    return catch_up(conn, now, settle_s=60, zone=ZONE, default_heartbeat_s=HEARTBEAT_S, missed_heartbeats=MISSED)
+    return catch_up(conn, now, settle_s=60, zone=ZONE, heartbeats=HEARTBEATS)
 
 
 @pytest.fixture
@@ -152,7 +153,7 @@ def test_days_past_the_horizon_are_not_kept_yet(conn: Conn) -> None:
 
 def test_unknown_site(conn: Conn) -> None:
     assert daily_compliance(conn, "nowhere", FIRST, FIRST, zone=ZONE, thresholds=THRESHOLDS,
-                            default_heartbeat_s=HEARTBEAT_S, missed_heartbeats=MISSED) is None
+                            heartbeats=HEARTBEATS) is None
 
 
 @pytest.fixture
@@ -203,8 +204,7 @@ def test_api_daily_days_equal_the_compliance_of_each_day(gateway: Gateway) -> No
 def test_a_long_history_is_taken_in_over_bounded_runs(conn: Conn) -> None:
     now, runs, shown = D0 + DAYS * DAY + 120, 0, []
     while True:
-        done = advance(conn, now, settle_s=60, zone=ZONE, default_heartbeat_s=HEARTBEAT_S,
-                       missed_heartbeats=MISSED, max_span_s=6 * 3600)
+        done = advance(conn, now, settle_s=60, zone=ZONE, heartbeats=HEARTBEATS, max_span_s=6 * 3600)
         runs += 1
         shown.append(len(kept(conn, "site-a")))
         if not done.behind:

@@ -25,6 +25,7 @@ import yaml
 from psycopg.types.json import Jsonb
 
 from gateway.compliance.rollup import catch_up, rollup
+from gateway.rules.engine import Heartbeats
 from gateway.store.db import connect
 from tests.support import compressed_chunks
 
@@ -299,8 +300,7 @@ def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(database_url) as conn:
         _seed(conn)
     with connect(database_url) as conn:  # the daily figures, kept as the supervisor keeps them
-        catch_up(conn, time.time() + 2 * 86_400, settle_s=0, zone="Asia/Shanghai", default_heartbeat_s=60,
-                missed_heartbeats=3)
+        catch_up(conn, time.time() + 2 * 86_400, settle_s=0, zone="Asia/Shanghai", heartbeats=Heartbeats())
         rollup(conn, zone="Asia/Shanghai")
     with psycopg.connect(database_url) as conn:
         conn.execute("SET TIME ZONE 'UTC'")

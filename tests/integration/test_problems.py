@@ -15,6 +15,7 @@ from gateway.api.app import create_app
 from gateway.compliance.store import Thresholds, site_compliance
 from gateway.config import Settings
 from gateway.problems import store as problem_store
+from gateway.rules.engine import Heartbeats
 from gateway.store.db import Conn, connect, open_pool
 from gateway.supervisor import Supervisor
 from tests.support import ADMIN_TOKEN, role_tokens
@@ -211,8 +212,7 @@ def test_not_compliant_sites_match_the_compliance_api(conn: Conn, settings: Sett
     for site, problem in found.items():
         assert problem["device"] is None
         assert problem["deadline"] == iso(T + 7 * DAY)
-        expected = site_compliance(conn, site, T - DAY, T, thresholds=Thresholds(), default_heartbeat_s=60,
-                                   missed_heartbeats=3)
+        expected = site_compliance(conn, site, T - DAY, T, thresholds=Thresholds(), heartbeats=Heartbeats())
         assert expected is not None
         assert problem["detail"]["reasons"] == expected.verdict.reasons
     assert found["s2"]["detail"]["reasons"] == ["1 of 2 required cameras reporting"]
