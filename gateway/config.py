@@ -1,6 +1,6 @@
 """The gateway's one validated settings tree (issue 14).
 
-One section per concern; in YAML, a mapping per section (``docs/operations.md``, "Configuration"):
+One section per concern; in YAML, a mapping per section (``docs/operations.md``, "Configure"):
 
 * ``mqtt``: the broker connection (``url``, ``version``, ``client_id``, ``shared_group``,
   ``session_expiry_s``, TLS files);
@@ -29,7 +29,9 @@ or key (``database={"url": ...}``) and as ``SAFEGUARD_DATABASE__URL``. Each sour
 its own before the sources are merged, so the order holds whatever the spelling. Sources, highest
 first: constructor arguments (``load_settings``' overrides), ``SAFEGUARD_*`` environment
 variables (the nested spelling over the flat one), the YAML file, the defaults. One source giving
-a setting both ways is refused, naming the flat key.
+a setting both ways is refused, naming the flat key. Code spells keywords flat
+(``Settings(database_url=...)``, ``settings.updated(escalate_after_s=0.5)``) and reads them
+nested (``settings.database.url``); files and docs show the sections.
 """
 
 from __future__ import annotations
