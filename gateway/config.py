@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     # full, the lane stops reading the broker's socket and the broker queues the rest (Mosquitto
     # does not keep to the MQTT 5 Receive Maximum, so this bound is the gateway's own).
     ingest_queue_max: int = Field(5000, ge=1, le=1_000_000)
+    # The alarm lane, its hand-off full, sets routine readings aside in the database (ingest_overflow)
+    # and reads on, so that an alarm never waits behind them at the broker (issue 10). Off: it waits.
+    ingest_overflow: bool = True
     # A ts this far ahead of its arrival is refused (future_timestamp); an agent whose clock runs
     # ahead by more than this has a clock_skew alert (docs/wire-contract.md).
     future_ts_tolerance_s: float = Field(FUTURE_TOLERANCE_S, gt=0)
