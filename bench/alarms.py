@@ -136,6 +136,16 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _metric(api: str, name: str) -> float:
+    """The sum of a Prometheus counter's samples on the gateway's /metrics (NaN: not there)."""
+    try:
+        text = httpx.get(f"{api}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return float("nan")
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
+    return sum(values) if values else float("nan")
+
+
 def calibrate(mqtt_url: str, database_url: str) -> Figure:
     """The bare paho peer's drain rate on a province-shaped backlog, then its session dropped."""
     peer = measure_peer(Stack(mqtt_url, database_url, MqttVersion.V5), province_plan(mqtt_url, 30_000, processes=2))
@@ -146,8 +156,9 @@ def calibrate(mqtt_url: str, database_url: str) -> Figure:
     return peer
 
 
-def serve(mqtt_url: str, database_url: str, port: int, *, split_lanes: bool) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SAFEGUARD_MQTT_URL": mqtt_url, "SAFEGUARD_DATABASE_URL": database_url,
+def serve(mqtt_url: str, database_url: str, port: int, *, split_lanes: bool,
+          env: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **env, "SAFEGUARD_MQTT_URL": mqtt_url, "SAFEGUARD_DATABASE_URL": database_url,
            "SAFEGUARD_API_PORT": str(port), "SAFEGUARD_BOOTSTRAP_TOKEN": TOKEN}
     if split_lanes:
         env["SAFEGUARD_INGEST_LANES"] = '["routine"]'  # the alarm lane runs in a process of its own
@@ -171,6 +182,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rate-of-peer", type=float, metavar="F",
                         help="background at F x the bare paho peer's drain rate measured first (steady mode)")
     parser.add_argument("--storm", action="store_true", help="200 agents flushing a 10-minute backlog each")
+    parser.add_argument("--exact-filters", action="store_true",
+                        help="the routine lane on exact filters (ingest_catch_all: false, as docker-compose runs it)")
+    parser.add_argument("--no-overflow", action="store_true",
+                        help="ingest_overflow: false (the alarm lane waits when its hand-off is full)")
     parser.add_argument("--split-lanes", action="store_true",
                         help="the alarm lane in a process of its own (safeguard ingest --lane alarm)")
     return parser.parse_args()
@@ -198,8 +213,10 @@ def main() -> None:
                              + [SiteRecord(id=ALARM_SITE)])
                 conn.commit()
             port = free_port()
-            gateway = serve(broker.url, database_url, port, split_lanes=args.split_lanes)
-            alarm_lane = IngestProcess(broker.url, database_url, "alarms", group="", lane="alarm") \
+            env = {"SAFEGUARD_INGEST_CATCH_ALL": "false" if args.exact_filters else "true",
+                   "SAFEGUARD_INGEST_OVERFLOW": "false" if args.no_overflow else "true"}
+            gateway = serve(broker.url, database_url, port, split_lanes=args.split_lanes, env=env)
+            alarm_lane = IngestProcess(broker.url, database_url, "alarms", group="", lane="alarm", env=env) \
                 if args.split_lanes else None
             if alarm_lane is not None:
                 alarm_lane.wait_connected()
@@ -219,6 +236,7 @@ def main() -> None:
                     "SELECT device, extract(epoch FROM opened_at)::float8 AS at FROM alerts"
                     " WHERE kind = 'fire_alarm' AND site = %s", (ALARM_SITE,))}
             rss.append(_rss_mb(gateway.pid))
+            set_aside = _metric(f"http://127.0.0.1:{port}", "sg_ingest_overflow_total")
             stop.set()
             dispatch.loop_stop()
             gateway.terminate()
@@ -226,11 +244,14 @@ def main() -> None:
             if alarm_lane is not None:
                 alarm_lane.stop()
     print(f"machine: the bare paho peer drains {peer}")
+    print(f"gateway: one `safeguard serve`{' (the alarm lane apart)' if args.split_lanes else ''}, routine lane on"
+          f" {'exact filters' if args.exact_filters else 'sg/v1/#'}, overflow {'off' if args.no_overflow else 'on'}")
     print(f"{what}; published {report.published:,} at {report.rate:,.0f} msg/s; one new alarm a second"
           f" for {args.duration:.0f} s")
     print(f"alarm -> SSE:                  {watch.figures(watch.sse)}")
     print(f"alarm -> sg/v1/alerts/{{site}}: {watch.figures(watch.mqtt)}")
     print(f"of which publish -> ingest:    {watch.figures(watch.arrived)}")
+    print(f"set aside in ingest_overflow by the alarm lane while behind: {set_aside:,.0f} readings")
     print(f"gateway RSS: {rss[0]:.0f} MB before the load, {rss[1]:.0f} MB at the end of the alarms,"
           f" {rss[2]:.0f} MB {SEEN_WITHIN_S:.0f} s later")
 
