@@ -191,6 +191,17 @@ def _arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def _load_plan(args: argparse.Namespace, url: str, peer: Figure) -> tuple[LoadPlan, str]:
+    """The background feed, and how to describe it."""
+    if args.storm:
+        plan = LoadPlan(url, 200 * 17 * 20, sites=200, cameras=4, smoke=10, exits=3, processes=2)
+        return plan, "reconnect storm: 200 agents x 17 devices x 20 messages (10 min at 30 s), flat out"
+    rate = args.rate_of_peer * peer.rate if args.rate_of_peer else args.rate
+    plan = province_plan(url, int(rate * (args.duration + 5)), processes=2, rate=rate)
+    return plan, (f"background {rate:,.0f} msg/s ({rate / peer.rate:.2f} of the peer),"
+                  f" {plan.sites} sites x {plan.devices_per_site} devices")
+
+
 def main() -> None:
     args = _arguments()
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
@@ -199,14 +210,7 @@ def main() -> None:
                 MosquittoServer(root / "mqtt", max_queued_messages=1_000_000) as broker:
             database_url = pg.url
             peer = calibrate(broker.url, database_url)
-            rate = args.rate_of_peer * peer.rate if args.rate_of_peer else args.rate
-            if args.storm:
-                plan = LoadPlan(broker.url, 200 * 17 * 20, sites=200, cameras=4, smoke=10, exits=3, processes=2)
-                what = "reconnect storm: 200 agents x 17 devices x 20 messages (10 min at 30 s), flat out"
-            else:
-                plan = province_plan(broker.url, int(rate * (args.duration + 5)), processes=2, rate=rate)
-                what = (f"background {rate:,.0f} msg/s ({rate / peer.rate:.2f} of the peer),"
-                        f" {plan.sites} sites x {plan.devices_per_site} devices")
+            plan, what = _load_plan(args, broker.url, peer)
             with connect(database_url) as conn:
                 migrate(conn)
                 upsert_sites(conn, [SiteRecord(id=site_id(plan, i)) for i in range(plan.sites)]
