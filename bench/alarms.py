@@ -156,9 +156,9 @@ def calibrate(mqtt_url: str, database_url: str) -> Figure:
     return peer
 
 
-def serve(mqtt_url: str, database_url: str, port: int, *, split_lanes: bool,
-          env: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **env, "SAFEGUARD_MQTT_URL": mqtt_url, "SAFEGUARD_DATABASE_URL": database_url,
+def serve(mqtt_url: str, database_url: str, port: int, *, split_lanes: bool = False,
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **(env or {}), "SAFEGUARD_MQTT_URL": mqtt_url, "SAFEGUARD_DATABASE_URL": database_url,
            "SAFEGUARD_API_PORT": str(port), "SAFEGUARD_BOOTSTRAP_TOKEN": TOKEN}
     if split_lanes:
         env["SAFEGUARD_INGEST_LANES"] = '["routine"]'  # the alarm lane runs in a process of its own
