@@ -23,21 +23,24 @@ peer on this machine at its usual speed, 23,872 msg/s).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import paho.mqtt.client as mqtt
 
-from bench.ingest import Figure, Stack, measure_peer
+from bench.ingest import Figure, Stack, _start_profile, measure_peer, summarise_profile
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
@@ -136,6 +139,16 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _metric(api: str, name: str) -> float:
+    """The sum of a Prometheus counter's samples on the gateway's /metrics (NaN: not there)."""
+    try:
+        text = httpx.get(f"{api}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return float("nan")
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
+    return sum(values) if values else float("nan")
+
+
 def calibrate(mqtt_url: str, database_url: str) -> Figure:
     """The bare paho peer's drain rate on a province-shaped backlog, then its session dropped."""
     peer = measure_peer(Stack(mqtt_url, database_url, MqttVersion.V5), province_plan(mqtt_url, 30_000, processes=2))
@@ -146,8 +159,9 @@ def calibrate(mqtt_url: str, database_url: str) -> Figure:
     return peer
 
 
-def serve(mqtt_url: str, database_url: str, port: int, *, split_lanes: bool) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SAFEGUARD_MQTT_URL": mqtt_url, "SAFEGUARD_DATABASE_URL": database_url,
+def serve(mqtt_url: str, database_url: str, port: int, *, split_lanes: bool = False,
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **(env or {}), "SAFEGUARD_MQTT_URL": mqtt_url, "SAFEGUARD_DATABASE_URL": database_url,
            "SAFEGUARD_API_PORT": str(port), "SAFEGUARD_BOOTSTRAP_TOKEN": TOKEN}
     if split_lanes:
         env["SAFEGUARD_INGEST_LANES"] = '["routine"]'  # the alarm lane runs in a process of its own
@@ -171,9 +185,51 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rate-of-peer", type=float, metavar="F",
                         help="background at F x the bare paho peer's drain rate measured first (steady mode)")
     parser.add_argument("--storm", action="store_true", help="200 agents flushing a 10-minute backlog each")
+    parser.add_argument("--exact-filters", action="store_true",
+                        help="the routine lane on exact filters (ingest_catch_all: false, as docker-compose runs it)")
+    parser.add_argument("--no-overflow", action="store_true",
+                        help="ingest_overflow: false (the alarm lane waits when its hand-off is full)")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="sample the gateway with py-spy during the load (raw samples to FILE) and print where"
+                             " its time goes, per thread too")
     parser.add_argument("--split-lanes", action="store_true",
                         help="the alarm lane in a process of its own (safeguard ingest --lane alarm)")
     return parser.parse_args()
+
+
+@contextlib.contextmanager
+def _sampling(pid: int, out: Path | None) -> Iterator[None]:
+    """py-spy on ``pid`` for the block's duration, when ``out`` is given."""
+    sampler = _start_profile(pid, out) if out else None
+    try:
+        yield
+    finally:
+        if sampler is not None:
+            sampler.send_signal(signal.SIGINT)  # py-spy writes its samples on SIGINT
+            sampler.wait(timeout=60)
+
+
+def _per_thread(path: Path) -> list[str]:
+    """Share of the samples per thread (py-spy's first frame with --threads): who holds the process."""
+    threads: collections.Counter[str] = collections.Counter()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            threads[stack.split(";", 1)[0]] += int(count)
+    samples = sum(threads.values()) or 1
+    return ["py-spy: samples per thread:"] + [f"  {100 * n / samples:5.1f} %  {name}"
+                                               for name, n in threads.most_common(12)]
+
+
+def _load_plan(args: argparse.Namespace, url: str, peer: Figure) -> tuple[LoadPlan, str]:
+    """The background feed, and how to describe it."""
+    if args.storm:
+        plan = LoadPlan(url, 200 * 17 * 20, sites=200, cameras=4, smoke=10, exits=3, processes=2)
+        return plan, "reconnect storm: 200 agents x 17 devices x 20 messages (10 min at 30 s), flat out"
+    rate = args.rate_of_peer * peer.rate if args.rate_of_peer else args.rate
+    plan = province_plan(url, int(rate * (args.duration + 5)), processes=2, rate=rate)
+    return plan, (f"background {rate:,.0f} msg/s ({rate / peer.rate:.2f} of the peer),"
+                  f" {plan.sites} sites x {plan.devices_per_site} devices")
 
 
 def main() -> None:
@@ -184,22 +240,17 @@ def main() -> None:
                 MosquittoServer(root / "mqtt", max_queued_messages=1_000_000) as broker:
             database_url = pg.url
             peer = calibrate(broker.url, database_url)
-            rate = args.rate_of_peer * peer.rate if args.rate_of_peer else args.rate
-            if args.storm:
-                plan = LoadPlan(broker.url, 200 * 17 * 20, sites=200, cameras=4, smoke=10, exits=3, processes=2)
-                what = "reconnect storm: 200 agents x 17 devices x 20 messages (10 min at 30 s), flat out"
-            else:
-                plan = province_plan(broker.url, int(rate * (args.duration + 5)), processes=2, rate=rate)
-                what = (f"background {rate:,.0f} msg/s ({rate / peer.rate:.2f} of the peer),"
-                        f" {plan.sites} sites x {plan.devices_per_site} devices")
+            plan, what = _load_plan(args, broker.url, peer)
             with connect(database_url) as conn:
                 migrate(conn)
                 upsert_sites(conn, [SiteRecord(id=site_id(plan, i)) for i in range(plan.sites)]
                              + [SiteRecord(id=ALARM_SITE)])
                 conn.commit()
             port = free_port()
-            gateway = serve(broker.url, database_url, port, split_lanes=args.split_lanes)
-            alarm_lane = IngestProcess(broker.url, database_url, "alarms", group="", lane="alarm") \
+            env = {"SAFEGUARD_INGEST_CATCH_ALL": "false" if args.exact_filters else "true",
+                   "SAFEGUARD_INGEST_OVERFLOW": "false" if args.no_overflow else "true"}
+            gateway = serve(broker.url, database_url, port, split_lanes=args.split_lanes, env=env)
+            alarm_lane = IngestProcess(broker.url, database_url, "alarms", group="", lane="alarm", env=env) \
                 if args.split_lanes else None
             if alarm_lane is not None:
                 alarm_lane.wait_connected()
@@ -210,7 +261,8 @@ def main() -> None:
             time.sleep(1.0)
             rss = [_rss_mb(gateway.pid)]
             load = start(plan)
-            raise_alarms(broker.url, watch, args.duration)
+            with _sampling(gateway.pid, args.profile):
+                raise_alarms(broker.url, watch, args.duration)
             rss.append(_rss_mb(gateway.pid))
             report = finish(*load)
             time.sleep(SEEN_WITHIN_S)  # the last alarms get their 10 s
@@ -219,6 +271,7 @@ def main() -> None:
                     "SELECT device, extract(epoch FROM opened_at)::float8 AS at FROM alerts"
                     " WHERE kind = 'fire_alarm' AND site = %s", (ALARM_SITE,))}
             rss.append(_rss_mb(gateway.pid))
+            set_aside = _metric(f"http://127.0.0.1:{port}", "sg_ingest_overflow_total")
             stop.set()
             dispatch.loop_stop()
             gateway.terminate()
@@ -226,11 +279,17 @@ def main() -> None:
             if alarm_lane is not None:
                 alarm_lane.stop()
     print(f"machine: the bare paho peer drains {peer}")
+    print(f"gateway: one `safeguard serve`{' (the alarm lane apart)' if args.split_lanes else ''}, routine lane on"
+          f" {'exact filters' if args.exact_filters else 'sg/v1/#'}, overflow {'off' if args.no_overflow else 'on'}")
     print(f"{what}; published {report.published:,} at {report.rate:,.0f} msg/s; one new alarm a second"
           f" for {args.duration:.0f} s")
     print(f"alarm -> SSE:                  {watch.figures(watch.sse)}")
     print(f"alarm -> sg/v1/alerts/{{site}}: {watch.figures(watch.mqtt)}")
     print(f"of which publish -> ingest:    {watch.figures(watch.arrived)}")
+    print(f"set aside in ingest_overflow by the alarm lane while behind: {set_aside:,.0f} readings")
+    if args.profile and args.profile.exists():
+        print("\n".join(summarise_profile(args.profile)))
+        print("\n".join(_per_thread(args.profile)))
     print(f"gateway RSS: {rss[0]:.0f} MB before the load, {rss[1]:.0f} MB at the end of the alarms,"
           f" {rss[2]:.0f} MB {SEEN_WITHIN_S:.0f} s later")
 

@@ -203,6 +203,9 @@ class IngestSettings(_Section):
     # full, the lane stops reading the broker's socket and the broker queues the rest (Mosquitto
     # does not keep to the MQTT 5 Receive Maximum, so this bound is the gateway's own).
     queue_max: int = Field(5000, ge=1, le=1_000_000)
+    # The alarm lane, its hand-off full, sets routine readings aside in the database (ingest_overflow)
+    # and reads on, so that an alarm never waits behind them at the broker (issue 10). Off: it waits.
+    overflow: bool = True
     # After each commit, confirm to every agent what it stored (sg/v1/{site}/agent/ack, issue 15):
     # agents keep each reading until then. Off only for a broker whose ACL refuses these topics.
     agent_ack: bool = True
@@ -361,6 +364,7 @@ FLAT_NAMES: dict[str, tuple[str, ...]] = {
     "ingest_catch_all": ("ingest", "catch_all"),
     "ingest_lanes": ("ingest", "lanes"),
     "ingest_queue_max": ("ingest", "queue_max"),
+    "ingest_overflow": ("ingest", "overflow"),
     "agent_ack": ("ingest", "agent_ack"),
     "provisional_alerts": ("ingest", "provisional_alerts"),
     "compliance_online_share": ("compliance", "online_share"),

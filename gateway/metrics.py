@@ -38,3 +38,11 @@ BACKPRESSURE = Counter(
 AGENT_ACKS = Counter(
     "sg_agent_acks_published_total", "Confirmations published to agents on sg/v1/{site}/agent/ack (issue 15)"
 )
+OVERFLOW = Counter(
+    "sg_ingest_overflow_total",
+    "Routine readings a lane set aside in ingest_overflow while its hand-off was full, to read on to alarms",
+    ["lane"],
+)
+OVERFLOW_PENDING = Gauge(
+    "sg_ingest_overflow_pending", "Set-aside readings waiting for their COPY into ingest_overflow", ["lane"]
+)

@@ -17,6 +17,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
+from psycopg.rows import DictRow
 from psycopg_pool import ConnectionPool
 
 from gateway import metrics
@@ -26,7 +27,10 @@ from gateway.problems import store as problem_store
 from gateway.rules import engine
 from gateway.rules.model import Change, OpenAlerts
 from gateway.store import alerts as alert_store
-from gateway.store.db import AGENT_TIMEOUT_S, ALERT_CHANNEL, Conn, connect, from_epoch, lock_sites
+from gateway.store import history as history_store
+from gateway.store import liveness as liveness_store
+from gateway.store import retention as retention_store
+from gateway.store.db import Conn, connect, from_epoch, lock_sites, try_session_lock
 from gateway.store.migrate import retention_policies
 from protocol import DeviceKind, alert_topic
 from protocol.mqtt import new_client
@@ -77,9 +81,7 @@ class AlertRelay:
         if client is None or not self._connected.is_set():
             return 0
         with pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT id, site, alert FROM alert_history WHERE NOT relayed ORDER BY id LIMIT %s", (_RELAY_BATCH,)
-            ).fetchall()
+            rows = history_store.unrelayed(conn, _RELAY_BATCH)
             conn.commit()
             done = 0
             for row in rows:
@@ -90,7 +92,7 @@ class AlertRelay:
                 info.wait_for_publish(timeout=10)
                 if not info.is_published():
                     break
-                conn.execute("UPDATE alert_history SET relayed = true WHERE id = %s", (row["id"],))
+                history_store.mark_relayed(conn, row["id"])
                 conn.commit()
                 done += 1
             if done:
@@ -146,15 +148,14 @@ class Supervisor:
     def _campaign(self, conn: Conn) -> None:
         """Wait for leadership on ``conn``; lead until stopped or the connection dies."""
         while not self._stopping.is_set():
-            row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (LEADER_LOCK,)).fetchone()
-            if row and row["ok"]:
+            if try_session_lock(conn, LEADER_LOCK):
                 break
             self._stopping.wait(self._settings.liveness.sweep_interval_s)
         else:
             return
         log.info("supervisor is the leader")
         self._leader.set()
-        conn.execute(f"LISTEN {ALERT_CHANNEL}")
+        history_store.listen(conn)
         next_sweep = 0.0
         while not self._stopping.is_set():
             now = time.time()
@@ -198,20 +199,11 @@ class Supervisor:
         """camera_offline / detector_offline for devices past their deadline (one indexed query)."""
         at = from_epoch(now)
         with self._pool.connection() as conn, conn.transaction():
-            sites = [r["site"] for r in conn.execute(
-                "SELECT DISTINCT site FROM device_state WHERE deadline < %s AND NOT offline", (at,)
-            )]
+            sites = liveness_store.silent_sites(conn, at)
             if not sites:
                 return
             lock_sites(conn, sites)
-            rows = conn.execute(
-                "UPDATE device_state ds SET offline = true FROM devices d"
-                " WHERE ds.deadline < %s AND NOT ds.offline AND ds.site = ANY(%s)"
-                " AND d.site = ds.site AND d.id = ds.device"
-                " RETURNING ds.site, ds.device, d.kind, extract(epoch FROM ds.last_seen)::float8 AS last_seen,"
-                " extract(epoch FROM ds.deadline - ds.last_seen)::float8 AS timeout_s",
-                (at, sites),
-            ).fetchall()
+            rows = liveness_store.mark_silent_offline(conn, at, sites)
             alerts = alert_store.load_open(conn, sites)
             changes: list[Change] = []
             for r in rows:
@@ -223,56 +215,43 @@ class Supervisor:
                 changes += step
             self._persist(conn, changes, now)
 
-    # Declared by an online agent, nothing ever stored, the timeout passed since the declaration,
-    # and no offline alert for it since that declaration (one resolved by hand is not raised again
-    # until the agent declares its devices anew).
-    _UNHEARD = f"""
-        SELECT d.site, d.id AS device, d.kind, extract(epoch FROM a.status_at)::float8 AS declared_at,
-               {AGENT_TIMEOUT_S} AS timeout_s
-        FROM devices d JOIN agents a ON a.site = d.site AND a.online
-        WHERE d.declared AND d.kind IN ('camera', 'smoke') AND d.site = ANY(coalesce(%(sites)s, ARRAY[d.site]))
-          AND a.status_at < %(now)s - {AGENT_TIMEOUT_S} * interval '1 second'
-          AND NOT EXISTS (SELECT 1 FROM device_state ds WHERE ds.site = d.site AND ds.device = d.id)
-          AND NOT EXISTS (SELECT 1 FROM alerts al WHERE al.site = d.site AND al.device = d.id
-                          AND al.kind IN ('camera_offline', 'detector_offline') AND al.opened_at >= a.status_at)
-    """
-
     def sweep_unheard(self, now: float) -> None:
         """camera_offline / detector_offline for declared devices that never sent anything."""
         settings = self._settings
-        params = {"now": from_epoch(now), **settings.liveness.params()}
-        self._sweep_locked(now, self._UNHEARD, params, lambda r, alerts: engine.evaluate_unheard(
+        at = from_epoch(now)
+
+        def find(conn: Conn, sites: list[str] | None) -> list[DictRow]:
+            return liveness_store.unheard_devices(conn, at, sites, heartbeats=settings.liveness)
+
+        self._sweep_locked(now, find, lambda r, alerts: engine.evaluate_unheard(
             r["site"], r["device"], DeviceKind(r["kind"]), declared_at=r["declared_at"], timeout_s=r["timeout_s"],
             now=now, alerts=alerts,
         ))
 
     def escalate(self, now: float) -> None:
         """Escalate open critical alerts no one acknowledged within ``escalate_after_s``."""
-        query = (
-            f"SELECT {alert_store.COLUMNS} FROM alerts WHERE state = 'open' AND severity = 'critical'"
-            " AND opened_at <= %(cutoff)s AND NOT (detail ? 'escalated')"
-            " AND site = ANY(coalesce(%(sites)s, ARRAY[site]))"
-        )
-        self._sweep_locked(now, query, {"cutoff": from_epoch(now - self._settings.liveness.escalate_after_s)},
+        cutoff = from_epoch(now - self._settings.liveness.escalate_after_s)
+        self._sweep_locked(now, lambda conn, sites: alert_store.escalation_due(conn, cutoff, sites),
                            lambda row, _alerts: engine.evaluate_escalation(
                                alert_store.open_alert(row), opened_at=row["opened_at"].timestamp(), now=now,
                                after_s=self._settings.liveness.escalate_after_s,
                            ))
 
     def _sweep_locked(
-        self, now: float, query: str, params: dict[str, Any], evaluate: Callable[[Any, OpenAlerts], list[Change]]
+        self, now: float, find: Callable[[Conn, list[str] | None], list[DictRow]],
+        evaluate: Callable[[Any, OpenAlerts], list[Change]],
     ) -> None:
-        """Find the rows of ``query`` (its ``%(sites)s`` NULL: every site), lock their sites, find them
-        again under the lock (only those sites), evaluate each against the sites' open alerts (kept
-        up to date as changes are made) and persist the changes."""
+        """Find the rows (``find``'s sites None: every site), lock their sites, find them again under
+        the lock (only those sites), evaluate each against the sites' open alerts (kept up to date as
+        changes are made) and persist the changes."""
         with self._pool.connection() as conn, conn.transaction():
-            sites = sorted({r["site"] for r in conn.execute(query, {**params, "sites": None})})
+            sites = sorted({r["site"] for r in find(conn, None)})
             if not sites:
                 return
             lock_sites(conn, sites)
             alerts = alert_store.load_open(conn, sites)
             changes: list[Change] = []
-            for row in conn.execute(query, {**params, "sites": sites}).fetchall():
+            for row in find(conn, sites):
                 step = evaluate(row, alerts)
                 alerts = engine.apply(alerts, step)
                 changes += step
@@ -313,16 +292,13 @@ class Supervisor:
             policies = retention_policies(conn)
             cutoff = from_epoch(now - self._settings.database.readings_retention_days * 86_400)
             if "readings" not in policies:
-                counts["readings"] = conn.execute("DELETE FROM readings WHERE ts < %s", (cutoff,)).rowcount
+                counts["readings"] = retention_store.delete_readings_before(conn, cutoff)
             # The exactly-once keys (migrations/0005), a plain table on both paths: kept as long as readings.
-            counts["reading_keys"] = conn.execute(
-                "DELETE FROM reading_keys WHERE received_at < %s", (cutoff,)
-            ).rowcount
+            counts["reading_keys"] = retention_store.delete_reading_keys_before(conn, cutoff)
             if "camera_timeline" not in policies:
-                counts["camera_timeline"] = conn.execute(
-                    "DELETE FROM camera_timeline WHERE until < %s", (cutoff,)
-                ).rowcount  # the daily figures rolled up from it stay
+                # the daily figures rolled up from it stay
+                counts["camera_timeline"] = retention_store.delete_timeline_before(conn, cutoff)
             cutoff = from_epoch(now - self._settings.database.dead_letter_retention_days * 86_400)
-            counts["dead_letters"] = conn.execute("DELETE FROM dead_letters WHERE received_at < %s", (cutoff,)).rowcount
+            counts["dead_letters"] = retention_store.delete_dead_letters_before(conn, cutoff)
         log.info("retention pruned %s", counts)
         return counts

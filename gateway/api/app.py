@@ -26,7 +26,8 @@ from gateway.api.routes import router
 from gateway.api.snapshots import router as snapshots_router
 from gateway.config import Settings
 from gateway.rules.model import AlertKind
-from gateway.store.db import Conn
+from gateway.store import alerts as alert_store
+from gateway.store.db import Conn, ping
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def create_app(
         error: Exception | None = None
         try:
             with pool.connection(timeout=settings.api.db_timeout_s) as conn:
-                conn.execute("SELECT 1")
+                ping(conn)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason goes to the log
             error = exc
         checks["database"] = database_readiness.record(error)
@@ -135,10 +136,7 @@ def create_app(
     @app.get("/metrics", tags=["health"])
     def metrics() -> Response:
         with pool.connection(timeout=settings.api.db_timeout_s) as conn:
-            counts = {
-                r["kind"]: r["n"]
-                for r in conn.execute("SELECT kind, count(*) AS n FROM alerts WHERE state <> 'resolved' GROUP BY kind")
-            }
+            counts = alert_store.open_counts(conn)
         for kind in AlertKind:
             OPEN_ALERTS.labels(kind.value).set(counts.get(kind.value, 0))
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -40,7 +40,8 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.auth import Principal
 from gateway.config import Settings
-from gateway.store.db import ALERT_CHANNEL, Conn
+from gateway.store import history as history_store
+from gateway.store.db import AsyncConn, Conn
 from protocol import ALERTS_FILTER, alert_key
 from protocol.mqtt import new_client
 
@@ -51,11 +52,6 @@ REPLAY_PAGE = 500
 _REPLAY_WAIT_S = 30.0  # a resume waits this long for a pooled connection once its turn came
 _BACKFILL_PAGE = 1000
 _PROVISIONAL_KEPT = 1000  # provisional alerts remembered for streams that start later
-_FETCH = "SELECT id, site, alert FROM alert_history WHERE id = ANY(%s) ORDER BY id"
-_SINCE = (
-    "SELECT id, site, alert FROM alert_history WHERE id > %(after)s"
-    " AND (%(site)s::text IS NULL OR site = %(site)s) ORDER BY id LIMIT %(limit)s"
-)
 
 STREAMS = Gauge("sg_sse_streams", "SSE streams connected to this API process")
 DROPPED = Counter("sg_sse_dropped_total", "SSE streams ended because their client did not read")
@@ -138,14 +134,13 @@ class AlertHub:
             await psycopg.AsyncConnection.connect(self._url, autocommit=True) as listen,
             await psycopg.AsyncConnection.connect(self._url, autocommit=True, row_factory=dict_row) as fetch,
         ):
-            await listen.execute(f"LISTEN {ALERT_CHANNEL}")
+            await history_store.listen_async(listen)
             if self._last_id is None:  # first start: clients before now resume with Last-Event-ID
-                row = await (await fetch.execute("SELECT coalesce(max(id), 0) AS id FROM alert_history")).fetchone()
-                self._last_id = row["id"] if row else 0
+                self._last_id = await history_store.latest_change_id_async(fetch)
             else:  # catch up on what committed while we were away, page by page (all of it)
                 while True:
-                    rows = await (await fetch.execute(_SINCE, {"after": self._last_id, "site": None,
-                                                               "limit": _BACKFILL_PAGE})).fetchall()
+                    rows = await history_store.changes_since_async(fetch, self._last_id, site=None,
+                                                                   limit=_BACKFILL_PAGE)
                     self._dispatch(rows)
                     if len(rows) < _BACKFILL_PAGE:
                         break
@@ -158,12 +153,12 @@ class AlertHub:
             finally:
                 fetcher.cancel()
 
-    async def _fetch_loop(self, fetch: psycopg.AsyncConnection[dict[str, Any]], ids: asyncio.Queue[int]) -> None:
+    async def _fetch_loop(self, fetch: AsyncConn, ids: asyncio.Queue[int]) -> None:
         while True:
             pending = [await ids.get()]
             while not ids.empty() and len(pending) < 1000:  # gather what arrived together
                 pending.append(ids.get_nowait())
-            rows = await (await fetch.execute(_FETCH, (pending,))).fetchall()
+            rows = await history_store.changes_by_id_async(fetch, pending)
             self._dispatch(rows)
 
     def _dispatch(self, rows: list[dict[str, Any]]) -> None:
@@ -210,7 +205,7 @@ class AlertHub:
 
     def _replay_page(self, site: str | None, after: int) -> list[dict[str, Any]]:
         with self._pool.connection(timeout=_REPLAY_WAIT_S) as conn:
-            return conn.execute(_SINCE, {"after": after, "site": site, "limit": REPLAY_PAGE}).fetchall()
+            return history_store.changes_since(conn, after, site=site, limit=REPLAY_PAGE)
 
     async def _replay(self, principal: Principal, after: int) -> AsyncIterator[list[Change]]:
         """What was committed after ``after``, page by page; a slot is held only while a page is read

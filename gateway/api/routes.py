@@ -20,6 +20,9 @@ from gateway.broker_config import ReservedSiteId, check_site_id
 from gateway.notify import store as notify_store
 from gateway.rules import engine
 from gateway.store import alerts as alert_store
+from gateway.store import dead_letters as dead_letter_store
+from gateway.store import devices as device_store
+from gateway.store import sites as site_store
 from gateway.store.db import Conn, from_epoch, rfc3339
 from gateway.store.sites import SiteFields, SiteRecord, purge_site, upsert_sites
 from protocol import AlertKind, AlertState, Severity
@@ -83,13 +86,6 @@ def _site_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_SITE_SELECT = (
-    "SELECT s.*, a.online, a.boot, a.agent_version, a.heartbeat_s, a.status_at,"
-    " (SELECT count(*) FROM alerts al WHERE al.site = s.id AND al.state <> 'resolved') AS open_alerts"
-    " FROM sites s LEFT JOIN agents a ON a.site = s.id"
-)
-
-
 @router.get("/me")
 def whoami(principal: PrincipalDep) -> dict[str, Any]:
     """The token's name, role and (for institutions) site: what a console shows and allows."""
@@ -108,18 +104,13 @@ def list_sites(
     cursor: OptionalText = None,
 ) -> dict[str, Any]:
     after = decode_cursor(cursor)
-    rows = conn.execute(
-        f"{_SITE_SELECT} WHERE (%(own)s::text IS NULL OR s.id = %(own)s)"
-        " AND (%(city)s::text IS NULL OR s.city = %(city)s) AND (%(county)s::text IS NULL OR s.county = %(county)s)"
-        " AND (%(q)s::text IS NULL OR s.id ILIKE '%%' || %(q)s || '%%' OR s.name ILIKE '%%' || %(q)s || '%%')"
-        " AND (%(after)s::text IS NULL OR s.id > %(after)s) ORDER BY s.id LIMIT %(limit)s",
-        {"own": principal.site, "city": city, "county": county, "q": q, "after": after, "limit": limit + 1},
-    ).fetchall()
+    rows = site_store.list_sites(conn, own=principal.site, city=city, county=county, q=q, after=after,
+                                 limit=limit + 1)
     return page(rows, limit, "id", _site_json)
 
 
 def _get_site(conn: Conn, site: str) -> dict[str, Any]:
-    row = conn.execute(f"{_SITE_SELECT} WHERE s.id = %s", (site,)).fetchone()
+    row = site_store.get_site(conn, site)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"site {site!r} is not registered")
     return row
@@ -171,14 +162,7 @@ def delete_token(token_id: Annotated[int, Path(ge=1, le=_MAX_ID)], conn: ConnDep
 def list_devices(site: SiteId, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
     check_site(principal, site)
     _get_site(conn, site)
-    rows = conn.execute(
-        "SELECT d.id, d.kind, d.name, d.location, d.declared, ds.last_seen, ds.status, ds.reading,"
-        " (ds.site IS NOT NULL AND NOT ds.offline AND ds.deadline > %s) AS online,"
-        " (SELECT max(received_at) FROM snapshots sn WHERE sn.site = d.site AND sn.device = d.id) AS snapshot_at"
-        " FROM devices d LEFT JOIN device_state ds ON ds.site = d.site AND ds.device = d.id"
-        " WHERE d.site = %s ORDER BY d.id",
-        (from_epoch(time.time()), site),
-    ).fetchall()
+    rows = device_store.list_devices(conn, site, from_epoch(time.time()))
     items = [
         {
             "id": r["id"], "kind": r["kind"], "name": r["name"], "location": r["location"],
@@ -206,15 +190,8 @@ def list_alerts(
         check_site(principal, site)
     site = site or principal.site
     before = decode_int_cursor(cursor)
-    rows = conn.execute(
-        f"SELECT {alert_store.COLUMNS} FROM alerts"
-        " WHERE (%(site)s::text IS NULL OR site = %(site)s) AND (%(state)s::text IS NULL OR state = %(state)s)"
-        " AND (%(kind)s::text IS NULL OR kind = %(kind)s) AND (%(sev)s::text IS NULL OR severity = %(sev)s)"
-        " AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s)"
-        " AND (%(before)s::bigint IS NULL OR id < %(before)s) ORDER BY id DESC LIMIT %(limit)s",
-        {"site": site, "state": state, "kind": kind, "sev": severity, "since": since, "before": before,
-         "limit": limit + 1},
-    ).fetchall()
+    rows = alert_store.list_alerts(conn, site=site, state=state, kind=kind, severity=severity, since=since,
+                                   before=before, limit=limit + 1)
     return page(rows, limit, "id", alert_store.alert_json)
 
 
@@ -288,12 +265,7 @@ def list_dead_letters(
     conn: ConnDep, reason: OptionalText = None, limit: Limit = 100, cursor: OptionalText = None
 ) -> dict[str, Any]:
     before = decode_int_cursor(cursor)
-    rows = conn.execute(
-        "SELECT id, received_at, topic, code, reason, payload_excerpt, payload_size FROM dead_letters"
-        " WHERE (%(code)s::text IS NULL OR code = %(code)s) AND (%(before)s::bigint IS NULL OR id < %(before)s)"
-        " ORDER BY id DESC LIMIT %(limit)s",
-        {"code": reason, "before": before, "limit": limit + 1},
-    ).fetchall()
+    rows = dead_letter_store.list_dead_letters(conn, code=reason, before=before, limit=limit + 1)
     return page(rows, limit, "id", lambda r: {
         "id": r["id"], "received_at": rfc3339(r["received_at"]), "topic": r["topic"],
         "reason": f"{r['code']}: {r['reason']}", "code": r["code"],

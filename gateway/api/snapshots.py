@@ -7,17 +7,10 @@ from fastapi.responses import Response
 
 from gateway.api.deps import ConnDep, PrincipalDep, check_site
 from gateway.api.inputs import DeviceId, SiteId
+from gateway.store import snapshots as snapshot_store
 from gateway.store.db import rfc3339
 
 router = APIRouter(prefix="/api/v1", tags=["snapshots"])
-
-
-# One index probe on snapshots_device (site, device, received_at DESC): the first entry is the newest.
-# `id DESC` only breaks exact ties of received_at (snapshots of one ingest batch).
-LATEST_SNAPSHOT_SQL = (
-    "SELECT received_at, jpeg FROM snapshots WHERE site = %s AND device = %s"
-    " ORDER BY received_at DESC, id DESC LIMIT 1"
-)
 
 
 @router.get(
@@ -31,7 +24,7 @@ LATEST_SNAPSHOT_SQL = (
 def latest_snapshot(site: SiteId, device: DeviceId, conn: ConnDep, principal: PrincipalDep) -> Response:
     """The device's latest snapshot (``image/jpeg``, not cached), with ``X-Snapshot-At: <RFC 3339>``."""
     check_site(principal, site)
-    row = conn.execute(LATEST_SNAPSHOT_SQL, (site, device)).fetchone()
+    row = snapshot_store.latest_snapshot(conn, site, device)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no snapshot of device {device!r} at site {site!r}")
     return Response(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from gateway.rules.engine import StepRefused
@@ -230,3 +231,37 @@ def get(conn: Conn, alert_id: int) -> dict[str, Any]:
             for h in history
         ],
     }
+
+
+def list_alerts(
+    conn: Conn, *, site: str | None, state: AlertState | None, kind: AlertKind | None, severity: Severity | None,
+    since: datetime | None, before: int | None, limit: int,
+) -> list[DictRow]:
+    """Up to ``limit`` alerts (``COLUMNS``), newest first, ids below ``before``; each filter None matches all."""
+    return conn.execute(
+        f"SELECT {COLUMNS} FROM alerts"
+        " WHERE (%(site)s::text IS NULL OR site = %(site)s) AND (%(state)s::text IS NULL OR state = %(state)s)"
+        " AND (%(kind)s::text IS NULL OR kind = %(kind)s) AND (%(sev)s::text IS NULL OR severity = %(sev)s)"
+        " AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s)"
+        " AND (%(before)s::bigint IS NULL OR id < %(before)s) ORDER BY id DESC LIMIT %(limit)s",
+        {"site": site, "state": state, "kind": kind, "sev": severity, "since": since, "before": before,
+         "limit": limit},
+    ).fetchall()
+
+
+def open_counts(conn: Conn) -> dict[str, int]:
+    """The number of unresolved alerts per kind (kinds with none are absent)."""
+    return {
+        r["kind"]: r["n"]
+        for r in conn.execute("SELECT kind, count(*) AS n FROM alerts WHERE state <> 'resolved' GROUP BY kind")
+    }
+
+
+def escalation_due(conn: Conn, cutoff: datetime, sites: list[str] | None) -> list[DictRow]:
+    """Open critical alerts (``COLUMNS``) opened by ``cutoff`` and not yet escalated, of ``sites`` (None: all)."""
+    return conn.execute(
+        f"SELECT {COLUMNS} FROM alerts WHERE state = 'open' AND severity = 'critical'"
+        " AND opened_at <= %(cutoff)s AND NOT (detail ? 'escalated')"
+        " AND site = ANY(coalesce(%(sites)s, ARRAY[site]))",
+        {"cutoff": cutoff, "sites": sites},
+    ).fetchall()

@@ -19,6 +19,7 @@ from psycopg_pool.base import AttemptWithBackoff
 from protocol.alerts import rfc3339 as _rfc3339
 
 Conn = psycopg.Connection[DictRow]
+AsyncConn = psycopg.AsyncConnection[DictRow]
 
 # A site's liveness timeout in seconds (DESIGN section 5), in queries that join its agent as ``a``:
 # the agent's announced heartbeat_s (the default when it never said one) x the missed heartbeats.
@@ -122,6 +123,17 @@ def open_pool(
     )
     pool.open(wait=True, timeout=30)
     return pool
+
+
+def ping(conn: Conn) -> None:
+    """One empty round trip: raises if the database does not answer (readiness)."""
+    conn.execute("SELECT 1")
+
+
+def try_session_lock(conn: Conn, key: int) -> bool:
+    """Take the session-level advisory lock ``key`` if it is free (held until the session ends); whether we hold it."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,)).fetchone()
+    return bool(row and row["ok"])
 
 
 def rfc3339(value: datetime | None) -> str | None:

@@ -299,3 +299,11 @@ CREATE TABLE notification_attempts (
 );
 CREATE INDEX notification_attempts_notification ON notification_attempts (notification_id, id);
 CREATE INDEX notification_attempts_channel ON notification_attempts (channel, id DESC);
+
+-- Readings an overloaded alarm lane set aside, raw, until a lane stores them (migration 0010).
+CREATE TABLE ingest_overflow (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    topic       text NOT NULL,
+    payload     bytea NOT NULL,
+    received_at double precision NOT NULL
+);

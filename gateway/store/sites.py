@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import DictRow
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.store.db import Conn
@@ -171,3 +172,30 @@ def purge_site(conn: Conn, site: str) -> dict[str, int] | None:
     conn.execute("DELETE FROM sites WHERE id = %s", (site,))
     deleted["sites"] = 1
     return deleted
+
+
+# A site as the API shows it: its registration, its agent's last status and its unresolved alerts.
+_SITE_VIEW = (
+    "SELECT s.*, a.online, a.boot, a.agent_version, a.heartbeat_s, a.status_at,"
+    " (SELECT count(*) FROM alerts al WHERE al.site = s.id AND al.state <> 'resolved') AS open_alerts"
+    " FROM sites s LEFT JOIN agents a ON a.site = s.id"
+)
+
+
+def list_sites(
+    conn: Conn, *, own: str | None, city: str | None, county: str | None, q: str | None, after: str | None,
+    limit: int,
+) -> list[DictRow]:
+    """Up to ``limit`` sites (as ``get_site``) in id order after ``after``; each filter None matches every site."""
+    return conn.execute(
+        f"{_SITE_VIEW} WHERE (%(own)s::text IS NULL OR s.id = %(own)s)"
+        " AND (%(city)s::text IS NULL OR s.city = %(city)s) AND (%(county)s::text IS NULL OR s.county = %(county)s)"
+        " AND (%(q)s::text IS NULL OR s.id ILIKE '%%' || %(q)s || '%%' OR s.name ILIKE '%%' || %(q)s || '%%')"
+        " AND (%(after)s::text IS NULL OR s.id > %(after)s) ORDER BY s.id LIMIT %(limit)s",
+        {"own": own, "city": city, "county": county, "q": q, "after": after, "limit": limit},
+    ).fetchall()
+
+
+def get_site(conn: Conn, site: str) -> DictRow | None:
+    """The site's row, its agent's status and its number of open alerts; None if it is not registered."""
+    return conn.execute(f"{_SITE_VIEW} WHERE s.id = %s", (site,)).fetchone()

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from gateway import metrics
 from gateway.config import Settings
 from gateway.runtime import Gateway
 from gateway.store.db import connect
@@ -96,6 +97,110 @@ def test_alarm_is_raised_while_a_heartbeat_flood_is_still_being_stored(
         gateway.stop()
     assert stored_then < flood, "the alarm waited for the whole heartbeat flood"
     assert duplicate_readings(settings.database.url) == 0
+
+
+def _smoke_flood_then_alarm(settings: Settings, broker: MosquittoServer, flood: int) -> tuple[LoadPlan, int]:
+    """``flood`` smoke "normal" readings queued for an absent gateway, then one alarm behind them all;
+    the gateway comes back and drains: the readings stored when the alarm was raised."""
+    plan = LoadPlan(broker.url, flood, sites=50, cameras=0, smoke=10, processes=2)
+    register(settings.database.url, [*(site_id(plan, i) for i in range(plan.sites)), "site-fire"])
+    gateway = Gateway(settings, supervise=False, api=False)
+    gateway.start()  # the sessions exist; the gateway goes away while the flood arrives
+    assert gateway.ingest is not None
+    assert gateway.ingest.wait_connected(10)
+    gateway.stop()
+    report = run_load(plan)
+    assert (report.published, report.failed) == (flood, 0)
+    with contextlib.closing(_Alarmist(broker.url)) as alarmist:
+        alarmist.alarm()  # on the alarm lane, behind every reading of the flood
+
+    gateway = Gateway(settings, supervise=False, api=False)
+    gateway.start()
+    try:
+        def smoke_stored_when_alarm_raised() -> int | None:
+            with connect(settings.database.url) as conn:
+                row = conn.execute(
+                    "SELECT (SELECT count(*) FROM alerts WHERE kind = 'fire_alarm') AS alarms,"
+                    " (SELECT count(*) FROM readings WHERE kind = 'smoke' AND site <> 'site-fire') AS smoke"
+                ).fetchone()
+            assert row is not None
+            return row["smoke"] + 1 if row["alarms"] else None  # +1: zero stored is an answer too
+
+        stored_then = wait_for(smoke_stored_when_alarm_raised, timeout=120, what="the fire alarm") - 1
+        wait_for(lambda: scalar(settings.database.url, "SELECT count(*) FROM readings") >= flood + 1,
+                 timeout=300, what="the whole flood stored")
+        wait_for(lambda: scalar(settings.database.url, "SELECT count(*) FROM ingest_overflow") == 0 or None,
+                 timeout=60, what="the overflow taken back")
+    finally:
+        gateway.stop()
+    assert scalar(settings.database.url, "SELECT count(*) FROM readings") == flood + 1
+    assert duplicate_readings(settings.database.url) == 0
+    return plan, stored_then
+
+
+def test_alarm_on_the_alarm_lane_is_not_held_behind_a_flood_of_normal_smoke_readings(
+    settings: Settings, big_broker: MosquittoServer
+) -> None:
+    """Four messages in five share the alarm lane with the alarms: a full hand-off sets them aside."""
+    flood = 20_000
+    settings = settings.updated(mqtt_url=big_broker.url, ingest_queue_max=500)
+    set_aside = metrics.OVERFLOW.labels("alarm")
+    before = set_aside._value.get()
+    plan, stored_then = _smoke_flood_then_alarm(settings, big_broker, flood)
+    assert stored_then < flood // 2, f"the alarm waited for {stored_then} of {flood} readings ahead of it"
+    assert set_aside._value.get() - before > flood // 2, "the lane did not set the flood aside"
+    devices = plan.sites * plan.devices_per_site
+    assert scalar(settings.database.url, "SELECT count(*) FROM device_state WHERE site <> 'site-fire'") == devices
+    newest = scalar(settings.database.url,
+                    "SELECT count(*) FROM device_state ds WHERE ds.last_ts = (SELECT max(ts) FROM readings r"
+                    " WHERE r.site = ds.site AND r.device = ds.device)")
+    assert newest == devices + 1, "a device's state is not its newest reading by ts"
+
+
+def test_without_the_overflow_the_same_alarm_waits_for_the_flood(
+    settings: Settings, big_broker: MosquittoServer
+) -> None:
+    """The control: the same feed with ``ingest_overflow: false`` (what the first test guards against)."""
+    flood = 6_000
+    settings = settings.updated(mqtt_url=big_broker.url, ingest_queue_max=500, ingest_overflow=False)
+    _, stored_then = _smoke_flood_then_alarm(settings, big_broker, flood)
+    assert stored_then >= flood - 500 - 100, stored_then  # all but the hand-off's worth, give or take a batch
+
+
+def test_worker_killed_while_setting_readings_aside_loses_nothing(
+    settings: Settings, big_broker: MosquittoServer
+) -> None:
+    """SIGKILL while the overflow fills: what was set aside is in the table (its successor takes it
+    back), what was not is unacknowledged (the broker delivers it again); each reading stored once."""
+    url, database_url = big_broker.url, settings.database.url
+    flood = 20_000
+    plan = LoadPlan(url, flood, sites=50, cameras=0, smoke=10, processes=2)
+    register(database_url, [site_id(plan, i) for i in range(plan.sites)])
+    group = f"g{uuid.uuid4().hex[:6]}"
+    env = {"SAFEGUARD_INGEST_QUEUE_MAX": "300"}
+    worker = IngestProcess(url, database_url, f"{group}-0", group=group, env=env)
+    try:
+        worker.wait_connected()
+        worker.stop()  # its sessions wait at the broker for the flood
+        report = run_load(plan)
+        assert (report.published, report.failed) == (flood, 0)
+        worker = IngestProcess(url, database_url, f"{group}-0", group=group, env=env)
+        wait_for(lambda: scalar(database_url, "SELECT count(*) FROM ingest_overflow") > 1_000 or None,
+                 timeout=120, what="readings set aside")
+        worker.kill()
+        stored_at_kill = scalar(database_url, "SELECT count(*) FROM readings")
+        worker = IngestProcess(url, database_url, f"{group}-0", group=group, env=env)  # its successor
+        wait_for(lambda: scalar(database_url, "SELECT count(*) FROM readings") >= flood or None,
+                 timeout=300, what="every reading stored")
+        wait_for(lambda: scalar(database_url, "SELECT count(*) FROM ingest_overflow") == 0 or None,
+                 timeout=60, what="the overflow taken back")
+        time.sleep(1.0)  # any stray redelivery arrives, then count again
+    finally:
+        worker.stop()
+    assert stored_at_kill < flood, "the kill was not mid-load"
+    assert scalar(database_url, "SELECT count(*) FROM readings") == flood
+    assert duplicate_readings(database_url) == 0
+    assert not worker.errors, worker.errors
 
 
 @pytest.mark.storage  # set-based writes into readings and device_state: on both storage paths

@@ -12,9 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
-from gateway.api.snapshots import LATEST_SNAPSHOT_SQL
 from gateway.runtime import Gateway
 from gateway.store.db import connect
+from gateway.store.snapshots import LATEST_SNAPSHOT_SQL
 from protocol import MessageType, device_topic
 from tests.support import Agent, two_sites, wait_for
 from tests.support import TwoSites as World
