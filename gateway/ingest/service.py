@@ -182,6 +182,38 @@ class _RejectLog:
         self._since = now
 
 
+class ReaderFirst:
+    """While the alarm lane's reader is behind the broker, the process's routine writers step aside.
+
+    In one interpreter every thread takes turns at one GIL: a worker storing routine batches slows
+    the network thread that would read on to the next alarm. When the alarm lane's socket shows a
+    backlog (``BufferedClient.backlogged``) and it can set readings aside (the overflow), the
+    routine writers wait, at most ``MAX_WAIT_S`` at a time, so paho reads at its own pace until it
+    is through the backlog. The urgent writer and the overflow writer never wait here.
+    """
+
+    MAX_WAIT_S = 0.25  # progress for the routine writers even under a backlog that never ends
+
+    def __init__(self) -> None:
+        self._clear = threading.Event()
+        self._clear.set()
+        self._behind_at = 0.0  # monotonic: the last report of a backlog (a quiet socket reports nothing)
+
+    def reader(self, behind: bool) -> None:
+        if behind:
+            self._behind_at = time.monotonic()
+        if behind == self._clear.is_set():  # only on a change: set/clear take a lock
+            if behind:
+                self._clear.clear()
+            else:
+                self._clear.set()
+
+    def wait_turn(self) -> None:
+        if not self._clear.is_set() and time.monotonic() - self._behind_at < self.MAX_WAIT_S:
+            metrics.READER_FIRST.inc()
+            self._clear.wait(self.MAX_WAIT_S)
+
+
 class Lane(StrEnum):
     ALARM = "alarm"
     ROUTINE = "routine"
@@ -214,8 +246,10 @@ def lane_plans(settings: Settings, worker_id: str | None = None) -> list[LanePla
 class _LaneWorker:
     """One lane: a paho client (persistent session, manual ack) and the thread writing its batches."""
 
-    def __init__(self, settings: Settings, pool: ConnectionPool[Conn], plan: LanePlan) -> None:
+    def __init__(self, settings: Settings, pool: ConnectionPool[Conn], plan: LanePlan,
+                 reader_first: ReaderFirst | None = None) -> None:
         self._settings = settings
+        self._reader_first = reader_first or ReaderFirst()
         self._pool = pool
         self.plan = plan
         # Unbounded as a container; what it (with _urgent and the batch in hand) holds is bounded by
@@ -339,6 +373,7 @@ class _LaneWorker:
                 self._urgent.put(inbound)
             return
         if self._overflow is not None:
+            self._reader_first.reader(behind=getattr(client, "backlogged", False))
             if not self._handoff.try_take():  # full: set aside, and read on to what comes behind
                 self._overflow.set_aside(inbound, self._stopping)  # False: stopping, redelivered later
                 return
@@ -391,6 +426,7 @@ class _LaneWorker:
             self._ack_unread()
             with self._done_lock:
                 self._rejects.flush()
+            self._reader_first.wait_turn()
             batch = self._next_batch()
             if batch:
                 self._write_until_done(batch)
@@ -597,7 +633,8 @@ class IngestService:
     def __init__(
         self, settings: Settings, pool: ConnectionPool[Conn], *, worker_id: str | None = None
     ) -> None:
-        self.lanes = [_LaneWorker(settings, pool, plan) for plan in lane_plans(settings, worker_id)]
+        reader_first = ReaderFirst()  # one per process: its lanes share one interpreter lock
+        self.lanes = [_LaneWorker(settings, pool, plan, reader_first) for plan in lane_plans(settings, worker_id)]
 
     @property
     def connected(self) -> bool:
