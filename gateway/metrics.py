@@ -43,6 +43,10 @@ OVERFLOW = Counter(
     "Routine readings a lane set aside in ingest_overflow while its hand-off was full, to read on to alarms",
     ["lane"],
 )
+READER_FIRST = Counter(
+    "sg_ingest_reader_first_total",
+    "Times a routine writer stepped aside (up to 0.25 s) while the alarm lane's reader was behind the broker",
+)
 OVERFLOW_PENDING = Gauge(
     "sg_ingest_overflow_pending", "Set-aside readings waiting for their COPY into ingest_overflow", ["lane"]
 )

@@ -28,16 +28,20 @@ _PACKETS_PER_READ = 5_000  # then back to paho's loop: keepalive, writes, a stop
 class BufferedSocket:
     """Wraps a connected (TCP or TLS) socket; everything but ``recv`` and ``pending`` passes through."""
 
-    __slots__ = ("_at", "_buffer", "_sock")
+    __slots__ = ("_at", "_buffer", "_sock", "backlogged")
 
     def __init__(self, sock: socket.socket | Any) -> None:  # paho's SocketLike: a socket or TLS socket
         self._sock = sock
         self._buffer = b""
         self._at = 0
+        # The last read filled a whole chunk: more was waiting, so the broker is ahead of us (it
+        # holds a backlog for this session). Caught up, a read returns what arrived since the last.
+        self.backlogged = False
 
     def recv(self, bufsize: int) -> bytes:
         if self._at >= len(self._buffer):
             data = self._sock.recv(max(bufsize, CHUNK_BYTES))  # BlockingIOError, TLS wants: as paho expects
+            self.backlogged = len(data) >= CHUNK_BYTES
             if len(data) <= bufsize:
                 return data  # all of it was asked for (or b"": the broker closed)
             self._buffer, self._at = data, 0
@@ -62,6 +66,12 @@ class BufferedClient(mqtt.Client):
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
         return sock if self._transport == "websockets" else BufferedSocket(sock)
+
+    @property
+    def backlogged(self) -> bool:
+        """The broker holds more for us than we have read (see ``BufferedSocket.backlogged``)."""
+        sock = self._sock
+        return isinstance(sock, BufferedSocket) and sock.backlogged
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)

@@ -28,6 +28,11 @@ connection: paho reconnects once the worker moves again, the broker redelivers w
 acknowledged (idempotent storage absorbs it) and the old connection's mids are never
 acknowledged on the new one (``generation``).
 
+**Urgent messages have a writer of their own.** In the alarm lane, a reading that may raise an
+alert (an alarm, a fault, a blocked exit) and every agent status go to a second thread with its
+own transactions, beside the routine batches: an alarm waits for no routine batch's commit, only
+for one that holds its site's lock (the locks are taken in one order, so the two never deadlock).
+
 **The alarm lane never waits for a slot.** Four messages in five of a province share it with
 the alarms (smoke and exit readings, nearly all normal). An urgent message may take a slot past
 the bound (up to ``URGENT_HEADROOM`` times it); a routine one that finds the hand-off full is
@@ -177,6 +182,38 @@ class _RejectLog:
         self._since = now
 
 
+class ReaderFirst:
+    """While the alarm lane's reader is behind the broker, the process's routine writers step aside.
+
+    In one interpreter every thread takes turns at one GIL: a worker storing routine batches slows
+    the network thread that would read on to the next alarm. When the alarm lane's socket shows a
+    backlog (``BufferedClient.backlogged``) and it can set readings aside (the overflow), the
+    routine writers wait, at most ``MAX_WAIT_S`` at a time, so paho reads at its own pace until it
+    is through the backlog. The urgent writer and the overflow writer never wait here.
+    """
+
+    MAX_WAIT_S = 0.25  # progress for the routine writers even under a backlog that never ends
+
+    def __init__(self) -> None:
+        self._clear = threading.Event()
+        self._clear.set()
+        self._behind_at = 0.0  # monotonic: the last report of a backlog (a quiet socket reports nothing)
+
+    def reader(self, behind: bool) -> None:
+        if behind:
+            self._behind_at = time.monotonic()
+        if behind == self._clear.is_set():  # only on a change: set/clear take a lock
+            if behind:
+                self._clear.clear()
+            else:
+                self._clear.set()
+
+    def wait_turn(self) -> None:
+        if not self._clear.is_set() and time.monotonic() - self._behind_at < self.MAX_WAIT_S:
+            metrics.READER_FIRST.inc()
+            self._clear.wait(self.MAX_WAIT_S)
+
+
 class Lane(StrEnum):
     ALARM = "alarm"
     ROUTINE = "routine"
@@ -209,20 +246,24 @@ def lane_plans(settings: Settings, worker_id: str | None = None) -> list[LanePla
 class _LaneWorker:
     """One lane: a paho client (persistent session, manual ack) and the thread writing its batches."""
 
-    _provisional: ProvisionalAlarms | None = None  # made on the first batch the database refuses
-
-    def __init__(self, settings: Settings, pool: ConnectionPool[Conn], plan: LanePlan) -> None:
+    def __init__(self, settings: Settings, pool: ConnectionPool[Conn], plan: LanePlan,
+                 reader_first: ReaderFirst | None = None) -> None:
         self._settings = settings
+        self._reader_first = reader_first or ReaderFirst()
         self._pool = pool
         self.plan = plan
         # Unbounded as a container; what it (with _urgent and the batch in hand) holds is bounded by
         # the hand-off's slots, which paho's callback takes before handing off (back-pressure).
-        self._queue: queue.SimpleQueue[Inbound | None] = queue.SimpleQueue()  # None: "look at the urgent ones"
+        self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self._handoff = _HandOff(settings.ingest.queue_max, plan.lane.value)
         self._rejects = _RejectLog(plan.lane.value)
         # Alarm lane: what may raise an alert (an alarm, a fault, a blocked exit, agent status) goes
-        # ahead of the routine "still normal" readings of the same lane, in its own small batches.
-        self._urgent: collections.deque[Inbound] | None = collections.deque() if plan.lane is Lane.ALARM else None
+        # to a writer of its own, beside the routine "still normal" readings of the same lane: it
+        # waits for no routine batch's commit (only for one holding its site's lock).
+        self._urgent: queue.SimpleQueue[Inbound] | None = queue.SimpleQueue() if plan.lane is Lane.ALARM else None
+        self._urgent_worker: threading.Thread | None = None
+        self._done_lock = threading.Lock()  # the lane's counts and confirmer, from both writers
+        self._provisional = threading.local()  # a ProvisionalAlarms per writer: it tracks the batch in hand
         self._processor = BatchProcessor(settings.liveness)  # the liveness settings are the batch's Rules
         self._stopping = threading.Event()
         self._connected = threading.Event()
@@ -271,14 +312,19 @@ class _LaneWorker:
             self._overflow_waiting.set()  # rows an earlier run (or a dead worker) left
         self._worker = threading.Thread(target=self._run, name=f"ingest-{plan.lane}", daemon=True)
         self._worker.start()
+        if self._urgent is not None:
+            self._urgent_worker = threading.Thread(target=self._run_urgent, name=f"ingest-{plan.lane}-urgent",
+                                                   daemon=True)
+            self._urgent_worker.start()
         client.loop_start()
         log.info("ingest %s lane connecting to %s as %s", plan.lane, endpoint, plan.client_id)
 
     def stop(self) -> None:
         """Finish the batch in hand, then disconnect; unacknowledged messages stay with the broker."""
         self._stopping.set()
-        if self._worker is not None:
-            self._worker.join(timeout=30)
+        for worker in (self._worker, self._urgent_worker):
+            if worker is not None:
+                worker.join(timeout=30)
         if self._overflow is not None:
             self._overflow.stop()  # what is set aside is stored and acknowledged, or redelivered
         self._ack_unread()  # what we skip need not come back after the restart
@@ -321,10 +367,10 @@ class _LaneWorker:
         inbound = Inbound(topic, bytes(message.payload), time.time(), message.mid, message.qos, self._generation)
         if self._urgent is not None and _urgent(inbound.payload):
             if self._handoff.take(self._stopping, urgent=True):  # False: stopping, redelivered later
-                self._urgent.append(inbound)
-                self._queue.put(None)  # wakes a worker waiting for the next batch
+                self._urgent.put(inbound)
             return
         if self._overflow is not None:
+            self._reader_first.reader(behind=getattr(client, "backlogged", False))
             if not self._handoff.try_take():  # full: set aside, and read on to what comes behind
                 self._overflow.set_aside(inbound, self._stopping)  # False: stopping, redelivered later
                 return
@@ -334,43 +380,50 @@ class _LaneWorker:
 
     # worker --------------------------------------------------------------------------------
 
-    def _take_urgent(self) -> list[Inbound]:
-        urgent = self._urgent
-        batch: list[Inbound] = []
-        while urgent and len(batch) < self.plan.batch_size:
-            batch.append(urgent.popleft())
-        return batch
-
     def _next_batch(self) -> list[Inbound]:
-        """Urgent messages first, alone; else a batch by size and age, cut short when one arrives."""
-        if urgent := self._take_urgent():
-            return urgent
+        """A batch by size and age: what already waits joins at once, then up to the batch's age."""
         try:
-            first = self._queue.get(timeout=0.2)
+            batch = [self._queue.get(timeout=0.2)]
         except queue.Empty:
             return []
-        batch = [first] if first is not None else []
         limit = self.plan.batch_size
         deadline = time.monotonic() + self.plan.batch_interval_s
-        while len(batch) < limit and not self._urgent:
-            try:  # whatever is already waiting joins at once; then wait up to the batch's age
-                item = self._queue.get_nowait()
+        while len(batch) < limit:
+            try:
+                batch.append(self._queue.get_nowait())
             except queue.Empty:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 try:
-                    item = self._queue.get(timeout=remaining)
+                    batch.append(self._queue.get(timeout=remaining))
                 except queue.Empty:
                     break
-            if item is not None:
-                batch.append(item)
         return batch
+
+    def _run_urgent(self) -> None:
+        """The alarm lane's urgent messages: written as they come, with what else is already waiting."""
+        urgent = self._urgent
+        assert urgent is not None
+        while not self._stopping.is_set():
+            try:
+                batch = [urgent.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(batch) < self.plan.batch_size:
+                try:
+                    batch.append(urgent.get_nowait())
+                except queue.Empty:
+                    break
+            self._write_until_done(batch)
+            self._handoff.give_back(len(batch))
 
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._ack_unread()
-            self._rejects.flush()
+            with self._done_lock:
+                self._rejects.flush()
+            self._reader_first.wait_turn()
             batch = self._next_batch()
             if batch:
                 self._write_until_done(batch)
@@ -399,14 +452,15 @@ class _LaneWorker:
             return
 
     def _done(self, result: BatchResult) -> None:
-        _account(result)
-        self._rejects.add(result.dead)
-        self.accepted += result.accepted
-        self._confirm(result)
+        with self._done_lock:
+            _account(result)
+            self._rejects.add(result.dead)
+            self.accepted += result.accepted
+            self._confirm(result)
 
     def _overflow_due(self) -> bool:
         """Set-aside rows may wait, nothing urgent does, and live traffic leaves room for them."""
-        if self._overflow is None or self._urgent or not self._handoff.keeping_up:
+        if self._overflow is None or not self._handoff.keeping_up:
             return False
         if not self._overflow_waiting.is_set() and time.monotonic() >= self._overflow_look_at:
             self._overflow_waiting.set()  # rows a dead worker of the shared subscription left?
@@ -531,10 +585,11 @@ class _LaneWorker:
         itself stays unacknowledged until it commits (gateway/ingest/provisional.py)."""
         if not self._settings.ingest.provisional_alerts:
             return
-        if self._provisional is None:
-            self._provisional = ProvisionalAlarms(self._publish_provisional)
+        provisional: ProvisionalAlarms | None = getattr(self._provisional, "alarms", None)
+        if provisional is None:
+            provisional = self._provisional.alarms = ProvisionalAlarms(self._publish_provisional)
         try:
-            self._provisional.announce(batch)
+            provisional.announce(batch)
         except Exception:  # never let it stop the retry of the batch
             log.exception("provisional alerts not published")
 
@@ -575,7 +630,8 @@ class IngestService:
     def __init__(
         self, settings: Settings, pool: ConnectionPool[Conn], *, worker_id: str | None = None
     ) -> None:
-        self.lanes = [_LaneWorker(settings, pool, plan) for plan in lane_plans(settings, worker_id)]
+        reader_first = ReaderFirst()  # one per process: its lanes share one interpreter lock
+        self.lanes = [_LaneWorker(settings, pool, plan, reader_first) for plan in lane_plans(settings, worker_id)]
 
     @property
     def connected(self) -> bool:

@@ -8,8 +8,9 @@ from typing import Any, cast
 import paho.mqtt.client as mqtt
 import pytest
 
+from gateway import metrics
 from gateway.config import Settings
-from gateway.ingest.service import Lane, _LaneWorker, lane_plans
+from gateway.ingest.service import Lane, ReaderFirst, _LaneWorker, lane_plans
 
 
 class _NoAck:
@@ -31,15 +32,44 @@ def alarm_lane() -> _LaneWorker:
     return _LaneWorker(settings, cast(Any, None), plan)
 
 
-def test_an_alarm_behind_normal_readings_is_taken_first_and_alone(alarm_lane: _LaneWorker) -> None:
+def test_an_alarm_behind_normal_readings_goes_to_the_urgent_writer_alone(alarm_lane: _LaneWorker) -> None:
     for mid in range(1, 6):
         alarm_lane._on_message(cast(Any, _NoAck()), None, _message(mid, f"sg/v1/s/smoke-{mid}/smoke", state="normal"))
     alarm_lane._on_message(cast(Any, _NoAck()), None, _message(9, "sg/v1/s/smoke-9/smoke", state="alarm"))
     alarm_lane._on_message(cast(Any, _NoAck()), None, _message(10, "sg/v1/s/exit-1/exit", state="clear"))
-    first = alarm_lane._next_batch()
-    assert [m.mid for m in first] == [9]
-    rest = alarm_lane._next_batch()
-    assert [m.mid for m in rest] == [1, 2, 3, 4, 5, 10]
+    assert alarm_lane._urgent is not None
+    assert alarm_lane._urgent.get_nowait().mid == 9
+    assert alarm_lane._urgent.empty()
+    assert [m.mid for m in alarm_lane._next_batch()] == [1, 2, 3, 4, 5, 10]
+
+
+def test_an_alarm_takes_a_slot_past_a_full_hand_off(alarm_lane: _LaneWorker) -> None:
+    """Routine readings fill every slot; the alarm behind them is still handed off, not waited for."""
+    limit = alarm_lane._handoff.limit
+    for _ in range(limit):
+        assert alarm_lane._handoff.try_take()
+    alarm_lane._on_message(cast(Any, _NoAck()), None, _message(9, "sg/v1/s/smoke-9/smoke", state="alarm"))
+    assert alarm_lane._urgent is not None
+    assert alarm_lane._urgent.get_nowait().mid == 9
+    assert alarm_lane._handoff.held == limit + 1
+    assert not alarm_lane._handoff.try_take()  # a routine one finds no slot: set aside, or waited for
+
+
+def test_routine_writers_step_aside_only_while_the_reader_reports_a_backlog() -> None:
+    first = ReaderFirst()
+    stepped = metrics.READER_FIRST._value.get()
+    first.wait_turn()
+    assert metrics.READER_FIRST._value.get() == stepped  # nothing reported: no waiting
+    first.reader(behind=True)
+    first.wait_turn()
+    assert metrics.READER_FIRST._value.get() == stepped + 1
+    first.reader(behind=False)
+    first.wait_turn()
+    assert metrics.READER_FIRST._value.get() == stepped + 1
+    first.reader(behind=True)
+    first._behind_at -= ReaderFirst.MAX_WAIT_S  # a backlog last reported long ago: the socket went quiet
+    first.wait_turn()
+    assert metrics.READER_FIRST._value.get() == stepped + 1
 
 
 @pytest.mark.parametrize(("topic", "payload", "urgent"), [
@@ -52,7 +82,8 @@ def test_an_alarm_behind_normal_readings_is_taken_first_and_alone(alarm_lane: _L
 ])
 def test_urgent_or_routine(alarm_lane: _LaneWorker, topic: str, payload: dict[str, Any], urgent: bool) -> None:
     alarm_lane._on_message(cast(Any, _NoAck()), None, _message(1, topic, **payload))
-    assert bool(alarm_lane._urgent) is urgent
+    assert alarm_lane._urgent is not None
+    assert alarm_lane._urgent.qsize() == int(urgent)
 
 
 def test_every_worker_and_lane_has_its_own_stable_session() -> None:

@@ -93,3 +93,32 @@ def test_everything_else_passes_through(pair: tuple[socket.socket, socket.socket
     buffered = BufferedSocket(ours)
     assert buffered.fileno() == ours.fileno()
     assert buffered.send(b"y") == 1
+
+
+
+class _Waiting:
+    """A socket stand-in with ``waiting`` bytes in its receive buffer (what the broker sent ahead)."""
+
+    def __init__(self, waiting: int) -> None:
+        self.waiting = waiting
+
+    def recv(self, bufsize: int) -> bytes:
+        if not self.waiting:
+            raise BlockingIOError
+        n = min(bufsize, self.waiting)
+        self.waiting -= n
+        return b"x" * n
+
+
+def test_a_read_that_fills_a_whole_chunk_reports_a_backlog() -> None:
+    """More waiting than one chunk: the broker is ahead of us; a short read: caught up."""
+    stream = _Waiting(2 * CHUNK_BYTES + 100)
+    buffered = BufferedSocket(stream)
+    buffered.recv(1)
+    assert buffered.backlogged
+    while stream.waiting or buffered.buffered():
+        buffered.recv(4096)
+    assert not buffered.backlogged  # the last read took the 100 bytes left: caught up
+    stream.waiting = 50
+    buffered.recv(1)
+    assert not buffered.backlogged
