@@ -291,10 +291,11 @@ class Supervisor:
             # was installed has no policy until it is migrated again, and is pruned here meanwhile.
             policies = retention_policies(conn)
             cutoff = from_epoch(now - self._settings.database.readings_retention_days * 86_400)
+            # The exactly-once keys (migrations/0005), a plain table on both paths: kept as long as readings.
+            # Keys first, then readings: the order ingest takes them in, so the two never wait in a cycle.
+            counts["reading_keys"] = retention_store.delete_reading_keys_before(conn, cutoff)
             if "readings" not in policies:
                 counts["readings"] = retention_store.delete_readings_before(conn, cutoff)
-            # The exactly-once keys (migrations/0005), a plain table on both paths: kept as long as readings.
-            counts["reading_keys"] = retention_store.delete_reading_keys_before(conn, cutoff)
             if "camera_timeline" not in policies:
                 # the daily figures rolled up from it stay
                 counts["camera_timeline"] = retention_store.delete_timeline_before(conn, cutoff)
