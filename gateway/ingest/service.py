@@ -459,7 +459,7 @@ class _LaneWorker:
             self._confirm(result)
 
     def _overflow_due(self) -> bool:
-        """Set-aside rows may wait, nothing urgent does, and live traffic leaves room for them."""
+        """Set-aside rows may wait, and live traffic leaves room to take them back."""
         if self._overflow is None or not self._handoff.keeping_up:
             return False
         if not self._overflow_waiting.is_set() and time.monotonic() >= self._overflow_look_at:

@@ -29,7 +29,9 @@ import pytest
 from gateway import metrics
 from gateway.config import Settings
 from gateway.runtime import Gateway
+from gateway.store import overflow as overflow_store
 from gateway.store.db import connect
+from gateway.store.overflow import SetAside
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol import MessageType, device_topic
 from safeguard.devservers import IngestProcess, MosquittoServer
@@ -201,6 +203,40 @@ def test_worker_killed_while_setting_readings_aside_loses_nothing(
     assert scalar(database_url, "SELECT count(*) FROM readings") == flood
     assert duplicate_readings(database_url) == 0
     assert not worker.errors, worker.errors
+
+
+def test_set_aside_rows_left_by_an_earlier_run_are_stored_and_the_bad_ones_dead_lettered(
+    settings: Settings,
+) -> None:
+    """Rows in ingest_overflow when a worker starts (its predecessor died): taken back at once; a
+    malformed, an off-schema and a site-less one among them go to the dead letters with their
+    reasons, and the good ones beside them are stored."""
+    register(settings.database.url, ["site-a"])
+    now = time.time()
+    good = [SetAside(device_topic("site-a", f"smoke-{i}", MessageType.SMOKE), json.dumps(
+        {"ts": now, "boot": "b1", "seq": i, "state": "normal", "battery_pct": 90.0}).encode(), now)
+        for i in range(50)]
+    bad = [
+        SetAside("sg/v1/site-a/smoke-x/smoke", b"{not json", now),
+        SetAside("sg/v1/site-a/smoke-y/smoke", json.dumps({"ts": now, "boot": "b1", "seq": 1,
+                                                          "state": "smouldering"}).encode(), now),
+        SetAside("sg/v1/nowhere/smoke-z/smoke", good[0].payload, now),
+    ]
+    with connect(settings.database.url) as conn:
+        overflow_store.put(conn, good[:25] + bad + good[25:])
+        conn.commit()
+    gateway = Gateway(settings, supervise=False, api=False)
+    gateway.start()
+    try:
+        wait_for(lambda: scalar(settings.database.url, "SELECT count(*) FROM ingest_overflow") == 0 or None,
+                 timeout=60, what="the rows taken back")
+    finally:
+        gateway.stop()
+    assert scalar(settings.database.url, "SELECT count(*) FROM readings WHERE site = 'site-a'") == len(good)
+    with connect(settings.database.url) as conn:
+        reasons = {r["topic"]: r["code"] for r in conn.execute("SELECT topic, code FROM dead_letters")}
+    assert reasons == {"sg/v1/site-a/smoke-x/smoke": "malformed_json", "sg/v1/site-a/smoke-y/smoke": "invalid_schema",
+                       "sg/v1/nowhere/smoke-z/smoke": "unknown_site"}, reasons
 
 
 @pytest.mark.storage  # set-based writes into readings and device_state: on both storage paths
