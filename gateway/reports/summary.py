@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 from gateway.config import Settings
-from gateway.problems.store import SYSTEM
 from gateway.reports.ledger import (
     PERCENT_FORMAT,
     LedgerRow,
@@ -31,6 +30,7 @@ from gateway.reports.ledger import (
 )
 from gateway.reports.spreadsheet import guard, period_text, to_csv
 from gateway.store.db import Conn
+from gateway.store.problems import SYSTEM
 
 SUMMARY_HEADER: tuple[str, ...] = (
     "县区", "机构数", "已检查机构", "检查比例", "达标机构", "达标率", "问题数", "已整改", "未整改", "逾期",
