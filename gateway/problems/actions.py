@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from psycopg.errors import UniqueViolation
 
-from gateway.compliance.store import compliance_by_site
+from gateway.compliance.verdicts import compliance_by_site
 from gateway.config import Settings
 from gateway.problems.rules import (
     Condition,

@@ -2,7 +2,7 @@
 
 Figures for the half-open period [start, end):
 
-- compliance: :func:`gateway.compliance.store.compliance_by_site` over [start, as_of), where
+- compliance: :func:`gateway.compliance.verdicts.compliance_by_site` over [start, as_of), where
   ``as_of`` is the earlier of ``end`` and ``now`` (time that has not happened yet is not counted
   as offline); a period that has not begun has no compliance figures (empty cells);
 - problems: those open at some time in [start, as_of): opened in the period, or opened before it
@@ -28,8 +28,8 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
 from gateway.compliance.reasons import reason_text
-from gateway.compliance.store import SiteCompliance, compliance_by_site
 from gateway.compliance.timeline import NOT_YET_REPORTING
+from gateway.compliance.verdicts import SiteCompliance, compliance_by_site
 from gateway.config import Settings
 from gateway.reports.spreadsheet import guard, to_csv
 from gateway.store.db import Conn

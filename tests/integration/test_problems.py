@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from gateway.api.app import create_app
-from gateway.compliance.store import Thresholds, site_compliance
+from gateway.compliance.verdicts import Thresholds, site_compliance
 from gateway.config import Settings
 from gateway.problems import actions as problem_actions
 from gateway.rules.engine import Heartbeats
