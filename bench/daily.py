@@ -35,7 +35,7 @@ import psycopg
 
 from bench.storage import add_storage_option, chosen_storages
 from gateway.compliance.rollup import catch_up, rollup
-from gateway.compliance.store import Thresholds, compliance_by_site, daily_compliance
+from gateway.compliance.verdicts import Thresholds, compliance_by_site, daily_compliance
 from gateway.rules.engine import Heartbeats
 from gateway.store.db import Conn, connect
 from gateway.store.migrate import migrate

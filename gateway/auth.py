@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from gateway.store import tokens
 from gateway.store.db import Conn
+from gateway.store.sites import site_registered
 
 TOKEN_PREFIX = "sg_"  # noqa: S105 - a prefix that makes leaked tokens easy to spot, not a secret
 
@@ -51,43 +53,33 @@ def create_token(
     """Store a new token's hash and return the token (shown once, never stored)."""
     if (role is Role.INSTITUTION) != (site is not None):
         raise ValueError("an institution token needs --site, and only an institution token takes one")
-    if site is not None and conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone() is None:
+    if site is not None and not site_registered(conn, site):
         raise ValueError(f"site {site!r} is not registered")
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise ValueError(f"the expiry {expires_at.isoformat()} has already passed")
     token = new_token()
-    conn.execute(
-        "INSERT INTO api_tokens (name, role, site, token_hash, expires_at) VALUES (%s, %s, %s, %s, %s)",
-        (name, role.value, site, hash_token(token), expires_at),
-    )
+    tokens.insert_token(conn, name=name, role=role.value, site=site, token_hash=hash_token(token),
+                        expires_at=expires_at)
     conn.commit()
     return token
 
 
 def list_tokens(conn: Conn) -> list[dict[str, Any]]:
     """Every token's id, holder, role, site and life (never its hash), newest first."""
-    return conn.execute(
-        "SELECT id, name, role, site, created_at, expires_at, revoked_at,"
-        " CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN expires_at <= now() THEN 'expired'"
-        " ELSE 'active' END AS status FROM api_tokens ORDER BY id DESC"
-    ).fetchall()
+    return tokens.list_tokens(conn)
 
 
 def revoke_token(conn: Conn, token_id: int) -> bool:
     """Revoke at once (the next request with it is refused); False if there is no such live token."""
-    row = conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL RETURNING id",
-                       (token_id,)).fetchone()
+    revoked = tokens.revoke_token(conn, token_id)
     conn.commit()
-    return row is not None
+    return revoked
 
 
 def authenticate(conn: Conn, token: str, bootstrap: str | None) -> Principal | None:
     if bootstrap and hmac.compare_digest(token.encode(), bootstrap.encode()):
         return Principal("bootstrap", Role.ADMIN)
-    row = conn.execute(
-        "SELECT name, role, site FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL"
-        " AND (expires_at IS NULL OR expires_at > now())", (hash_token(token),)
-    ).fetchone()
+    row = tokens.live_token(conn, hash_token(token))
     if row is None:
         return None
     return Principal(row["name"], Role(row["role"]), row["site"])

@@ -41,7 +41,9 @@ from pathlib import Path
 import psycopg
 
 from gateway.config import Settings
+from gateway.store import broker as store
 from gateway.store.db import Conn, connect
+from gateway.store.sites import site_registered
 from protocol.topics import RESERVED_SITE_IDS
 
 log = logging.getLogger(__name__)
@@ -174,28 +176,21 @@ def render(settings: Settings, sites: Iterable[Account]) -> BrokerFiles:
 
 def site_accounts(conn: Conn) -> list[Account]:
     """Every registered site that has a broker secret."""
-    rows = conn.execute(
-        "SELECT c.site, c.password_hash FROM broker_credentials c JOIN sites s ON s.id = c.site ORDER BY c.site"
-    ).fetchall()
-    return [Account(r["site"], r["password_hash"]) for r in rows]
+    return [Account(r["site"], r["password_hash"]) for r in store.site_credentials(conn)]
 
 
 def issue_site_secret(conn: Conn, site: str) -> str:
     """A new broker secret for ``site`` (replacing any old one); only its hash is stored."""
-    if conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone() is None:
+    if not site_registered(conn, site):
         raise BrokerConfigError(f"site {site!r} is not registered (safeguard sites import, PUT /api/v1/sites)")
     secret = secrets.token_urlsafe(24)
-    conn.execute(
-        "INSERT INTO broker_credentials (site, password_hash) VALUES (%s, %s)"
-        " ON CONFLICT (site) DO UPDATE SET password_hash = excluded.password_hash, issued_at = now()",
-        (site, hash_password(secret)),
-    )
+    store.set_site_password(conn, site, hash_password(secret))
     return secret
 
 
 def revoke_site_secret(conn: Conn, site: str) -> bool:
     """Remove ``site``'s broker account (effective at the next broker-config and reload)."""
-    return conn.execute("DELETE FROM broker_credentials WHERE site = %s", (site,)).rowcount > 0
+    return store.delete_site_password(conn, site)
 
 
 # --------------------------------------------------------------------------- writing, reloading

@@ -14,7 +14,7 @@ One section per concern; in YAML, a mapping per section (``docs/operations.md``,
   the :class:`~gateway.ingest.batch.Rules` the batch applies and the
   :class:`~gateway.rules.engine.Heartbeats` of the compliance figures and sweeps, passed whole;
 * ``ingest``: lanes, batching, back-pressure, the agents' confirmations, provisional alerts;
-* ``compliance``: the :class:`~gateway.compliance.store.Thresholds` (passed whole) and the daily
+* ``compliance``: the :class:`~gateway.compliance.verdicts.Thresholds` (passed whole) and the daily
   timeline's pace;
 * ``problems``: the problem list's deadlines and sweeps;
 * ``notify``: the notifier (:class:`~gateway.notify.config.NotifyConfig`), as before;
@@ -54,7 +54,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from gateway.compliance.store import Thresholds
+from gateway.compliance.verdicts import Thresholds
 from gateway.ingest.batch import Rules
 from gateway.notify.config import NotifyConfig
 from gateway.store import RETENTION_DAYS

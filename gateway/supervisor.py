@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 from gateway import metrics
 from gateway.compliance import rollup
 from gateway.config import Settings
-from gateway.problems import store as problem_store
+from gateway.problems import actions as problem_actions
 from gateway.rules import engine
 from gateway.rules.model import Change, OpenAlerts
 from gateway.store import alerts as alert_store
@@ -257,12 +257,12 @@ class Supervisor:
                 changes += step
             self._persist(conn, changes, now)
 
-    def sweep_problems(self, now: float) -> problem_store.SweepResult:
+    def sweep_problems(self, now: float) -> problem_actions.SweepResult:
         """The problem list (docs/problems.md); not_compliant at most every ``problem_compliance_every_s``."""
         last = self._last_compliance_sweep
         compliance = last is None or now - last >= self._settings.problems.compliance_every_s
         with self._pool.connection() as conn:
-            result = problem_store.sweep(conn, now, self._settings, compliance=compliance)
+            result = problem_actions.sweep(conn, now, self._settings, compliance=compliance)
         if compliance:
             self._last_compliance_sweep = now
         if result.opened or result.overdue or result.rectified:

@@ -346,8 +346,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect_sample(args: argparse.Namespace) -> int:
+    from gateway.inspection.registry import sample_from_db  # noqa: PLC0415 - psycopg only for database commands
     from gateway.inspection.sampler import inspection_csv, write_inspection_csv  # noqa: PLC0415 - keep `safeguard --help` fast
-    from gateway.inspection.store import sample_from_db  # noqa: PLC0415 - psycopg only for database commands
     from gateway.store.db import connect  # noqa: PLC0415 - psycopg only for database commands
 
     with connect(_settings(args).database.url) as conn:

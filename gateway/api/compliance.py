@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from gateway.api.deps import ConnDep, PrincipalDep, SettingsDep, check_site
 from gateway.api.inputs import Instant, LocalDay, SiteId
-from gateway.compliance.store import daily_compliance, site_compliance
+from gateway.compliance.verdicts import daily_compliance, site_compliance
 from gateway.store.db import from_epoch
 
 router = APIRouter(prefix="/api/v1", tags=["compliance"])

@@ -9,8 +9,8 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from gateway.api.deps import ConnDep, require
 from gateway.api.inputs import OptionalText
 from gateway.auth import Role
+from gateway.inspection.registry import sample_from_db
 from gateway.inspection.sampler import Level, SamplingError, inspection_csv
-from gateway.inspection.store import sample_from_db
 
 router = APIRouter(prefix="/api/v1")
 

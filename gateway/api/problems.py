@@ -14,8 +14,9 @@ from gateway.api.errors import CodedError
 from gateway.api.inputs import OptionalText, RowId, SiteFilter
 from gateway.api.routes import Limit, Note, decode_int_cursor, page
 from gateway.auth import Principal, Role
-from gateway.problems import store as problem_store
+from gateway.problems import actions as problem_actions
 from gateway.problems.rules import ProblemKind, ProblemStatus
+from gateway.store import problems as problem_store
 from gateway.store.db import Conn, from_epoch
 
 router = APIRouter(prefix="/api/v1", tags=["problems"])
@@ -78,7 +79,7 @@ def _act(
         raise CodedError(status.HTTP_403_FORBIDDEN, "forbidden", f"role {principal.role} may not change problems")
     try:
         step(conn, problem_id, _now(), principal.name, body.note if body else None)
-    except problem_store.ProblemConflict as exc:
+    except problem_actions.ProblemConflict as exc:
         raise CodedError(status.HTTP_409_CONFLICT, exc.code, str(exc), **exc.params) from None
     except ValueError as exc:  # a note without text
         raise CodedError(status.HTTP_400_BAD_REQUEST, "note_required", str(exc)) from None
@@ -90,7 +91,7 @@ def note_problem(
     problem_id: RowId, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
 ) -> dict[str, Any]:
     """Add a note (``{"note": "..."}``, required) to the problem's history."""
-    return _act(problem_store.add_note, problem_id, conn, principal, body)
+    return _act(problem_actions.add_note, problem_id, conn, principal, body)
 
 
 @router.post("/problems/{problem_id}/close")
@@ -98,7 +99,7 @@ def close_problem(
     problem_id: RowId, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
 ) -> dict[str, Any]:
     """Rectified by hand (``closed_by`` is the token's name); 409 when already rectified."""
-    return _act(problem_store.close, problem_id, conn, principal, body)
+    return _act(problem_actions.close, problem_id, conn, principal, body)
 
 
 @router.post("/problems/{problem_id}/reopen")
@@ -106,4 +107,4 @@ def reopen_problem(
     problem_id: RowId, conn: ConnDep, principal: PrincipalDep, body: Annotated[Note | None, Body()] = None
 ) -> dict[str, Any]:
     """Back to open (or overdue); 409 unless rectified, or when the same problem is open again."""
-    return _act(problem_store.reopen, problem_id, conn, principal, body)
+    return _act(problem_actions.reopen, problem_id, conn, principal, body)

@@ -17,11 +17,11 @@ from gateway.api.inputs import MAX_BIGINT, NO_NUL_PATTERN, Instant, OptionalText
 from gateway.api.live import AlertHub, EventStreamResponse
 from gateway.auth import MAY_ACT_ON_ALERTS, Principal, Role, list_tokens, revoke_token
 from gateway.broker_config import ReservedSiteId, check_site_id
-from gateway.notify import store as notify_store
 from gateway.rules import engine
 from gateway.store import alerts as alert_store
 from gateway.store import dead_letters as dead_letter_store
 from gateway.store import devices as device_store
+from gateway.store import notify as notify_store
 from gateway.store import sites as site_store
 from gateway.store.db import Conn, from_epoch, rfc3339
 from gateway.store.sites import SiteFields, SiteRecord, purge_site, upsert_sites

@@ -28,12 +28,11 @@ from typing import Any
 from gateway.compliance.daily import DayFigures, DayStart, Piece, Prior, local_days, micros, timeline_pieces
 from gateway.compliance.timeline import _US, Beat
 from gateway.rules.engine import Heartbeats
-from gateway.store.daily import COLUMNS, PLAIN_BUCKET, daily_query, is_continuous_aggregate
-from gateway.store.db import AGENT_TIMEOUT_S, Conn, from_epoch
+from gateway.store import compliance as store
+from gateway.store.daily import is_continuous_aggregate
+from gateway.store.db import Conn, from_epoch
 
 log = logging.getLogger(__name__)
-
-_LOCK_ID = 0x5A_FE_DA_17  # one timeline writer at a time (the leader; tools and tests may call it too)
 
 @dataclass(slots=True)
 class Advance:
@@ -80,13 +79,13 @@ def advance(
     horizon = round((now - settle_s) * _US)
     result = Advance(horizon=horizon / _US)
     # A session lock, taken before the transaction: its snapshot must not predate another writer's commit.
-    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+    store.lock_timeline(conn)
     conn.commit()
     try:
         with conn.transaction():
             # One snapshot for every statement: the next run treats what it did not show as new.
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            row = conn.execute("SELECT snapshot, pg_current_snapshot() AS now FROM timeline_progress").fetchone()
+            store.repeatable_read(conn)
+            row = store.progress_snapshot(conn)
             seen, snapshot = (row["snapshot"], row["now"]) if row else (None, None)
             planned = _plan(conn, seen, horizon, day_start, heartbeats, round(max_span_s * _US))
             cameras = [c for c in planned if c.start < horizon]
@@ -109,17 +108,10 @@ def advance(
                     result.touched_from = min(camera.start, result.touched_from or camera.start)
             _store(conn, written, extended, cameras)
             touched = None if result.touched_from is None else _at(day_start(result.touched_from))
-            # The horizon is the least cursor: every day before it is kept for every camera.
-            conn.execute(
-                "UPDATE timeline_progress SET snapshot = %s::text::pg_snapshot,"
-                " horizon = coalesce((SELECT min(upto) FROM timeline_cursors), %s),"
-                " materialized_until = CASE WHEN %s::timestamptz IS NULL THEN materialized_until"
-                "   ELSE least(materialized_until, %s::timestamptz) END",  # days rewritten: roll them up again
-                (str(snapshot), _at(horizon), touched, touched),
-            )
+            store.set_progress(conn, str(snapshot), _at(horizon), touched)
             result.behind = sum(1 for c in cameras if c.end < horizon)
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+        store.unlock_timeline(conn)
         conn.commit()
     result.cameras, result.pieces = len(cameras), len(written)
     if result.rewritten:
@@ -163,29 +155,7 @@ def _plan(
     starts its timeline at the start of that day; one whose new readings arrived before its
     cursor (committed late) is rewritten from the piece where the earliest of them arrived.
     """
-    new_filter = (
-        "txid >= pg_snapshot_xmin(%(seen)s::text::pg_snapshot)"
-        " AND NOT pg_visible_in_snapshot(txid, %(seen)s::text::pg_snapshot)"
-        if seen is not None else "true"
-    )
-    rows = conn.execute(
-        f"""
-        WITH fresh AS (
-            SELECT site, device, min(received_at) AS first FROM readings
-            WHERE kind = 'camera' AND {new_filter} GROUP BY site, device
-        ), cameras AS (
-            SELECT coalesce(c.site, f.site) AS site, coalesce(c.device, f.device) AS device, c.upto, f.first
-            FROM timeline_cursors c FULL JOIN fresh f ON f.site = c.site AND f.device = c.device
-        )
-        SELECT cameras.*, {AGENT_TIMEOUT_S} AS timeout_s,
-               (SELECT min(t.since) FROM camera_timeline t WHERE t.site = cameras.site
-                   AND t.device = cameras.device AND t.until > cameras.first) AS first_piece
-        FROM cameras JOIN devices d ON d.site = cameras.site AND d.id = cameras.device
-        LEFT JOIN agents a ON a.site = cameras.site
-        ORDER BY site, device
-        """,
-        {"seen": None if seen is None else str(seen), **heartbeats.params()},
-    ).fetchall()
+    rows = store.cameras_to_extend(conn, seen, heartbeats=heartbeats)
     cameras = []
     for row in rows:
         timeout_us = round(row["timeout_s"] * _US)
@@ -203,7 +173,7 @@ def _plan(
     return cameras
 
 
-def _arrays(cameras: Iterable[_Camera]) -> dict[str, Any]:
+def _arrays(cameras: Iterable[_Camera]) -> store.CameraSpans:
     cameras = list(cameras)
     return {
         "sites": [c.site for c in cameras],
@@ -218,21 +188,8 @@ def _load_priors(conn: Conn, cameras: list[_Camera]) -> None:
     """The last positive piece before each start (the outage it continues); drop what is rewritten."""
     rewritten = [c for c in cameras if c.rewrite]
     if rewritten:
-        conn.execute(
-            "DELETE FROM camera_timeline t USING unnest(%(sites)s::text[], %(devices)s::text[],"
-            " %(starts)s::timestamptz[]) AS c(site, device, start)"
-            " WHERE t.site = c.site AND t.device = c.device AND (t.since >= c.start OR t.until > c.start)",
-            _arrays(rewritten),
-        )
-    for camera, row in _per_camera(
-        conn, cameras,
-        "SELECT c.site, c.device, p.since, p.until, p.online, p.heard, p.outage_since"
-        " FROM unnest(%(sites)s::text[], %(devices)s::text[], %(starts)s::timestamptz[]) AS c(site, device, start)"
-        " CROSS JOIN LATERAL (SELECT since, until, online, heard, outage_since FROM camera_timeline t"
-        "   WHERE t.site = c.site AND t.device = c.device AND t.until <= c.start AND t.until > t.since"
-        "   ORDER BY t.until DESC LIMIT 1) p",
-        _arrays(cameras),
-    ):
+        store.drop_pieces_from(conn, _arrays(rewritten))
+    for camera, row in _per_camera(cameras, store.last_pieces(conn, _arrays(cameras))):
         since = None if row["outage_since"] is None else micros(row["outage_since"])
         camera.prior = Prior(micros(row["since"]), row["online"], since)
         camera.prior_until = micros(row["until"])
@@ -241,25 +198,14 @@ def _load_priors(conn: Conn, cameras: list[_Camera]) -> None:
 
 def _load_beats(conn: Conn, cameras: list[_Camera]) -> None:
     """Each camera's heartbeats that arrived in [start - timeout, end)."""
-    for camera, row in _per_camera(
-        conn, cameras,
-        "SELECT c.site, c.device, extract(epoch FROM r.received_at)::float8 AS arrival,"
-        " extract(epoch FROM r.ts)::float8 AS ts, r.status = 'ok' AS ok"
-        " FROM unnest(%(sites)s::text[], %(devices)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[],"
-        "   %(timeouts)s::float8[]) AS c(site, device, start, stop, timeout_s)"
-        " JOIN readings r ON r.site = c.site AND r.device = c.device AND r.kind = 'camera'"
-        "   AND r.received_at >= c.start - c.timeout_s * interval '1 second' AND r.received_at < c.stop",
-        _arrays(cameras),
-    ):
+    for camera, row in _per_camera(cameras, store.span_heartbeats(conn, _arrays(cameras))):
         camera.beats.append(Beat(row["arrival"], row["ts"], bool(row["ok"])))
 
 
-def _per_camera(
-    conn: Conn, cameras: list[_Camera], query: str, params: dict[str, Any]
-) -> Iterator[tuple[_Camera, Any]]:
+def _per_camera(cameras: list[_Camera], rows: Iterable[Any]) -> Iterator[tuple[_Camera, Any]]:
     """The rows of a query over the cameras' arrays, each with its camera."""
     by_key = {(c.site, c.device): c for c in cameras}
-    for row in conn.execute(query, params):
+    for row in rows:
         yield by_key[(row["site"], row["device"])], row
 
 
@@ -276,39 +222,23 @@ def _continues(camera: _Camera, first: Piece, day_start: DayStart) -> bool:
 
 def _start_cursors(conn: Conn, cameras: list[_Camera]) -> None:
     if cameras:
-        conn.execute(
-            "INSERT INTO timeline_cursors (site, device, upto)"
-            " SELECT * FROM unnest(%(sites)s::text[], %(devices)s::text[], %(starts)s::timestamptz[])"
-            " ON CONFLICT (site, device) DO NOTHING",
-            _arrays(cameras),
-        )
+        store.start_cursors(conn, _arrays(cameras))
 
 
 def _store(
     conn: Conn, written: list[tuple[_Camera, Piece]], extended: list[tuple[_Camera, int]], cameras: list[_Camera]
 ) -> None:
     if extended:
-        with conn.cursor() as cur:
-            cur.executemany(
-                "UPDATE camera_timeline SET until = %s WHERE site = %s AND device = %s AND since = %s AND until = %s",
-                [(_at(until), c.site, c.device, _at(c.prior.since), _at(c.prior_until))
-                 for c, until in extended if c.prior is not None and c.prior_until is not None],
-            )
+        store.lengthen_pieces(conn, [(_at(until), c.site, c.device, _at(c.prior.since), _at(c.prior_until))
+                                     for c, until in extended if c.prior is not None and c.prior_until is not None])
     if written:
-        with conn.cursor().copy(
-            "COPY camera_timeline (site, device, since, until, online, heard, outage_start, outage_since, delay_s)"
-            " FROM STDIN"
-        ) as copy:
-            for camera, p in written:
-                copy.write_row((camera.site, camera.device, _at(p.since), _at(p.until), p.online, p.heard,
-                                p.outage_start, None if p.outage_since is None else _at(p.outage_since), p.delay_s))
+        store.copy_pieces(conn, (
+            (camera.site, camera.device, _at(p.since), _at(p.until), p.online, p.heard, p.outage_start,
+             None if p.outage_since is None else _at(p.outage_since), p.delay_s)
+            for camera, p in written
+        ))
     if cameras:
-        conn.execute(
-            "INSERT INTO timeline_cursors (site, device, upto)"
-            " SELECT * FROM unnest(%(sites)s::text[], %(devices)s::text[], %(ends)s::timestamptz[])"
-            " ON CONFLICT (site, device) DO UPDATE SET upto = excluded.upto",
-            _arrays(cameras),
-        )
+        store.set_cursors(conn, _arrays(cameras))
 
 
 def rollup(conn: Conn, *, zone: str) -> int:
@@ -321,64 +251,31 @@ def rollup(conn: Conn, *, zone: str) -> int:
     day_start, _ = local_days(zone)
     continuous = is_continuous_aggregate(conn)
     with conn.transaction():
-        row = conn.execute("SELECT horizon, materialized_until FROM timeline_progress FOR UPDATE").fetchone()
+        row = store.progress_for_update(conn)
         if row is None or row["horizon"] is None:
             return 0
         complete_until = day_start(micros(row["horizon"]))
         if row["materialized_until"] is not None:
             lo = micros(row["materialized_until"])
         else:
-            first = conn.execute("SELECT min(since) AS since FROM camera_timeline").fetchone()
-            lo = day_start(micros(first["since"])) if first and first["since"] is not None else complete_until
-        span = {"lo": _at(lo), "hi": _at(complete_until), "zone": zone, "read": row["materialized_until"]}
+            since = store.first_piece_since(conn)
+            lo = day_start(micros(since)) if since is not None else complete_until
+        span = (_at(lo), _at(complete_until), zone, row["materialized_until"])
         written = 0
         if lo < complete_until and not continuous:
-            conn.execute("DELETE FROM compliance_daily WHERE day >= %(lo)s AND day < %(hi)s", span)
-            written = conn.execute(
-                f"INSERT INTO compliance_daily ({COLUMNS})"
-                + daily_query(PLAIN_BUCKET, "WHERE since >= %(lo)s AND since < %(hi)s"),
-                span,
-            ).rowcount
+            written = store.write_plain_days(conn, *span)
     if lo < complete_until and continuous:
-        _refresh_continuous_aggregate(conn, span["lo"], span["hi"])
-        counted = conn.execute("SELECT count(*) AS n FROM compliance_daily WHERE day >= %(lo)s AND day < %(hi)s",
-                               span).fetchone()
-        written = int(counted["n"]) if counted else 0
+        store.refresh_continuous_aggregate(conn, span[0], span[1])
+        written = store.count_days(conn, *span)
     with conn.transaction():
-        # Not past a lower mark a timeline run set meanwhile (TimescaleDB refreshes outside the
-        # locking transaction): the next rollup materialises those rewritten days again.
-        conn.execute(
-            "UPDATE timeline_progress SET materialized_until = greatest(materialized_until, %(hi)s)"
-            " WHERE materialized_until IS NOT DISTINCT FROM %(read)s::timestamptz",
-            span,
-        )
+        store.mark_materialized(conn, *span)
     return written
-
-
-def _refresh_continuous_aggregate(conn: Conn, start: Any, end: Any) -> None:
-    """TimescaleDB: materialise the days in [start, end) (cannot run in a transaction block)."""
-    conn.commit()
-    autocommit = conn.autocommit
-    conn.autocommit = True
-    try:
-        conn.execute("CALL refresh_continuous_aggregate('compliance_daily', %s, %s)", (start, end))
-    finally:
-        conn.autocommit = autocommit
 
 
 def daily_rows(conn: Conn, site: str, start: int, end: int, *, zone: str) -> list[tuple[str, DayFigures]]:
     """(device, figures) of ``site`` for the days starting in [start, end): the days materialised
     by :func:`rollup` as stored, the others aggregated here from the timeline (on both paths, so a
     day rewritten after late readings reads right before it is materialised again)."""
-    span = {"site": site, "lo": _at(start), "hi": _at(end), "zone": zone}
-    query = (
-        f"SELECT {COLUMNS} FROM compliance_daily WHERE site = %(site)s AND day >= %(lo)s AND day < %(hi)s"
-        " AND day < coalesce((SELECT materialized_until FROM timeline_progress), '-infinity')"
-        " UNION ALL "
-        + daily_query(PLAIN_BUCKET, "WHERE site = %(site)s AND since >= greatest(%(lo)s,"
-                      " coalesce((SELECT materialized_until FROM timeline_progress), '-infinity'))"
-                      " AND since < %(hi)s")
-    )
     return [
         (
             row["device"],
@@ -393,5 +290,5 @@ def daily_rows(conn: Conn, site: str, start: int, end: int, *, zone: str) -> lis
                 reporting=bool(row["reporting"]),
             ),
         )
-        for row in conn.execute(query, span)
+        for row in store.daily_rows(conn, site, _at(start), _at(end), zone=zone)
     ]

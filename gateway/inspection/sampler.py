@@ -4,7 +4,7 @@ The provincial plan (县级排查、市级检查): counties inspect every instit
 at least 1/2 of its counties (县、市、区) and at least 10 % of its institutions; the province
 spot-checks 5 % of the institutions. This module draws such a sample, weighted toward higher risk
 but never certain, reproducibly from a seed. No database or clock here (see
-:mod:`gateway.inspection.store` for the inputs); docs/inspection.md explains the rules.
+:mod:`gateway.inspection.registry` for the inputs); docs/inspection.md explains the rules.
 
 Randomness: every site gets one Efraimidis-Spirakis key ``log(u) / risk`` (larger is better), with
 ``u`` uniform in (0, 1) derived from a hash of (seed, site id). Taking the k largest keys is
@@ -62,7 +62,7 @@ class Site:
 
 @dataclass(frozen=True, slots=True)
 class RiskInputs:
-    """A site's current risk indicators (:func:`gateway.inspection.store.load_registry` reads them)."""
+    """A site's current risk indicators (:func:`gateway.inspection.registry.load_registry` reads them)."""
 
     open_critical: int = 0  # alerts not resolved, by severity
     open_major: int = 0

@@ -5,7 +5,7 @@ One thread plans (alert changes -> scheduled deliveries) and claims due deliveri
 thread, never the others. It wakes on every committed alert change (a listener thread on
 ``LISTEN sg_alert_changes``), whenever a send finishes, and at least every ``poll_interval_s``.
 Ingest never waits for it: it only reads what ingest committed. Any number may run
-(gateway/notify/store.py says how they share the work).
+(gateway/notify/outbox.py says how they share the work).
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from prometheus_client import Counter, Histogram
 from psycopg_pool import ConnectionPool
 
 from gateway.config import Settings
-from gateway.notify import store
+from gateway.notify import outbox
 from gateway.notify.channels import build_channel
 from gateway.notify.channels.base import Channel, Outcome
 from gateway.notify.render import render
-from gateway.store.db import ALERT_CHANNEL, Conn, connect, open_pool
+from gateway.store import history
+from gateway.store import notify as store
+from gateway.store.db import Conn, connect, open_pool
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ class Notifier:
         while not self._stopping.is_set():
             try:
                 with connect(self._settings.database.url, autocommit=True) as listener:
-                    listener.execute(f"LISTEN {ALERT_CHANNEL}")
+                    history.listen(listener)
                     while not self._stopping.is_set():
                         for _ in listener.notifies(timeout=1.0, stop_after=1):
                             self._wake.set()
@@ -119,11 +121,11 @@ class Notifier:
         with self._pool.connection() as conn:
             conn.autocommit = True  # each store function makes its own transaction
             try:
-                while store.plan_pending(conn, config, now) == store.PLAN_BATCH:
+                while outbox.plan_pending(conn, config, now) == store.PLAN_BATCH:
                     pass
                 if now - self._last_health >= min(_HEALTH_EVERY_S, max(config.poll_interval_s, config.failing_after_s)):
                     self._last_health = now
-                    store.check_health(conn, sorted(self._channels), now, config.failing_after_s)
+                    outbox.check_health(conn, sorted(self._channels), now, config.failing_after_s)
                 with self._lock:
                     free = config.concurrency * _QUEUED_PER_THREAD - self._busy
                 targets = {name: ch.target for name, ch in self._channels.items()}
@@ -180,7 +182,7 @@ class Notifier:
             with self._pool.connection() as conn:
                 conn.autocommit = True  # one statement, one round trip
                 try:
-                    store.finish(conn, batch, outcome, time.time(), self._config)
+                    outbox.finish(conn, batch, outcome, time.time(), self._config)
                 finally:
                     conn.autocommit = False
         except Exception:

@@ -2,7 +2,7 @@
 
 Figures for the half-open period [start, end):
 
-- compliance: :func:`gateway.compliance.store.compliance_by_site` over [start, as_of), where
+- compliance: :func:`gateway.compliance.verdicts.compliance_by_site` over [start, as_of), where
   ``as_of`` is the earlier of ``end`` and ``now`` (time that has not happened yet is not counted
   as offline); a period that has not begun has no compliance figures (empty cells);
 - problems: those open at some time in [start, as_of): opened in the period, or opened before it
@@ -28,10 +28,11 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
 from gateway.compliance.reasons import reason_text
-from gateway.compliance.store import SiteCompliance, compliance_by_site
 from gateway.compliance.timeline import NOT_YET_REPORTING
+from gateway.compliance.verdicts import SiteCompliance, compliance_by_site
 from gateway.config import Settings
 from gateway.reports.spreadsheet import guard, to_csv
+from gateway.store import reports as store
 from gateway.store.db import Conn
 
 LEDGER_HEADER: tuple[str, ...] = (
@@ -67,25 +68,6 @@ class LedgerRow:
         return any(c.get("code") == NOT_YET_REPORTING for c in self.reason_codes)
 
 
-_SITES = """
-SELECT id, name, city, county, category, cameras_required FROM sites
-WHERE (%(city)s::text IS NULL OR city = %(city)s) AND (%(county)s::text IS NULL OR county = %(county)s)
-"""
-
-_PROBLEMS = """
-SELECT p.site,
-       count(*)::int AS problems,
-       count(*) FILTER (WHERE p.rectified_at IS NOT NULL AND p.rectified_at < %(as_of)s)::int AS rectified,
-       count(*) FILTER (WHERE (p.rectified_at IS NULL OR p.rectified_at >= %(as_of)s)
-                          AND p.deadline <= %(as_of)s)::int AS overdue
-FROM problems p JOIN sites s ON s.id = p.site
-WHERE (%(city)s::text IS NULL OR s.city = %(city)s) AND (%(county)s::text IS NULL OR s.county = %(county)s)
-  AND p.opened_at < %(as_of)s
-  AND (p.rectified_at IS NULL OR p.rectified_at >= %(from)s)
-GROUP BY p.site
-"""
-
-
 def as_of(end: datetime, now: datetime | None) -> datetime:
     """The instant the period's figures are taken at: ``end``, or ``now`` when that is earlier."""
     return min(end, now if now is not None else datetime.now(UTC))
@@ -107,10 +89,9 @@ def ledger_rows(
     if start >= end:
         raise ValueError("the period must end after it starts")
     upto = as_of(end, now)
-    params = {"city": city, "county": county, "from": start, "as_of": upto}
     # Sorted here by code point, not by the database's collation: the same order everywhere.
-    sites = sorted(conn.execute(_SITES, params).fetchall(), key=lambda s: (s["city"], s["county"], s["id"]))
-    counts = {r["site"]: r for r in conn.execute(_PROBLEMS, params).fetchall()}
+    sites = sorted(store.ledger_sites(conn, city=city, county=county), key=lambda s: (s["city"], s["county"], s["id"]))
+    counts = {r["site"]: r for r in store.problem_counts(conn, start, upto, city=city, county=county)}
     figures: dict[str, SiteCompliance] = {}
     if upto > start and sites:
         all_figures = compliance_by_site(

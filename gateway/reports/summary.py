@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 from gateway.config import Settings
-from gateway.problems.store import SYSTEM
 from gateway.reports.ledger import (
     PERCENT_FORMAT,
     LedgerRow,
@@ -30,6 +29,7 @@ from gateway.reports.ledger import (
     verdict_cell,
 )
 from gateway.reports.spreadsheet import guard, period_text, to_csv
+from gateway.store import reports as store
 from gateway.store.db import Conn
 
 SUMMARY_HEADER: tuple[str, ...] = (
@@ -37,13 +37,6 @@ SUMMARY_HEADER: tuple[str, ...] = (
 )
 TOTAL_LABEL = "合计"
 _WIDTHS = (16, 10, 12, 10, 10, 10, 10, 10, 10, 10)
-
-_INSPECTED = """
-SELECT DISTINCT p.site FROM problem_history h JOIN problems p ON p.id = h.problem_id JOIN sites s ON s.id = p.site
-WHERE s.city = %(city)s AND h.by <> %(system)s AND h.action IN ('closed', 'reopened', 'note')
-  AND h.at >= %(from)s AND h.at < %(as_of)s
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class SummaryRow:
@@ -104,10 +97,7 @@ def summary(
 ) -> CitySummary:
     """The summary of ``city`` over [start, end) (aware datetimes); ``now`` as in the ledger."""
     ledger = ledger_rows(conn, start, end, city=city, settings=settings, now=now)
-    inspected = {
-        r["site"] for r in conn.execute(
-            _INSPECTED, {"city": city, "system": SYSTEM, "from": start, "as_of": as_of(end, now)}).fetchall()
-    }
+    inspected = store.inspected_sites(conn, start, as_of(end, now), city=city)
     by_county: dict[str, list[LedgerRow]] = {}
     for row in ledger:
         by_county.setdefault(row.county, []).append(row)

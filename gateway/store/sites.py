@@ -119,6 +119,11 @@ def read_sites_csv(path: Path) -> list[SiteRecord]:
     return records
 
 
+def site_registered(conn: Conn, site: str) -> bool:
+    """Whether ``site`` is in the registry."""
+    return conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone() is not None
+
+
 def unknown_place(conn: Conn, *, city: str | None, county: str | None) -> str | None:
     """Why ``city``/``county`` match no registered site (a typo, another spelling), or None if they do."""
     if city is None and county is None:

@@ -29,7 +29,7 @@ from gateway.config import Settings
 from gateway.ingest.batch import Inbound
 from gateway.ingest.provisional import provisional_alerts
 from gateway.notify.config import NotifyConfig
-from gateway.problems import store as problem_store
+from gateway.problems import actions as problem_actions
 from gateway.runtime import Gateway
 from gateway.store.db import connect
 from gateway.store.sites import SiteRecord, upsert_sites
@@ -538,7 +538,7 @@ def test_inspector_closes_an_overdue_problem_with_a_note(
     wait_for(lambda: world.admin.alert(site=SITE_A, kind="exit_blocked", state="open"), what="exit blocked")
     settings = world.gateway.settings
     with connect(settings.database.url) as conn:
-        problem_store.sweep(conn, time.time(), settings, compliance=False)
+        problem_actions.sweep(conn, time.time(), settings, compliance=False)
         row = conn.execute(
             "UPDATE problems SET deadline = now() - interval '1 hour'"
             " WHERE site = %s AND kind = 'exit_blocked' AND status <> 'rectified' RETURNING id",

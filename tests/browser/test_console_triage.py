@@ -17,7 +17,7 @@ import openpyxl
 import pytest
 from psycopg.types.json import Jsonb
 
-from gateway.problems import store as problem_store
+from gateway.problems import actions as problem_actions
 from gateway.store.db import connect
 from gateway.store.sites import SiteRecord, upsert_sites
 from tests.browser import test_console as base
@@ -234,7 +234,7 @@ def test_inspector_closes_with_a_note_downloads_the_ledger_and_summary_and_draws
     wait_for(lambda: world.admin.alert(site=SITE_A, kind="exit_blocked", state="open"), what="exit blocked")
     settings = world.gateway.settings
     with connect(settings.database.url) as conn:
-        problem_store.sweep(conn, time.time(), settings, compliance=False)
+        problem_actions.sweep(conn, time.time(), settings, compliance=False)
         conn.commit()
     page = open_console(browser, consoles, world.gateway.api_url, world.tokens["inspector"], world.page_errors)
     page.get_by_test_id("tab-inspector").click()

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from gateway.api.app import create_app
 from gateway.config import Settings
-from gateway.problems import store as problem_store
+from gateway.problems import actions as problem_actions
 from gateway.reports.ledger import ledger_csv, ledger_rows
 from gateway.rules import engine
 from gateway.rules.model import AlertKey, AlertKind, Raise
@@ -156,7 +156,7 @@ def test_closing_a_problem_whose_alert_is_open_needs_a_note(
     c, tokens = client
     inspector = auth(tokens, "inspector")
     raise_alerts(conn, ("exit-1", AlertKind.EXIT_BLOCKED, {"blocked_ratio": 0.8, "blocked_since": None}))
-    problem_store.sweep(conn, time.time(), settings, compliance=False)
+    problem_actions.sweep(conn, time.time(), settings, compliance=False)
     conn.commit()
     problems = c.get("/api/v1/problems", params={"site": SITE, "kind": "exit_blocked"}, headers=inspector).json()
     problem = problems["items"][0]["id"]

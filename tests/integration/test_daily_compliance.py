@@ -15,7 +15,7 @@ import pytest
 
 from gateway.auth import Role, create_token
 from gateway.compliance.rollup import advance, catch_up, rollup
-from gateway.compliance.store import Thresholds, daily_compliance, site_compliance
+from gateway.compliance.verdicts import Thresholds, daily_compliance, site_compliance
 from gateway.config import Settings
 from gateway.rules.engine import Heartbeats
 from gateway.runtime import Gateway

@@ -31,13 +31,13 @@ import pytest
 import yaml
 
 from gateway.config import Settings
-from gateway.notify import store as notify_store
 from gateway.notify.config import NotifyConfig
 from gateway.notify.service import Notifier
 from gateway.rules import engine
 from gateway.rules.model import AlertKey, AlertKind, Raise
 from gateway.runtime import Gateway
 from gateway.store import alerts as alert_store
+from gateway.store import notify as notify_store
 from gateway.store.db import connect, from_epoch, lock_sites
 from gateway.store.sites import purge_site
 from safeguard.devservers import MosquittoServer

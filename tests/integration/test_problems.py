@@ -12,10 +12,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from gateway.api.app import create_app
-from gateway.compliance.store import Thresholds, site_compliance
+from gateway.compliance.verdicts import Thresholds, site_compliance
 from gateway.config import Settings
-from gateway.problems import store as problem_store
+from gateway.problems import actions as problem_actions
 from gateway.rules.engine import Heartbeats
+from gateway.store import problems as problem_store
 from gateway.store.db import Conn, connect, open_pool
 from gateway.supervisor import Supervisor
 from tests.support import ADMIN_TOKEN, role_tokens
@@ -57,8 +58,8 @@ def resolve_alert(conn: Conn, alert_id: int, at: datetime) -> None:
     conn.commit()
 
 
-def sweep(conn: Conn, settings: Settings, at: datetime, *, compliance: bool = True) -> problem_store.SweepResult:
-    return problem_store.sweep(conn, at.timestamp(), settings, compliance=compliance)
+def sweep(conn: Conn, settings: Settings, at: datetime, *, compliance: bool = True) -> problem_actions.SweepResult:
+    return problem_actions.sweep(conn, at.timestamp(), settings, compliance=compliance)
 
 
 def problems(conn: Conn, at: datetime, **filters: Any) -> list[dict[str, Any]]:
@@ -85,7 +86,7 @@ def test_exit_blocked_opens_goes_overdue_and_is_rectified_after_the_clear_period
     conn: Conn, settings: Settings
 ) -> None:
     alert = add_alert(conn, "s1", "exit-1", "exit_blocked", T - 5 * MIN)
-    assert sweep(conn, settings, T) == problem_store.SweepResult(opened=1)
+    assert sweep(conn, settings, T) == problem_actions.SweepResult(opened=1)
     p = only(conn, T)
     assert {k: p[k] for k in ("site", "device", "kind", "status", "opened_at", "deadline", "rectified_at",
                                "closed_by")} == {
@@ -93,17 +94,17 @@ def test_exit_blocked_opens_goes_overdue_and_is_rectified_after_the_clear_period
         "deadline": iso(T + DAY), "rectified_at": None, "closed_by": None,
     }
     assert p["detail"] == {"alert_id": alert, "since": iso(T - 5 * MIN)}
-    assert sweep(conn, settings, T + HOUR) == problem_store.SweepResult()  # still one problem
+    assert sweep(conn, settings, T + HOUR) == problem_actions.SweepResult()  # still one problem
 
     late = T + DAY
     assert only(conn, late)["status"] == "overdue", "computed between sweeps"
-    assert sweep(conn, settings, late) == problem_store.SweepResult(overdue=1)
+    assert sweep(conn, settings, late) == problem_actions.SweepResult(overdue=1)
 
     resolve_alert(conn, alert, late + MIN)
     sweep(conn, settings, late + 2 * MIN)  # clear from here
     sweep(conn, settings, late + 2 * MIN + HOUR - timedelta(seconds=1))
     assert only(conn, late + HOUR)["status"] == "overdue", "not clear for the whole period yet"
-    assert sweep(conn, settings, late + 2 * MIN + HOUR) == problem_store.SweepResult(rectified=1)
+    assert sweep(conn, settings, late + 2 * MIN + HOUR) == problem_actions.SweepResult(rectified=1)
     p = only(conn, late + 2 * HOUR)
     assert p["status"] == "rectified"
     assert p["rectified_at"] == iso(late + 2 * MIN + HOUR)
@@ -248,18 +249,18 @@ def test_close_by_hand_holds_back_the_same_condition_and_reopen_is_only_closed_b
     alert = add_alert(conn, "s1", "exit-1", "exit_blocked", T)
     sweep(conn, settings, T)
     pid = only(conn, T)["id"]
-    problem_store.close(conn, pid, T + MIN, "inspector-li", "false alarm: a delivery")
+    problem_actions.close(conn, pid, T + MIN, "inspector-li", "false alarm: a delivery")
     sweep(conn, settings, T + 2 * MIN)  # the alert is still open: no new problem
     p = only(conn, T + 2 * MIN)
     assert (p["status"], p["closed_by"], p["rectified_at"]) == ("rectified", "inspector-li", iso(T + MIN))
-    with pytest.raises(problem_store.ProblemConflict):
-        problem_store.close(conn, pid, T + 3 * MIN, "inspector-li", None)
+    with pytest.raises(problem_actions.ProblemConflict):
+        problem_actions.close(conn, pid, T + 3 * MIN, "inspector-li", None)
 
-    problem_store.reopen(conn, pid, T + 4 * MIN, "inspector-wang", "still blocked on my visit")
+    problem_actions.reopen(conn, pid, T + 4 * MIN, "inspector-wang", "still blocked on my visit")
     resolve_alert(conn, alert, T + 5 * MIN)
     sweep(conn, settings, T + 6 * MIN)
     sweep(conn, settings, T + 3 * HOUR)  # clear for hours: a problem reopened by hand stays open
-    problem_store.add_note(conn, pid, T + 3 * HOUR, "inspector-wang", "owner promised to clear it")
+    problem_actions.add_note(conn, pid, T + 3 * HOUR, "inspector-wang", "owner promised to clear it")
     sweep(conn, settings, T + DAY)
     p = only(conn, T + DAY)
     assert p["status"] == "overdue"
@@ -273,12 +274,12 @@ def test_close_by_hand_holds_back_the_same_condition_and_reopen_is_only_closed_b
         "false alarm: a delivery", "still blocked on my visit", "owner promised to clear it"]
 
     # A new blockage after the hand closing is a new problem.
-    problem_store.close(conn, pid, T + DAY + MIN, "inspector-wang", None)
+    problem_actions.close(conn, pid, T + DAY + MIN, "inspector-wang", None)
     add_alert(conn, "s1", "exit-1", "exit_blocked", T + DAY + 2 * MIN)
     sweep(conn, settings, T + DAY + 3 * MIN)
     assert [p["status"] for p in problems(conn, T + DAY + 3 * MIN)] == ["open", "rectified"]
-    with pytest.raises(problem_store.ProblemConflict):
-        problem_store.reopen(conn, pid, T + DAY + 4 * MIN, "inspector-wang", None)
+    with pytest.raises(problem_actions.ProblemConflict):
+        problem_actions.reopen(conn, pid, T + DAY + 4 * MIN, "inspector-wang", None)
 
 
 # --- the API ------------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from psycopg.types.json import Jsonb
 
+from gateway.inspection.registry import load_registry, sample_from_db
 from gateway.inspection.sampler import CSV_HEADER, RiskInputs, SamplingError, Site, draw_sample, risk_of
 from gateway.inspection.sampler import write_inspection_csv as write_csv
-from gateway.inspection.store import load_registry, sample_from_db
 from gateway.store.db import Conn, connect
 
 pytestmark = pytest.mark.integration

@@ -1,9 +1,10 @@
 """A site's real-time interface compliance over a period, from ``readings`` (DESIGN section 5).
 
-One query fetches the site, its cameras and every camera heartbeat that can matter for the
-period: those that arrived within it and those that arrived up to one timeout before it (the
-one of these that is latest at ``from`` says whether the camera is online when the period
-starts; anything older cannot). The figures themselves come from :mod:`gateway.compliance.timeline`.
+One query (:func:`gateway.store.compliance.camera_heartbeats`) fetches the site, its cameras and
+every camera heartbeat that can matter for the period: those that arrived within it and those that
+arrived up to one timeout before it (the one of these that is latest at ``from`` says whether the
+camera is online when the period starts; anything older cannot). The figures themselves come from
+:mod:`gateway.compliance.timeline`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from gateway.compliance.timeline import (
     verdict,
 )
 from gateway.rules.engine import Heartbeats
-from gateway.store.db import AGENT_TIMEOUT_S, Conn, rfc3339
+from gateway.store import compliance as store
+from gateway.store.db import Conn, rfc3339
 
 
 class Thresholds(BaseModel):
@@ -40,36 +42,6 @@ class Thresholds(BaseModel):
     # Online at least this share of the period, and the median delay from ts to arrival no more than this.
     online_share: float = Field(ONLINE_SHARE, ge=0, le=1)
     delay_p50_s: float = Field(DELAY_P50_S, ge=0)
-
-
-# When a site's figures start (issue 13): its registration, or its agent's first birth when later.
-# The devices its agent declares are created by that birth, so their earliest creation is the first
-# birth (the agent's row keeps only the latest status: a fallback for an agent that declared none).
-# NULL: no agent ever reported, so no verdict at all ("not yet reporting").
-REPORTING_SINCE = """CASE WHEN coalesce((SELECT min(dv.created_at) FROM devices dv WHERE dv.site = s.id), a.status_at)
-    IS NULL THEN NULL ELSE greatest(s.created_at,
-    coalesce((SELECT min(dv.created_at) FROM devices dv WHERE dv.site = s.id), a.status_at)) END"""
-
-# One row per camera heartbeat; a camera without heartbeats gives one row with a NULL arrival,
-# a site without cameras one row with a NULL device, an unknown site no row at all.
-_QUERY = f"""
-WITH site AS (
-    SELECT s.id, s.cameras_required, {AGENT_TIMEOUT_S} AS timeout_s, {REPORTING_SINCE} AS reporting_since
-    FROM sites s LEFT JOIN agents a ON a.site = s.id
-    WHERE %(site)s::text IS NULL OR s.id = %(site)s
-)
-SELECT site.id AS site, site.cameras_required, site.timeout_s::float8 AS timeout_s, site.reporting_since,
-       d.id AS device,
-       extract(epoch FROM r.received_at)::float8 AS arrival,
-       extract(epoch FROM r.ts)::float8 AS ts,
-       r.status = 'ok' AS stream_ok
-FROM site
-LEFT JOIN devices d ON d.site = site.id AND d.kind = 'camera'
-LEFT JOIN readings r ON r.site = d.site AND r.device = d.id AND r.kind = 'camera'
-    AND r.received_at >= %(from)s::timestamptz - site.timeout_s * interval '1 second'
-    AND r.received_at < %(to)s::timestamptz
-ORDER BY site.id, d.id, r.received_at, r.ts
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +88,7 @@ def compliance_by_site(
     site: str | None = None,
 ) -> dict[str, SiteCompliance]:
     """Compliance over [start, end) (aware datetimes) of ``site``, or of every site when None."""
-    rows = conn.execute(
-        _QUERY,
-        {"site": site, "from": start, "to": end, **heartbeats.params()},
-    ).fetchall()
+    rows = store.camera_heartbeats(conn, start, end, heartbeats=heartbeats, site=site)
     grouped: dict[str, tuple[Any, dict[str, list[Beat]]]] = {}
     for row in rows:
         _, beats = grouped.setdefault(row["site"], (row, {}))
@@ -222,13 +191,7 @@ def daily_compliance(
     """The site's kept daily figures for local days ``first``..``last`` (inclusive), each day exactly
     what :func:`site_compliance` gives for it; days past the timeline's horizon are left out.
     None for an unknown site."""
-    head = conn.execute(
-        f"SELECT s.cameras_required, {AGENT_TIMEOUT_S} AS timeout_s, {REPORTING_SINCE} AS reporting_since,"
-        " (SELECT horizon FROM timeline_progress) AS horizon,"
-        " array(SELECT id FROM devices WHERE site = s.id AND kind = 'camera' ORDER BY id) AS cameras"
-        " FROM sites s LEFT JOIN agents a ON a.site = s.id WHERE s.id = %(site)s",
-        {**heartbeats.params(), "site": site},
-    ).fetchone()
+    head = store.daily_head(conn, site, heartbeats=heartbeats)
     if head is None:
         return None
     tz = ZoneInfo(zone)

@@ -1,14 +1,8 @@
-"""The notifier's SQL: route alert changes into scheduled deliveries (the outbox), claim due ones,
-record each attempt, and the channels' health.
+"""The notifier's SQL: the outbox of deliveries, their claims and attempts, and the channels' record.
 
-- Planning reads ``alert_history`` rows not yet ``notified`` in id order, under a transaction-level
-  advisory lock (one planner at a time, whichever notifier process gets it; the others skip): each
-  change's deliveries are inserted and the row marked in one transaction, so a notifier killed at
-  any point plans each change exactly once.
-- Delivering claims due rows with ``FOR UPDATE SKIP LOCKED`` (any number of notifier processes),
-  marks them ``sending`` with a lease and writes an attempt row ``sending``; the outcome updates
-  both. A claim whose notifier died is taken again when its lease ends; its attempt is then
-  recorded as ``interrupted``. ``UNIQUE (alert_id, purpose, channel)`` keeps a step from doubling.
+:mod:`gateway.notify.outbox` decides (routing, retries, the channels' health) and says how the
+notifier processes share the work; here are the reads and writes it runs, and :func:`claim`,
+which decides nothing and makes its own transaction.
 """
 
 from __future__ import annotations
@@ -17,14 +11,12 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from gateway.notify.channels.base import Outcome
-from gateway.notify.config import NotifyConfig
-from gateway.notify.routing import AlertEvent, Planned, Told, backoff_s, failing_since, plan
-from gateway.rules import engine
+from psycopg.rows import DictRow
+
 from gateway.store import alerts as alert_store
-from gateway.store.db import Conn, from_epoch, lock_sites, rfc3339
+from gateway.store.db import Conn, from_epoch, rfc3339
 from protocol import AlertKind
 
 PLAN_LOCK = 0x5A_FE_6A_10
@@ -33,26 +25,49 @@ PLAN_BATCH = 500
 _HEALTH_WINDOW = 100  # attempts per channel looked at
 
 
-def _event(row: Mapping[str, Any]) -> AlertEvent:
-    alert = row["alert"]
-    opened = datetime.fromisoformat(alert["opened_at"].replace("Z", "+00:00")).timestamp()
-    return AlertEvent(
-        history_id=row["id"], alert_id=row["alert_id"], action=row["action"], at=row["at"].timestamp(),
-        site=row["site"], device=alert.get("device"), kind=alert["kind"], severity=alert["severity"],
-        opened_at=opened, county=row["county"] or "", city=row["city"] or "",
-    )
+def try_lock(conn: Conn, key: int) -> bool:
+    """Take the advisory lock ``key`` until the transaction ends, unless another session holds it."""
+    got = conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (key,)).fetchone()
+    return bool(got and got["ok"])
 
 
-def _told(conn: Conn, alert_id: int) -> list[Told]:
-    rows = conn.execute(
+# --- planning -----------------------------------------------------------------------------------
+
+
+def unplanned_changes(conn: Conn) -> list[DictRow]:
+    """Up to ``PLAN_BATCH`` alert changes not yet notified, in id order, each with its site's county and city."""
+    return conn.execute(
+        "SELECT h.id, h.alert_id, h.site, h.at, h.action, h.alert, s.county, s.city"
+        " FROM alert_history h LEFT JOIN sites s ON s.id = h.site"
+        " WHERE NOT h.notified ORDER BY h.id LIMIT %s",
+        (PLAN_BATCH,),
+    ).fetchall()
+
+
+def told(conn: Conn, alert_id: int) -> list[DictRow]:
+    """The channel, route and step of each alert delivery of ``alert_id`` sent, being sent, or due first."""
+    return conn.execute(
         "SELECT channel, route, step FROM notifications WHERE alert_id = %s AND purpose = 'alert'"
         " AND (state IN ('sent', 'sending') OR (state = 'pending' AND step = 0)) ORDER BY id",
         (alert_id,),
     ).fetchall()
-    return [Told(r["channel"], r["route"], r["step"]) for r in rows]
 
 
-def _insert(conn: Conn, planned: Sequence[Planned], now: float) -> None:
+class Delivery(NamedTuple):
+    """A delivery to schedule; ``suppressed`` says why a quiet hour or a maintenance window holds it back."""
+
+    alert_id: int
+    site: str
+    purpose: str
+    route: str
+    step: int
+    channel: str
+    due_at: float
+    suppressed: str | None
+
+
+def insert_deliveries(conn: Conn, planned: Sequence[Delivery], now: float) -> None:
+    """Schedule ``planned`` (a suppressed one is done at once); one already there is left alone."""
     if not planned:
         return
     at = from_epoch(now)
@@ -67,7 +82,8 @@ def _insert(conn: Conn, planned: Sequence[Planned], now: float) -> None:
         )
 
 
-def _stop_steps(conn: Conn, alert_id: int, action: str, now: float) -> int:
+def stop_steps(conn: Conn, alert_id: int, action: str, now: float) -> int:
+    """Cancel the escalation steps of ``alert_id`` not yet sent; how many."""
     return conn.execute(
         "UPDATE notifications SET state = 'cancelled', done_at = %s, note = %s"
         " WHERE alert_id = %s AND purpose = 'alert' AND step > 0 AND state = 'pending'",
@@ -75,30 +91,12 @@ def _stop_steps(conn: Conn, alert_id: int, action: str, now: float) -> int:
     ).rowcount
 
 
-def plan_pending(conn: Conn, config: NotifyConfig, now: float) -> int | None:
-    """Route the alert changes not yet notified; the number planned, or None when another
-    notifier process is planning right now."""
-    with conn.transaction():
-        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (PLAN_LOCK,)).fetchone()
-        if not (got and got["ok"]):
-            return None
-        rows = conn.execute(
-            "SELECT h.id, h.alert_id, h.site, h.at, h.action, h.alert, s.county, s.city"
-            " FROM alert_history h LEFT JOIN sites s ON s.id = h.site"
-            " WHERE NOT h.notified ORDER BY h.id LIMIT %s",
-            (PLAN_BATCH,),
-        ).fetchall()
-        if not rows:
-            return 0
-        for row in rows:
-            event = _event(row)
-            told = _told(conn, event.alert_id) if event.action == "resolved" else []
-            decided = plan(config, event, told, now=now)
-            if decided.stop_steps:
-                _stop_steps(conn, event.alert_id, event.action, now)
-            _insert(conn, decided.deliveries, now)
-        conn.execute("UPDATE alert_history SET notified = true WHERE id = ANY(%s)", ([r["id"] for r in rows],))
-        return len(rows)
+def mark_notified(conn: Conn, history_ids: list[int]) -> None:
+    """The alert changes ``history_ids`` are planned."""
+    conn.execute("UPDATE alert_history SET notified = true WHERE id = ANY(%s)", (history_ids,))
+
+
+# --- delivering ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,22 +171,11 @@ def claim(conn: Conn, now: float, limit: int, lease_s: float, targets: Mapping[s
         ]
 
 
-def finish(conn: Conn, claimed: Sequence[Claimed], outcome: Outcome, now: float, config: NotifyConfig) -> None:
-    """Record the outcome of one send (a digest is one send for several deliveries): the attempts
-    and the deliveries in one statement (a burst's bottleneck is round trips)."""
-    at = from_epoch(now)
-    states, next_ats, notes = [], [], []
-    for c in claimed:
-        if outcome.ok:
-            state, next_at, note = "sent", at, None
-        elif c.attempts >= config.max_attempts:
-            state, next_at, note = "failed", at, f"gave up after {c.attempts} attempts: {outcome.error}"
-        else:
-            state, note = "pending", outcome.error
-            next_at = from_epoch(now + backoff_s(c.attempts, config.retry_backoff_s, config.retry_max_s))
-        states.append(state)
-        next_ats.append(next_at)
-        notes.append(note)
+def record_outcome(conn: Conn, claimed: Sequence[Claimed], at: datetime, *, result: str, code: int | None,
+                   error: str | None, latency_ms: float, states: list[str], next_ats: list[datetime],
+                   notes: list[str | None]) -> None:
+    """The attempts of ``claimed`` get the send's result, the deliveries their next state, next_at and note
+    (one each, in order), in one statement (a burst's bottleneck is round trips)."""
     conn.execute(
         "WITH attempt AS (UPDATE notification_attempts SET result = %(result)s, response_code = %(code)s,"
         "  latency_ms = %(latency)s, error = %(error)s WHERE id = ANY(%(attempts)s) AND result = 'sending')"
@@ -197,64 +184,42 @@ def finish(conn: Conn, claimed: Sequence[Claimed], outcome: Outcome, now: float,
         " FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(next_ats)s::timestamptz[], %(notes)s::text[])"
         "  AS u(id, state, next_at, note)"
         " WHERE n.id = u.id AND n.state = 'sending'",
-        {"result": outcome.result, "code": outcome.code, "latency": outcome.latency_ms, "error": outcome.error,
+        {"result": result, "code": code, "latency": latency_ms, "error": error,
          "attempts": [c.attempt_id for c in claimed], "at": at, "ids": [c.id for c in claimed], "states": states,
          "next_ats": next_ats, "notes": notes},
     )
 
 
 def next_due(conn: Conn) -> float | None:
+    """When the next delivery is due or its lease ends (epoch seconds); None if none is left."""
     row = conn.execute(
         "SELECT extract(epoch FROM min(next_at))::float8 AS t FROM notifications WHERE state IN ('pending', 'sending')"
     ).fetchone()
     return row["t"] if row else None
 
 
-def check_health(conn: Conn, channels: Sequence[str], now: float, after_s: float) -> int:
-    """Raise ``notifier_failing`` for the sites whose deliveries through a channel have failed for
-    ``after_s`` with no success since; resolve it once the channel delivers again. The number of
-    alert changes made, or 0 when another notifier process checks right now."""
-    with conn.transaction():
-        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (HEALTH_LOCK,)).fetchone()
-        if not (got and got["ok"]):
-            return 0
-        verdicts: dict[tuple[str, str], tuple[bool, float | None]] = {}
-        for channel in channels:
-            rows = conn.execute(
-                "SELECT extract(epoch FROM a.at)::float8 AS at, a.result = 'ok' AS ok, n.site"
-                " FROM notification_attempts a JOIN notifications n ON n.id = a.notification_id"
-                " WHERE a.channel = %s AND a.result IN ('ok', 'error', 'timeout') ORDER BY a.id DESC LIMIT %s",
-                (channel, _HEALTH_WINDOW),
-            ).fetchall()
-            since = failing_since([(r["at"], r["ok"]) for r in rows])
-            failing = since is not None and now - since >= after_s
-            run_sites = set()
-            for r in rows:
-                if r["ok"]:
-                    break
-                run_sites.add(r["site"])
-            for site in run_sites if failing else ():
-                verdicts[(site, channel)] = (True, since)
-        open_rows = conn.execute(
-            "SELECT site, device FROM alerts WHERE kind = %s AND state <> 'resolved'",
-            (AlertKind.NOTIFIER_FAILING.value,),
-        ).fetchall()
-        for r in open_rows:
-            verdicts.setdefault((r["site"], r["device"]), (False, None))
-        if not verdicts:
-            return 0
-        sites = sorted({site for site, _ in verdicts})
-        registered = lock_sites(conn, sites)
-        alerts = alert_store.load_open(conn, sites)
-        changes = []
-        for (site, channel), (failing, since) in sorted(verdicts.items()):
-            if site not in registered:
-                continue
-            step = engine.evaluate_notifier(site, channel, failing=failing, since=since, alerts=alerts)
-            alerts = engine.apply(alerts, step)
-            changes += step
-        alert_store.persist(conn, changes, from_epoch(now))
-        return len(changes)
+# --- the channels' health -----------------------------------------------------------------------
+
+
+def recent_attempts(conn: Conn, channel: str) -> list[DictRow]:
+    """The last finished attempts through ``channel``, newest first: at (epoch seconds), ok, site."""
+    return conn.execute(
+        "SELECT extract(epoch FROM a.at)::float8 AS at, a.result = 'ok' AS ok, n.site"
+        " FROM notification_attempts a JOIN notifications n ON n.id = a.notification_id"
+        " WHERE a.channel = %s AND a.result IN ('ok', 'error', 'timeout') ORDER BY a.id DESC LIMIT %s",
+        (channel, _HEALTH_WINDOW),
+    ).fetchall()
+
+
+def failing_channel_alerts(conn: Conn) -> list[DictRow]:
+    """The site and device (the channel) of each unresolved ``notifier_failing`` alert."""
+    return conn.execute(
+        "SELECT site, device FROM alerts WHERE kind = %s AND state <> 'resolved'",
+        (AlertKind.NOTIFIER_FAILING.value,),
+    ).fetchall()
+
+
+# --- the API ------------------------------------------------------------------------------------
 
 
 def deliveries(conn: Conn, alert_id: int) -> list[dict[str, Any]]:

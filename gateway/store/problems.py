@@ -1,25 +1,19 @@
-"""The problem list in PostgreSQL: condition queries, the sweep, hand actions, and reads for the API.
+"""The problem list in PostgreSQL: the condition queries, the lock, and the reads and writes of problems.
 
-The sweep runs the condition queries (one per group of kinds: unresolved alerts, detector tests,
-compliance), then under the problem-list lock loads the unrectified problems, asks
-:func:`gateway.problems.rules.evaluate` what to change and writes it, with a history row for every
-change a person would want to see (opened, overdue, rectified). Hand actions (note, close,
-reopen) take the same lock, so a sweep and an inspector never step on each other.
+The store decides nothing: :mod:`gateway.problems.actions` runs the sweep and the hand actions in
+their transactions, under :func:`lock_problem_list`, and :func:`gateway.problems.rules.evaluate`
+decides each change that :func:`apply_change` writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 
-from gateway.compliance.store import compliance_by_site
-from gateway.config import Settings
 from gateway.problems.rules import (
     Change,
     Clearing,
@@ -32,10 +26,9 @@ from gateway.problems.rules import (
     ProblemKind,
     ProblemStatus,
     Rectify,
-    evaluate,
     month_start,
 )
-from gateway.store.db import Conn, from_epoch, rfc3339
+from gateway.store.db import Conn, rfc3339
 
 SYSTEM = "system"
 _LOCK = (2, 0x9B_1E_57)  # pg_advisory_xact_lock(int, int): the problem list (alerts use class 1 per site)
@@ -47,7 +40,6 @@ TEST_MERGE_WITHIN = timedelta(hours=1)
 
 ALERT_KINDS = (ProblemKind.EXIT_BLOCKED, ProblemKind.DETECTOR_FAULT, ProblemKind.DETECTOR_OFFLINE,
                ProblemKind.CAMERA_OFFLINE)
-FAST_KINDS = frozenset({*ALERT_KINDS, ProblemKind.DETECTOR_UNTESTED})
 
 COLUMNS = (
     "id, site, device, kind, status, opened_at, since, deadline, clear_since, by_hand, rectified_at, closed_by,"
@@ -58,16 +50,6 @@ _STATUS = "CASE WHEN p.status = 'open' AND p.deadline <= %(now)s THEN 'overdue' 
 _SELECT = "SELECT " + ", ".join(f"p.{c.strip()}" for c in COLUMNS.split(",") if c.strip() != "status") + (
     f", {_STATUS} AS status FROM problems p"
 )
-
-
-class ProblemConflict(Exception):
-    """A hand action that the problem's status does not allow (HTTP 409); ``code`` names why
-    (docs/api.md), ``params`` what a translation needs."""
-
-    def __init__(self, message: str, code: str = "conflict", **params: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.params = params
 
 
 class ProblemNotFound(LookupError):
@@ -88,6 +70,11 @@ def problem_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "closed_by": row["closed_by"],
         "detail": {**row["detail"], "since": rfc3339(row["since"])},
     }
+
+
+def lock_problem_list(conn: Conn) -> None:
+    """Take the problem-list lock until the transaction ends (sweeps and hand actions take it)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _LOCK)
 
 
 # --- conditions -------------------------------------------------------------------------------
@@ -112,9 +99,7 @@ GROUP BY d.site, d.id
 HAVING count(t.ts) FILTER (WHERE t.gap IS NULL OR t.gap >= %(merge)s) < %(required)s
 """
 
-# gateway/compliance/store.py's query for every site at once: one row per camera heartbeat that can
-# matter for [from, to); a camera without heartbeats gives one row with a NULL arrival, a site
-# without cameras one row with a NULL device.
+
 def alert_conditions(conn: Conn, at: datetime, camera_offline_after: timedelta) -> list[Condition]:
     """exit_blocked, detector_fault, detector_offline: an unresolved alert; camera_offline: one open
     longer than ``camera_offline_after``. Since: the alert's opening."""
@@ -146,26 +131,7 @@ def untested_detectors(conn: Conn, at: datetime, tz: ZoneInfo) -> list[Condition
     ]
 
 
-def non_compliant_sites(conn: Conn, at: datetime, settings: Settings) -> list[Condition]:
-    """Sites failing the real-time interface requirement (DESIGN section 5) over [at - 1 day, at)."""
-    start = at - timedelta(days=1)
-    figures = compliance_by_site(conn, start, at, thresholds=settings.compliance, heartbeats=settings.liveness)
-    return [
-        Condition(ProblemKey(site, None, ProblemKind.NOT_COMPLIANT), start,
-                  {"reasons": list(c.verdict.reasons), "reason_codes": [dict(r) for r in c.verdict.codes]})
-        for site, c in sorted(figures.items())
-        if c.verdict.compliant is False  # None: not reporting yet, no verdict
-    ]
-
-
-# --- the sweep ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SweepResult:
-    opened: int = 0
-    overdue: int = 0
-    rectified: int = 0
+# --- the sweep's reads and writes ---------------------------------------------------------------
 
 
 def _open_problem(row: Mapping[str, Any]) -> OpenProblem:
@@ -175,14 +141,34 @@ def _open_problem(row: Mapping[str, Any]) -> OpenProblem:
     )
 
 
-def _history(conn: Conn, problem_id: int, at: datetime, action: str, status: str, by: str, note: str | None) -> None:
+def unrectified(conn: Conn) -> list[OpenProblem]:
+    """The problems not rectified, as the rules take them."""
+    return [_open_problem(r) for r in conn.execute(f"SELECT {COLUMNS} FROM problems WHERE status <> 'rectified'")]
+
+
+def closed_by_hand(conn: Conn) -> dict[ProblemKey, datetime]:
+    """For each key whose last problem an inspector closed by hand, when it was closed."""
+    return {
+        ProblemKey(r["site"], r["device"], ProblemKind(r["kind"])): r["rectified_at"]
+        for r in conn.execute(
+            "SELECT DISTINCT ON (site, coalesce(device, ''), kind) site, device, kind, rectified_at"
+            " FROM problems WHERE closed_by IS NOT NULL AND status = 'rectified'"
+            " ORDER BY site, coalesce(device, ''), kind, rectified_at DESC"
+        )
+    }
+
+
+def add_history(conn: Conn, problem_id: int, at: datetime, action: str, status: str, by: str,
+                note: str | None) -> None:
+    """One problem_history row."""
     conn.execute(
         "INSERT INTO problem_history (problem_id, at, action, status, by, note) VALUES (%s, %s, %s, %s, %s, %s)",
         (problem_id, at, action, status, by, note),
     )
 
 
-def _apply(conn: Conn, change: Change, at: datetime) -> None:
+def apply_change(conn: Conn, change: Change, at: datetime) -> None:
+    """Write one change the rules decided at ``at``, with its history row if a person would want to see it."""
     match change:
         case Open():
             row = conn.execute(
@@ -192,10 +178,10 @@ def _apply(conn: Conn, change: Change, at: datetime) -> None:
                  Jsonb(dict(change.detail))),
             ).fetchone()
             assert row is not None
-            _history(conn, row["id"], at, "opened", "open", SYSTEM, None)
+            add_history(conn, row["id"], at, "opened", "open", SYSTEM, None)
         case MarkOverdue():
             conn.execute("UPDATE problems SET status = 'overdue', updated_at = %s WHERE id = %s", (at, change.id))
-            _history(conn, change.id, at, "overdue", "overdue", SYSTEM, None)
+            add_history(conn, change.id, at, "overdue", "overdue", SYSTEM, None)
         case Clearing():
             conn.execute("UPDATE problems SET clear_since = %s WHERE id = %s", (change.at, change.id))
         case Holding():
@@ -205,47 +191,11 @@ def _apply(conn: Conn, change: Change, at: datetime) -> None:
                 "UPDATE problems SET status = 'rectified', rectified_at = %s, updated_at = %s WHERE id = %s",
                 (at, at, change.id),
             )
-            _history(conn, change.id, at, "rectified", "rectified", SYSTEM,
-                     f"condition clear since {rfc3339(change.clear_since)}")
+            add_history(conn, change.id, at, "rectified", "rectified", SYSTEM,
+                        f"condition clear since {rfc3339(change.clear_since)}")
 
 
-def sweep(conn: Conn, now: float, settings: Settings, *, compliance: bool) -> SweepResult:
-    """Bring the problem list in line with the conditions at ``now``; ``compliance`` also evaluates
-    not_compliant (a day of heartbeats of every site, so the caller does it less often)."""
-    at = from_epoch(now)
-    with conn.transaction():
-        conditions = alert_conditions(conn, at, timedelta(seconds=settings.problems.camera_offline_after_s))
-        conditions += untested_detectors(conn, at, ZoneInfo(settings.timezone))
-        evaluated = set(FAST_KINDS)
-        if compliance:
-            conditions += non_compliant_sites(conn, at, settings)
-            evaluated.add(ProblemKind.NOT_COMPLIANT)
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _LOCK)
-        problems = [_open_problem(r) for r in conn.execute(
-            f"SELECT {COLUMNS} FROM problems WHERE status <> 'rectified'")]
-        closed = {
-            ProblemKey(r["site"], r["device"], ProblemKind(r["kind"])): r["rectified_at"]
-            for r in conn.execute(
-                "SELECT DISTINCT ON (site, coalesce(device, ''), kind) site, device, kind, rectified_at"
-                " FROM problems WHERE closed_by IS NOT NULL AND status = 'rectified'"
-                " ORDER BY site, coalesce(device, ''), kind, rectified_at DESC"
-            )
-        }
-        changes = evaluate(
-            conditions, problems, closed, now=at, evaluated=evaluated,
-            deadline_days=settings.problems.deadline_days,
-            clear_after=timedelta(seconds=settings.problems.clear_after_s),
-        )
-        for change in changes:
-            _apply(conn, change, at)
-    return SweepResult(
-        opened=sum(isinstance(c, Open) for c in changes),
-        overdue=sum(isinstance(c, MarkOverdue) for c in changes),
-        rectified=sum(isinstance(c, Rectify) for c in changes),
-    )
-
-
-# --- reads and hand actions ---------------------------------------------------------------------
+# --- reads and hand actions' writes -------------------------------------------------------------
 
 
 def list_problems(
@@ -272,7 +222,8 @@ def list_problems(
     ).fetchall()
 
 
-def _row(conn: Conn, problem_id: int, now: datetime) -> Mapping[str, Any]:
+def problem_row(conn: Conn, problem_id: int, now: datetime) -> Mapping[str, Any]:
+    """One problem's row with its effective status at ``now``; ProblemNotFound if there is none."""
     row = conn.execute(f"{_SELECT} WHERE p.id = %(id)s", {"id": problem_id, "now": now}).fetchone()
     if row is None:
         raise ProblemNotFound(f"problem {problem_id} not found")
@@ -280,6 +231,7 @@ def _row(conn: Conn, problem_id: int, now: datetime) -> Mapping[str, Any]:
 
 
 def site_of(conn: Conn, problem_id: int) -> str:
+    """The site of a problem; ProblemNotFound if there is none."""
     row = conn.execute("SELECT site FROM problems WHERE id = %s", (problem_id,)).fetchone()
     if row is None:
         raise ProblemNotFound(f"problem {problem_id} not found")
@@ -289,7 +241,7 @@ def site_of(conn: Conn, problem_id: int) -> str:
 
 def get(conn: Conn, problem_id: int, now: datetime) -> dict[str, Any]:
     """One problem with its history, oldest first."""
-    row = _row(conn, problem_id, now)
+    row = problem_row(conn, problem_id, now)
     history = conn.execute(
         "SELECT at, action, status, by, note FROM problem_history WHERE problem_id = %s ORDER BY id", (problem_id,)
     ).fetchall()
@@ -302,16 +254,7 @@ def get(conn: Conn, problem_id: int, now: datetime) -> dict[str, Any]:
     }
 
 
-def add_note(conn: Conn, problem_id: int, at: datetime, by: str, note: str | None) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _LOCK)
-        row = _row(conn, problem_id, at)
-        if not note:
-            raise ValueError("a note needs text: {\"note\": \"...\"}")
-        _history(conn, problem_id, at, "note", row["status"], by, note)
-
-
-def _open_alert(conn: Conn, problem: Mapping[str, Any]) -> int | None:
+def open_alert(conn: Conn, problem: Mapping[str, Any]) -> int | None:
     """The unresolved alert behind an alert-kind problem (same site, device and kind), if any."""
     if ProblemKind(problem["kind"]) not in ALERT_KINDS:
         return None
@@ -323,45 +266,20 @@ def _open_alert(conn: Conn, problem: Mapping[str, Any]) -> int | None:
     return None if found is None else int(found["id"])
 
 
-def close(conn: Conn, problem_id: int, at: datetime, by: str, note: str | None) -> None:
-    """Rectified by hand: ``closed_by`` is who. While the same condition lasts, no new problem opens."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _LOCK)
-        row = _row(conn, problem_id, at)
-        if row["status"] == ProblemStatus.RECTIFIED:
-            raise ProblemConflict(f"problem {problem_id} is already rectified", "already_rectified")
-        alert = _open_alert(conn, row)
-        if alert is not None and not (note and note.strip()):
-            # Closing while the alert that raised it is still open is allowed, but only with a written
-            # reason (e.g. checked on site, the sensor is wrong): the history says why.
-            raise ProblemConflict(
-                f"problem {problem_id}: its alert {alert} is still open; closing it needs a note saying why",
-                "alert_still_open", alert_id=alert)
-        conn.execute(
-            "UPDATE problems SET status = 'rectified', rectified_at = %s, closed_by = %s, by_hand = false,"
-            " clear_since = NULL, updated_at = %s WHERE id = %s",
-            (at, by, at, problem_id),
-        )
-        _history(conn, problem_id, at, "closed", "rectified", by, note)
+def mark_closed(conn: Conn, problem_id: int, at: datetime, by: str) -> None:
+    """Rectified by hand at ``at``: ``closed_by`` is who."""
+    conn.execute(
+        "UPDATE problems SET status = 'rectified', rectified_at = %s, closed_by = %s, by_hand = false,"
+        " clear_since = NULL, updated_at = %s WHERE id = %s",
+        (at, by, at, problem_id),
+    )
 
 
-def reopen(conn: Conn, problem_id: int, at: datetime, by: str, note: str | None) -> None:
-    """Back to open (overdue if past its deadline, which stays); only closed by hand from then on."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _LOCK)
-        row = _row(conn, problem_id, at)
-        if row["status"] != ProblemStatus.RECTIFIED:
-            raise ProblemConflict(f"problem {problem_id} is not rectified", "not_rectified")
-        status = ProblemStatus.OVERDUE if row["deadline"] <= at else ProblemStatus.OPEN
-        try:
-            with conn.transaction():
-                conn.execute(
-                    "UPDATE problems SET status = %s, rectified_at = NULL, closed_by = NULL, by_hand = true,"
-                    " clear_since = NULL, updated_at = %s WHERE id = %s",
-                    (status.value, at, problem_id),
-                )
-        except UniqueViolation:
-            where = "/".join(filter(None, (row["site"], row["device"])))
-            raise ProblemConflict(f"another {row['kind']} problem of {where} is not rectified",
-                                  "duplicate_open") from None
-        _history(conn, problem_id, at, "reopened", status.value, by, note)
+def mark_reopened(conn: Conn, problem_id: int, status: ProblemStatus, at: datetime) -> None:
+    """Back to ``status`` (open or overdue) at ``at``, only closed by hand from then on; UniqueViolation if
+    another problem of the same key is not rectified."""
+    conn.execute(
+        "UPDATE problems SET status = %s, rectified_at = NULL, closed_by = NULL, by_hand = true,"
+        " clear_since = NULL, updated_at = %s WHERE id = %s",
+        (status.value, at, problem_id),
+    )

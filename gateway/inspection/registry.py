@@ -1,10 +1,6 @@
-"""The sampler's inputs from PostgreSQL: the site registry with each site's current risk indicators.
-
-One query: per site, its unresolved alerts (``state <> 'resolved'``) counted by severity, and its
-camera devices with how many are online now (a ``device_state`` row not marked offline, its
-deadline still ahead and its stream ``ok``). Compliance over a period is not recomputed here:
-that needs every camera's heartbeats and would be slow over all sites; the camera state now is
-the cheap stand-in (docs/inspection.md).
+"""The sampler's inputs from PostgreSQL: the site registry with each site's current risk indicators
+(:func:`gateway.store.inspection.registry`; docs/inspection.md says why the camera state now stands
+in for compliance), and the sample drawn from them.
 """
 
 from __future__ import annotations
@@ -21,34 +17,8 @@ from gateway.inspection.sampler import (
     draw_sample,
     risk_of,
 )
+from gateway.store import inspection as store
 from gateway.store.db import Conn
-
-_QUERY = """
-SELECT s.id, s.name, s.city, s.county, s.category, s.cameras_required,
-       coalesce(a.critical, 0) AS critical, coalesce(a.major, 0) AS major, coalesce(a.minor, 0) AS minor,
-       coalesce(c.cameras, 0) AS cameras, coalesce(c.online, 0) AS online
-FROM sites s
-LEFT JOIN (
-    SELECT site,
-           count(*) FILTER (WHERE severity = 'critical')::int AS critical,
-           count(*) FILTER (WHERE severity = 'major')::int AS major,
-           count(*) FILTER (WHERE severity = 'minor')::int AS minor
-    FROM alerts
-    WHERE state <> 'resolved'
-    GROUP BY site
-) a ON a.site = s.id
-LEFT JOIN (
-    SELECT d.site, count(*)::int AS cameras,
-           count(*) FILTER (WHERE NOT ds.offline AND ds.status = 'ok'
-                            AND ds.deadline > coalesce(%(now)s::timestamptz, now()))::int AS online
-    FROM devices d
-    LEFT JOIN device_state ds ON ds.site = d.site AND ds.device = d.id
-    WHERE d.kind = 'camera'
-    GROUP BY d.site
-) c ON c.site = s.id
-WHERE %(city)s::text IS NULL OR s.city = %(city)s::text
-ORDER BY s.id
-"""
 
 
 def load_registry(conn: Conn, *, city: str | None = None, now: datetime | None = None) -> list[tuple[Site, RiskInputs]]:
@@ -56,7 +26,7 @@ def load_registry(conn: Conn, *, city: str | None = None, now: datetime | None =
 
     ``now`` (aware) decides which camera heartbeats are still fresh; default: the database's now().
     """
-    rows = conn.execute(_QUERY, {"city": city, "now": now}).fetchall()
+    rows = store.registry(conn, city=city, now=now)
     return [
         (
             Site(id=r["id"], city=r["city"], county=r["county"], category=r["category"], name=r["name"]),
