@@ -386,10 +386,9 @@ class _LaneWorker:
         With set-aside readings to take back, an empty queue is not waited on (that wait, once per
         take-back batch, held a drain's take-back to ~2,000 msg/s)."""
         try:
-            if self._overflow is not None and self._overflow_waiting.is_set():
-                batch = [self._queue.get_nowait()]
-            else:
-                batch = [self._queue.get(timeout=0.2)]
+            # A take-back due (rows waiting and room for them), not merely rows waiting: a lane whose
+            # slots urgent messages hold would spin here.
+            batch = [self._queue.get(block=not self._overflow_due(), timeout=0.2)]
         except queue.Empty:
             return []
         limit = self.plan.batch_size
