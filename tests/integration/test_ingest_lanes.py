@@ -57,54 +57,11 @@ def big_broker(tmp_path: Any) -> Iterator[MosquittoServer]:
     server.stop()
 
 
-def test_alarm_is_raised_while_a_heartbeat_flood_is_still_being_stored(
-    settings: Settings, big_broker: MosquittoServer
-) -> None:
-    flood = 20_000
-    plan = LoadPlan(big_broker.url, flood, sites=50, cameras=4, processes=2)
-    sites = [site_id(plan, i) for i in range(plan.sites)]
-    register(settings.database.url, [*sites, "site-fire"])
-    settings = settings.updated(mqtt_url=big_broker.url)
-    gateway = Gateway(settings, supervise=False, api=False)
-    gateway.start()  # the sessions exist; the gateway goes away while the flood arrives
-    assert gateway.ingest is not None
-    assert gateway.ingest.wait_connected(10)
-    gateway.stop()
-
-    report = run_load(plan)
-    assert report.published == flood
-    assert report.failed == 0
-    agent = Agent(big_broker.url, "site-fire")
-    try:
-        agent.smoke("smoke-1", "alarm")  # published last, behind every heartbeat
-    finally:
-        agent.close()
-
-    gateway = Gateway(settings, supervise=False, api=False)
-    gateway.start()
-    try:
-        def heartbeats_when_alarm_raised() -> int | None:
-            with connect(settings.database.url) as conn:
-                row = conn.execute(
-                    "SELECT (SELECT count(*) FROM alerts WHERE kind = 'fire_alarm') AS alarms,"
-                    " (SELECT count(*) FROM readings WHERE kind = 'camera') AS beats"
-                ).fetchone()
-            assert row is not None
-            return row["beats"] + 1 if row["alarms"] else None  # +1: zero stored is an answer too
-
-        stored_then = wait_for(heartbeats_when_alarm_raised, timeout=120, what="the fire alarm") - 1
-        wait_for(lambda: scalar(settings.database.url, "SELECT count(*) FROM readings WHERE kind = 'camera'")
-                 >= flood, timeout=300, what="the whole flood stored")
-    finally:
-        gateway.stop()
-    assert stored_then < flood, "the alarm waited for the whole heartbeat flood"
-    assert duplicate_readings(settings.database.url) == 0
-
-
-def _smoke_flood_then_alarm(settings: Settings, broker: MosquittoServer, flood: int) -> tuple[LoadPlan, int]:
-    """``flood`` smoke "normal" readings queued for an absent gateway, then one alarm behind them all;
-    the gateway comes back and drains: the readings stored when the alarm was raised."""
-    plan = LoadPlan(broker.url, flood, sites=50, cameras=0, smoke=10, processes=2)
+def _flood_then_alarm(settings: Settings, plan: LoadPlan, flooded: str) -> int:
+    """``plan``'s flood queued for an absent gateway, then one smoke alarm behind it all; the gateway
+    comes back and drains. Returns how many readings of the flood (``flooded``: their count) were
+    stored when the alarm was raised; everything is stored once in the end."""
+    flood = plan.messages
     register(settings.database.url, [*(site_id(plan, i) for i in range(plan.sites)), "site-fire"])
     gateway = Gateway(settings, supervise=False, api=False)
     gateway.start()  # the sessions exist; the gateway goes away while the flood arrives
@@ -113,22 +70,21 @@ def _smoke_flood_then_alarm(settings: Settings, broker: MosquittoServer, flood: 
     gateway.stop()
     report = run_load(plan)
     assert (report.published, report.failed) == (flood, 0)
-    with contextlib.closing(_Alarmist(broker.url)) as alarmist:
-        alarmist.alarm()  # on the alarm lane, behind every reading of the flood
+    with contextlib.closing(_Alarmist(plan.url)) as alarmist:
+        alarmist.alarm()  # published last, behind every reading of the flood
 
     gateway = Gateway(settings, supervise=False, api=False)
     gateway.start()
     try:
-        def smoke_stored_when_alarm_raised() -> int | None:
+        def flood_stored_when_alarm_raised() -> int | None:
             with connect(settings.database.url) as conn:
                 row = conn.execute(
-                    "SELECT (SELECT count(*) FROM alerts WHERE kind = 'fire_alarm') AS alarms,"
-                    " (SELECT count(*) FROM readings WHERE kind = 'smoke' AND site <> 'site-fire') AS smoke"
+                    f"SELECT (SELECT count(*) FROM alerts WHERE kind = 'fire_alarm') AS alarms, ({flooded}) AS stored"
                 ).fetchone()
             assert row is not None
-            return row["smoke"] + 1 if row["alarms"] else None  # +1: zero stored is an answer too
+            return row["stored"] + 1 if row["alarms"] else None  # +1: zero stored is an answer too
 
-        stored_then = wait_for(smoke_stored_when_alarm_raised, timeout=120, what="the fire alarm") - 1
+        stored_then = wait_for(flood_stored_when_alarm_raised, timeout=120, what="the fire alarm") - 1
         wait_for(lambda: scalar(settings.database.url, "SELECT count(*) FROM readings") >= flood + 1,
                  timeout=300, what="the whole flood stored")
         wait_for(lambda: scalar(settings.database.url, "SELECT count(*) FROM ingest_overflow") == 0 or None,
@@ -137,7 +93,26 @@ def _smoke_flood_then_alarm(settings: Settings, broker: MosquittoServer, flood: 
         gateway.stop()
     assert scalar(settings.database.url, "SELECT count(*) FROM readings") == flood + 1
     assert duplicate_readings(settings.database.url) == 0
-    return plan, stored_then
+    return stored_then
+
+
+def test_alarm_is_raised_while_a_heartbeat_flood_is_still_being_stored(
+    settings: Settings, big_broker: MosquittoServer
+) -> None:
+    flood = 20_000
+    plan = LoadPlan(big_broker.url, flood, sites=50, cameras=4, processes=2)
+    settings = settings.updated(mqtt_url=big_broker.url)
+    stored_then = _flood_then_alarm(settings, plan, "SELECT count(*) FROM readings WHERE kind = 'camera'")
+    assert stored_then < flood, "the alarm waited for the whole heartbeat flood"
+
+
+_SMOKE_FLOOD = "SELECT count(*) FROM readings WHERE kind = 'smoke' AND site <> 'site-fire'"
+
+
+def _smoke_flood_then_alarm(settings: Settings, broker: MosquittoServer, flood: int) -> tuple[LoadPlan, int]:
+    """``flood`` smoke "normal" readings, on the alarm lane with the alarm behind them."""
+    plan = LoadPlan(broker.url, flood, sites=50, cameras=0, smoke=10, processes=2)
+    return plan, _flood_then_alarm(settings, plan, _SMOKE_FLOOD)
 
 
 def test_alarm_on_the_alarm_lane_is_not_held_behind_a_flood_of_normal_smoke_readings(
