@@ -10,6 +10,9 @@ The shape is load → decide → write:
 * **write** (again set-based): new devices, agents, ``device_state`` from a staged COPY,
   snapshots, alert changes, dead letters.
 
+The statements themselves are in ``gateway/store/ingest.py`` (and the alerts' in
+``gateway/store/alerts.py``): this module decides and shapes rows, and holds no SQL.
+
 The batch is acknowledged to the broker only after this commits, so a gateway killed at any
 instant loses nothing; readings are idempotent on ``(site, device, boot, seq)`` (``reading_keys``,
 whatever the ts), so a redelivered batch is stored once and raises no alert twice (the rules
@@ -23,21 +26,21 @@ payload is serialised once (pydantic's JSON) and that text goes to both ``readin
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from psycopg.rows import tuple_row
-from psycopg.types.json import Jsonb
 from pydantic import Field
 
 from gateway import metrics
 from gateway.rules import engine
 from gateway.rules.model import AlertKey, Change, DeviceStatus, OpenAlert, OpenAlerts
 from gateway.store import alerts as alert_store
+from gateway.store import ingest as batch_store
 from gateway.store.db import Conn, from_epoch, lock_sites
+from gateway.store.ingest import DeviceKey as _DeviceKey
+from gateway.store.ingest import ReadingKey, json_text
 from protocol import (
     FUTURE_TOLERANCE_S,
     AgentStatus,
@@ -57,12 +60,6 @@ from protocol import (
 log = logging.getLogger(__name__)
 
 EXCERPT_BYTES = 1024
-_READING_COLUMNS = ("ts", "received_at", "site", "device", "kind", "boot", "seq", "status", "payload")
-_READING_TYPES = ("timestamptz", "timestamptz", "text", "text", "text", "text", "int8", "text", "jsonb")
-_STATE_COLUMNS = ("site", "device", "last_seen", "last_ts", "boot", "seq", "status", "reading", "deadline")
-_STATE_TYPES = ("text", "text", "timestamptz", "timestamptz", "text", "int8", "text", "jsonb", "timestamptz")
-ReadingKey = tuple[str, str, str, int]  # (site, device, boot, seq): a reading's exactly-once key
-_DeviceKey = tuple[str, str]
 # An agent's stored clock skew is rewritten only when it moved this much: the figure is for a
 # tolerance of minutes, and a province's batches would otherwise upsert every agent's row each time.
 _CLOCK_WRITE_STEP_S = 1.0
@@ -127,6 +124,12 @@ class _Staged:
     def key(self) -> ReadingKey:
         return (self.site, self.device, self.reading.boot, self.reading.seq)
 
+    def row(self) -> tuple[Any, ...]:
+        """Its ``readings`` row (``gateway.store.ingest.READING_COLUMNS``)."""
+        r = self.reading
+        return (self.ts, from_epoch(self.message.received_at), self.site, self.device, r.kind.value,
+                r.boot, r.seq, self.status, json_text(self.json))
+
 
 @dataclass
 class _Loaded:
@@ -160,24 +163,12 @@ def excerpt(payload: bytes) -> str:
 
 
 def store_dead_letters(conn: Conn, dead: Sequence[DeadLetter]) -> None:
-    if not dead:
-        return
-    with conn.cursor().copy(
-        "COPY dead_letters (received_at, topic, code, reason, payload_excerpt, payload_size) FROM STDIN"
-    ) as copy:
-        for d in dead:
-            topic = d.message.topic.replace("\x00", "\\u0000")
-            copy.write_row((from_epoch(d.message.received_at), topic, d.code, d.reason, excerpt(d.message.payload),
-                            len(d.message.payload)))
-
-
-def _json(text: str) -> Jsonb:
-    """Already-serialised JSON for a jsonb column (no second dump)."""
-    return Jsonb(text, dumps=_as_is)
-
-
-def _as_is(text: Any) -> str:
-    return str(text)
+    if dead:
+        batch_store.write_dead_letters(conn, (
+            (from_epoch(d.message.received_at), d.message.topic.replace("\x00", "\\u0000"), d.code, d.reason,
+             excerpt(d.message.payload), len(d.message.payload))
+            for d in dead
+        ))
 
 
 _Decoded = tuple[Inbound, Topic, AgentStatus | Reading | Snapshot]
@@ -210,7 +201,7 @@ class BatchProcessor:
                     self._store(conn, decoded, skews, result)
                 store_dead_letters(conn, result.dead)
         except BaseException:
-            _forget_staging(conn)  # a staging table created in a rolled-back transaction is gone
+            batch_store.forget_staging(conn)  # a staging table created in a rolled-back transaction is gone
             raise
         return result
 
@@ -220,8 +211,10 @@ class BatchProcessor:
         loaded = _load(conn, decoded, skews)
         decision = Decision()
         repeated = _classify(decoded, loaded, decision, result)
-        _write_devices(conn, decision)
-        inserted = _insert_readings(conn, decision.readings)
+        batch_store.upsert_agents(conn, ({**row, "site": site} for site, row in decision.agents.items()))
+        batch_store.declare_devices(conn, decision.declared)
+        batch_store.add_devices(conn, decision.new_devices)
+        inserted = batch_store.insert_readings(conn, [s.row() for s in decision.readings])
         fresh = _first_inserted(decision.readings, inserted)
         result.duplicates = repeated + len(decision.readings) - len(fresh)
         result.accepted = len(fresh) + len(decision.snapshots) + sum(
@@ -229,10 +222,12 @@ class BatchProcessor:
         )
         self._decide_readings(fresh, loaded, decision)
         self._decide_clocks(skews, loaded, decision)
-        _write_states(conn, decision.states)
-        _write_snapshots(conn, decision.snapshots)
+        batch_store.write_states(conn, decision.states)
+        batch_store.write_snapshots(conn, [
+            (t.site, t.device, from_epoch(m.received_at), s.jpeg) for m, t, s in decision.snapshots
+        ])
         at = from_epoch(max(m.received_at for m in _arrivals(decoded, result)))
-        _write_clocks(conn, decision.clocks, at)
+        batch_store.write_clocks(conn, decision.clocks, at)
         result.alerts = alert_store.persist(conn, decision.changes, at)
 
     # decide (pure) ------------------------------------------------------------------------
@@ -280,7 +275,7 @@ class BatchProcessor:
             seen = last_seen[device_key]
             r = s.reading
             decision.states.append((
-                s.site, s.device, from_epoch(seen), s.ts, r.boot, r.seq, s.status, _json(s.json),
+                s.site, s.device, from_epoch(seen), s.ts, r.boot, r.seq, s.status, json_text(s.json),
                 from_epoch(seen + heartbeat_s * self._rules.missed_heartbeats),
             ))
 
@@ -374,150 +369,14 @@ def _first_inserted(staged: list[_Staged], inserted: set[ReadingKey]) -> list[_S
     return fresh
 
 
-# load and write (SQL, set-based) ----------------------------------------------------------
+# load (the store's queries, then the batch's shape) ------------------------------------------
 
 
 def _load(conn: Conn, decoded: list[_Decoded], skews: dict[str, list[float]]) -> _Loaded:
     known = lock_sites(conn, {*(topic.site for _, topic, _ in decoded), *skews})
     pairs = sorted({(t.site, t.device) for _, t, _ in decoded if t.device is not None and t.site in known})
-    kinds: dict[_DeviceKey, str] = {}
-    states: dict[_DeviceKey, DeviceStatus] = {}
-    if pairs:  # each device's kind and latest stored state (before this batch), in one query
-        # Binary parameters and tuple rows: a batch sends two arrays of ~1,000 ids and reads a row
-        # per device, and text arrays are quoted element by element (a regex each) in psycopg.
-        with conn.cursor(row_factory=tuple_row) as cur:
-            cur.execute(
-                "SELECT d.site, d.id, d.kind, s.status, extract(epoch FROM s.last_ts)::float8,"
-                " (s.reading->>'battery_pct')::float8 FROM devices d"
-                " JOIN unnest(%s::text[], %s::text[]) AS p(site, id) USING (site, id)"
-                " LEFT JOIN device_state s ON s.site = d.site AND s.device = d.id",
-                ([s for s, _ in pairs], [d for _, d in pairs]), binary=True,
-            )
-            for site, device, kind, status, ts, battery in cur:
-                kinds[(site, device)] = kind
-                if status is not None:
-                    states[(site, device)] = DeviceStatus(status, ts, battery)
-    agents = {r["site"]: dict(r) for r in conn.execute(
-        "SELECT site, online, boot, agent_version, heartbeat_s, status_at FROM agents WHERE site = ANY(%s)",
-        (list(known),),
-    )}
-    clocks = {r["site"]: r["skew_s"] for r in conn.execute(
-        "SELECT site, skew_s FROM agent_clocks WHERE site = ANY(%s)", ([s for s in skews if s in known],)
-    )} if skews else {}
-    return _Loaded(known, kinds, agents, alert_store.load_open(conn, known), states, clocks)
-
-
-def _write_devices(conn: Conn, decision: Decision) -> None:
-    for site, row in decision.agents.items():
-        conn.execute(
-            "INSERT INTO agents (site, online, boot, agent_version, heartbeat_s, status_at)"
-            " VALUES (%(site)s, %(online)s, %(boot)s, %(agent_version)s, %(heartbeat_s)s, %(status_at)s)"
-            " ON CONFLICT (site) DO UPDATE SET online = excluded.online, boot = excluded.boot,"
-            " agent_version = excluded.agent_version, heartbeat_s = excluded.heartbeat_s,"
-            " status_at = excluded.status_at",
-            {**row, "site": site},
-        )
-    if decision.declared:
-        # A device listed twice in one status: the last listing wins (one row per key).
-        last = {(row[0], row[1]): row for row in decision.declared}
-        columns = list(zip(*last.values(), strict=True))
-        conn.execute(
-            "INSERT INTO devices (site, id, kind, name, location, declared)"
-            " SELECT *, true FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
-            " ON CONFLICT (site, id) DO UPDATE SET kind = excluded.kind, name = excluded.name,"
-            " location = excluded.location, declared = true",
-            [list(c) for c in columns],
-        )
-    if decision.new_devices:
-        items = list(decision.new_devices.items())
-        conn.execute(
-            "INSERT INTO devices (site, id, kind) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])"
-            " ON CONFLICT DO NOTHING",
-            ([s for (s, _), _ in items], [d for (_, d), _ in items], [k for _, k in items]),
-        )
-
-
-_STAGED_ON: dict[str, weakref.WeakSet[Conn]] = {}  # staging table -> the connections that have it
-
-
-def _forget_staging(conn: Conn) -> None:
-    for having in _STAGED_ON.values():
-        having.discard(conn)
-
-
-def _staging(conn: Conn, name: str, like: str) -> None:
-    """A session's temp staging table, created once per connection (not a statement per batch)."""
-    having = _STAGED_ON.setdefault(name, weakref.WeakSet())
-    if conn not in having:
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (LIKE {like} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-        having.add(conn)
-
-
-def _insert_readings(conn: Conn, staged: list[_Staged]) -> set[ReadingKey]:
-    if not staged:
-        return set()
-    _staging(conn, "readings_in", "readings")
-    columns = ", ".join(_READING_COLUMNS)
-    with conn.cursor() as cur:
-        with cur.copy(f"COPY readings_in ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(_READING_TYPES))
-            for s in staged:
-                r = s.reading
-                copy.write_row((
-                    s.ts, from_epoch(s.message.received_at), s.site, s.device, r.kind.value,
-                    r.boot, r.seq, s.status, _json(s.json),
-                ))
-        # The key first (once per (site, device, boot, seq), whatever the ts), then the readings
-        # whose key was new: reading_keys is the one unique index a reading costs.
-        rows = cur.execute(
-            "WITH fresh AS (INSERT INTO reading_keys (site, device, boot, seq, received_at)"
-            " SELECT site, device, boot, seq, received_at FROM readings_in"
-            " ON CONFLICT DO NOTHING RETURNING site, device, boot, seq)"
-            f" INSERT INTO readings ({columns}) SELECT {', '.join('r.' + c for c in _READING_COLUMNS)}"
-            " FROM readings_in r JOIN fresh USING (site, device, boot, seq)"
-            " RETURNING site, device, boot, seq"
-        ).fetchall()
-    return {(r["site"], r["device"], r["boot"], r["seq"]) for r in rows}
-
-
-def _write_states(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
-    """Once per device per batch, one statement: newest state by ``ts``, ``last_seen`` by arrival."""
-    if not rows:
-        return
-    _staging(conn, "device_state_in", "device_state")
-    columns = ", ".join(_STATE_COLUMNS)
-    newer = "excluded.last_ts >= device_state.last_ts"
-    kept = ", ".join(
-        f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE device_state.{c} END"
-        for c in ("last_ts", "boot", "seq", "status", "reading")
+    kinds, states = batch_store.load_devices(conn, pairs)
+    return _Loaded(
+        known, kinds, batch_store.load_agents(conn, known), alert_store.load_open(conn, known), states,
+        batch_store.load_clocks(conn, [s for s in skews if s in known]),
     )
-    with conn.cursor() as cur:
-        with cur.copy(f"COPY device_state_in ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(_STATE_TYPES))
-            for row in rows:
-                copy.write_row(row)
-        cur.execute(
-            f"INSERT INTO device_state ({columns}) SELECT {columns} FROM device_state_in"
-            " ON CONFLICT (site, device) DO UPDATE SET"
-            " last_seen = greatest(device_state.last_seen, excluded.last_seen),"
-            " deadline = greatest(device_state.deadline, excluded.deadline),"
-            f" offline = false, {kept}"
-        )
-
-
-def _write_clocks(conn: Conn, clocks: dict[str, float], at: datetime) -> None:
-    if clocks:
-        conn.execute(
-            "INSERT INTO agent_clocks (site, skew_s, updated_at) SELECT s, k, %s FROM unnest(%s::text[], %s::float8[])"
-            " AS c(s, k) ON CONFLICT (site) DO UPDATE SET skew_s = excluded.skew_s, updated_at = excluded.updated_at",
-            (at, list(clocks), list(clocks.values())),
-        )
-
-
-def _write_snapshots(conn: Conn, snapshots: Sequence[tuple[Inbound, Topic, Snapshot]]) -> None:
-    if snapshots:
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO snapshots (site, device, received_at, jpeg) VALUES (%s, %s, %s, %s)",
-                [(t.site, t.device, from_epoch(m.received_at), s.jpeg) for m, t, s in snapshots],
-            )

@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gateway.ingest.batch import Inbound, ReadingKey
+from gateway.ingest.batch import Inbound
+from gateway.store.ingest import ReadingKey
 from protocol import ACK_MAX_BYTES, MessageType, ack_topic, parse_topic, seq_ranges
 from protocol.messages import BootId, Seq
 from protocol.topics import TopicError

@@ -7,6 +7,7 @@ cannot hide an upward one.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,34 @@ def test_the_store_imports_nothing_above_it_in_the_gateway() -> None:
 def test_the_pure_rules_stay_pure(module: str) -> None:
     path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
     assert imported_packages(path) == set()
+
+
+# The start of a SQL statement in a string literal (an f-string's literal parts count).
+_SQL = re.compile(
+    r"^\s*(SELECT\s|INSERT\s+INTO\s|UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s|COPY\s+\w+|WITH\s+\w+\s+AS\s*\("
+    r"|CREATE\s+(TEMP\s+|UNIQUE\s+)?(TABLE|INDEX|MATERIALIZED|VIEW)\s|ALTER\s+TABLE\s|DROP\s+(TABLE|INDEX)\s)",
+    # Upper case only, as this code base writes SQL: "select the camera" in a message is not SQL.
+)
+
+
+def sql_literals(path: Path) -> list[str]:
+    """``path:line`` of every string literal in ``path`` that starts a SQL statement."""
+    return [
+        f"{path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name}:{node.lineno}"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _SQL.match(node.value)
+    ]
+
+
+def test_the_gateways_sql_is_in_the_store_only() -> None:
+    # Issue 14: the SQL is named and in one place per feature under gateway/store/, none in the
+    # API, the supervisor or the ingest's deciding code.
+    outside = [p for p in sorted((ROOT / "gateway").rglob("*.py")) if "store" not in p.relative_to(ROOT).parts]
+    assert [where for path in outside for where in sql_literals(path)] == []
+
+
+def test_the_sql_check_sees_statements_in_f_strings(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text('t = "x"\nq = f"SELECT a FROM {t}"\nr = "select the camera"\ns = " INSERT INTO x VALUES (1)"\n',
+                      encoding="utf-8")
+    assert sorted(sql_literals(module)) == ["m.py:2", "m.py:4"]
