@@ -237,18 +237,38 @@ def _kill_at_exit(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _terminate(proc: subprocess.Popen[bytes], first: signal.Signals, grace: float, name: str) -> None:
-    """Send ``first`` to the leader, wait ``grace`` s, then SIGKILL the whole group and reap."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(first)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            log.warning("%s (pid %d) did not stop within %.0fs; killing it", name, proc.pid, grace)
+    """Send ``first`` to the leader, wait ``grace`` s, then SIGKILL the whole group and reap.
+
+    The group is signalled only while its leader is unreaped (alive, or a zombie we hold): once
+    reaped, its pid is free, and on a machine with a small ``pid_max`` a PostgreSQL backend (each
+    calls ``setsid()``, so its pid is its group) of the shared test server can take it over, and
+    a late ``killpg`` kills that backend mid-test."""
+    if proc.returncode is not None:
+        return  # reaped earlier (poll, wait): its group's pid may be someone else's by now
+    try:
+        if not _exited_unreaped(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, first)  # not proc.send_signal: that polls, and a poll reaps
+            if not _exited_unreaped(proc.pid, grace):
+                log.warning("%s (pid %d) did not stop within %.0fs; killing it", name, proc.pid, grace)
+    except ChildProcessError:  # reaped by another thread's poll meanwhile: the group is not ours to kill
+        proc.poll()
+        return
     # Anything still in the group (the leader if it hung, or orphaned children) goes now.
     _signal_group(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+
+
+def _exited_unreaped(pid: int, timeout: float = 0.0) -> bool:
+    """Whether our child ``pid`` exits within ``timeout`` s; it stays a zombie (``WNOWAIT``), so its
+    pid cannot be reused while we signal its group. ``ChildProcessError`` if it was reaped already."""
+    deadline = time.monotonic() + timeout
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _clean_env() -> dict[str, str]:

@@ -11,12 +11,13 @@ unless ``SAFEGUARD_REQUIRE_TIMESCALE=1`` (CI) makes that an error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import psycopg
@@ -176,9 +177,36 @@ def storage(request: pytest.FixtureRequest) -> str:
     return storage
 
 
+# Lines of a server log that say the server itself went wrong (a backend killed or crashed, the
+# postmaster resetting every connection), not a test's own refused statement.
+_SERVER_TROUBLE = ("terminated by signal", "was terminated", "PANIC", "terminating any other active server",
+                   "all server processes terminated", "database system was interrupted", "out of memory")
+_PG_LOG_AT = pytest.StashKey[tuple[Path, int]]()
+
+
 @pytest.fixture
-def pg_server(_pg_servers: _Servers, storage: str) -> PostgresServer:
-    return _pg_servers.get(storage)
+def pg_server(_pg_servers: _Servers, storage: str, request: pytest.FixtureRequest) -> PostgresServer:
+    server = _pg_servers.get(storage)
+    request.node.stash[_PG_LOG_AT] = (server.log_path, server.log_path.stat().st_size)
+    return server
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report carries what the shared server logged about its own trouble meanwhile:
+    a connection that dies mid-test is otherwise a riddle once the server's log is gone with CI."""
+    report = yield
+    if report.failed and _PG_LOG_AT in item.stash:
+        path, offset = item.stash[_PG_LOG_AT]
+        with contextlib.suppress(OSError), path.open("rb") as log_file:
+            log_file.seek(offset)
+            lines = log_file.read().decode(errors="replace").splitlines()
+            trouble = [line for line in lines if any(mark in line for mark in _SERVER_TROUBLE)]
+            if trouble:
+                report.sections.append((f"PostgreSQL server log ({path})", "\n".join(trouble[-40:])))
+    return report
 
 
 @pytest.fixture

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
+import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +194,42 @@ def test_missing_mosquitto_says_what_to_install(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(devservers, "_MOSQUITTO_CANDIDATES", ())
     with pytest.raises(ServerNotFound, match="apt-get install mosquitto"):
         devservers.find_mosquitto()
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+def _group_leader(script: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["/bin/sh", "-c", script], start_new_session=True)
+
+
+def test_stopping_a_leader_that_already_exited_still_kills_what_it_left_in_its_group() -> None:
+    # The leader exits at once and leaves a child in its group: unreaped, the group is still ours.
+    leader = _group_leader("sleep 60 & echo $! > /dev/null; exit 0")
+    devservers._exited_unreaped(leader.pid, timeout=10)
+    devservers._terminate(leader, signal.SIGTERM, grace=5, name="test")
+    assert leader.returncode == 0
+    deadline = time.monotonic() + 10  # the killed child is reaped by whoever inherited it: not at once
+    while time.monotonic() < deadline and _group_exists(leader.pid):
+        time.sleep(0.05)
+    _assert_process_group_gone(leader.pid)
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_stopping_a_server_reaped_earlier_signals_no_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once reaped, its pid is free: a PostgreSQL backend (a session leader of its own) can take it
+    # over on a machine with a small pid_max, and a late killpg would kill that backend (CI, stop 20).
+    leader = _group_leader("exit 3")
+    leader.wait(timeout=10)
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    devservers._terminate(leader, signal.SIGTERM, grace=5, name="test")
+    assert sent == []
