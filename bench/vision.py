@@ -82,11 +82,12 @@ class Detector(Protocol):
     def update(self, frame: Frame, ts: float) -> ExitObservation: ...
 
 
-Factory = Callable[[Polygon, tuple[int, int], float], Detector]
+Factory = Callable[[Polygon, tuple[int, int], float, Polygon | None], Detector]  # region, size, persistence, door
 PARAMS = BlockageParams()  # the dual detector's parameters; --param overrides them
 METHODS: dict[str, Factory] = {
-    "dual": lambda region, size, persistence: ExitBlockageDetector(region, size, persistence, PARAMS),
-    "peer": SingleModelDetector,
+    "dual": lambda region, size, persistence, door: ExitBlockageDetector(region, size, persistence, PARAMS,
+                                                                         door=door),
+    "peer": lambda region, size, persistence, _door: SingleModelDetector(region, size, persistence),
 }
 
 
@@ -201,10 +202,11 @@ def paced(path: Path, fps: float) -> Iterator[tuple[int, float, Frame]]:
 
 
 def run_video(path: Path, region: Polygon, size: tuple[int, int], fps: float, persistences: list[float],
-              methods: list[str]) -> tuple[list[int], list[float], dict[tuple[str, float], tuple[list[bool], float]]]:
+              methods: list[str], door: Polygon | None = None,
+              ) -> tuple[list[int], list[float], dict[tuple[str, float], tuple[list[bool], float]]]:
     """Feed the paced frames to one detector per method and persistence; their blocked flags and time."""
     keys = [(m, p) for m in methods for p in persistences]
-    detectors = {key: METHODS[key[0]](region, size, key[1]) for key in keys}
+    detectors = {key: METHODS[key[0]](region, size, key[1], door) for key in keys}
     said: dict[tuple[str, float], list[bool]] = {key: [] for key in keys}
     spent = dict.fromkeys(keys, 0.0)
     index: list[int] = []
@@ -221,7 +223,7 @@ def run_video(path: Path, region: Polygon, size: tuple[int, int], fps: float, pe
 
 
 def bench_clips(clips: Path, persistences: list[float], methods: list[str],
-                only: list[str] | None) -> dict[tuple[str, float], Score]:
+                only: list[str] | None, use_door: bool = True) -> dict[tuple[str, float], Score]:
     totals = {(m, p): Score() for m in methods for p in persistences}
     print(f"{'clip':24} {'method':6} {'pers':>4} {'P':>6} {'R':>6} {'TP':>4} {'FP':>4} {'FN':>4} {'fps':>6}  "
           "delay s | blocked after removal s")
@@ -233,8 +235,9 @@ def bench_clips(clips: Path, persistences: list[float], methods: list[str],
         labels_all = [bool(b) for b in meta["blocked"]]
         attended = [bool(b) for b in meta["attended"]] if "attended" in meta else None
         region = [(float(x), float(y)) for x, y in meta["exit_region"]]
+        door = [(float(x), float(y)) for x, y in meta["door"]] if meta.get("door") and use_door else None
         index, times, results = run_video(clips / meta["video"], region, (meta["width"], meta["height"]), fps,
-                                          persistences, methods)
+                                          persistences, methods, door)
         for (m, pers), (said, seconds) in results.items():
             truth_all = persisted(labels_all, fps, pers, attended)
             labels = [labels_all[k] for k in index]
@@ -286,7 +289,7 @@ def bench_throughput(clips: Path | None, persistence_s: float, methods: list[str
     try:
         for name in methods:
             make = METHODS[name]
-            dets = [make(region, (640, 480), persistence_s) for _ in range(CAMERAS)]
+            dets = [make(region, (640, 480), persistence_s, None) for _ in range(CAMERAS)]
             start = time.perf_counter()
             for k, frame in enumerate(frames):
                 for det in dets:
@@ -316,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", action="append", metavar="CLIP", help="only this synthetic clip (repeatable)")
     ap.add_argument("--peer", action="store_true", help="also run the single-background peer")
     ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--no-door", action="store_true",
+                    help="ignore the clips' door polygon (an exit configured without `door`)")
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="override a BlockageParams field of the dual detector (repeatable)")
     args = ap.parse_args(argv)
@@ -344,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
             if write_clips([str(clips), "--seed", str(args.seed)]) != 0:
                 return 1
         print(f"persistence {' and '.join(f'{p:g}' for p in persistences)} s, clips in {clips}, "
-              f"analysed at {ANALYSIS_FPS:g} frames/s")
-        totals = bench_clips(clips, persistences, methods, args.only)
+              f"analysed at {ANALYSIS_FPS:g} frames/s, the clips' door polygon {'ignored' if args.no_door else 'used'}")
+        totals = bench_clips(clips, persistences, methods, args.only, use_door=not args.no_door)
         print()
         for (m, pers), s in totals.items():
             print(f"overall [{m}, {pers:g} s]: precision {s.precision:.3f} recall {s.recall:.3f} "

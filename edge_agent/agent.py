@@ -101,7 +101,7 @@ class ExitWatch:
             height, width = frame.shape[:2]
             reference = self._reference(frame)
             self.detector = ExitBlockageDetector(self.config.region, (width, height), self.config.persistence_s,
-                                                 reference=reference)
+                                                 reference=reference, door=self.config.door)
             self._save_learnt = reference is None and self.config.reference is not None
         request = self.accept_request
         if request is not None and request.exists():

@@ -28,13 +28,15 @@ def grab_frame(source: str | int, attempts: int = 25) -> np.ndarray:
         capture.release()
 
 
-def draw_region(frame: np.ndarray, region: list[tuple[int, int]], label: str) -> np.ndarray:
+def draw_region(frame: np.ndarray, region: list[tuple[int, int]], label: str,
+                colour: tuple[int, int, int] = (0, 0, 255)) -> np.ndarray:
+    """The polygon shaded and outlined in ``colour`` (BGR; the region red, a door blue), its vertices labelled."""
     image = frame.copy()
     points = np.asarray(region, np.int32)
     overlay = image.copy()
-    cv2.fillPoly(overlay, [points], (0, 0, 255))
+    cv2.fillPoly(overlay, [points], colour)
     image = cv2.addWeighted(overlay, 0.25, image, 0.75, 0)
-    cv2.polylines(image, [points], isClosed=True, color=(0, 0, 255), thickness=2)
+    cv2.polylines(image, [points], isClosed=True, color=colour, thickness=2)
     for x, y in region:  # the vertices, with their pixel coordinates, to edit the YAML by
         cv2.circle(image, (x, y), 4, (0, 255, 255), -1)
         cv2.putText(image, f"{x},{y}", (x + 6, y - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 255), 1)
@@ -69,11 +71,16 @@ def regions_outside(config: AgentConfig, *, streams: bool = False) -> list[tuple
         if size is None:
             continue
         width, height = size
-        outside = [(x, y) for x, y in exit_.region if not (0 <= x < width and 0 <= y < height)]
-        if outside:
-            problems.append((("exits", index, "region"),
-                             f"points {outside} are outside the {width}x{height} frame of camera {camera.id}"))
+        for key, polygon in (("region", exit_.region), ("door", exit_.door or [])):
+            outside = _outside(polygon, width, height)
+            if outside:
+                problems.append((("exits", index, key),
+                                 f"points {outside} are outside the {width}x{height} frame of camera {camera.id}"))
     return problems
+
+
+def _outside(polygon: list[tuple[int, int]], width: int, height: int) -> list[tuple[int, int]]:
+    return [(x, y) for x, y in polygon if not (0 <= x < width and 0 <= y < height)]
 
 
 def calibrate(config: AgentConfig, exit_id: str, out: Path) -> Path:
@@ -85,10 +92,13 @@ def calibrate(config: AgentConfig, exit_id: str, out: Path) -> Path:
     camera = next(c for c in config.cameras if c.id == exit_.camera)
     frame = grab_frame(camera.source)
     height, width = frame.shape[:2]
-    outside = [(x, y) for x, y in exit_.region if not (0 <= x < width and 0 <= y < height)]
-    if outside:
-        raise CalibrationError(f"exit {exit_id!r}: points {outside} are outside the {width}x{height} frame")
+    for key, polygon in (("region", exit_.region), ("door", exit_.door or [])):
+        outside = _outside(polygon, width, height)
+        if outside:
+            raise CalibrationError(f"exit {exit_id!r}: {key} points {outside} are outside the {width}x{height} frame")
     image = draw_region(frame, exit_.region, f"{exit_.id} ({camera.id})")
+    if exit_.door:
+        image = draw_region(image, exit_.door, "", colour=(255, 160, 0))
     if not cv2.imwrite(str(out), image):
         raise CalibrationError(f"could not write {out}")
     return out

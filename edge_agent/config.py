@@ -65,6 +65,9 @@ class ExitConfig(_Strict):
     id: Id
     camera: Id
     region: list[tuple[int, int]] = Field(min_length=3)  # polygon in the camera's pixels
+    # Optional: the door leaf's picture (the doorway) inside the region. A change there alone is the
+    # door's state (propped open, closed) and is absorbed; see docs/edge-agent-vision.md.
+    door: list[tuple[int, int]] | None = Field(None, min_length=3)
     persistence_s: float = Field(30.0, gt=0)
     reference: Path | None = None  # a clear-reference image; learnt at start and saved when absent
     name: str = ""

@@ -47,6 +47,7 @@ Floats = NDArray[np.float32]
 Mask = NDArray[np.bool_]
 Polygon = Sequence[tuple[float, float]] | Sequence[Sequence[float]]
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
+DOOR_SLACK_PX = 1  # working pixels the door polygon is widened by
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ class BlockageParams:
     person_rest_slack_s: float = 3.0  # a person's pixels come to rest within this of their upper body
     person_hit: float = 0.0  # HOG SVM score a detection needs
     person_keep: float = 0.5  # a person mark is dropped when less than this share of its blob is left
-    heal_s: float = 3.0  # a resting blob that is a ghost or see-through is absorbed after this long
+    heal_s: float = 3.0  # a resting blob that is a ghost, see-through or the door is absorbed after this long
+    door_share: float = 0.9  # a resting blob with this share of its pixels on the door leaf is the door's state
     ghost_ratio: float = 2.0  # ghost: how unlike its surroundings the background is in the blob / the view
     ghost_flat: float = 8.0  # ... and only where the view is this close to the floor around it (grey levels)
     see_through_ncc: float = 0.55  # see-through: texture correlation with the background in the blob
@@ -129,6 +131,7 @@ class _Counters:
     absorbed_ghost: int = 0
     absorbed_see_through: int = 0
     absorbed_startup: int = 0
+    absorbed_door: int = 0
     alive_marks: int = 0
     learnt: list[str] = field(default_factory=list)
 
@@ -155,7 +158,8 @@ class ExitBlockageDetector:
     """
 
     def __init__(self, region: Polygon, frame_size: tuple[int, int], persistence_s: float = 30.0,
-                 params: BlockageParams | None = None, reference: Frame | None = None) -> None:
+                 params: BlockageParams | None = None, reference: Frame | None = None,
+                 door: Polygon | None = None) -> None:
         self.params = params or BlockageParams()
         self.persistence_s = persistence_s
         self.frame_size = frame_size
@@ -163,10 +167,10 @@ class ExitBlockageDetector:
         p = self.params
         self._scale = p.work_width / width
         self._size = (p.work_width, max(8, round(height * self._scale)))
-        mask = np.zeros((self._size[1], self._size[0]), np.uint8)
-        pts = np.round(np.asarray(region, np.float64) * self._scale * 16).astype(np.int32)
-        cv2.fillPoly(mask, [pts], (255,), cv2.LINE_8, 4)
-        self._region: Mask = mask > 0
+        self._region: Mask = self._fill(region)
+        # The door leaf's picture (the doorway as the camera sees it): what changes there alone is
+        # the door's state (propped open, closed again), not an object standing in the exit.
+        self._door = self._door_mask(door) if door is not None else None
         self._region_px = max(1, int(self._region.sum()))
         self._kernel: NDArray[np.uint8] = np.asarray(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)), np.uint8)
         self._long: Floats | None = None
@@ -208,6 +212,19 @@ class ExitBlockageDetector:
             self.accept_clear(reference)
 
     # ------------------------------------------------------------------ image
+
+    def _fill(self, polygon: Polygon) -> Mask:
+        """A polygon in frame pixels as a mask of working pixels."""
+        mask = np.zeros((self._size[1], self._size[0]), np.uint8)
+        pts = np.round(np.asarray(polygon, np.float64) * self._scale * 16).astype(np.int32)
+        cv2.fillPoly(mask, [pts], (255,), cv2.LINE_8, 4)
+        return mask > 0
+
+    def _door_mask(self, door: Polygon) -> Mask:
+        """The door polygon in the region, widened a pixel: a polygon drawn by hand misses the jambs."""
+        reach = 2 * DOOR_SLACK_PX + 1
+        leaf = cv2.dilate(self._fill(door).astype(np.uint8), np.ones((reach, reach), np.uint8)) > 0
+        return leaf & self._region
 
     def _grey(self, frame: Frame) -> NDArray[np.uint8]:
         grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
@@ -538,6 +555,11 @@ class ExitBlockageDetector:
         if area < p.min_object_px or float(np.median(acc[blob])) < p.heal_s \
                 or float(np.median(self._still_s[y0:y1, x0:x1][blob])) < p.heal_s:
             return False
+        if self._door is not None and self._is_door(blob, self._door[y0:y1, x0:x1], self._region[y0:y1, x0:x1]):
+            self._absorb(blob, x0, y0, x1, y1, grey, texture)
+            labels[y0:y1, x0:x1][blob] = 0
+            self.counters.absorbed_door += 1
+            return True
         unverified = self._unverified[y0:y1, x0:x1]
         if np.count_nonzero(unverified & blob) >= 0.5 * np.count_nonzero(blob):
             # Where a person stood in the first seconds: the floor they hid, now seen. Only that part.
@@ -578,6 +600,15 @@ class ExitBlockageDetector:
         else:
             self.counters.absorbed_see_through += 1
         return True
+
+    def _is_door(self, blob: Mask, door: Mask, region: Mask) -> bool:
+        """The door's own state (propped open, closed again): of the blob's pixels in the exit region,
+        nearly all on the door leaf's picture and less than an object's size on the floor in front.
+        Whatever stands in the exit stands on that floor, its base in front of the threshold."""
+        inside = blob & region
+        on_door = int(np.count_nonzero(inside & door))
+        on_floor = int(np.count_nonzero(inside)) - on_door
+        return on_floor < self.params.min_object_px and on_door >= self.params.door_share * (on_door + on_floor)
 
     def _people_boxes(self, frame: Frame) -> list[tuple[int, int, int, int]]:
         """People around the exit region (working pixels x0, y0, x1, y1, with a margin): run once at start."""

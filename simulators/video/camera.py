@@ -99,3 +99,9 @@ def exit_region(camera: Camera, scale: float = 1.0) -> list[tuple[int, int]]:
 def doorway_world() -> FloatArray:
     d, z = DOOR_HALF_WIDTH, BACK_WALL_Z
     return np.array([(-d, 0, z), (d, 0, z), (d, DOOR_HEIGHT, z), (-d, DOOR_HEIGHT, z)], dtype=np.float64)
+
+
+def doorway(camera: Camera) -> list[tuple[int, int]]:
+    """The doorway (the door leaf's picture) as an image polygon, as written in each clip's metadata:
+    where the door's own state shows (opened, propped open, closed), above the threshold."""
+    return [(int(u), int(v)) for u, v in np.round(camera.project(doorway_world())).astype(int)]

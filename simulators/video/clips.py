@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simulators.video.camera import Camera
+from simulators.video.camera import BACK_WALL_Z, Camera
 from simulators.video.drawing import BGR, PersonLook, PropKind, PropLook
 from simulators.video.motion import PathBuilder, Point
 from simulators.video.scene import NOISE_BANK, Renderer, RenderOptions
@@ -307,6 +307,22 @@ def _door_left_open(rng: np.random.Generator) -> ClipSpec:
                   "not an obstruction.", 70, door_held=((12.0, 1e9),))
 
 
+def _box_against_door(rng: np.random.Generator) -> ClipSpec:
+    s = Script(rng)
+    s.deliver(6.0, PropKind.BOX, (float(rng.uniform(-0.25, 0.25)), BACK_WALL_Z - 0.32))
+    return s.spec("box_against_door", "A box is pushed up against the closed exit door and left there: most of "
+                  "it is in the doorway's picture, and it is an obstruction.", 45)
+
+
+def _door_open_then_box(rng: np.random.Generator) -> ClipSpec:
+    s = Script(rng)
+    s.out_through_door(3.0)
+    s.deliver(24.0, PropKind.BOX, (float(rng.uniform(-0.25, 0.25)), BACK_WALL_Z - 0.32))
+    return s.spec("door_open_then_box", "The exit door is propped open at 10 s (absorbed as the door's state); "
+                  "a box is then pushed into the open doorway and left there: an obstruction.", 60,
+                  door_held=((10.0, 1e9),))
+
+
 def _person_standing_long(rng: np.random.Generator) -> ClipSpec:
     s = Script(rng)
     s.visit(3.0, _exit_spot(rng), 50.0)
@@ -364,6 +380,8 @@ STANDARD_CLIPS: dict[str, Callable[[np.random.Generator], ClipSpec]] = {
     "chair_moved_away": _chair_moved_away,
     "door_left_open": _door_left_open,
     "person_standing_long": _person_standing_long,
+    "box_against_door": _box_against_door,
+    "door_open_then_box": _door_open_then_box,
     "dark_bag_left": _dark_bag_left,
     "box_left_wide_region": _box_left_wide_region,
     "box_left_25fps": _box_left_25fps,

@@ -11,7 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from simulators.video.camera import Camera, exit_region
+from simulators.video.camera import Camera, doorway, exit_region
 from simulators.video.clips import make_clip
 from simulators.video.drawing import Image
 from simulators.video.timeline import Timeline
@@ -38,6 +38,7 @@ def metadata(timeline: Timeline, camera: Camera, seed: int) -> dict[str, Any]:
         "width": camera.width,
         "height": camera.height,
         "exit_region": [[x, y] for x, y in exit_region(camera, spec.region_scale)],
+        "door": [[x, y] for x, y in doorway(camera)],  # the door leaf's picture (an exit's optional `door`)
         "frames": timeline.frames,
         "blocked": list(timeline.blocked),
         "attended": list(timeline.attended),

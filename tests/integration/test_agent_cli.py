@@ -20,7 +20,7 @@ def safeguard(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60, check=False)
 
 
-def site_config(tmp_path: Path, source: str, region: str) -> Path:
+def site_config(tmp_path: Path, source: str, region: str, door: str = "") -> Path:
     path = tmp_path / "site.yaml"
     path.write_text(f"""\
 site: hz-0001
@@ -28,7 +28,7 @@ broker: {{url: "mqtt://127.0.0.1:1"}}
 cameras:
   - {{id: cam-1, source: "{source}"}}
 exits:
-  - {{id: exit-1, camera: cam-1, region: {region}}}
+  - {{id: exit-1, camera: cam-1, region: {region}{f", door: {door}" if door else ""}}}
 """, encoding="utf-8")
     return path
 
@@ -87,3 +87,28 @@ def test_check_config_refuses_a_region_outside_a_video_files_frame(tmp_path: Pat
     expected = "site.yaml:6: exits.0.region: points [(900, 60)] are outside the 320x240 frame of camera cam-1"
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_door_polygon_is_checked_against_the_frame_and_drawn_in_blue(tmp_path: Path) -> None:
+    video = tmp_path / "exit.avi"
+    grey_video(video)
+    region = "[[100, 60], [220, 60], [220, 200], [100, 200]]"
+    config = site_config(tmp_path, str(video), region, door="[[130, 70], [190, 70], [190, 140], [130, 140]]")
+    out = tmp_path / "region.png"
+    result = safeguard("agent", "calibrate", str(config), "--exit", "exit-1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    image = cv2.imread(str(out))
+    assert image is not None
+    door, floor = image[105, 160], image[180, 160]
+    assert door[0] > door[2], "the door is tinted blue over the region's red"
+    assert floor[2] > floor[0] + 30, "the rest of the region stays red"
+
+    outside = site_config(tmp_path, str(video), region, door="[[130, 70], [400, 70], [190, 140]]")
+    result = safeguard("agent", "check-config", str(outside))
+    assert result.returncode == 2
+    assert "site.yaml:6: exits.0.door: points [(400, 70)] are outside the 320x240 frame of camera cam-1" \
+        in result.stderr
+    too_few = site_config(tmp_path, str(video), region, door="[[130, 70], [190, 70]]")
+    result = safeguard("agent", "check-config", str(too_few))
+    assert result.returncode == 2
+    assert "exits.0.door: List should have at least 3 items" in result.stderr
