@@ -46,7 +46,7 @@ from gateway.store.migrate import migrate
 from gateway.store.sites import SiteRecord, upsert_sites
 from protocol import ALERTS_FILTER, MessageType, device_topic
 from protocol.mqtt import MqttEndpoint, MqttVersion, new_client
-from safeguard.devservers import IngestProcess, MosquittoServer, PostgresServer, free_port
+from safeguard.devservers import MosquittoServer, PostgresServer, free_port
 from simulators.load import LoadPlan, finish, province_plan, site_id, start
 
 TOKEN = "bench-admin-token-0123456789"
@@ -133,10 +133,14 @@ def raise_alarms(url: str, watch: Watch, duration: float) -> None:
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of ``pid`` and its children (serve's alarm lane)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii").split()
+    total = 0.0
+    for one in (pid, *map(int, children)):
+        for line in Path(f"/proc/{one}/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def _metric(api: str, name: str) -> float:
@@ -161,11 +165,12 @@ def calibrate(mqtt_url: str, database_url: str) -> Figure:
 
 def serve(mqtt_url: str, database_url: str, port: int, *, split_lanes: bool = False,
           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``safeguard serve``: by default with its alarm lane in a child process; ``--one-process`` unless
+    ``split_lanes``."""
     env = {**os.environ, **(env or {}), "SAFEGUARD_MQTT_URL": mqtt_url, "SAFEGUARD_DATABASE_URL": database_url,
            "SAFEGUARD_API_PORT": str(port), "SAFEGUARD_BOOTSTRAP_TOKEN": TOKEN}
-    if split_lanes:
-        env["SAFEGUARD_INGEST_LANES"] = '["routine"]'  # the alarm lane runs in a process of its own
-    proc = subprocess.Popen([sys.executable, "-m", "safeguard.cli", "--log-level", "WARNING", "serve"], env=env)
+    command = [sys.executable, "-m", "safeguard.cli", "--log-level", "WARNING", "serve"]
+    proc = subprocess.Popen(command + ([] if split_lanes else ["--one-process"]), env=env)
     api = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -176,6 +181,30 @@ def serve(mqtt_url: str, database_url: str, port: int, *, split_lanes: bool = Fa
         time.sleep(0.1)
     proc.kill()
     raise SystemExit("safeguard serve did not become ready")
+
+
+def wait_alarm_lane(mqtt_url: str, database_url: str, timeout: float = 60.0) -> None:
+    """A probe alarm sent until it is stored: the alarm lane (a child process of serve) is working."""
+    endpoint = MqttEndpoint.parse(mqtt_url)
+    client = new_client(endpoint, "bench-probe", MqttVersion.V5)
+    client.connect(endpoint.host, endpoint.port)
+    client.loop_start()
+    deadline = time.monotonic() + timeout
+    try:
+        with connect(database_url) as conn:
+            for seq in range(10_000):
+                payload = {"ts": time.time(), "boot": "probe", "seq": seq, "state": "alarm"}
+                client.publish(device_topic(ALARM_SITE, "probe", MessageType.SMOKE), json.dumps(payload), qos=1)
+                time.sleep(0.5)
+                if conn.execute("SELECT 1 FROM alerts WHERE site = %s AND device = 'probe'", (ALARM_SITE,)).fetchone():
+                    return
+                conn.rollback()
+                if time.monotonic() > deadline:
+                    break
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    raise SystemExit(f"the alarm lane stored no probe alarm within {timeout:.0f} s")
 
 
 def _arguments() -> argparse.Namespace:
@@ -193,7 +222,8 @@ def _arguments() -> argparse.Namespace:
                         help="sample the gateway with py-spy during the load (raw samples to FILE) and print where"
                              " its time goes, per thread too")
     parser.add_argument("--split-lanes", action="store_true",
-                        help="the alarm lane in a process of its own (safeguard ingest --lane alarm)")
+                        help="`safeguard serve` as it runs by default: the alarm lane in a child process of its own"
+                             " (without this flag: serve --one-process)")
     return parser.parse_args()
 
 
@@ -250,10 +280,7 @@ def main() -> None:
             env = {"SAFEGUARD_INGEST_CATCH_ALL": "false" if args.exact_filters else "true",
                    "SAFEGUARD_INGEST_OVERFLOW": "false" if args.no_overflow else "true"}
             gateway = serve(broker.url, database_url, port, split_lanes=args.split_lanes, env=env)
-            alarm_lane = IngestProcess(broker.url, database_url, "alarms", group="", lane="alarm", env=env) \
-                if args.split_lanes else None
-            if alarm_lane is not None:
-                alarm_lane.wait_connected()
+            wait_alarm_lane(broker.url, database_url)
             watch = Watch()
             stop = threading.Event()
             threading.Thread(target=follow_sse, args=(f"http://127.0.0.1:{port}", watch, stop), daemon=True).start()
@@ -274,12 +301,11 @@ def main() -> None:
             set_aside = _metric(f"http://127.0.0.1:{port}", "sg_ingest_overflow_total")
             stop.set()
             dispatch.loop_stop()
-            gateway.terminate()
+            gateway.terminate()  # serve stops its alarm lane child too
             gateway.wait(timeout=60)
-            if alarm_lane is not None:
-                alarm_lane.stop()
     print(f"machine: the bare paho peer drains {peer}")
-    print(f"gateway: one `safeguard serve`{' (the alarm lane apart)' if args.split_lanes else ''}, routine lane on"
+    shape = " (its alarm lane in a child process)" if args.split_lanes else " --one-process"
+    print(f"gateway: `safeguard serve`{shape}, routine lane on"
           f" {'exact filters' if args.exact_filters else 'sg/v1/#'}, overflow {'off' if args.no_overflow else 'on'}")
     print(f"{what}; published {report.published:,} at {report.rate:,.0f} msg/s; one new alarm a second"
           f" for {args.duration:.0f} s")

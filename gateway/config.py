@@ -171,6 +171,9 @@ class ApiSettings(_Section):
     sse_replay_concurrency: int = Field(2, ge=1, le=64)
     # /metrics for processes without the API (`safeguard ingest`, `supervise`); unset: none.
     metrics_port: int | None = Field(None, ge=1, le=65535)
+    # Other processes' /metrics URLs added to this API's /metrics (`safeguard serve` sets its alarm
+    # lane's; gateway/metrics_merge.py).
+    metrics_merge: list[str] = []
 
 
 class LivenessSettings(Rules):
@@ -350,6 +353,7 @@ FLAT_NAMES: dict[str, tuple[str, ...]] = {
     "sse_client_queue": ("api", "sse_client_queue"),
     "sse_replay_concurrency": ("api", "sse_replay_concurrency"),
     "metrics_port": ("api", "metrics_port"),
+    "metrics_merge": ("api", "metrics_merge"),
     "missed_heartbeats": ("liveness", "missed_heartbeats"),
     "default_heartbeat_s": ("liveness", "default_heartbeat_s"),
     "battery_low_pct": ("liveness", "battery_low_pct"),

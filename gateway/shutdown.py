@@ -22,9 +22,9 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def wait_for_signal(tick: Callable[[], None] | None = None, every_s: float = 1.0) -> None:
-    """Block until SIGINT or SIGTERM; meanwhile call ``tick`` every ``every_s`` if given."""
+def wait_for_signal(tick: Callable[[], bool | None] | None = None, every_s: float = 1.0) -> None:
+    """Block until SIGINT or SIGTERM, or until ``tick`` (called every ``every_s`` if given) returns True."""
     stop = stop_on_signals()
     while not stop.wait(every_s if tick else None):
-        if tick is not None:
-            tick()
+        if tick is not None and tick():
+            return

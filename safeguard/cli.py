@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +45,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if getattr(args, "lane", None):
         overrides["ingest_lanes"] = {args.lane}
     settings = load_settings(Path(args.config) if args.config else None, **overrides)
+    alarm_lane: _Children | None = None
+    if args.command == "serve" and not args.one_process and settings.ingest.lanes == {"alarm", "routine"}:
+        # The alarm lane in a process of its own: its paho thread never shares an interpreter (a
+        # GIL) with routine heartbeats, the supervisor or the API (docs/operations.md, Lanes).
+        from safeguard.devservers import free_port  # noqa: PLC0415 - only serve splits a lane off
+
+        metrics_port = free_port()  # the child's /metrics, private, merged into the API's
+        settings = settings.updated(ingest_lanes={"routine"},
+                                    metrics_merge=[*settings.api.metrics_merge,
+                                                   f"http://127.0.0.1:{metrics_port}/metrics"])
+        child_env = {**os.environ, "SAFEGUARD_METRICS_PORT": str(metrics_port), "SAFEGUARD_API_HOST": "127.0.0.1"}
+        alarm_lane = _Children(_ingest_command(args, "alarm"), child_env, ["alarm lane"])
     notify = True if args.command == "notify" else None if args.command == "serve" else False
     if args.command == "notify" and not settings.notify.routes:
         raise ConfigError("safeguard notify: no notify.routes configured (docs/operations.md, Notifications)")
@@ -52,10 +65,73 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if gateway.api is not None:
         logging.getLogger("safeguard").info("API on %s", gateway.api_url)
     try:
-        wait_for_signal()
+        wait_for_signal(alarm_lane.restart_the_dead if alarm_lane else _orphaned)
     finally:
+        if alarm_lane is not None:
+            alarm_lane.stop()
         gateway.stop()
     return 0
+
+
+# Set by _Children in each child: the pid it must not outlive (a parent killed with SIGKILL cannot
+# stop it, and its successor's child would fight it for the same MQTT session ids).
+PARENT_PID_ENV = "SAFEGUARD_PARENT_PID"
+
+
+def _orphaned() -> bool:
+    """Whether this process is a child of ours whose parent is gone (it then stops, as on SIGTERM)."""
+    parent = os.environ.get(PARENT_PID_ENV)
+    if parent is None or os.getppid() == int(parent):
+        return False
+    logging.getLogger("safeguard").warning("parent process %s is gone; stopping", parent)
+    return True
+
+
+def _ingest_command(args: argparse.Namespace, lane: str | None) -> list[str]:
+    """``safeguard ingest`` with this command's log level, settings file and ``lane`` (None: both)."""
+    command = [sys.executable, "-m", "safeguard.cli", "--log-level", args.log_level, "ingest"]
+    if args.config:
+        command += ["--config", args.config]
+    if lane:
+        command += ["--lane", lane]
+    return command
+
+
+class _Children:
+    """Child processes of ours, each restarted under the same name (and environment) when it dies."""
+
+    def __init__(self, command: list[str], env: dict[str, str], names: list[str],
+                 envs: list[dict[str, str]] | None = None) -> None:
+        self._command = command
+        own = {PARENT_PID_ENV: str(os.getpid())}
+        self._envs = [{**env, **extra, **own} for extra in (envs or [{} for _ in names])]
+        self._names = names
+        self._log = logging.getLogger("safeguard")
+        self.procs = [self._spawn(i) for i in range(len(names))]
+        self._log.info("started %s", ", ".join(f"{n} (pid {p.pid})" for n, p in zip(names, self.procs, strict=True)))
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self._command, env=self._envs[index])  # noqa: S603 - our own interpreter and module
+
+    def restart_the_dead(self) -> None:
+        for index, child in enumerate(self.procs):
+            if child.poll() is not None:
+                self._log.warning("%s (pid %d) exited with %s; restarting it", self._names[index], child.pid,
+                                  child.returncode)
+                self.procs[index] = self._spawn(index)
+
+    def stop(self, timeout: float = 40.0) -> None:
+        """SIGTERM to all (each finishes its batch in hand), then wait; SIGKILL what is still there."""
+        for child in self.procs:
+            if child.poll() is None:
+                child.terminate()
+        for child in self.procs:
+            try:
+                child.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._log.warning("pid %d did not stop within %.0fs; killing it", child.pid, timeout)
+                child.kill()
+                child.wait()
 
 
 def cmd_ingest_workers(args: argparse.Namespace) -> int:
@@ -65,37 +141,17 @@ def cmd_ingest_workers(args: argparse.Namespace) -> int:
     under the same id and resumes its MQTT sessions: what it had not acknowledged is delivered
     to it again. Stops them all on SIGINT/SIGTERM.
     """
-    import socket  # noqa: PLC0415 - only this command needs them
-    import subprocess  # noqa: PLC0415 - only this command needs them
+    import socket  # noqa: PLC0415 - only this command needs it
 
     settings = _settings(args, demo=False)  # validate before starting anything
     env = dict(os.environ)
     env.setdefault("SAFEGUARD_MQTT_SHARED_GROUP", settings.mqtt.shared_group or "gateway")
     base = settings.ingest.worker_id or socket.gethostname()
-    command = [sys.executable, "-m", "safeguard.cli", "--log-level", args.log_level, "ingest"]
-    if args.config:
-        command += ["--config", args.config]
-    if args.lane:
-        command += ["--lane", args.lane]
-    log = logging.getLogger("safeguard")
-
-    def spawn(index: int) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(command, env={**env, "SAFEGUARD_INGEST_WORKER_ID": f"{base}-{index}"})  # noqa: S603 - our own interpreter and module
-
-    children = [spawn(i) for i in range(args.workers)]
-    log.info("%d ingest workers started (%s-0 .. %s-%d)", args.workers, base, base, args.workers - 1)
-
-    def restart_the_dead() -> None:
-        for index, child in enumerate(children):
-            if child.poll() is not None:
-                log.warning("ingest worker %s-%d exited with %s; restarting it", base, index, child.returncode)
-                children[index] = spawn(index)
-
-    wait_for_signal(restart_the_dead)
-    for child in children:
-        child.terminate()
-    for child in children:
-        child.wait(timeout=40)
+    ids = [f"{base}-{index}" for index in range(args.workers)]
+    workers = _Children(_ingest_command(args, args.lane), env, [f"ingest worker {i}" for i in ids],
+                        [{"SAFEGUARD_INGEST_WORKER_ID": i} for i in ids])
+    wait_for_signal(workers.restart_the_dead)
+    workers.stop()
     return 0
 
 
@@ -673,11 +729,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--mqtt-port", type=int, default=1883, help="preferred MQTT port (another if taken)")
     demo.add_argument("--no-feed", action="store_true", help="no simulated sites")
     demo.set_defaults(func=cmd_demo)
-    for name, text in (("serve", "ingest + supervisor + API in one process"), ("ingest", "MQTT ingest worker"),
+    for name, text in (("serve", "ingest + supervisor + API (the alarm lane in a child process)"),
+                       ("ingest", "MQTT ingest worker"),
                        ("supervise", "leader-elected supervisor"), ("api", "HTTP API"),
                        ("notify", "notifier: alerts to WeCom, DingTalk, webhooks, e-mail, in steps")):
         role = with_config(sub.add_parser(name, help=text))
         role.set_defaults(func=cmd_serve)
+        if name == "serve":
+            role.add_argument("--one-process", action="store_true",
+                              help="run the alarm lane in this process too (by default a child process of its"
+                                   " own runs it, restarted if it dies)")
         if name == "ingest":
             role.add_argument("--workers", type=int, default=1,
                               help="run N ingest processes on a shared subscription (default 1)")

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from fastapi import FastAPI, Request, Response, status
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from prometheus_client import Counter, Gauge
 from psycopg_pool import ConnectionPool
 
 from gateway.api import errors
@@ -25,6 +25,7 @@ from gateway.api.reports import router as reports_router
 from gateway.api.routes import router
 from gateway.api.snapshots import router as snapshots_router
 from gateway.config import Settings
+from gateway.metrics_merge import exposition
 from gateway.rules.model import AlertKind
 from gateway.store import alerts as alert_store
 from gateway.store.db import Conn, ping
@@ -139,7 +140,8 @@ def create_app(
             counts = alert_store.open_counts(conn)
         for kind in AlertKind:
             OPEN_ALERTS.labels(kind.value).set(counts.get(kind.value, 0))
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        body, content_type = exposition(settings.api.metrics_merge)
+        return Response(body, media_type=content_type)
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_away(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
