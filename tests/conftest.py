@@ -76,6 +76,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 _STORAGE_OF = pytest.StashKey[dict[str, str]]()
+_STORAGE_PROPERTY = "storage"  # each test report's storage path, in its user_properties
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -90,12 +91,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_terminal_summary(terminalreporter: TerminalReporter, config: pytest.Config) -> None:
     """Per storage path, what ran; and a loud line when the TimescaleDB half was skipped."""
-    storage_of = config.stash[_STORAGE_OF]
     outcomes: dict[str, Counter[str]] = {s: Counter() for s in STORAGES}
     skipped_timescale = 0
     for outcome in ("passed", "failed", "error", "skipped", "xfailed", "xpassed"):  # pytest's categories
         for report in terminalreporter.stats.get(outcome, []):
-            storage = storage_of.get(getattr(report, "nodeid", ""))
+            # From the report itself: under pytest-xdist the workers collect, not this process.
+            storage = dict(getattr(report, "user_properties", ())).get(_STORAGE_PROPERTY)
             if storage not in outcomes:  # none, or pytest's "not set" for a timescale_only test on plain
                 continue
             outcomes[storage][outcome] += 1
@@ -198,6 +199,9 @@ def pytest_runtest_makereport(
     """A failed test's report carries what the shared server logged about its own trouble meanwhile:
     a connection that dies mid-test is otherwise a riddle once the server's log is gone with CI."""
     report = yield
+    storage = item.config.stash[_STORAGE_OF].get(item.nodeid)
+    if storage is not None:
+        report.user_properties.append((_STORAGE_PROPERTY, storage))
     if report.failed and _PG_LOG_AT in item.stash:
         path, offset = item.stash[_PG_LOG_AT]
         with contextlib.suppress(OSError), path.open("rb") as log_file:
