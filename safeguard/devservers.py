@@ -433,9 +433,10 @@ class PostgresServer(_ChildServer):
 
     def __init__(
         self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", fast: bool = False, *,
-        timescale: bool = False, timescale_jobs: bool = True,
+        timescale: bool = False, timescale_jobs: bool = True, log_sessions: bool = False,
     ) -> None:
         super().__init__()
+        self.log_sessions = log_sessions  # every session's end in the log (log_disconnections)
         self.data_dir = Path(data_dir)
         self.port = port
         self.host = host
@@ -482,6 +483,8 @@ class PostgresServer(_ChildServer):
         ]  # fmt: skip
         if self.fast:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        if self.log_sessions:
+            args += ["-c", "log_disconnections=on"]
         if self.timescale:
             args += ["-c", "shared_preload_libraries=timescaledb", "-c", "timescaledb.telemetry_level=off"]
             if not self.timescale_jobs:

@@ -137,7 +137,9 @@ class _Servers:
             # runs as the unprivileged `postgres` user when we are root.
             root = Path(tempfile.mkdtemp(prefix=f"safeguard-test-pg-{storage}-"))
             self._roots.append(root)
-            server = PostgresServer(root / "data", fast=True, timescale=storage == TIMESCALE, timescale_jobs=False)
+            # Sessions' ends logged: a test whose connection was closed under it says by whom (below).
+            server = PostgresServer(root / "data", fast=True, timescale=storage == TIMESCALE, timescale_jobs=False,
+                                    log_sessions=True)
             try:
                 server.start()
                 self._servers[storage] = server
@@ -180,9 +182,10 @@ def storage(request: pytest.FixtureRequest) -> str:
 
 # Lines of a server log that say the server itself went wrong (a backend killed or crashed, the
 # postmaster resetting every connection), not a test's own refused statement.
-_SERVER_TROUBLE = ("terminated by signal", "was terminated", "PANIC", "terminating any other active server",
+_SERVER_TROUBLE = ("terminated by signal", "was terminated", "PANIC", "FATAL", "terminating any other active server",
                    "all server processes terminated", "database system was interrupted", "out of memory")
 _PG_LOG_AT = pytest.StashKey[tuple[Path, int]]()
+_TEST_DB = pytest.StashKey[str]()
 
 
 @pytest.fixture
@@ -207,7 +210,10 @@ def pytest_runtest_makereport(
         with contextlib.suppress(OSError), path.open("rb") as log_file:
             log_file.seek(offset)
             lines = log_file.read().decode(errors="replace").splitlines()
-            trouble = [line for line in lines if any(mark in line for mark in _SERVER_TROUBLE)]
+            # The server's own trouble, and how each session of this test's database ended.
+            mine = f"database={item.stash[_TEST_DB]}" if _TEST_DB in item.stash else None
+            trouble = [line for line in lines if any(mark in line for mark in _SERVER_TROUBLE)
+                       or (mine is not None and "disconnection:" in line and mine in line)]
             if trouble:
                 report.sections.append((f"PostgreSQL server log ({path})", "\n".join(trouble[-40:])))
     return report
@@ -219,8 +225,9 @@ def template_db(pg_server: PostgresServer) -> str:
 
 
 @pytest.fixture
-def database_url(pg_server: PostgresServer, template_db: str) -> Iterator[str]:
+def database_url(pg_server: PostgresServer, template_db: str, request: pytest.FixtureRequest) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
+    request.node.stash[_TEST_DB] = name
     with psycopg.connect(pg_server.url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
     yield pg_server.url_for(name)
