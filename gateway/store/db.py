@@ -56,11 +56,12 @@ def check_connection(conn: Conn, *, timeout: float = CHECK_TIMEOUT_S) -> None:
     ``timeout`` the socket is shut down, the check raises ``OperationalError`` and the pool drops the
     connection.
     """
-    lock, done = threading.Lock(), [False]
+    lock, done, severed = threading.Lock(), [False], [False]
 
     def expire() -> None:
         with lock:
             if not done[0]:
+                severed[0] = True
                 _sever(conn)
 
     timer = threading.Timer(timeout, expire)
@@ -72,6 +73,11 @@ def check_connection(conn: Conn, *, timeout: float = CHECK_TIMEOUT_S) -> None:
         with lock:
             done[0] = True
         timer.cancel()
+    if severed[0]:
+        # The answer came, but at the deadline, and the timer shut the socket down meanwhile: on a
+        # loaded machine this handed out a dead connection ("server closed the connection
+        # unexpectedly" in the request that got it). The pool must drop it, as a failed check.
+        raise psycopg.OperationalError(f"the connection's check took longer than {timeout:g}s")
 
 
 class _Pool(ConnectionPool[Conn]):
