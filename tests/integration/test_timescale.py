@@ -101,9 +101,14 @@ def test_policies_have_the_configured_intervals(database_url: str) -> None:
     assert _policies(database_url) == changed
 
 
+def _ten_days_ago() -> float:
+    """01:00 UTC ten days ago: readings from then to 22 h later are in one chunk (a UTC day), whatever
+    the time the test runs (from ``now - 10 days``, 50 minutes of readings crossed midnight after 23:10)."""
+    return (time.time() // 86_400 - 10) * 86_400 + 3_600
+
+
 def test_migrate_again_over_compressed_chunks(database_url: str) -> None:
-    now = time.time()
-    _insert_readings(database_url, "s1", "cam-1", [now - 10 * 86_400 + 30 * i for i in range(100)])
+    _insert_readings(database_url, "s1", "cam-1", [_ten_days_ago() + 30 * i for i in range(100)])
     assert run_timescale_jobs(database_url, "policy_compression") == 1  # the policy compresses the old chunk
     assert compressed_chunks(database_url) == (1, 1)
     with connect(database_url) as conn:
@@ -146,7 +151,7 @@ def test_ingest_into_a_compressed_chunk_stores_a_redelivery_once(gateway: Gatewa
     agent = Agent(gateway.settings.mqtt.url, "ts-site")
     try:
         agent.birth([{"id": "cam-1", "kind": "camera"}])
-        old = time.time() - 10 * 86_400
+        old = _ten_days_ago()
         agent.heartbeat("cam-1", ts=old)
         wait_for(lambda: _rows(url, "SELECT count(*) FROM readings") == [(1,)], what="the late heartbeat stored")
         assert run_timescale_jobs(url, "policy_compression") == 1
