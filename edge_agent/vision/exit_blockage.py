@@ -22,7 +22,9 @@ Method (an abandoned-object detector with a dual background, see ``docs/edge-age
    a person is found on it (OpenCV's HOG people detector, run on resting blobs only), and it
    is absorbed into the background when it shows no object: a *ghost* (the background has an
    outline there the current view does not: something that was in the learnt scene has gone)
-   or *see-through* (the floor's own texture is still seen there: light, a shadow).
+   or *see-through* (the floor's own texture is still seen there: light, a shadow), or, where the
+   exit has a ``door`` polygon, *the door's state* (nearly all of it on the door leaf's picture,
+   less than an object's size on the floor in front: a door propped open or closed again).
 6. The exit is ``blocked`` when one blob has at least ``min_object_px`` pixels in the region
    at rest for ``persistence_s``; the observation gives that blob's box.
 7. ``unknown`` when the view is unusable: too dark, no texture, or the picture no longer
