@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -32,6 +33,15 @@ if TYPE_CHECKING:
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 T = TypeVar("T")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The pids of ``pid``'s children (Linux ``/proc``); none once it is gone."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(c) for c in path.read_text(encoding="ascii").split()]
+    except FileNotFoundError:
+        return []
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:

@@ -28,7 +28,7 @@ from gateway.runtime import Gateway
 from gateway.store.db import connect
 from gateway.store.migrate import migrate
 from safeguard.devservers import MosquittoServer, PostgresServer
-from tests.support import ADMIN_TOKEN, Agent, AlertSubscriber, Api, SseReader, scalar, wait_for
+from tests.support import ADMIN_TOKEN, Agent, AlertSubscriber, Api, SseReader, child_pids, scalar, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,8 +65,7 @@ def away_settings(own_pg: PostgresServer, mosquitto: MosquittoServer) -> Setting
 def server_processes(server: PostgresServer) -> list[int]:
     """The postmaster and its children (each backend is a session leader of its own: killpg misses them)."""
     assert server.pid is not None
-    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-    return [server.pid, *map(int, children)]
+    return [server.pid, *child_pids(server.pid)]
 
 
 def signal_server(server: PostgresServer, sig: signal.Signals) -> None:

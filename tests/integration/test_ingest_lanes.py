@@ -37,7 +37,7 @@ from protocol import MessageType, device_topic
 from safeguard.devservers import IngestProcess, MosquittoServer
 from simulators.load import LoadPlan, finish, province_plan, site_id, start
 from simulators.load import run as run_load
-from tests.support import Agent, duplicate_readings, scalar, wait_for
+from tests.support import Agent, child_pids, duplicate_readings, scalar, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -354,12 +354,12 @@ def test_ingest_workers_command_runs_restarts_and_stops_its_children(
             return sum(f"as gw-pool-{worker}-" in line and "connecting" in line for line in lines)
 
         wait_for(lambda: connected("pool-0") >= 2 and connected("pool-1") >= 2, what="both children's lanes")
-        children = _children(parent.pid)
+        children = child_pids(parent.pid)
         assert len(children) == 2, children
         os.kill(children[0], signal.SIGKILL)
         wait_for(lambda: any("restarting it" in line for line in lines), what="the dead child restarted")
-        wait_for(lambda: len(_children(parent.pid)) == 2, what="two children again")
-        last = _children(parent.pid)
+        wait_for(lambda: len(child_pids(parent.pid)) == 2, what="two children again")
+        last = child_pids(parent.pid)
         assert children[0] not in last
     finally:
         parent.send_signal(signal.SIGTERM)
@@ -367,7 +367,3 @@ def test_ingest_workers_command_runs_restarts_and_stops_its_children(
     assert parent.returncode == 0
     assert [pid for pid in last if Path(f"/proc/{pid}").exists()] == []  # none outlives the parent
 
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text(encoding="ascii").split()] if path.exists() else []

@@ -17,18 +17,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from safeguard.devservers import MosquittoServer, free_port
-from tests.support import ADMIN_TOKEN, Agent, Api, scalar, wait_for
+from tests.support import ADMIN_TOKEN, Agent, Api, child_pids, scalar, wait_for
 
 pytestmark = pytest.mark.integration
 
 SITE = "site-serve"
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
 
 
 def command_line(pid: int) -> list[str]:
@@ -39,7 +32,7 @@ def command_line(pid: int) -> list[str]:
 
 
 def alarm_lane_child(pid: int) -> int | None:
-    return next((c for c in children(pid) if command_line(c)[-3:] == ["ingest", "--lane", "alarm"]), None)
+    return next((c for c in child_pids(pid) if command_line(c)[-3:] == ["ingest", "--lane", "alarm"]), None)
 
 
 def running(pid: int) -> bool:
@@ -63,7 +56,7 @@ def serve(mosquitto: MosquittoServer, database_url: str, *extra: str) -> Iterato
         wait_for(lambda: _ready(api), timeout=60, what="safeguard serve ready")
         yield proc, api
     finally:
-        for pid in children(proc.pid):
+        for pid in child_pids(proc.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         proc.kill()
@@ -121,4 +114,4 @@ def test_serve_one_process_has_no_child(mosquitto: MosquittoServer, database_url
     with serve(mosquitto, database_url, "--one-process") as (proc, api):
         Api(api).put_site(SITE, name="Serve")
         raise_alarm(mosquitto, database_url, "smoke-1")
-        assert children(proc.pid) == []
+        assert child_pids(proc.pid) == []
