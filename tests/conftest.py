@@ -180,8 +180,8 @@ def storage(request: pytest.FixtureRequest) -> str:
     return storage
 
 
-# Lines of a server log that say the server itself went wrong (a backend killed or crashed, the
-# postmaster resetting every connection), not a test's own refused statement.
+# Lines of a server log that say a session or the server itself went wrong (a backend killed or
+# crashed, the postmaster resetting every connection, a session ended by a FATAL error).
 _SERVER_TROUBLE = ("terminated by signal", "was terminated", "PANIC", "FATAL", "terminating any other active server",
                    "all server processes terminated", "database system was interrupted", "out of memory")
 _PG_LOG_AT = pytest.StashKey[tuple[Path, int]]()
