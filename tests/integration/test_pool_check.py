@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from gateway.store.db import check_connection, connect, open_pool
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.storage]  # the pool on both storage paths
 
 
 def _answer_at_the_deadline(monkeypatch: pytest.MonkeyPatch, late_s: float) -> None:
