@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -186,6 +187,8 @@ _SERVER_TROUBLE = ("terminated by signal", "was terminated", "PANIC", "FATAL", "
                    "all server processes terminated", "database system was interrupted", "out of memory")
 _PG_LOG_AT = pytest.StashKey[tuple[Path, int]]()
 _TEST_DB = pytest.StashKey[str]()
+# A session's end after a second or more (a gateway's pooled connection, not a probe's quick query).
+_LASTING_SESSION = re.compile(r"disconnection: session time: (?!0:00:00\.)")
 
 
 @pytest.fixture
@@ -213,7 +216,7 @@ def pytest_runtest_makereport(
             # The server's own trouble, and how each session of this test's database ended.
             mine = f"database={item.stash[_TEST_DB]}" if _TEST_DB in item.stash else None
             trouble = [line for line in lines if any(mark in line for mark in _SERVER_TROUBLE)
-                       or (mine is not None and "disconnection:" in line and mine in line)]
+                       or (mine is not None and mine in line and _LASTING_SESSION.search(line))]
             if trouble:
                 report.sections.append((f"PostgreSQL server log ({path})", "\n".join(trouble[-40:])))
     return report
